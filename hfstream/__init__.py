@@ -1,0 +1,58 @@
+"""hfstream: convert Hugging Face safetensors repos to GGUF by streaming them from the Hub.
+
+    >>> import hfstream
+    >>> result = hfstream.convert("org/model", outtype="q8_0")
+    >>> result.path, result.commit_sha
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import errors
+from .errors import HfstreamError
+from .pipeline import DEFAULT_MAX_MEMORY, ConvertResult, Options, Progress, run
+
+__all__ = ["convert", "ConvertResult", "Progress", "HfstreamError", "errors"]
+__version__ = "0.1.0"
+
+
+def convert(
+    repo_id: str,
+    outtype: str = "auto",
+    revision: str = "main",
+    outfile: str | os.PathLike | None = None,
+    token: str | None = None,
+    *,
+    endpoint: str | None = None,
+    dry_run: bool = False,
+    force: bool = False,
+    bpe_pre: str | None = None,
+    connections: int = 8,
+    threads: int | None = None,
+    max_memory: int = DEFAULT_MAX_MEMORY,
+    on_progress=None,
+) -> ConvertResult:
+    """Convert ``repo_id`` at ``revision`` to a GGUF file, streaming the weights from the Hub.
+
+    Args:
+        repo_id: ``org/name`` on the Hub (``HF_ENDPOINT`` or ``endpoint`` selects the Hub).
+        outtype: ``f32``, ``f16``, ``bf16``, ``q8_0`` or ``auto`` (bf16 for bf16 checkpoints, else f16).
+        revision: branch, tag or commit sha; resolved to one commit sha before anything is read.
+        outfile: output path; a directory gets the default name ``{Name}-{SizeLabel}-{FTYPE}.gguf``,
+            and ``{ftype}`` in a file name is replaced by the output type. Default: that name in the cwd.
+        token: Hub token; default ``HF_TOKEN``, else the token cached by ``hf auth login``.
+        dry_run: plan only: fetch headers and small files, no tensor data, write nothing.
+        force: overwrite an existing output file.
+        bpe_pre: force ``tokenizer.ggml.pre`` for a BPE tokenizer whose pre-tokenizer is not recognised.
+        connections, threads, max_memory: concurrent HTTP connections, CPU threads, bytes in flight.
+        on_progress: called with a ``Progress`` as bytes are fetched and written.
+
+    Returns a ConvertResult (path, commit sha, tensor count, bytes fetched and written, seconds).
+    Raises an ``hfstream.errors.HfstreamError`` subclass for every expected failure; no partial
+    file is ever left at the output path.
+    """
+    opts = Options(outtype=outtype, revision=revision, outfile=outfile, token=token, endpoint=endpoint,
+                   dry_run=dry_run, force=force, bpe_pre=bpe_pre, connections=connections, threads=threads,
+                   max_memory=max_memory, on_progress=on_progress)
+    return run(repo_id, opts)

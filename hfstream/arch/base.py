@@ -1,0 +1,214 @@
+"""What every text model family shares: hyperparameter keys, tensor naming, vocab choice.
+
+A family module subclasses ``TextFamily``, names the HF architectures it takes, and
+overrides only what differs (extra hyperparameters, tensor transforms).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Iterable, Iterator, Mapping, Sequence
+
+import gguf
+
+from .. import errors
+from ..graph import Node
+
+#: Source tensors the reference drops without mapping them.
+_IGNORED_SUFFIXES = (".attention.masked_bias", ".attention.bias", ".rotary_emb.inv_freq")
+#: Multimodal parts a text conversion leaves out.
+_MULTIMODAL_PREFIXES = ("mlp", "vit.", "vpm.", "siglip2.", "conformer.", "merger.", "resampler.",
+                        "sound_encoder.", "sound_projection.", "speech_embeddings.")
+_MULTIMODAL_PARTS = ("visual.", "vision.", "audio.", "talker.", "vision_", "audio_", "token2wav.",
+                     "code2wav.", "projector.", "pre_mm_projector_norm", "image_newline", "view_seperator",
+                     "patch_embed", "patch_embedding", "patch_merger.", "patch_merge_mlp.", "model.connector.")
+
+
+class TextFamily:
+    """A decoder-only text model family. Subclasses set the class attributes below."""
+
+    #: HF ``architectures[0]`` values this family converts
+    hf_architectures: ClassVar[tuple[str, ...]] = ()
+    #: the llama.cpp architecture written to ``general.architecture``
+    gguf_arch: ClassVar[gguf.MODEL_ARCH]
+    #: vocab kinds to try, in order (see ``hfstream.vocab.add_vocab``)
+    vocab_strategies: ClassVar[tuple[str, ...]] = ("bpe",)
+
+    def __init__(self, hparams: Mapping[str, Any], hf_arch: str):
+        self.hf_arch = hf_arch
+        merged = dict(hparams)
+        if isinstance(merged.get("text_config"), dict):
+            merged = {**merged, **merged["text_config"]}
+        self.hparams = merged
+        self.block_count = int(self.find(("n_layers", "num_hidden_layers", "n_layer", "num_layers")))
+        self.tensor_map = gguf.get_tensor_name_map(self.gguf_arch, self.block_count)
+        self.rope = self._rope_parameters()
+
+    # -- hyperparameters ------------------------------------------------------
+
+    def find(self, keys: Sequence[str], optional: bool = False) -> Any:
+        for k in keys:
+            if k in self.hparams:
+                return self.hparams[k]
+        if optional:
+            return None
+        raise errors.InvalidConfigError(f"config.json: none of {', '.join(keys)} is set")
+
+    def _rope_parameters(self) -> dict[str, Any]:
+        """rope_parameters (or legacy rope_scaling) with the global keys mirrored in, as the reference does."""
+        rope = dict(self.hparams.get("rope_parameters", self.hparams.get("rope_scaling")) or {})
+        if "full_attention" in rope or "sliding_attention" in rope:
+            return rope
+        theta = self.find(("global_rope_theta", "rope_global_theta", "rope_theta_global", "rope_theta",
+                           "rotary_emb_base"), optional=True)
+        local_theta = self.find(("local_rope_theta", "rope_local_theta", "rope_theta_local", "swa_rope_theta",
+                                 "rope_local_base_freq"), optional=True)
+        partial = self.find(("partial_rotary_factor", "rope_pct", "rope_percent"), optional=True)
+        orig_ctx = self.find(("original_max_position_embeddings",), optional=True)
+        if local_theta is not None:
+            rope["sliding_attention"] = {"rope_theta": local_theta}
+        if "rope_theta" not in rope and theta is not None:
+            rope["rope_theta"] = theta
+        if "rope_type" not in rope and rope.get("type") is not None:
+            rope["rope_type"] = rope["type"]
+        if "partial_rotary_factor" not in rope and partial is not None:
+            rope["partial_rotary_factor"] = partial
+        if "original_max_position_embeddings" not in rope and orig_ctx is not None:
+            rope["original_max_position_embeddings"] = orig_ctx
+        return rope
+
+    def add_hparams(self, w: gguf.GGUFWriter, file_type: int) -> None:
+        """The architecture keys, in the reference's order; ``general.file_type`` last."""
+        f = lambda keys: self.find(keys, optional=True)  # noqa: E731
+        w.add_block_count(self.block_count)
+        if (v := f(("max_position_embeddings", "n_ctx", "n_positions", "max_length", "max_sequence_length",
+                    "model_max_length"))) is not None:
+            w.add_context_length(v)
+        if (v := f(("hidden_size", "n_embd", "dim"))) is not None:
+            w.add_embedding_length(v)
+        if (v := f(("prefix_dense_intermediate_size", "dense_intermediate_size", "intermediate_size", "n_inner",
+                    "hidden_dim"))) is not None:
+            w.add_feed_forward_length(v)
+        if (v := f(("num_attention_heads", "n_head", "n_heads"))) is not None:
+            w.add_head_count(v)
+        if (v := f(("num_key_value_heads", "n_kv_heads"))) is not None:
+            w.add_head_count_kv(v)
+        if self.hparams.get("is_causal") is False:
+            w.add_causal_attention(False)
+        self._add_rope_scaling(w)
+        rope = self.rope.get("full_attention", self.rope)
+        if "mrope_section" in self.rope:
+            sections = list(self.rope["mrope_section"])
+            sections += [0] * (4 - len(sections))
+            w.add_rope_dimension_sections(sections[:4])
+        if (v := rope.get("rope_theta")) is not None:
+            w.add_rope_freq_base(v)
+        if (v := self.rope.get("sliding_attention", {}).get("rope_theta")) is not None:
+            w.add_rope_freq_base_swa(v)
+        if (v := f(("rms_norm_eps", "norm_eps"))) is not None:
+            w.add_layer_norm_rms_eps(v)
+        if (v := f(("layer_norm_eps", "layer_norm_epsilon", "norm_epsilon"))) is not None:
+            w.add_layer_norm_eps(v)
+        if (v := f(("num_local_experts", "num_experts", "n_routed_experts"))) is not None:
+            w.add_expert_count(v)
+        if (v := f(("num_experts_per_tok", "num_experts_per_token", "top_k_experts"))) is not None:
+            w.add_expert_used_count(v)
+        if (v := self.hparams.get("n_group")) is not None:
+            w.add_expert_group_count(v)
+        if (v := self.hparams.get("topk_group")) is not None:
+            w.add_expert_group_used_count(v)
+        score = f(("score_function", "scoring_func", "score_func", "moe_router_activation",
+                   "moe_router_activation_func", "expert_selection_fn"))
+        if score is not None:
+            gating = {"sigmoid": gguf.ExpertGatingFuncType.SIGMOID, "softmax": gguf.ExpertGatingFuncType.SOFTMAX}
+            if hasattr(gguf.ExpertGatingFuncType, "SQRTSOFTPLUS"):
+                gating["sqrtsoftplus"] = gguf.ExpertGatingFuncType.SQRTSOFTPLUS
+            if score not in gating:
+                raise errors.InvalidConfigError(f"config.json: unsupported expert gating function {score!r}")
+            w.add_expert_gating_func(gating[score])
+        if (v := self.hparams.get("head_dim")) is not None:
+            w.add_key_length(v)
+            w.add_value_length(v)
+        w.add_file_type(file_type)
+
+    def _add_rope_scaling(self, w: gguf.GGUFWriter) -> None:
+        rope = self.rope.get("full_attention", self.rope)
+        rope_type = rope.get("rope_type")
+        if rope_type is None:
+            return
+        factor = rope.get("factor")
+        if rope_type == "linear" and factor is not None:
+            w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+            w.add_rope_scaling_factor(factor)
+        elif rope_type == "yarn" and factor is not None:
+            w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+            w.add_rope_scaling_factor(factor)
+            if "original_max_position_embeddings" not in rope:
+                raise errors.InvalidConfigError("config.json: yarn rope scaling needs original_max_position_embeddings")
+            w.add_rope_scaling_orig_ctx_len(rope["original_max_position_embeddings"])
+            if (v := rope.get("extrapolation_factor")) is not None:
+                w.add_rope_scaling_yarn_ext_factor(v)
+            if (v := rope.get("attention_factor", rope.get("attn_factor"))) is not None:
+                w.add_rope_scaling_yarn_attn_factor(v)
+            if (v := rope.get("beta_fast")) is not None:
+                w.add_rope_scaling_yarn_beta_fast(v)
+            if (v := rope.get("beta_slow")) is not None:
+                w.add_rope_scaling_yarn_beta_slow(v)
+        elif rope_type in ("su", "longrope"):
+            w.add_rope_scaling_type(gguf.RopeScalingType.LONGROPE)
+        # "dynamic" and "llama3" are handled by the families that use them
+
+    # -- tensors --------------------------------------------------------------
+
+    def source_name(self, name: str) -> str | None:
+        """The name a source tensor is converted under, or None to leave it out."""
+        if name.startswith(_MULTIMODAL_PREFIXES) or any(p in name for p in _MULTIMODAL_PARTS):
+            return None
+        if name.endswith("e_score_correction_bias"):
+            name = name.replace("e_score_correction_bias", "e_score_correction.bias")
+        name = name.replace("language_model.", "")
+        if name.endswith(_IGNORED_SUFFIXES):
+            return None
+        return name
+
+    def extra_tensors(self) -> Iterable[tuple[str, Node]]:
+        """Tensors generated from the config alone; they come first in the file."""
+        return ()
+
+    def convert(self, name: str, node: Node, bid: int | None) -> Iterator[tuple[str, Node]]:
+        """Output tensors for one source tensor (none, if it is buffered for a later one)."""
+        yield self.map_name(name), node
+
+    def finish(self) -> Iterator[tuple[str, Node]]:
+        """Called after the last source tensor; raises if something buffered was never used."""
+        return iter(())
+
+    def map_name(self, name: str) -> str:
+        new = self.tensor_map.get_name(key=name, try_suffixes=(".weight", ".bias"))
+        if new is None:
+            raise errors.UnsupportedArchitectureError(
+                f"cannot map tensor {name!r} of {self.hf_arch} to a llama.cpp tensor name")
+        return new
+
+    def tensor_kind(self, gguf_name: str, bid: int | None) -> gguf.MODEL_TENSOR | None:
+        """The kind of an output ``*.weight`` tensor (for the type rules), or None.
+
+        ``bid`` is the block id of the source tensor, as the reference matches it.
+        """
+        for kind in gguf.MODEL_TENSORS.get(self.gguf_arch, ()):
+            template = gguf.TENSOR_NAMES[kind]
+            if "{bid}" in template:
+                if bid is None:
+                    continue
+                template = template.format(bid=bid)
+            elif bid is not None:
+                continue
+            if gguf_name == template + ".weight":
+                return kind
+        return None
+
+    # -- vocab ----------------------------------------------------------------
+
+    def add_vocab(self, w: gguf.GGUFWriter, files: Mapping[str, bytes], bpe_pre: str | None) -> None:
+        from ..vocab import add_vocab
+
+        add_vocab(w, files, self.hparams, strategies=self.vocab_strategies, bpe_pre=bpe_pre)

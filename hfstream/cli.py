@@ -1,0 +1,126 @@
+"""The ``hfstream`` command line. Every failure is one line on stderr and a distinct exit code."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from typing import Sequence
+
+from . import __version__, errors
+from .pipeline import DEFAULT_MAX_MEMORY, ConvertResult, Options, Progress, run
+from .quant import OUTTYPE_CHOICES
+
+
+def _size(text: str) -> int:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)(i?[bB])?\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 256M, 1G)")
+    scale = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[m.group(2).lower()]
+    return int(float(m.group(1)) * scale)
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return n
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hfstream", description="Stream Hugging Face safetensors repos into GGUF files.")
+    p.add_argument("--version", action="version", version=f"hfstream {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("convert", help="convert one repo to GGUF")
+    c.add_argument("repo", help="org/name on the Hub")
+    c.add_argument("--outtype", default="auto", choices=OUTTYPE_CHOICES,
+                   help="output type (default: auto = bf16 for bf16 checkpoints, else f16)")
+    c.add_argument("--revision", default="main", help="branch, tag or commit sha (default: main)")
+    c.add_argument("-o", "--outfile", help="output file or directory; '{ftype}' in the name is replaced")
+    c.add_argument("--token", help="Hub token (default: HF_TOKEN, else the `hf auth login` token)")
+    c.add_argument("--dry-run", action="store_true", help="print the plan; fetch no tensor data, write nothing")
+    c.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    c.add_argument("--bpe-pre", metavar="NAME", help="tokenizer.ggml.pre to use when the BPE pre-tokenizer is not recognised")
+    c.add_argument("--connections", type=_positive, default=8, help="concurrent HTTP connections (default 8)")
+    c.add_argument("--threads", type=_positive, default=None, help="CPU threads (default: all cores)")
+    c.add_argument("--max-memory", type=_size, default=DEFAULT_MAX_MEMORY,
+                   help="bound on bytes in flight (default 256M)")
+    c.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only the result line")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "convert":
+            return _convert(args)
+    except errors.HfstreamError as e:
+        _fail(e.message)
+        return e.exit_code
+    except KeyboardInterrupt:
+        _fail("interrupted")
+        return errors.InterruptedError_.exit_code
+    except Exception as e:  # a bug: still one line, unless asked for the traceback
+        if os.environ.get("HFSTREAM_DEBUG"):
+            raise
+        _fail(f"internal error: {type(e).__name__}: {e} (set HFSTREAM_DEBUG=1 for a traceback)")
+        return 1
+    return 2
+
+
+def _fail(message: str) -> None:
+    print(f"hfstream: error: {message}", file=sys.stderr)
+
+
+def _convert(args: argparse.Namespace) -> int:
+    bar = None if args.quiet or args.dry_run else _ProgressBar()
+    opts = Options(outtype=args.outtype, revision=args.revision, outfile=args.outfile, token=args.token,
+                   dry_run=args.dry_run, force=args.force, bpe_pre=args.bpe_pre, connections=args.connections,
+                   threads=args.threads, max_memory=args.max_memory,
+                   on_progress=bar.update if bar else None)
+    try:
+        result = run(args.repo, opts)
+    finally:
+        if bar:
+            bar.close()
+    if args.dry_run:
+        _print_plan(result)
+    else:
+        mb = result.bytes_fetched / 1e6
+        print(f"{result.path}  ({result.tensor_count} tensors, {result.output_size / 1e6:.1f} MB written, "
+              f"{mb:.1f} MB fetched, {result.seconds:.1f} s, commit {result.commit_sha[:12]})")
+    return 0
+
+
+def _print_plan(result: ConvertResult) -> None:
+    width = max((len(t[0]) for t in result.tensors), default=10)
+    for name, shape, qtype, nbytes in result.tensors:
+        dims = "x".join(str(d) for d in shape)
+        print(f"{name:<{width}}  {dims:>20}  {qtype:>6}  {nbytes:>14,d}")
+    print(f"{len(result.tensors)} tensors, output {result.output_size:,d} bytes -> {result.path}")
+    print(f"would fetch {result.source_bytes:,d} bytes of tensor data from {result.repo_id}@{result.commit_sha}")
+
+
+class _ProgressBar:
+    """bytes written against the output size, with bytes fetched and speed alongside."""
+
+    def __init__(self):
+        self._bar = None
+
+    def update(self, p: Progress) -> None:
+        from tqdm import tqdm
+
+        if self._bar is None:
+            self._bar = tqdm(total=p.total_bytes, unit="B", unit_scale=True, unit_divisor=1024,
+                             desc="written", file=sys.stderr, leave=False, dynamic_ncols=True)
+        self._bar.update(p.bytes_written - self._bar.n)
+        self._bar.set_postfix_str(f"fetched {p.bytes_fetched / 2**20:.1f} MiB", refresh=False)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()

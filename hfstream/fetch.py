@@ -1,0 +1,241 @@
+"""Bytes from the Hub by HTTP Range, on one pooled aiohttp session.
+
+A byte source has two operations: ``read(path, start, length)`` for a range of a
+file and ``get(path)`` for a whole small file. The pipeline only sees that seam.
+
+``/resolve/{sha}/{path}`` is asked once per file: its redirect ``Location`` (the
+signed storage URL) is kept and reused for every later range of that file, since
+the Hub rate-limits ``/resolve/`` requests. The token goes only to the endpoint's
+own origin, never to a host a redirect points at.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+from dataclasses import dataclass
+from typing import Protocol
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+
+from . import errors
+from .hub import Snapshot
+from .settings import MAX_SMALL_FILE_BYTES
+
+
+class ByteSource(Protocol):
+    """Where bytes come from: the Hub, a local directory, a test double."""
+
+    async def read(self, path: str, start: int, length: int) -> bytes:
+        """Exactly ``length`` bytes of ``path`` from offset ``start``."""
+
+    async def get(self, path: str) -> bytes | None:
+        """The whole (small) file, or None when the repo has no such file."""
+
+
+@dataclass
+class FetchStats:
+    bytes_fetched: int = 0
+    requests: int = 0
+    resolves: int = 0
+
+
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+_RETRY_STATUS = {408, 429, 500, 502, 503, 504}
+
+
+class HubSource:
+    """A ByteSource reading one pinned snapshot of a Hub repo."""
+
+    def __init__(self, snapshot: Snapshot, token: str | None, *, connections: int = 8, retries: int = 5,
+                 connect_timeout: float = 30.0, read_timeout: float = 60.0):
+        self.snapshot = snapshot
+        self._token = token
+        self._connections = connections
+        self._retries = retries
+        self._timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=read_timeout)
+        self._session: aiohttp.ClientSession | None = None
+        self._storage_urls: dict[str, str] = {}
+        self._resolve_locks: dict[str, asyncio.Lock] = {}
+        self._endpoint_origin = _origin(snapshot.endpoint)
+        self.stats = FetchStats()
+
+    async def __aenter__(self) -> "HubSource":
+        connector = aiohttp.TCPConnector(limit=self._connections)
+        # trust_env so HTTP(S)_PROXY works; aiohttp ignores it otherwise.
+        self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, trust_env=True,
+                                              auto_decompress=False)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # -- the ByteSource operations --------------------------------------------
+
+    async def get(self, path: str) -> bytes | None:
+        if path not in self.snapshot.files:
+            return None
+        size = self.snapshot.files.get(path)
+        if size is not None and size > MAX_SMALL_FILE_BYTES:
+            raise errors.InvalidConfigError(f"{path}: {size} bytes is too large for a metadata file")
+        if size == 0:
+            return b""
+        url = self.snapshot.resolve_url(path)
+        return await self._with_retries(path, lambda: self._get_whole(url, path))
+
+    async def read(self, path: str, start: int, length: int) -> bytes:
+        if length == 0:
+            return b""
+        url = await self._storage_url(path)
+        return await self._with_retries(path, lambda: self._get_range(url, path, start, length))
+
+    # -- internals ------------------------------------------------------------
+
+    def _headers(self, url: str) -> dict[str, str]:
+        headers = {"User-Agent": "hfstream"}
+        if self._token and _origin(url) == self._endpoint_origin:
+            headers["Authorization"] = f"Bearer {self._token}"
+        return headers
+
+    async def _storage_url(self, path: str) -> str:
+        """The URL to read ``path`` from: the /resolve/ redirect target, looked up once."""
+        if path in self._storage_urls:
+            return self._storage_urls[path]
+        lock = self._resolve_locks.setdefault(path, asyncio.Lock())
+        async with lock:
+            if path not in self._storage_urls:
+                self._storage_urls[path] = await self._with_retries(path, lambda: self._resolve(path))
+        return self._storage_urls[path]
+
+    async def _resolve(self, path: str) -> str:
+        assert self._session is not None
+        url = self.snapshot.resolve_url(path)
+        self.stats.resolves += 1
+        self.stats.requests += 1
+        async with self._session.head(url, headers=self._headers(url), allow_redirects=False) as resp:
+            if resp.status in (301, 302, 303, 307, 308):
+                location = resp.headers.get("Location")
+                if not location:
+                    raise errors.ProtocolError(f"{path}: redirect without a Location header")
+                return urljoin(url, location)
+            if resp.status in (200, 206):
+                return url
+            self._raise_for_status(resp.status, path, resp.headers)
+        raise AssertionError("unreachable")
+
+    async def _get_whole(self, url: str, path: str) -> bytes:
+        assert self._session is not None
+        self.stats.requests += 1
+        # Small files are followed through redirects, but never with the token on another host:
+        # aiohttp would keep our header, so redirects are followed by hand.
+        for _ in range(5):
+            async with self._session.get(url, headers=self._headers(url), allow_redirects=False) as resp:
+                if resp.status in (301, 302, 303, 307, 308):
+                    url = urljoin(url, resp.headers.get("Location", ""))
+                    continue
+                if resp.status == 404:
+                    return None  # type: ignore[return-value]
+                if resp.status != 200:
+                    self._raise_for_status(resp.status, path, resp.headers)
+                body = await resp.content.read(MAX_SMALL_FILE_BYTES + 1)
+                if len(body) > MAX_SMALL_FILE_BYTES:
+                    raise errors.InvalidConfigError(f"{path}: too large for a metadata file")
+                self.stats.bytes_fetched += len(body)
+                return body
+        raise errors.ProtocolError(f"{path}: too many redirects")
+
+    async def _get_range(self, url: str, path: str, start: int, length: int) -> bytes:
+        assert self._session is not None
+        end = start + length - 1
+        headers = self._headers(url)
+        headers["Range"] = f"bytes={start}-{end}"
+        self.stats.requests += 1
+        async with self._session.get(url, headers=headers, allow_redirects=False) as resp:
+            if resp.status == 200:
+                # The server ignored Range: stop now rather than download the whole file.
+                raise errors.ProtocolError(f"{path}: the server ignored the Range header (200 instead of 206)")
+            if resp.status != 206:
+                self._raise_for_status(resp.status, path, resp.headers)
+            m = _CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", "").strip())
+            if not m or int(m.group(1)) != start or int(m.group(2)) != end:
+                raise errors.ProtocolError(
+                    f"{path}: Content-Range {resp.headers.get('Content-Range')!r} does not match bytes {start}-{end}")
+            body = await resp.content.read(length + 1)
+            while len(body) < length:
+                chunk = await resp.content.read(length + 1 - len(body))
+                if not chunk:
+                    break
+                body += chunk
+            self.stats.bytes_fetched += len(body)
+            if len(body) != length:
+                raise _Truncated(f"{path}: got {len(body)} of {length} bytes")
+            return body
+
+    def _raise_for_status(self, status: int, path: str, headers) -> None:
+        if status in _RETRY_STATUS:
+            raise _Retryable(status, headers)
+        repo = self.snapshot.repo_id
+        if status == 401:
+            raise errors.AuthRequiredError(f"{repo} needs a token to read {path}: set HF_TOKEN or pass --token")
+        if status == 403:
+            raise errors.AccessDeniedError(f"no access to {path} in {repo}: request access at {self.snapshot.page_url}")
+        if status == 404:
+            raise errors.MissingFileError(f"{path} not found in {repo}@{self.snapshot.sha[:12]}")
+        if status == 416:
+            raise errors.InvalidHeaderError(f"{path}: the requested range lies outside the file")
+        raise errors.ProtocolError(f"{path}: unexpected HTTP {status}")
+
+    async def _with_retries(self, path: str, attempt):
+        delay = 0.5
+        last: Exception | None = None
+        for n in range(self._retries + 1):
+            try:
+                return await attempt()
+            except _Retryable as e:
+                last = e
+                wait = e.wait_seconds() or delay
+            except (_Truncated, aiohttp.ClientError, asyncio.TimeoutError) as e:
+                last = e
+                wait = delay
+            if n == self._retries:
+                break
+            await asyncio.sleep(wait * (0.5 + random.random()))
+            delay = min(delay * 2, 30.0)
+        if isinstance(last, _Retryable):
+            if last.status == 429:
+                raise errors.RateLimitedError(f"{path}: still rate-limited after {self._retries} retries")
+            if last.status >= 500:
+                raise errors.ServerError(f"{path}: HTTP {last.status} after {self._retries} retries")
+        reason = type(last).__name__ if last else "unknown"
+        raise errors.NetworkError(f"{path}: failed after {self._retries} retries ({reason})")
+
+
+class _Retryable(Exception):
+    def __init__(self, status: int, headers):
+        super().__init__(f"HTTP {status}")
+        self.status = status
+        self.headers = headers
+
+    def wait_seconds(self) -> float | None:
+        """Seconds the server asked us to wait: Retry-After, or the Hub's ``RateLimit: ...;t=N``."""
+        retry_after = self.headers.get("Retry-After")
+        if retry_after and retry_after.strip().isdigit():
+            return float(retry_after)
+        rate_limit = self.headers.get("RateLimit", "")
+        m = re.search(r"\bt=(\d+)", rate_limit)
+        if m:
+            return float(m.group(1))
+        return None
+
+
+class _Truncated(Exception):
+    pass
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme.lower(), parts.netloc.lower()

@@ -1,0 +1,80 @@
+"""``general.*`` metadata from the model card, config.json and generation_config.json (all in memory).
+
+The heuristics themselves (name, basename, finetune, size label, base models, tags,
+languages) are the ``gguf`` package's ``Metadata.apply_metadata_heuristic``, given the
+repo name as the directory name a local clone would have.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import PurePosixPath
+from typing import Any, Mapping
+
+import gguf
+import yaml
+
+
+def model_card(readme: bytes | None) -> dict[str, Any]:
+    """The YAML front matter of README.md, or {} (no card, no front matter, or not a mapping)."""
+    if not readme:
+        return {}
+    lines = readme.decode("utf-8", errors="replace").splitlines()
+    if not lines or lines[0] != "---":
+        return {}
+    body: list[str] = []
+    for line in lines[1:]:
+        if line == "---":
+            break
+        body.append(line)
+    text = "\n".join(body) + "\n"
+    # YAML 1.1 reads a bare `no` (Norwegian) as false; tabs are not YAML indentation.
+    text = text.replace("- no\n", '- "no"\n').replace("\t", "  ")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _json(blob: bytes | None) -> dict[str, Any]:
+    if not blob:
+        return {}
+    try:
+        data = json.loads(blob)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+_SAMPLING_KEYS = (
+    ("sampling_sequence", ("sequence",)),
+    ("sampling_top_k", ("top_k",)),
+    ("sampling_top_p", ("top_p",)),
+    ("sampling_min_p", ("min_p",)),
+    ("sampling_xtc_probability", ("xtc_probability",)),
+    ("sampling_xtc_threshold", ("xtc_threshold",)),
+    ("sampling_temp", ("temperature",)),
+    ("sampling_penalty_last_n", ("penalty_last_n",)),
+    ("sampling_penalty_repeat", ("penalty_repeat", "repetition_penalty")),
+    ("sampling_mirostat", ("mirostat",)),
+    ("sampling_mirostat_tau", ("mirostat_tau",)),
+    ("sampling_mirostat_eta", ("mirostat_eta",)),
+)
+
+
+def build(repo_name: str, files: Mapping[str, bytes], total_params: int) -> gguf.Metadata:
+    """The authorship and sampling metadata the reference derives for a local clone named ``repo_name``."""
+    card = model_card(files.get("README.md"))
+    hf_params = _json(files.get("config.json"))
+    md = gguf.Metadata.apply_metadata_heuristic(gguf.Metadata(), card, hf_params, PurePosixPath(repo_name),
+                                                total_params)
+    gen = _json(files.get("generation_config.json"))
+    for attr, keys in _SAMPLING_KEYS:
+        for key in keys:
+            if key in gen:
+                setattr(md, attr, gen[key])
+                break
+    if md.name is None:
+        md.name = repo_name
+    return md

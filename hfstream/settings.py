@@ -1,0 +1,42 @@
+"""Configuration has one home: every environment variable hfstream reads is read here."""
+
+from __future__ import annotations
+
+import os
+
+DEFAULT_ENDPOINT = "https://huggingface.co"
+
+#: huggingface_hub reads headers with one ~100 KB range first; 97% of headers fit in it.
+FIRST_HEADER_READ = 100_000
+#: huggingface_hub refuses safetensors headers over this size; so do we.
+MAX_HEADER_BYTES = 25_000_000
+#: Files hfstream reads into memory when the repo has them (never the weights).
+SMALL_FILES = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "README.md",
+    "model.safetensors.index.json",
+)
+#: A small file larger than this is refused rather than read into memory.
+MAX_SMALL_FILE_BYTES = 64 * 1024 * 1024
+
+
+def endpoint() -> str:
+    """The Hub endpoint: ``HF_ENDPOINT`` or huggingface.co, without a trailing slash."""
+    return (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+
+
+def token(explicit: str | None = None) -> str | None:
+    """The token to use: ``--token``, else ``HF_TOKEN``, else the cached ``hf auth login`` token."""
+    if explicit:
+        return explicit
+    from huggingface_hub import get_token
+
+    return get_token() or None
