@@ -1,0 +1,39 @@
+"""The per-tensor type rules of the reference converter."""
+
+import pytest
+from gguf import GGMLQuantizationType as QT
+from gguf import MODEL_TENSOR as MT
+
+from hfstream import errors
+from hfstream.quant import auto_outtype, nbytes, outtype, tensor_type
+
+
+@pytest.mark.parametrize("name, kind, shape, ot, expected", [
+    ("blk.0.attn_q.weight", MT.ATTN_Q, (64, 64), "q8_0", QT.Q8_0),
+    ("blk.0.attn_norm.weight", MT.ATTN_NORM, (64,), "q8_0", QT.F32),
+    ("blk.0.attn_q.bias", None, (64,), "f16", QT.F32),
+    ("blk.0.ffn_down.weight", MT.FFN_DOWN, (64, 48), "q8_0", QT.F16),  # 48 % 32 != 0
+    ("token_embd.weight", MT.TOKEN_EMBD, (100, 64), "q8_0", QT.Q8_0),
+    ("output.weight", MT.OUTPUT, (100, 64), "bf16", QT.BF16),
+    ("blk.0.ffn_gate_inp.weight", MT.FFN_GATE_INP, (8, 64), "f16", QT.F32),
+    ("blk.0.attn_k.weight", MT.ATTN_K, (32, 64), "f32", QT.F32),
+])
+def test_type_rules(name, kind, shape, ot, expected):
+    assert tensor_type(outtype(ot), kind, name, shape) == expected
+
+
+def test_auto_picks_bf16_only_for_bf16_checkpoints():
+    assert auto_outtype("BF16").name == "bf16"
+    assert auto_outtype("F16").name == "f16"
+    assert auto_outtype(None).name == "f16"
+
+
+def test_sizes():
+    assert nbytes(QT.Q8_0, (2, 64)) == 2 * 2 * 34
+    assert nbytes(QT.F16, (3, 5)) == 30
+    assert nbytes(QT.F32, (7,)) == 28
+
+
+def test_unknown_outtype_is_a_clear_error():
+    with pytest.raises(errors.UnsupportedOptionError, match="q8_0"):
+        outtype("q9_9")

@@ -1,0 +1,42 @@
+"""The output file: positional writes, atomic rename, nothing left behind on failure."""
+
+import pytest
+
+from hfstream import errors
+from hfstream.writer import OutputFile, part_path
+
+
+def test_commit_renames_a_complete_file(tmp_path):
+    final = tmp_path / "m.gguf"
+    out = OutputFile(final, 10)
+    out.pwrite(b"world", 5)
+    out.pwrite(b"hello", 0)
+    assert not final.exists() and part_path(final).exists()
+    out.commit()
+    assert final.read_bytes() == b"helloworld" and not part_path(final).exists()
+
+
+def test_abort_leaves_nothing(tmp_path):
+    final = tmp_path / "m.gguf"
+    out = OutputFile(final, 10)
+    out.pwrite(b"x", 0)
+    out.abort()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_output_needs_force(tmp_path):
+    final = tmp_path / "m.gguf"
+    final.write_bytes(b"precious")
+    with pytest.raises(errors.OutputExistsError, match="--force"):
+        OutputFile(final, 4)
+    assert final.read_bytes() == b"precious"
+    out = OutputFile(final, 4, force=True)
+    out.pwrite(b"new!", 0)
+    assert final.read_bytes() == b"precious"  # untouched until commit
+    out.commit()
+    assert final.read_bytes() == b"new!"
+
+
+def test_missing_directory_is_a_clear_error(tmp_path):
+    with pytest.raises(errors.OutputWriteError, match="does not exist"):
+        OutputFile(tmp_path / "nope" / "m.gguf", 4)
