@@ -179,10 +179,18 @@ class HubSource:
         if status in _RETRY_STATUS:
             raise _Retryable(status, headers)
         repo = self.snapshot.repo_id
+        code = headers.get("X-Error-Code", "")
         if status == 401:
-            raise errors.AuthRequiredError(f"{repo} needs a token to read {path}: set HF_TOKEN or pass --token")
+            # A gated repo's model info is public; its files answer 401 (no token) or 403 (no access).
+            if self._token and code != "GatedRepo":
+                raise errors.AccessDeniedError(f"the Hub rejected the token for {repo} (invalid credentials); "
+                                               "check HF_TOKEN or --token")
+            kind = "is gated" if code == "GatedRepo" else "needs a token"
+            raise errors.AuthRequiredError(
+                f"{repo} {kind}: log in with `hf auth login`, set HF_TOKEN or pass --token")
         if status == 403:
-            raise errors.AccessDeniedError(f"no access to {path} in {repo}: request access at {self.snapshot.page_url}")
+            raise errors.AccessDeniedError(
+                f"your token has no access to {repo}: request access at {self.snapshot.page_url}")
         if status == 404:
             raise errors.MissingFileError(f"{path} not found in {repo}@{self.snapshot.sha[:12]}")
         if status == 416:

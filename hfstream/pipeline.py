@@ -92,7 +92,7 @@ async def _convert(repo_id: str, opts: Options) -> ConvertResult:
     async with HubSource(snapshot, token, connections=opts.connections) as source:
         files = await _small_files(source, snapshot)
         shards = _shards(snapshot, files)
-        headers = await _headers(source, snapshot, shards)
+        headers, heads = await _headers(source, snapshot, shards)
         plan = make_plan(repo_name=snapshot.name, files=files, headers=headers, shards=shards,
                          outtype=opts.outtype, bpe_pre=opts.bpe_pre, source=(snapshot.repo_id, snapshot.sha))
         lay = layout(plan)
@@ -104,7 +104,7 @@ async def _convert(repo_id: str, opts: Options) -> ConvertResult:
             tensors=[(t.name, tuple(reversed(t.shape)), t.qtype.name, t.nbytes) for t in plan.tensors],
             source_bytes=plan.source_bytes)
         if not opts.dry_run:
-            written = await _execute(plan, lay, final, source, opts)
+            written = await _execute(plan, lay, final, _HeadCachedSource(source, heads), opts, source.stats)
             result.bytes_written = written
         result.bytes_fetched = source.stats.bytes_fetched
     result.seconds = time.monotonic() - started
@@ -143,9 +143,35 @@ def _shards(snapshot: hub.Snapshot, files: dict[str, bytes]) -> list[str]:
     return shards
 
 
-async def _headers(source: ByteSource, snapshot: hub.Snapshot, shards: list[str]) -> dict[str, list[SourceTensor]]:
+async def _headers(source: ByteSource, snapshot: hub.Snapshot,
+                   shards: list[str]) -> tuple[dict[str, list[SourceTensor]], dict[str, bytes]]:
+    """Every shard's header, all at once; also the bytes read from each file's start."""
     parsed = await asyncio.gather(*(read_header(source, s, snapshot.files.get(s)) for s in shards))
-    return dict(zip(shards, parsed))
+    return {s: p[0] for s, p in zip(shards, parsed)}, {s: p[1] for s, p in zip(shards, parsed)}
+
+
+class _HeadCachedSource:
+    """A ByteSource that serves ranges already read with the header before asking the real one.
+
+    A header read takes ~100 KB; on small shards that includes tensor data, which is
+    then not fetched a second time.
+    """
+
+    def __init__(self, source: ByteSource, heads: dict[str, bytes]):
+        self._source = source
+        self._heads = heads
+
+    async def get(self, path: str) -> bytes | None:
+        return await self._source.get(path)
+
+    async def read(self, path: str, start: int, length: int) -> bytes:
+        head = self._heads.get(path, b"")
+        if start + length <= len(head):
+            return head[start:start + length]
+        if start < len(head):
+            cached = head[start:]
+            return cached + await self._source.read(path, len(head), length - len(cached))
+        return await self._source.read(path, start, length)
 
 
 def output_path(outfile: str | os.PathLike | None, plan: Plan) -> Path:
@@ -193,7 +219,8 @@ def _unit_cost(t: PlannedTensor) -> int:
     return fetched + numel * 4 + t.nbytes
 
 
-async def _execute(plan: Plan, lay: Layout, final: Path, source: ByteSource, opts: Options) -> int:
+async def _execute(plan: Plan, lay: Layout, final: Path, source: ByteSource, opts: Options,
+                   fetch_stats=None) -> int:
     out = OutputFile(final, lay.total_size, force=opts.force)
     progress = Progress(total_bytes=lay.total_size)
     budget = _Budget(opts.max_memory)
@@ -202,7 +229,7 @@ async def _execute(plan: Plan, lay: Layout, final: Path, source: ByteSource, opt
 
     def report() -> None:
         progress.bytes_written = out.bytes_written
-        progress.bytes_fetched = getattr(getattr(source, "stats", None), "bytes_fetched", 0)
+        progress.bytes_fetched = fetch_stats.bytes_fetched if fetch_stats else 0
         if opts.on_progress is not None:
             opts.on_progress(progress)
 

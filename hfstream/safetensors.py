@@ -114,8 +114,12 @@ def _parse_entry(file: str, name: str, entry: object, data_start: int, data_size
                         start=data_start + begin, end=data_start + end)
 
 
-async def read_header(source: ByteSource, file: str, file_size: int | None) -> list[SourceTensor]:
-    """Read one header with a ~100 KB first range, then the exact remainder if needed."""
+async def read_header(source: ByteSource, file: str, file_size: int | None) -> tuple[list[SourceTensor], bytes]:
+    """Read one header with a ~100 KB first range, then the exact remainder if needed.
+
+    Returns the tensors and every byte read from offset 0: on a small file the first
+    range also holds tensor data, which the caller can use instead of fetching it again.
+    """
     first = FIRST_HEADER_READ if file_size is None else min(FIRST_HEADER_READ, file_size)
     if file_size is not None and file_size < 8:
         raise errors.InvalidHeaderError(f"{file}: {file_size} bytes is too short to be a safetensors file")
@@ -126,4 +130,4 @@ async def read_header(source: ByteSource, file: str, file_size: int | None) -> l
     _check_header_length(file, n, file_size)
     if 8 + n > len(blob):
         blob += await source.read(file, len(blob), 8 + n - len(blob))
-    return parse_header(file, blob, file_size)
+    return parse_header(file, blob, file_size), blob

@@ -1,0 +1,33 @@
+# Every target installs what it needs, so each works from a clean clone.
+PYTHON ?= python3
+PIP ?= $(PYTHON) -m pip
+STAMP := .make-installed
+
+.PHONY: install fixtures demo test test-slow bench clean
+
+$(STAMP): pyproject.toml
+	$(PIP) install -q -e '.[test]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+fixtures: install
+	$(PYTHON) -m fixtures.build
+
+# Start the bundled fixture Hub on 127.0.0.1, convert a fixture model through it, stop the Hub.
+demo: fixtures
+	$(PYTHON) -m fixtures.demo
+
+test: fixtures
+	$(PYTHON) -m pytest -q
+
+# Real llama.cpp runs (builds llama-cpp-python from source once, ~4 minutes) and other slow checks.
+test-slow: fixtures
+	$(PIP) install -q 'llama-cpp-python==0.3.36'
+	$(PYTHON) -m pytest -q -m slow
+
+bench: install
+	$(PYTHON) -m bench.run
+
+clean:
+	rm -rf fixtures/repos demo-out $(STAMP) .pytest_cache
