@@ -79,7 +79,7 @@ def test_small_header_takes_one_read_and_a_big_one_exactly_two():
     big = blob(big_header, bytes(4 * 5000))
     src = FakeSource(big)
     tensors, head = asyncio.run(read_header(src, "b", len(big)))
-    assert head == big[:len(head)] and len(head) == header_end
     header_end = len(big) - 20000
+    assert head == big[:len(head)] and len(head) == header_end
     assert src.reads == [(0, 100_000), (100_000, header_end - 100_000)]
     assert len(tensors) == 5000
