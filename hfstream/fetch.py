@@ -141,11 +141,18 @@ class HubSource:
                     return None  # type: ignore[return-value]
                 if resp.status != 200:
                     self._raise_for_status(resp.status, path, resp.headers)
-                body = await resp.content.read(MAX_SMALL_FILE_BYTES + 1)
-                if len(body) > MAX_SMALL_FILE_BYTES:
-                    raise errors.InvalidConfigError(f"{path}: too large for a metadata file")
-                self.stats.bytes_fetched += len(body)
-                return body
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in resp.content.iter_chunked(1 << 20):
+                    size += len(chunk)
+                    if size > MAX_SMALL_FILE_BYTES:
+                        raise errors.InvalidConfigError(f"{path}: too large for a metadata file")
+                    chunks.append(chunk)
+                expected = resp.headers.get("Content-Length")
+                if expected is not None and expected.isdigit() and int(expected) != size:
+                    raise _Truncated(f"{path}: got {size} of {expected} bytes")
+                self.stats.bytes_fetched += size
+                return b"".join(chunks)
         raise errors.ProtocolError(f"{path}: too many redirects")
 
     async def _get_range(self, url: str, path: str, start: int, length: int) -> bytes:
@@ -164,16 +171,15 @@ class HubSource:
             if not m or int(m.group(1)) != start or int(m.group(2)) != end:
                 raise errors.ProtocolError(
                     f"{path}: Content-Range {resp.headers.get('Content-Range')!r} does not match bytes {start}-{end}")
-            body = await resp.content.read(length + 1)
-            while len(body) < length:
-                chunk = await resp.content.read(length + 1 - len(body))
-                if not chunk:
-                    break
+            body = bytearray()
+            async for chunk in resp.content.iter_chunked(1 << 20):
                 body += chunk
+                if len(body) > length:
+                    raise errors.ProtocolError(f"{path}: the server sent more than the {length} bytes asked for")
             self.stats.bytes_fetched += len(body)
             if len(body) != length:
                 raise _Truncated(f"{path}: got {len(body)} of {length} bytes")
-            return body
+            return bytes(body)
 
     def _raise_for_status(self, status: int, path: str, headers) -> None:
         if status in _RETRY_STATUS:

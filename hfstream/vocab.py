@@ -24,10 +24,18 @@ The reference builds BPE vocabs through transformers' ``AutoTokenizer``; we use 
 package directly and reproduce what ``AutoTokenizer`` (transformers 5.x) adds on load: named and
 extra special tokens missing from ``tokenizer.json`` are added as special tokens, and when
 ``tokenizer_config.json`` sets ``add_bos_token``/``add_eos_token`` (or there is no post-processor)
-the post-processor becomes a template adding BOS/EOS accordingly. Known gaps: tokenizer classes
-with custom Python code (``trust_remote_code``), slow-only tokenizers (``vocab.json`` +
-``merges.txt`` without ``tokenizer.json``), and transformers' per-class defaults for special tokens
-missing from ``tokenizer_config.json``.
+the post-processor becomes a template adding BOS/EOS accordingly; added tokens that are not
+``normalized`` are replaced by decode(encode(token)), as the reference does. Known gaps (the
+reference's output there depends on the transformers version it runs with):
+
+- a model-specific ``tokenizer_class`` (``GPT2Tokenizer``, ``Qwen2Tokenizer``, ...) makes
+  transformers 5 rebuild the pipeline from vocab + merges with that class's own pre-tokenizer,
+  defaults for unset special tokens, and only the added tokens listed in ``tokenizer_config.json``;
+  we use ``tokenizer.json`` as written. The two agree whenever tokenizer.json matches its class and
+  both files list the same added tokens (what ``save_pretrained`` writes).
+- tokenizers with custom Python code (``trust_remote_code``) and slow-only tokenizers
+  (``vocab.json`` + ``merges.txt`` without ``tokenizer.json``) are not supported.
+- the reference lists several ``additional_chat_templates/*.jinja`` in directory order; we sort.
 """
 
 from __future__ import annotations
@@ -301,11 +309,11 @@ def _token_content(value: Any) -> str | None:
 class _FastTokenizer:
     """A ``tokenizers.Tokenizer`` set up the way ``AutoTokenizer.from_pretrained`` leaves it."""
 
-    def __init__(self, repo: _Repo, tokenizer_json: dict):
+    def __init__(self, repo: _Repo):
         from tokenizers import AddedToken, Tokenizer, processors
 
         try:
-            self.tok = Tokenizer.from_str(json.dumps(tokenizer_json))
+            self.tok = Tokenizer.from_str(repo.text("tokenizer.json"))
         except Exception as e:  # tokenizers raises a plain Exception on a bad file
             raise UnsupportedTokenizerError(f"tokenizer.json: cannot be loaded by tokenizers ({e})") from None
         config = _dict_or_empty(repo.json("tokenizer_config.json"))
@@ -390,7 +398,7 @@ def _add_llama_hf(writer: gguf.GGUFWriter, repo: _Repo) -> None:
     if is_llama3 or model.get("type") != "BPE" or not model.get("byte_fallback", False) or decoder.get("type") != "Sequence":
         raise _NotThisKind
 
-    fast = _FastTokenizer(repo, tj)
+    fast = _FastTokenizer(repo)
     base_size = fast.tok.get_vocab_size(with_added_tokens=False)
     vocab = fast.vocab()
     added = [(text, tid) for text, tid in sorted(fast.added_vocab().items(), key=lambda x: x[1]) if tid >= base_size]
@@ -430,7 +438,7 @@ def _add_bpe(writer: gguf.GGUFWriter, repo: _Repo, hparams: dict, bpe_pre: str |
     tj = repo.tokenizer_json()
     if tj is None:
         raise _NotThisKind
-    fast = _FastTokenizer(repo, tj)
+    fast = _FastTokenizer(repo)
     vocab = fast.vocab()
     vocab_size = hparams.get("vocab_size", len(vocab))
     if not isinstance(vocab_size, int) or vocab_size <= 0:
