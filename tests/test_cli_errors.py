@@ -1,0 +1,75 @@
+"""Every bad input: one line on stderr, its own exit code, no traceback, no output file."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from hfstream import errors
+
+from .conftest import cli_env
+
+CASES = [
+    # (args, extra env, exit code, words the line must contain)
+    (["hfs-test/does-not-exist"], {}, errors.RepoNotFoundError.exit_code, ["does-not-exist", "not found"]),
+    (["hfs-test/tiny-llama-spm", "--revision", "no-such-branch"], {},
+     errors.RevisionNotFoundError.exit_code, ["no-such-branch"]),
+    (["hfs-test/gated-llama"], {}, errors.AuthRequiredError.exit_code, ["gated", "HF_TOKEN"]),
+    (["hfs-test/gated-llama"], {"HF_TOKEN": "hf_fixture_noaccess"}, errors.AccessDeniedError.exit_code,
+     ["request access", "/hfs-test/gated-llama"]),
+    (["hfs-test/no-weights"], {}, errors.NoWeightsError.exit_code, ["no safetensors"]),
+    (["hfs-test/pytorch-only"], {}, errors.NoWeightsError.exit_code, ["pytorch_model.bin"]),
+    (["hfs-test/unsupported-arch"], {}, errors.UnsupportedArchitectureError.exit_code,
+     ["FooBarForCausalLM", "LlamaForCausalLM", "MistralForCausalLM"]),
+    (["not a repo id!!"], {}, errors.RepoNotFoundError.exit_code, ["not a valid repo id"]),
+]
+
+
+@pytest.mark.parametrize("args, env, code, words", CASES, ids=[
+    "wrong-repo", "unknown-revision", "gated-no-token", "gated-no-access", "no-safetensors", "pytorch-only",
+    "unsupported-arch", "bad-repo-id"])
+def test_bad_input_is_one_line_and_its_own_exit_code(args, env, code, words, hub, tmp_path):
+    hub.clear_log()
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "hfstream", "convert", *args, "-o", str(out)],
+                          env=cli_env(hub, HF_HOME=str(tmp_path / "hf"), **env), capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == code, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("hfstream: error: ")
+    for w in words:
+        assert w in lines[0]
+    assert "Traceback" not in proc.stderr
+    assert list(out.iterdir()) == []
+
+
+def test_exit_codes_are_distinct():
+    codes = [c.exit_code for c in vars(errors).values()
+             if isinstance(c, type) and issubclass(c, errors.HfstreamError) and c is not errors.HfstreamError]
+    assert len(codes) == len(set(codes))
+
+
+def test_gated_messages_differ_and_never_show_the_token(hub, tmp_path):
+    secret = "hf_fixture_noaccess"
+    proc = subprocess.run([sys.executable, "-m", "hfstream", "convert", "hfs-test/gated-llama", "-o", str(tmp_path)],
+                          env=cli_env(hub, HF_TOKEN=secret, HF_HOME=str(tmp_path / "hf")),
+                          capture_output=True, text=True, timeout=120)
+    assert secret not in proc.stderr + proc.stdout
+
+
+def test_gated_repo_converts_with_a_token_that_has_access(hub, tmp_path):
+    hub.clear_log()
+    proc = subprocess.run([sys.executable, "-m", "hfstream", "convert", "hfs-test/gated-llama", "--outtype", "q8_0",
+                           "-q", "-o", str(tmp_path)],
+                          env=cli_env(hub, HF_TOKEN="hf_fixture_good", HF_HOME=str(tmp_path / "hf")),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "Gated-Llama-227K-Q8_0.gguf").exists()
+    log = hub.log
+    assert any(e["authorization"] for e in log if e["origin"] == "hub")
+    # the token never reaches the storage host
+    assert not any(e["authorization"] for e in log if e["origin"] == "storage")

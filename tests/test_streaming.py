@@ -1,0 +1,139 @@
+"""What crosses the wire and what lands on disk, read from the fixture Hub's request log."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import hfstream
+from hfstream import cli
+from hfstream.safetensors import parse_header
+
+from .conftest import golden
+
+
+def _snapshot_dir(root: Path, repo: str, ref: str = "main") -> Path:
+    info = json.loads((root / repo / "repo.json").read_text())
+    return root / repo / "commits" / info["refs"][ref]
+
+
+def _tensor_spans(path: Path) -> list[tuple[int, int]]:
+    data = path.read_bytes()
+    return [(t.start, t.end) for t in parse_header(path.name, data, len(data)) if t.end > t.start]
+
+
+def test_every_tensor_byte_is_fetched_once_and_no_shard_whole(fresh_hub, fixture_root, tmp_path):
+    repo = "hfs-test/tiny-llama-sharded"
+    result = hfstream.convert(repo, outtype="q8_0", outfile=tmp_path)
+    snap = _snapshot_dir(fixture_root, repo)
+    shards = sorted(p for p in snap.iterdir() if p.suffix == ".safetensors")
+    assert len(shards) == 3
+
+    log = fresh_hub.log
+    resolves = [e for e in log if e["origin"] == "hub" and "/resolve/" in e["path"]]
+    # every request is pinned to the commit sha, never to "main"
+    assert all(f"/resolve/{result.commit_sha}/" in e["path"] for e in resolves)
+    for shard in shards:
+        # the /resolve/ redirect is asked once per shard, then its storage URL is reused
+        assert sum(e["path"].endswith("/" + shard.name) for e in resolves) == 1
+    storage = [e for e in log if e["origin"] == "storage"]
+    by_blob: dict[str, list[tuple[int, int]]] = {}
+    for e in storage:
+        assert e["status"] == 206 and e["range"], f"non-range storage request: {e}"
+        a, b = e["range"].removeprefix("bytes=").split("-")
+        by_blob.setdefault(e["path"], []).append((int(a), int(b) + 1))
+    assert len(by_blob) == len(shards)
+    for shard in shards:
+        ranges = sorted(by_blob["/lfs/" + hashlib.sha256(shard.read_bytes()).hexdigest()])
+        size = shard.stat().st_size
+        # no byte twice, no request for the whole file
+        assert all(r0[1] <= r1[0] for r0, r1 in zip(ranges, ranges[1:]))
+        assert all(b - a < size for a, b in ranges)
+        # every tensor's bytes were fetched: each span lies inside one fetched range or is covered by several
+        fetched = set()
+        for a, b in ranges:
+            fetched.update(range(a, b))
+        for a, b in _tensor_spans(shard):
+            assert set(range(a, b)) <= fetched
+        # and nothing else: header + tensors is the whole file, fetched exactly once
+        assert sum(b - a for a, b in ranges) == size
+
+
+def test_nothing_but_the_output_is_written(fresh_hub, tmp_path, monkeypatch):
+    """No weight file in the HF cache, the temp dir or the output dir: only the GGUF."""
+    hf_home, tmp, out = tmp_path / "hf-home", tmp_path / "tmp", tmp_path / "out"
+    for d in (hf_home, tmp, out):
+        d.mkdir(exist_ok=True)
+    monkeypatch.setenv("HF_HOME", str(hf_home))
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    before = _all_files(tmp_path)
+    result = hfstream.convert("hfs-test/tiny-llama-bpe", outtype="f16", outfile=out)
+    after = _all_files(tmp_path)
+    assert after - before == {result.path}
+    assert result.path.parent == out
+
+
+def _all_files(root: Path) -> set[Path]:
+    return {Path(dirpath) / f for dirpath, _, files in os.walk(root) for f in files}
+
+
+def test_revision_is_pinned_to_its_commit(fresh_hub, fixture_root, tmp_path):
+    info = json.loads((fixture_root / "hfs-test/two-commits/repo.json").read_text())
+    old = hfstream.convert("hfs-test/two-commits", outtype="f16", revision="v1", outfile=tmp_path / "v1.gguf")
+    new = hfstream.convert("hfs-test/two-commits", outtype="f16", outfile=tmp_path / "main.gguf")
+    assert old.commit_sha == info["refs"]["v1"] and new.commit_sha == info["refs"]["main"]
+    assert old.commit_sha != new.commit_sha
+    from .goldens.digest import digest_gguf
+
+    assert [t["sha256"] for t in digest_gguf(old.path)["tensors"]] == \
+        [t["sha256"] for t in golden("two-commits@v1.f16")["tensors"]]
+    assert [t["sha256"] for t in digest_gguf(new.path)["tensors"]] == \
+        [t["sha256"] for t in golden("two-commits.f16")["tensors"]]
+    # a full commit sha works as a revision too
+    again = hfstream.convert("hfs-test/two-commits", outtype="f16", revision=old.commit_sha,
+                             outfile=tmp_path / "again.gguf")
+    assert again.path.read_bytes() == old.path.read_bytes()
+
+
+def test_dry_run_fetches_no_tensor_data(fresh_hub, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc = cli.main(["convert", "hfs-test/tiny-llama-spm", "--outtype", "q8_0", "--dry-run"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    expected = golden("tiny-llama-spm.q8_0")
+    for t in expected["tensors"]:
+        assert t["name"] in out
+    assert "blk.0.attn_q.weight" in out and "Q8_0" in out
+    assert f"{expected['default_name']}" in out
+    assert "would fetch" in out
+    assert list(tmp_path.iterdir()) == []
+    storage = [e for e in fresh_hub.log if e["origin"] == "storage" and e["path"].startswith("/lfs/")]
+    # only the header range of the weights (the tokenizer.model is a small LFS file read whole)
+    weight_reads = [e for e in storage if e["range"]]
+    assert len(weight_reads) == 1 and weight_reads[0]["range"] == "bytes=0-99999"
+
+
+def test_outfile_template_and_default_name(fresh_hub, tmp_path, monkeypatch, capsys):
+    rc = cli.main(["convert", "hfs-test/tiny-mistral", "-q", "-o", str(tmp_path / "m-{ftype}.gguf")])
+    assert rc == 0
+    assert (tmp_path / "m-bf16.gguf").exists()  # auto -> bf16 for a bf16 checkpoint
+    rc = cli.main(["convert", "hfs-test/tiny-mistral", "-q", "--outtype", "f16", "-o", str(tmp_path / "m-{FTYPE}.gguf")])
+    assert rc == 0 and (tmp_path / "m-F16.gguf").exists()  # upper-case placeholder, upper-case type
+    monkeypatch.chdir(tmp_path)
+    rc = cli.main(["convert", "hfs-test/tiny-mistral", "--outtype", "q8_0", "-q"])
+    assert rc == 0
+    assert (tmp_path / golden("tiny-mistral.q8_0")["default_name"]).exists()
+    out = capsys.readouterr().out
+    assert "Tiny-Mistral-227K-Q8_0.gguf" in out
+
+
+def test_python_api_result(fresh_hub, tmp_path):
+    r = hfstream.convert("hfs-test/tiny-llama-spm", outtype="q8_0", outfile=tmp_path)
+    assert r.path.exists() and r.path.stat().st_size == r.output_size
+    assert r.tensor_count == len(golden("tiny-llama-spm.q8_0")["tensors"])
+    # every tensor byte plus the header; alignment padding is the preallocated zeros
+    assert sum(t[3] for t in r.tensors) < r.bytes_written <= r.output_size
+    assert 0 < r.bytes_fetched
+    assert len(r.commit_sha) == 40 and r.seconds > 0
