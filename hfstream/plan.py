@@ -17,6 +17,7 @@ from gguf import GGMLQuantizationType as QT
 from . import errors, meta, quant
 from .arch import family_for
 from .graph import Load, Node
+from .hfconfig import normalize
 from .safetensors import SourceTensor
 
 #: Keys of our own: where the bytes came from (the reference records neither).
@@ -102,7 +103,8 @@ def make_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[st
         raise errors.InvalidConfigError("config.json is not valid JSON") from None
     if not isinstance(hparams, dict):
         raise errors.InvalidConfigError("config.json is not a JSON object")
-    family = family_for(hparams)
+    # the reference reads config.json through transformers' AutoConfig: defaults and rope normalization
+    family = family_for(normalize(hparams, name_or_path=repo_name))
 
     if "model.safetensors.index.json" in files:
         _check_index(weight_map(files["model.safetensors.index.json"]), headers)

@@ -1,0 +1,657 @@
+"""Regenerate ``hfstream/data/config_defaults.json`` and ``tests/goldens/hfconfig/*.json`` from transformers.
+
+    python -m tests.goldens.make_config_defaults [--check]
+
+The reference converter reads hparams through ``AutoConfig.from_pretrained(dir).to_dict()``.
+``hfstream.hfconfig`` reproduces that without transformers, from two halves:
+
+* data (this script writes it): for every config class hfstream emulates, its dataclass fields in
+  order with their defaults, type annotations and value validators; ``attribute_map``;
+  ``default_theta``; sub-config specs; and the name of the transformers function behind every
+  behaviour that differs between classes (``__post_init__``, rope conversion, validators,
+  ``to_dict``). Plus the global tables: generation parameters popped from kwargs, torch dtype
+  names, every model type ``AutoConfig`` knows.
+* code (``hfstream/hfconfig.py``): one small function per behaviour name. When a transformers
+  upgrade points a class at a behaviour the code does not implement, this script stops with the
+  name, so the data can never silently outrun the code.
+
+The goldens are realistic config.json variants (and every fixture's config) with the dict
+``AutoConfig`` gives for them, so the fast test suite checks ``normalize`` without transformers.
+Needs transformers (and torch, as in the reference environment); golden time only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import inspect
+import json
+import logging
+import sys
+import tempfile
+import types
+import typing
+import warnings
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+DATA_PATH = REPO_ROOT / "hfstream" / "data" / "config_defaults.json"
+GOLDENS_DIR = Path(__file__).resolve().parent / "hfconfig"
+FIXTURE_MODELS = REPO_ROOT / "fixtures" / "models"
+
+#: model types hfstream emulates (``ministral``: AutoConfig turns a mistral config with
+#: ``layer_types`` into one; ``siglip_vision_model``: Gemma3's vision sub-config)
+MODEL_TYPES = ("llama", "mistral", "ministral", "mixtral", "qwen2", "qwen3", "qwen2_moe", "qwen3_moe",
+               "gemma", "gemma2", "gemma3", "gemma3_text", "siglip_vision_model", "phi3", "gpt2")
+
+#: behaviours implemented in hfstream/hfconfig.py, by the qualified name of the transformers function
+IMPLEMENTED = {
+    "post_init": {"PreTrainedConfig.__post_init__", "LlamaConfig.__post_init__", "MistralConfig.__post_init__",
+                  "MinistralConfig.__post_init__", "MixtralConfig.__post_init__", "Qwen2Config.__post_init__",
+                  "Qwen3Config.__post_init__", "Qwen2MoeConfig.__post_init__", "Qwen3MoeConfig.__post_init__",
+                  "GemmaConfig.__post_init__", "Gemma2Config.__post_init__", "Gemma3TextConfig.__post_init__",
+                  "Phi3Config.__post_init__"},
+    "convert_rope": {"RotaryEmbeddingConfigMixin.convert_rope_params_to_dict", "Phi3Config.convert_rope_params_to_dict",
+                     "Gemma3TextConfig.convert_rope_params_to_dict"},
+    "standardize_rope": {"RotaryEmbeddingConfigMixin.standardize_rope_params"},
+    "nested_rope_keys": {"RotaryEmbeddingConfigMixin.nested_rope_parameter_keys"},
+    "to_dict": {"PreTrainedConfig.to_dict", "Gemma3TextConfig.to_dict"},
+    "validators": {"PreTrainedConfig.validate_architecture", "LlamaConfig.validate_architecture",
+                   "Gemma2Config.validate_architecture", "Gemma3TextConfig.validate_architecture",
+                   "PreTrainedConfig.validate_layer_type", "PreTrainedConfig.validate_output_attentions",
+                   "PreTrainedConfig.validate_token_ids", "RotaryEmbeddingConfigMixin.validate_rope",
+                   "Phi3Config.validate_rope"},
+}
+#: properties the code knows how to set (everything else on a config is a plain attribute)
+PROPERTIES_WITH_SETTER = {"_attn_implementation", "_experts_implementation", "allow_global_per_layer_attribute_access",
+                          "name_or_path", "num_labels", "output_attentions", "per_layer_config", "rope_scaling",
+                          "serialize_explicit_per_layer_config", "torch_dtype"}
+
+
+# --- data -------------------------------------------------------------------------------------
+
+
+def type_spec(tp) -> object:
+    """A JSON form of a field annotation, as huggingface_hub's ``@strict`` checks it."""
+    from transformers.configuration_utils import PreTrainedConfig
+
+    if isinstance(tp, (str, typing.ForwardRef)):
+        return "unchecked"  # string annotations are not validated by @strict
+    if tp is typing.Any:
+        return "any"
+    if tp is None or tp is type(None):
+        return "none"
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return {"union": [type_spec(a) for a in args]}
+    if origin is typing.Literal:
+        return {"literal": list(args)}
+    if origin is list or tp is list:
+        return {"list": type_spec(args[0]) if args else "any"}
+    if origin is dict or tp is dict:
+        return {"dict": [type_spec(args[0]), type_spec(args[1])] if args else ["any", "any"]}
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return {"tuple_of": type_spec(args[0])}
+        return {"tuple": [type_spec(a) for a in args]}
+    if typing.is_typeddict(tp):
+        return "typeddict"  # isinstance() on a TypedDict raises TypeError: it never matches
+    if isinstance(tp, type) and issubclass(tp, PreTrainedConfig):
+        return "config"
+    simple = {int: "int", float: "float", str: "str", bool: "bool"}
+    if tp in simple:
+        return simple[tp]
+    raise SystemExit(f"unsupported annotation {tp!r}: teach type_spec and hfconfig._check_type")
+
+
+def validator_spec(fn) -> dict:
+    """A JSON form of a field's extra validator (only ``interval`` is in use)."""
+    name = fn.__qualname__
+    if name == "interval.<locals>._inner":
+        cells = dict(zip(fn.__code__.co_freevars, (c.cell_contents for c in fn.__closure__)))
+        return {"interval": [cells["min"], cells["max"], cells["exclude_min"], cells["exclude_max"]]}
+    raise SystemExit(f"unsupported field validator {name}: teach validator_spec and hfconfig")
+
+
+def json_default(value, where: str):
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise SystemExit(f"{where}: default {value!r} is not a JSON scalar; teach the data format")
+
+
+def behaviour(cls, attr: str, kind: str) -> str:
+    name = getattr(cls, attr).__qualname__
+    if name not in IMPLEMENTED[kind]:
+        raise SystemExit(f"{cls.__name__}.{attr} is {name}, which hfstream/hfconfig.py does not implement")
+    return name
+
+
+def class_data(model_type: str) -> dict:
+    from transformers.models.auto.configuration_auto import AutoConfig, CONFIG_MAPPING
+
+    cls = CONFIG_MAPPING[model_type]
+    fields = []
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            default = json_default(f.default, f"{cls.__name__}.{f.name}")
+        elif f.default_factory is not dataclasses.MISSING:
+            raise SystemExit(f"{cls.__name__}.{f.name} has a default_factory; teach the data format")
+        else:
+            raise SystemExit(f"{cls.__name__}.{f.name} has no default")
+        extra = f.metadata.get("validator") or []
+        extra = extra if isinstance(extra, list) else [extra]
+        fields.append({"name": f.name, "default": default, "type": type_spec(f.type),
+                       "validators": [validator_spec(v) for v in extra]})
+    subs = {}
+    for key, spec in cls.sub_configs_defaults.items():
+        auto = spec.config_class is AutoConfig
+        subs[key] = {"model_type": spec.model_type, "auto": auto, "optional": spec.optional,
+                     "init_kwargs": copy.deepcopy(spec.init_kwargs)}
+        if key == "backbone_config":
+            raise SystemExit(f"{cls.__name__}: backbone sub-configs are not emulated")
+    properties = {}
+    for name in dir(cls):
+        attr = inspect.getattr_static(cls, name)
+        if isinstance(attr, property):
+            has_setter = attr.fset is not None
+            if has_setter and name not in PROPERTIES_WITH_SETTER:
+                raise SystemExit(f"{cls.__name__}.{name} is a property with a setter hfconfig does not know")
+            properties[name] = has_setter
+    validators = [behaviour(cls, n, "validators") for n in dir(cls)
+                  if n.startswith("validate_") and callable(getattr(cls, n))]
+    theta = cls.default_theta
+    return {
+        "class": cls.__name__,
+        "fields": fields,
+        "attribute_map": dict(cls.attribute_map),
+        "default_theta": theta,
+        "default_rope_type": cls.default_rope_type,
+        "sub_configs": subs,
+        "post_init": behaviour(cls, "__post_init__", "post_init"),
+        "convert_rope": behaviour(cls, "convert_rope_params_to_dict", "convert_rope"),
+        "standardize_rope": behaviour(cls, "standardize_rope_params", "standardize_rope"),
+        "nested_rope_keys": behaviour(cls, "nested_rope_parameter_keys", "nested_rope_keys"),
+        "to_dict": behaviour(cls, "to_dict", "to_dict"),
+        "validators": validators,
+        "properties": properties,
+        "ignore_keys_at_rope_validation": sorted(cls.ignore_keys_at_rope_validation or ()),
+        "class_members": members(cls),
+        "class_attributes": sorted(n for n in READ_BY_HFCONFIG if hasattr(cls, n) and n not in fields_of(cls)),
+    }
+
+
+#: attribute names hfconfig reads with getattr/hasattr semantics: none may be a class attribute
+#: (hfconfig would miss the class-level value) unless it is a field
+READ_BY_HFCONFIG = ("_rope_type_labels", "rope_theta", "partial_rotary_factor", "layer_types", "mtp_layer_types",
+                    "head_dim", "num_heads", "embed_dim", "original_max_position_embeddings", "max_position_embeddings",
+                    "hidden_size", "num_attention_heads", "num_hidden_layers", "quantization_config",
+                    "use_bidirectional_attention", "sliding_window", "vocab_size", "decoder", "generator",
+                    "text_config", "_post_init_done", "rope_parameters", "id2label", "dtype", "problem_type")
+
+
+def fields_of(cls) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def members(cls) -> list[str]:
+    """Names a config.json key would shadow on the instance: methods and class attributes that are
+    neither fields nor properties."""
+    return sorted(n for n in dir(cls) if n not in fields_of(cls) and not (n.startswith("__") and n.endswith("__"))
+                  and not isinstance(inspect.getattr_static(cls, n), property))
+
+
+def build_data() -> dict:
+    import torch
+    import transformers
+    from transformers import GenerationConfig
+    from transformers.configuration_utils import ALLOWED_ATTN_LAYER_TYPES, ALLOWED_MLP_LAYER_TYPES, _LEGACY_LAYER_TYPE_REMAP
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    classes = {mt: class_data(mt) for mt in MODEL_TYPES}
+    for mt, data in classes.items():
+        if data["class_attributes"]:
+            raise SystemExit(f"{mt}: class attributes {data['class_attributes']} are not emulated")
+        del data["class_attributes"]
+    # methods and class attributes: the ones every class has once, the rest per class
+    common = set.intersection(*(set(d["class_members"]) for d in classes.values()))
+    for data in classes.values():
+        data["class_members"] = sorted(set(data["class_members"]) - common)
+    dtypes = {name: str(getattr(torch, name)).split(".")[1] for name in dir(torch)
+              if isinstance(getattr(torch, name, None), torch.dtype)}
+    return {
+        "_about": "Generated by tests/goldens/make_config_defaults.py from transformers; do not edit.",
+        "transformers_version": transformers.__version__,
+        "classes": classes,
+        "generation_parameters": list(GenerationConfig._get_default_generation_params()),
+        "torch_dtypes": dict(sorted(dtypes.items())),
+        "allowed_attn_layer_types": list(ALLOWED_ATTN_LAYER_TYPES),
+        "allowed_mlp_layer_types": list(ALLOWED_MLP_LAYER_TYPES),
+        "legacy_layer_type_remap": dict(_LEGACY_LAYER_TYPE_REMAP),
+        "known_model_types": sorted(CONFIG_MAPPING.keys()),
+        "class_members": sorted(common),
+    }
+
+
+# --- goldens ----------------------------------------------------------------------------------
+
+LLAMA2_7B = {
+    "architectures": ["LlamaForCausalLM"], "bos_token_id": 1, "eos_token_id": 2, "hidden_act": "silu",
+    "hidden_size": 4096, "initializer_range": 0.02, "intermediate_size": 11008, "max_position_embeddings": 4096,
+    "model_type": "llama", "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 32,
+    "pretraining_tp": 1, "rms_norm_eps": 1e-05, "rope_scaling": None, "tie_word_embeddings": False,
+    "torch_dtype": "float16", "transformers_version": "4.31.0.dev0", "use_cache": True, "vocab_size": 32000,
+}
+LLAMA31_8B = {
+    "architectures": ["LlamaForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+    "bos_token_id": 128000, "eos_token_id": [128001, 128008, 128009], "hidden_act": "silu", "hidden_size": 4096,
+    "initializer_range": 0.02, "intermediate_size": 14336, "max_position_embeddings": 131072, "mlp_bias": False,
+    "model_type": "llama", "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 8,
+    "pretraining_tp": 1, "rms_norm_eps": 1e-05,
+    "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                     "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+    "rope_theta": 500000.0, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+    "transformers_version": "4.43.0.dev0", "use_cache": True, "vocab_size": 128256,
+}
+LLAMA32_1B = {
+    **LLAMA31_8B, "head_dim": 64, "hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16,
+    "rope_scaling": {"factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                     "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+    "tie_word_embeddings": True, "transformers_version": "4.45.0.dev0",
+}
+MISTRAL_7B_V01 = {
+    "architectures": ["MistralForCausalLM"], "bos_token_id": 1, "eos_token_id": 2, "hidden_act": "silu",
+    "hidden_size": 4096, "initializer_range": 0.02, "intermediate_size": 14336, "max_position_embeddings": 32768,
+    "model_type": "mistral", "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 8,
+    "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "sliding_window": 4096, "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16", "transformers_version": "4.34.0.dev0", "use_cache": True, "vocab_size": 32000,
+}
+MISTRAL_NEMO = {
+    "architectures": ["MistralForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 1, "eos_token_id": 2,
+    "head_dim": 128, "hidden_act": "silu", "hidden_size": 5120, "initializer_range": 0.02,
+    "intermediate_size": 14336, "max_position_embeddings": 1024000, "model_type": "mistral",
+    "num_attention_heads": 32, "num_hidden_layers": 40, "num_key_value_heads": 8, "rms_norm_eps": 1e-05,
+    "rope_theta": 1000000.0, "sliding_window": None, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+    "transformers_version": "4.43.0.dev0", "use_cache": True, "vocab_size": 131072,
+}
+MIXTRAL_8X7B = {
+    "architectures": ["MixtralForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 1, "eos_token_id": 2,
+    "hidden_act": "silu", "hidden_size": 4096, "initializer_range": 0.02, "intermediate_size": 14336,
+    "max_position_embeddings": 32768, "model_type": "mixtral", "num_attention_heads": 32,
+    "num_experts_per_tok": 2, "num_hidden_layers": 32, "num_key_value_heads": 8, "num_local_experts": 8,
+    "output_router_logits": False, "rms_norm_eps": 1e-05, "rope_theta": 1000000.0, "router_aux_loss_coef": 0.02,
+    "sliding_window": None, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+    "transformers_version": "4.36.0.dev0", "use_cache": True, "vocab_size": 32000,
+}
+QWEN25_7B = {
+    "architectures": ["Qwen2ForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 151643,
+    "eos_token_id": 151645, "hidden_act": "silu", "hidden_size": 3584, "initializer_range": 0.02,
+    "intermediate_size": 18944, "max_position_embeddings": 32768, "max_window_layers": 28, "model_type": "qwen2",
+    "num_attention_heads": 28, "num_hidden_layers": 28, "num_key_value_heads": 4, "rms_norm_eps": 1e-06,
+    "rope_theta": 1000000.0, "sliding_window": 131072, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+    "transformers_version": "4.43.1", "use_cache": True, "use_sliding_window": False, "vocab_size": 152064,
+}
+QWEN25_05B = {
+    **QWEN25_7B, "hidden_size": 896, "intermediate_size": 4864, "max_window_layers": 21,
+    "num_attention_heads": 14, "num_hidden_layers": 24, "num_key_value_heads": 2, "sliding_window": 32768,
+    "tie_word_embeddings": True, "vocab_size": 151936,
+}
+QWEN3_8B = {
+    "architectures": ["Qwen3ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+    "bos_token_id": 151643, "eos_token_id": 151645, "head_dim": 128, "hidden_act": "silu", "hidden_size": 4096,
+    "initializer_range": 0.02, "intermediate_size": 12288, "max_position_embeddings": 40960,
+    "max_window_layers": 36, "model_type": "qwen3", "num_attention_heads": 32, "num_hidden_layers": 36,
+    "num_key_value_heads": 8, "rms_norm_eps": 1e-06, "rope_scaling": None, "rope_theta": 1000000,
+    "sliding_window": None, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+    "transformers_version": "4.51.0", "use_cache": True, "use_sliding_window": False, "vocab_size": 151936,
+}
+QWEN2_MOE = {
+    "architectures": ["Qwen2MoeForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 151643,
+    "decoder_sparse_step": 1, "eos_token_id": 151643, "hidden_act": "silu", "hidden_size": 2048,
+    "initializer_range": 0.02, "intermediate_size": 5632, "max_position_embeddings": 8192,
+    "max_window_layers": 21, "model_type": "qwen2_moe", "moe_intermediate_size": 1408, "norm_topk_prob": False,
+    "num_attention_heads": 16, "num_experts": 60, "num_experts_per_tok": 4, "num_hidden_layers": 24,
+    "num_key_value_heads": 16, "output_router_logits": False, "rms_norm_eps": 1e-06, "rope_theta": 1000000.0,
+    "router_aux_loss_coef": 0.001, "shared_expert_intermediate_size": 5632, "sliding_window": 32768,
+    "tie_word_embeddings": False, "torch_dtype": "bfloat16", "transformers_version": "4.39.0.dev0",
+    "use_cache": True, "use_sliding_window": False, "vocab_size": 151936,
+}
+QWEN3_MOE = {
+    "architectures": ["Qwen3MoeForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+    "bos_token_id": 151643, "decoder_sparse_step": 1, "eos_token_id": 151645, "head_dim": 128,
+    "hidden_act": "silu", "hidden_size": 2048, "initializer_range": 0.02, "intermediate_size": 6144,
+    "max_position_embeddings": 40960, "max_window_layers": 48, "mlp_only_layers": [],
+    "model_type": "qwen3_moe", "moe_intermediate_size": 768, "norm_topk_prob": True,
+    "num_attention_heads": 32, "num_experts": 128, "num_experts_per_tok": 8, "num_hidden_layers": 48,
+    "num_key_value_heads": 4, "output_router_logits": False, "rms_norm_eps": 1e-06, "rope_scaling": None,
+    "rope_theta": 1000000.0, "router_aux_loss_coef": 0.001, "sliding_window": None, "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16", "transformers_version": "4.51.0", "use_cache": True, "use_sliding_window": False,
+    "vocab_size": 151936,
+}
+GEMMA_2B = {
+    "architectures": ["GemmaForCausalLM"], "attention_bias": False, "attention_dropout": 0.0, "bos_token_id": 2,
+    "eos_token_id": 1, "head_dim": 256, "hidden_act": "gelu", "hidden_size": 2048, "initializer_range": 0.02,
+    "intermediate_size": 16384, "max_position_embeddings": 8192, "model_type": "gemma",
+    "num_attention_heads": 8, "num_hidden_layers": 18, "num_key_value_heads": 1, "pad_token_id": 0,
+    "rms_norm_eps": 1e-06, "rope_scaling": None, "rope_theta": 10000.0, "torch_dtype": "bfloat16",
+    "transformers_version": "4.38.0.dev0", "use_cache": True, "vocab_size": 256000,
+}
+GEMMA2_2B = {
+    "architectures": ["Gemma2ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+    "attn_logit_softcapping": 50.0, "bos_token_id": 2, "cache_implementation": "hybrid", "eos_token_id": [1, 107],
+    "final_logit_softcapping": 30.0, "head_dim": 256, "hidden_act": "gelu_pytorch_tanh",
+    "hidden_activation": "gelu_pytorch_tanh", "hidden_size": 2304, "initializer_range": 0.02,
+    "intermediate_size": 9216, "max_position_embeddings": 8192, "model_type": "gemma2",
+    "num_attention_heads": 8, "num_hidden_layers": 26, "num_key_value_heads": 4, "pad_token_id": 0,
+    "query_pre_attn_scalar": 256, "rms_norm_eps": 1e-06, "rope_theta": 10000.0, "sliding_window": 4096,
+    "torch_dtype": "float32", "transformers_version": "4.42.4", "use_cache": True, "vocab_size": 256000,
+}
+GEMMA3_1B = {
+    "architectures": ["Gemma3ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+    "attn_logit_softcapping": None, "bos_token_id": 2, "cache_implementation": "hybrid", "eos_token_id": [1, 106],
+    "final_logit_softcapping": None, "head_dim": 256, "hidden_activation": "gelu_pytorch_tanh",
+    "hidden_size": 1152, "initializer_range": 0.02, "intermediate_size": 6912, "max_position_embeddings": 32768,
+    "model_type": "gemma3_text", "num_attention_heads": 4, "num_hidden_layers": 26, "num_key_value_heads": 1,
+    "pad_token_id": 0, "query_pre_attn_scalar": 256, "rms_norm_eps": 1e-06, "rope_local_base_freq": 10000,
+    "rope_scaling": None, "rope_theta": 1000000, "sliding_window": 512, "sliding_window_pattern": 6,
+    "torch_dtype": "bfloat16", "transformers_version": "4.50.0.dev0", "use_cache": True, "vocab_size": 262144,
+}
+GEMMA3_4B_IT = {
+    "architectures": ["Gemma3ForConditionalGeneration"], "boi_token_index": 255999, "eoi_token_index": 256000,
+    "eos_token_id": [1, 106], "image_token_index": 262144, "initializer_range": 0.02, "mm_tokens_per_image": 256,
+    "model_type": "gemma3",
+    "text_config": {"hidden_size": 2560, "intermediate_size": 10240, "model_type": "gemma3_text",
+                    "num_hidden_layers": 34, "rope_scaling": {"factor": 8.0, "rope_type": "linear"},
+                    "sliding_window": 1024},
+    "torch_dtype": "bfloat16", "transformers_version": "4.50.0.dev0",
+    "vision_config": {"hidden_size": 1152, "image_size": 896, "intermediate_size": 4304,
+                      "model_type": "siglip_vision_model", "num_attention_heads": 16, "num_hidden_layers": 27,
+                      "patch_size": 14, "vision_use_head": False},
+}
+PHI3_MINI_4K = {
+    "_name_or_path": "Phi-3-mini-4k-instruct", "architectures": ["Phi3ForCausalLM"], "attention_bias": False,
+    "attention_dropout": 0.0,
+    "auto_map": {"AutoConfig": "configuration_phi3.Phi3Config", "AutoModelForCausalLM": "modeling_phi3.Phi3ForCausalLM"},
+    "bos_token_id": 1, "embd_pdrop": 0.0, "eos_token_id": 32000, "hidden_act": "silu", "hidden_size": 3072,
+    "initializer_range": 0.02, "intermediate_size": 8192, "max_position_embeddings": 4096, "model_type": "phi3",
+    "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 32,
+    "original_max_position_embeddings": 4096, "pad_token_id": 32000, "resid_pdrop": 0.0, "rms_norm_eps": 1e-05,
+    "rope_scaling": None, "rope_theta": 10000.0, "sliding_window": 2047, "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16", "transformers_version": "4.40.2", "use_cache": True, "vocab_size": 32064,
+}
+_PHI3_SHORT = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.01, 1.02, 1.02, 1.04, 1.04,
+               1.07, 1.07, 1.1, 1.3, 1.3, 1.5, 1.57, 1.8, 2.0, 2.2, 2.45, 2.6, 2.9, 3.0, 3.1, 3.1, 3.2, 3.2,
+               3.2, 3.3, 3.3, 3.3, 3.3, 3.3, 3.3, 3.4, 3.4, 3.4, 3.4]
+_PHI3_LONG = [1.08, 1.1, 1.14, 1.34, 1.59, 1.6, 1.62, 2.62, 3.23, 3.24, 3.46, 3.99, 4.23, 4.54, 4.89, 5.3,
+              5.7, 6.0, 6.4, 6.9, 7.1, 7.6, 8.4, 9.2, 10.5, 11.3, 12.4, 15.0, 18.6, 22.3, 24.8, 27.2, 31.2,
+              32.8, 39.4, 43.1, 46.8, 48.0, 53.8, 60.8, 64.3, 64.3, 64.3, 64.3, 64.3, 64.3, 64.3, 64.3]
+PHI3_MINI_128K = {
+    **PHI3_MINI_4K, "_name_or_path": "Phi-3-mini-128k-instruct", "max_position_embeddings": 131072,
+    "rope_scaling": {"long_factor": _PHI3_LONG, "short_factor": _PHI3_SHORT, "type": "longrope"},
+    "sliding_window": 262144,
+}
+GPT2 = {
+    "activation_function": "gelu_new", "architectures": ["GPT2LMHeadModel"], "attn_pdrop": 0.1,
+    "bos_token_id": 50256, "embd_pdrop": 0.1, "eos_token_id": 50256, "initializer_range": 0.02,
+    "layer_norm_epsilon": 1e-05, "model_type": "gpt2", "n_ctx": 1024, "n_embd": 768, "n_head": 12,
+    "n_layer": 12, "n_positions": 1024, "resid_pdrop": 0.1, "summary_activation": None,
+    "summary_first_dropout": 0.1, "summary_proj_to_labels": True, "summary_type": "cls_index",
+    "summary_use_proj": True, "task_specific_params": {"text-generation": {"do_sample": True, "max_length": 50}},
+    "vocab_size": 50257,
+}
+
+GEMMA3_27B_IT = {
+    **GEMMA3_4B_IT,
+    "text_config": {"head_dim": 128, "hidden_size": 5376, "intermediate_size": 21504, "model_type": "gemma3_text",
+                    "num_attention_heads": 32, "num_hidden_layers": 62, "num_key_value_heads": 16,
+                    "query_pre_attn_scalar": 168, "rope_scaling": {"factor": 8.0, "rope_type": "linear"},
+                    "sliding_window": 1024},
+}
+PHI4_MINI = {
+    "architectures": ["Phi3ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0, "bos_token_id": 199999,
+    "embd_pdrop": 0.0, "eos_token_id": 199999, "full_attn_mod": 1, "hidden_act": "silu", "hidden_size": 3072,
+    "initializer_range": 0.02, "intermediate_size": 8192, "interpolate_factor": 1, "lm_head_bias": False,
+    "max_position_embeddings": 131072, "mlp_bias": False, "model_type": "phi3", "num_attention_heads": 24,
+    "num_hidden_layers": 32, "num_key_value_heads": 8, "original_max_position_embeddings": 4096,
+    "pad_token_id": 199999, "partial_rotary_factor": 0.75, "resid_pdrop": 0.0, "rms_norm_eps": 1e-05,
+    "rope_scaling": {"long_factor": [1.0 + i / 8 for i in range(48)], "short_factor": [1.0] * 48, "type": "longrope"},
+    "rope_theta": 10000.0, "sliding_window": 262144, "tie_word_embeddings": True, "torch_dtype": "bfloat16",
+    "transformers_version": "4.45.0", "use_cache": True, "vocab_size": 200064,
+}
+SMOLLM2_135M = {
+    "architectures": ["LlamaForCausalLM"], "attention_bias": False, "attention_dropout": 0.0, "bos_token_id": 1,
+    "eos_token_id": 2, "hidden_act": "silu", "hidden_size": 576, "initializer_range": 0.041666666666666664,
+    "intermediate_size": 1536, "is_llama_config": True, "max_position_embeddings": 8192, "mlp_bias": False,
+    "model_type": "llama", "num_attention_heads": 9, "num_hidden_layers": 30, "num_key_value_heads": 3,
+    "pad_token_id": 2, "pretraining_tp": 1, "rms_norm_eps": 1e-05, "rope_interleaved": False, "rope_scaling": None,
+    "rope_theta": 100000, "tie_word_embeddings": True, "torch_dtype": "bfloat16",
+    "transformers_version": "4.42.3", "use_cache": True, "vocab_size": 49152,
+}
+MISTRAL_SMALL_24B = {
+    "architectures": ["MistralForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 1, "eos_token_id": 2,
+    "head_dim": 128, "hidden_act": "silu", "hidden_size": 5120, "initializer_range": 0.02,
+    "intermediate_size": 32768, "max_position_embeddings": 32768, "model_type": "mistral",
+    "num_attention_heads": 32, "num_hidden_layers": 40, "num_key_value_heads": 8, "rms_norm_eps": 1e-05,
+    "rope_theta": 100000000.0, "sliding_window": None, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+    "transformers_version": "4.49.0.dev0", "use_cache": True, "vocab_size": 131072,
+}
+DEEPSEEK_R1_DISTILL_QWEN_1_5B = {
+    "architectures": ["Qwen2ForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 151643,
+    "eos_token_id": 151643, "hidden_act": "silu", "hidden_size": 1536, "initializer_range": 0.02,
+    "intermediate_size": 8960, "max_position_embeddings": 131072, "max_window_layers": 21, "model_type": "qwen2",
+    "num_attention_heads": 12, "num_hidden_layers": 28, "num_key_value_heads": 2, "rms_norm_eps": 1e-06,
+    "rope_theta": 10000, "sliding_window": 4096, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+    "transformers_version": "4.44.0", "use_cache": True, "use_mrope": False, "use_sliding_window": False,
+    "vocab_size": 151936,
+}
+QWEN3_8B_FP8 = {
+    **QWEN3_8B,
+    "quantization_config": {"activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8",
+                            "weight_block_size": [128, 128]},
+}
+
+
+def variant(base: dict, drop=(), **changes) -> dict:
+    out = {k: copy.deepcopy(v) for k, v in base.items() if k not in drop}
+    out.update(copy.deepcopy(changes))
+    return out
+
+
+CASES: dict[str, dict] = {
+    "llama2-7b": LLAMA2_7B,
+    "llama2-no-kv-heads": variant(LLAMA2_7B, drop=("num_key_value_heads", "rope_scaling", "torch_dtype")),
+    "llama31-8b-llama3-rope": LLAMA31_8B,
+    "llama32-1b": LLAMA32_1B,
+    "llama-int-rope-theta": variant(LLAMA31_8B, rope_theta=500000, rope_scaling=None),
+    "llama-linear-rope": variant(LLAMA2_7B, rope_scaling={"type": "linear", "factor": 4.0}),
+    "llama-dynamic-rope": variant(LLAMA2_7B, rope_scaling={"type": "dynamic", "factor": 2.0}),
+    "llama-yarn-rope": variant(LLAMA2_7B, rope_theta=1000000.0, max_position_embeddings=32768,
+                               rope_scaling={"rope_type": "yarn", "factor": 8.0,
+                                             "original_max_position_embeddings": 4096}),
+    "llama-yarn-no-original": variant(LLAMA2_7B, rope_scaling={"type": "yarn", "factor": 4.0}),
+    "llama-rope-parameters": variant(LLAMA2_7B, drop=("rope_scaling",), dtype="bfloat16",
+                                     rope_parameters={"rope_type": "default", "rope_theta": 250000.0}),
+    "llama-partial-rotary": variant(LLAMA2_7B, partial_rotary_factor=0.5),
+    "llama-generation-keys": variant(LLAMA2_7B, max_length=4096, do_sample=True, temperature=0.6, top_p=0.9,
+                                     _attn_implementation="flash_attention_2", output_attentions=False,
+                                     id2label={"0": "LABEL_0", "1": "LABEL_1", "2": "LABEL_2"}),
+    "llama-original-max-outside": variant(LLAMA31_8B, original_max_position_embeddings=8192,
+                                          rope_scaling={"rope_type": "yarn", "factor": 16.0}),
+    "llama-special-floats": variant(LLAMA2_7B, foo={"__float__": "Infinity"}),
+    # AutoConfig fails on these; the reference falls back to config.json as is
+    "llama-bad-heads": variant(LLAMA2_7B, num_attention_heads=30),
+    "llama-linear-missing-factor": variant(LLAMA2_7B, rope_scaling={"type": "linear"}),
+    "llama-float-for-int": variant(LLAMA2_7B, max_position_embeddings=4096.0),
+    "llama-int-for-float": variant(LLAMA2_7B, rms_norm_eps=0),
+    "llama-bad-dtype": variant(LLAMA2_7B, torch_dtype="bf16"),
+    "llama-initializer-range-out-of-interval": variant(LLAMA2_7B, initializer_range=2.0),
+    "no-model-type": variant(LLAMA2_7B, drop=("model_type",)),
+    "unknown-model-type": variant(LLAMA2_7B, model_type="foobar"),
+    "mistral-7b-v01": MISTRAL_7B_V01,
+    "mistral-nemo": MISTRAL_NEMO,
+    "mistral-no-head-dim-no-kv": variant(MISTRAL_7B_V01, drop=("num_key_value_heads", "rope_theta")),
+    "mistral-layer-types-is-ministral": variant(MISTRAL_7B_V01, num_hidden_layers=4,
+                                                layer_types=["sliding_attention", "full_attention"] * 2),
+    "mixtral-8x7b": MIXTRAL_8X7B,
+    "mixtral-no-theta": variant(MIXTRAL_8X7B, drop=("rope_theta", "num_key_value_heads")),
+    "qwen25-7b": QWEN25_7B,
+    "qwen25-05b": QWEN25_05B,
+    "qwen25-yarn": variant(QWEN25_7B, max_position_embeddings=131072,
+                           rope_scaling={"factor": 4.0, "original_max_position_embeddings": 32768, "type": "yarn"}),
+    "qwen25-sliding": variant(QWEN25_7B, use_sliding_window=True, max_window_layers=20),
+    "qwen3-8b": QWEN3_8B,
+    "qwen3-no-head-dim": variant(QWEN3_8B, drop=("head_dim",)),
+    "qwen2-moe": QWEN2_MOE,
+    "qwen2-moe-sliding": variant(QWEN2_MOE, use_sliding_window=True),
+    "qwen3-moe": QWEN3_MOE,
+    "gemma-2b": GEMMA_2B,
+    "gemma-7b": variant(GEMMA_2B, hidden_size=3072, intermediate_size=24576, num_attention_heads=16,
+                        num_hidden_layers=28, num_key_value_heads=16),
+    "gemma2-2b": GEMMA2_2B,
+    "gemma2-explicit-layer-types": variant(GEMMA2_2B, num_hidden_layers=2,
+                                           layer_types=["full_attention", "sliding_attention"]),
+    "gemma2-bad-layer-types": variant(GEMMA2_2B, layer_types=["full_attention"]),
+    "gemma3-1b-text": GEMMA3_1B,
+    "gemma3-text-rope-scaling": variant(GEMMA3_1B, rope_scaling={"rope_type": "linear", "factor": 8.0}),
+    "gemma3-text-bidirectional": variant(GEMMA3_1B, use_bidirectional_attention=True),
+    "gemma3-text-nested-rope": variant(GEMMA3_1B, drop=("rope_theta", "rope_local_base_freq", "rope_scaling"),
+                                       rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 1e6},
+                                                        "sliding_attention": {"rope_type": "default",
+                                                                              "rope_theta": 1e4}}),
+    "gemma3-4b-it": GEMMA3_4B_IT,
+    "gemma3-no-text-config": variant(GEMMA3_4B_IT, drop=("text_config", "vision_config")),
+    "phi3-mini-4k": PHI3_MINI_4K,
+    "phi3-mini-128k-longrope": PHI3_MINI_128K,
+    "phi3-su-rope": variant(PHI3_MINI_128K, rope_scaling={"long_factor": _PHI3_LONG, "short_factor": _PHI3_SHORT,
+                                                         "type": "su"}),
+    "phi3-short-factor-wrong-length": variant(PHI3_MINI_128K, rope_scaling={"long_factor": _PHI3_LONG[:8],
+                                                                           "short_factor": _PHI3_SHORT[:8],
+                                                                           "type": "longrope"}),
+    "gemma3-27b-it": GEMMA3_27B_IT,
+    "phi4-mini-partial-rotary-longrope": PHI4_MINI,
+    "smollm2-135m": SMOLLM2_135M,
+    "mistral-small-24b": MISTRAL_SMALL_24B,
+    "deepseek-r1-distill-qwen-1.5b": DEEPSEEK_R1_DISTILL_QWEN_1_5B,
+    "qwen3-8b-fp8-quantization-config": QWEN3_8B_FP8,
+    "gpt2": GPT2,
+    "gpt2-standard-names": variant(GPT2, drop=("n_embd", "n_head", "n_layer", "n_positions"), hidden_size=256,
+                                   num_attention_heads=4, num_hidden_layers=3, max_position_embeddings=512),
+}
+
+
+def fixture_cases() -> dict[str, dict]:
+    """The config.json of every fixture repo (``fixture-NAME``), and of every commit whose config
+    differs from the first one's (``fixture-NAME@REF``)."""
+    from fixtures.build import commit_specs
+
+    out = {}
+    for path in sorted(FIXTURE_MODELS.glob("*.json")):
+        spec = json.loads(path.read_text())
+        first = None
+        for commit in commit_specs(spec):
+            config = commit.get("config")
+            if not isinstance(config, dict):
+                continue
+            if first is None:
+                first = config
+                out[f"fixture-{path.stem}"] = config
+            elif config != first:
+                ref = (commit.get("refs") or [str(len(out))])[0]
+                out[f"fixture-{path.stem}@{ref}"] = config
+    return out
+
+
+def reference_hparams(config: dict) -> dict:
+    """What the reference's ``ModelBase.load_hparams`` returns for a repo whose config.json is ``config``,
+    minus ``_name_or_path`` and ``transformers_version`` (a temp path and the installed version)."""
+    from transformers import AutoConfig
+
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        (Path(tmp) / "config.json").write_text(json.dumps(config))
+        try:
+            hparams = AutoConfig.from_pretrained(tmp, trust_remote_code=False).to_dict()
+        except Exception:
+            hparams = copy.deepcopy(config)
+        else:
+            hparams.pop("_name_or_path", None)
+            hparams.pop("transformers_version", None)
+    # the renames of ModelBase.load_hparams, in its order
+    if "llm_config" in hparams:
+        hparams["text_config"] = hparams["llm_config"]
+    if "lm_config" in hparams:
+        hparams["text_config"] = hparams["lm_config"]
+    if "thinker_config" in hparams:
+        hparams["text_config"] = hparams["thinker_config"]["text_config"]
+    if "language_config" in hparams:
+        hparams["text_config"] = hparams["language_config"]
+    if "lfm" in hparams:
+        hparams["text_config"] = hparams["lfm"]
+    return hparams
+
+
+def encode(obj):
+    """JSON form that keeps what JSON cannot: dicts with non-string keys (``id2label``)."""
+    if isinstance(obj, dict):
+        if all(isinstance(k, str) for k in obj):
+            return {k: encode(v) for k, v in obj.items()}
+        return {"__items__": [[k, encode(v)] for k, v in obj.items()]}
+    if isinstance(obj, (list, tuple)):
+        return [encode(v) for v in obj]
+    return obj
+
+
+def dump(obj) -> str:
+    """JSON, one line per value that fits in 110 columns."""
+    return _dump(obj, 0) + "\n"
+
+
+def _dump(obj, level: int) -> str:
+    flat = json.dumps(obj, ensure_ascii=False)
+    if len(flat) + level <= 110 or not isinstance(obj, (dict, list)) or not obj:
+        return flat
+    pad = " " * (level + 1)
+    if isinstance(obj, dict):
+        items = [f"{pad}{json.dumps(k, ensure_ascii=False)}: {_dump(v, level + 1)}" for k, v in obj.items()]
+        return "{\n" + ",\n".join(items) + "\n" + " " * level + "}"
+    items = [pad + _dump(v, level + 1) for v in obj]
+    return "[\n" + ",\n".join(items) + "\n" + " " * level + "]"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="only report files that would change")
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore")
+    logging.disable(logging.WARNING)
+    from transformers.utils import logging as hf_logging
+    hf_logging.set_verbosity_error()
+
+    outputs = {DATA_PATH: dump(build_data())}
+    import transformers
+    for name, config in {**CASES, **fixture_cases()}.items():
+        golden = {"transformers_version": transformers.__version__, "config": config,
+                  "expected": encode(reference_hparams(config))}
+        outputs[GOLDENS_DIR / f"{name}.json"] = dump(golden)
+
+    stale = [p for p, text in outputs.items() if not p.is_file() or p.read_text() != text]
+    extra = sorted(set(GOLDENS_DIR.glob("*.json")) - set(outputs))
+    if args.check:
+        for p in stale + extra:
+            print(f"stale: {p.relative_to(REPO_ROOT)}")
+        return 1 if stale or extra else 0
+    GOLDENS_DIR.mkdir(parents=True, exist_ok=True)
+    for p in stale:
+        p.write_text(outputs[p])
+        print(f"wrote {p.relative_to(REPO_ROOT)}")
+    for p in extra:
+        p.unlink()
+        print(f"removed {p.relative_to(REPO_ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
