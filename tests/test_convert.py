@@ -11,11 +11,10 @@ import pytest
 from hfstream import cli
 from hfstream.plan import KEY_SOURCE_COMMIT, KEY_SOURCE_REPO
 
-from .conftest import golden
+from .goldens.cases import GOOD_TOKEN, cases
 from .goldens.digest import diff_digests, digest_gguf
 
-MODELS = ["tiny-llama-bpe", "tiny-llama-spm", "tiny-mistral", "tiny-llama-sharded", "gated-llama"]
-OUTTYPES = ["f32", "f16", "bf16", "q8_0"]
+CASES = cases()
 OUR_KEYS = (KEY_SOURCE_REPO, KEY_SOURCE_COMMIT)
 
 
@@ -31,13 +30,13 @@ def convert(args: list[str], capsys) -> tuple[int, str, str]:
     return rc, out, err
 
 
-@pytest.mark.parametrize("outtype", OUTTYPES + ["auto"])
-@pytest.mark.parametrize("model", MODELS)
-def test_output_matches_the_reference_converter(model, outtype, fresh_hub, tmp_path, capsys, monkeypatch):
-    if model == "gated-llama":
-        monkeypatch.setenv("HF_TOKEN", "hf_fixture_good")
-    expected = golden(f"{model}.{outtype}")
-    rc, out, err = convert([f"hfs-test/{model}", "--outtype", outtype, "-o", str(tmp_path), "-q"], capsys)
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_output_matches_the_reference_converter(case, fresh_hub, tmp_path, capsys, monkeypatch):
+    if case.gated:
+        monkeypatch.setenv("HF_TOKEN", GOOD_TOKEN)
+    expected = case.golden()
+    rc, out, err = convert([case.repo_id, "--outtype", case.outtype, "--revision", case.revision,
+                            "-o", str(tmp_path), "-q"], capsys)
     assert rc == 0, err
     written = list(tmp_path.glob("*.gguf"))
     assert [p.name for p in written] == [expected["default_name"]]
@@ -45,5 +44,5 @@ def test_output_matches_the_reference_converter(model, outtype, fresh_hub, tmp_p
     assert diff_digests(comparable(expected), comparable(ours)) == []
     # our own keys say where the bytes came from
     kv = dict((k, v) for k, _, v in ours["kv"])
-    assert kv[KEY_SOURCE_REPO] == f"hfs-test/{model}"
+    assert kv[KEY_SOURCE_REPO] == case.repo_id
     assert len(kv[KEY_SOURCE_COMMIT]) == 40

@@ -10,22 +10,23 @@ import pytest
 import hfstream
 
 from . import llamacpp
-from .conftest import golden
+from .goldens.cases import GOOD_TOKEN, cases
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not llamacpp.available(), reason="llama-cpp-python is not installed (make test-slow installs it)"),
 ]
 
-MODELS = ["tiny-llama-bpe", "tiny-llama-spm", "tiny-mistral", "tiny-llama-sharded", "gated-llama", "two-commits"]
+CASES = [c for c in cases() if c.outtype != "auto"]
 
 
-@pytest.mark.parametrize("outtype", ["f32", "f16", "bf16", "q8_0"])
-@pytest.mark.parametrize("model", MODELS)
-def test_greedy_decode_matches_the_reference(model, outtype, fresh_hub, tmp_path, monkeypatch):
-    if model == "gated-llama":
-        monkeypatch.setenv("HF_TOKEN", "hf_fixture_good")
-    expected = golden(f"{model}.{outtype}")
-    result = hfstream.convert(f"hfs-test/{model}", outtype=outtype, outfile=tmp_path)
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_greedy_decode_matches_the_reference(case, fresh_hub, tmp_path, monkeypatch):
+    if case.gated:
+        monkeypatch.setenv("HF_TOKEN", GOOD_TOKEN)
+    expected = case.golden()
+    if "greedy" not in expected:
+        pytest.skip("golden made without llama.cpp")
+    result = hfstream.convert(case.repo_id, outtype=case.outtype, revision=case.revision, outfile=tmp_path)
     tokens = llamacpp.greedy_tokens(result.path, expected["greedy_prompt"], len(expected["greedy"]))
     assert tokens == expected["greedy"]
