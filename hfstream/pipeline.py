@@ -25,6 +25,7 @@ from .fetch import ByteSource, HubSource
 from .layout import Layout, layout
 from .plan import Plan, PlannedTensor, make_plan, weight_files
 from .quant import quantize
+from .graph import Span, Stack
 from .safetensors import SourceTensor, read_header
 from .writer import OutputFile
 
@@ -51,6 +52,8 @@ class ConvertResult:
     tensors: list[tuple[str, tuple[int, ...], str, int]] = field(default_factory=list)
     #: bytes of tensor data the conversion fetches (the dry run's estimate, the real run's need)
     source_bytes: int = 0
+    #: the most bytes (fetched, decoded, encoded) held by units in flight at once
+    peak_bytes_in_flight: int = 0
 
 
 @dataclass
@@ -104,8 +107,9 @@ async def _convert(repo_id: str, opts: Options) -> ConvertResult:
             tensors=[(t.name, tuple(reversed(t.shape)), t.qtype.name, t.nbytes) for t in plan.tensors],
             source_bytes=plan.source_bytes)
         if not opts.dry_run:
-            written = await _execute(plan, lay, final, _HeadCachedSource(source, heads), opts, source.stats)
+            written, peak = await _execute(plan, lay, final, _HeadCachedSource(source, heads), opts, source.stats)
             result.bytes_written = written
+            result.peak_bytes_in_flight = peak
         result.bytes_fetched = source.stats.bytes_fetched
     result.seconds = time.monotonic() - started
     return result
@@ -190,12 +194,15 @@ class _Budget:
     def __init__(self, limit: int):
         self.limit = max(1, limit)
         self.used = 0
+        #: the most bytes ever in flight at once
+        self.peak = 0
         self._waiters: deque[tuple[int, asyncio.Future]] = deque()
 
     async def acquire(self, n: int) -> int:
         n = min(n, self.limit)
         if not self._waiters and self.used + n <= self.limit:
             self.used += n
+            self.peak = max(self.peak, self.used)
             return n
         fut = asyncio.get_running_loop().create_future()
         self._waiters.append((n, fut))
@@ -207,25 +214,67 @@ class _Budget:
         while self._waiters and self.used + self._waiters[0][0] <= self.limit:
             m, fut = self._waiters.popleft()
             self.used += m
+            self.peak = max(self.peak, self.used)
             fut.set_result(None)
 
 
-def _unit_cost(t: PlannedTensor) -> int:
-    """Peak bytes a unit holds: fetched bytes, the decoded array, the encoded result."""
-    fetched = sum(s.nbytes for s in t.node.leaves())
-    numel = 1
-    for d in t.shape:
-        numel *= d
-    return fetched + numel * 4 + t.nbytes
+@dataclass(frozen=True)
+class Unit:
+    """Rows [r0, r1) of one output tensor: fetched, transformed, encoded and written on their own."""
+
+    tensor: PlannedTensor
+    r0: int
+    r1: int
+    #: absolute file offset of the unit's first byte
+    offset: int
+    nbytes: int
+    spans: tuple[Span, ...]
+
+    @property
+    def cost(self) -> int:
+        """Peak bytes the unit holds: fetched bytes, the decoded array (and one copy), the encoded result."""
+        values = (self.r1 - self.r0) * self.tensor.node.cols
+        return sum(s.nbytes for s in self.spans) + 2 * 4 * values + self.nbytes
+
+
+def units_for(t: PlannedTensor, offset: int, target: int) -> list[Unit]:
+    """Cut a tensor into row blocks of about ``target`` bytes of cost; a Stack part never shares a unit.
+
+    Blocks are aligned to what the node allows (whole heads for permuted q/k, whole experts at
+    most for MoE stacks), so no source byte is needed by two units.
+    """
+    node = t.node
+    rows = node.rows
+    row_bytes = t.nbytes // rows if rows else 0
+    align = node.row_align()
+    if align is None or rows <= align:
+        return [Unit(t, 0, rows, offset, t.nbytes, tuple(node.spans(0, rows)))]
+    part = node.part_rows if isinstance(node, Stack) else rows
+    per_row = max(1, (sum(s.nbytes for s in node.spans(0, align)) + 8 * align * node.cols + align * row_bytes) // align)
+    block = max(align, (target // per_row) // align * align)
+    block = min(block, part)
+    units = []
+    for p0 in range(0, rows, part):
+        for r0 in range(p0, p0 + part, block):
+            r1 = min(r0 + block, p0 + part)
+            units.append(Unit(t, r0, r1, offset + r0 * row_bytes, (r1 - r0) * row_bytes, tuple(node.spans(r0, r1))))
+    return units
+
+
+def _unit_target(max_memory: int) -> int:
+    """Unit size: small enough that several fit the budget, big enough to keep per-unit overhead low."""
+    return max(4096, min(64 << 20, max_memory // 8))
 
 
 async def _execute(plan: Plan, lay: Layout, final: Path, source: ByteSource, opts: Options,
-                   fetch_stats=None) -> int:
+                   fetch_stats=None) -> tuple[int, int]:
     out = OutputFile(final, lay.total_size, force=opts.force)
     progress = Progress(total_bytes=lay.total_size)
     budget = _Budget(opts.max_memory)
     loop = asyncio.get_running_loop()
     pool = ThreadPoolExecutor(max_workers=opts.threads or os.cpu_count() or 1, thread_name_prefix="hfstream")
+    target = _unit_target(opts.max_memory)
+    units = [u for t in plan.tensors for u in units_for(t, lay.offsets[t.name], target)]
 
     def report() -> None:
         progress.bytes_written = out.bytes_written
@@ -233,22 +282,20 @@ async def _execute(plan: Plan, lay: Layout, final: Path, source: ByteSource, opt
         if opts.on_progress is not None:
             opts.on_progress(progress)
 
-    async def unit(t: PlannedTensor) -> None:
-        cost = await budget.acquire(_unit_cost(t))
+    async def run_unit(u: Unit) -> None:
+        cost = await budget.acquire(u.cost)
         try:
-            leaves = list(dict.fromkeys(t.node.leaves()))
-            blobs = await asyncio.gather(*(source.read(s.file, s.start, s.nbytes) for s in leaves))
+            spans = list(dict.fromkeys(u.spans))
+            blobs = await asyncio.gather(*(source.read(s.file, s.start, s.nbytes) for s in spans))
             report()
-            data = dict(zip(leaves, blobs))
-            offset = lay.offsets[t.name]
-            await loop.run_in_executor(pool, _compute_and_write, t, data, out, offset)
+            await loop.run_in_executor(pool, _compute_and_write, u, dict(zip(spans, blobs)), out)
             report()
         finally:
             budget.release(cost)
 
     try:
         out.pwrite(lay.header, 0)
-        tasks = [asyncio.ensure_future(unit(t)) for t in plan.tensors]
+        tasks = [asyncio.ensure_future(run_unit(u)) for u in units]
         try:
             await asyncio.gather(*tasks)
         except BaseException:
@@ -263,12 +310,12 @@ async def _execute(plan: Plan, lay: Layout, final: Path, source: ByteSource, opt
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     report()
-    return out.bytes_written
+    return out.bytes_written, budget.peak
 
 
-def _compute_and_write(t: PlannedTensor, data: dict[SourceTensor, bytes], out: OutputFile, offset: int) -> None:
-    array = t.node.evaluate(data)
-    encoded = quantize(array, t.qtype)
-    if encoded.nbytes != t.nbytes:
-        raise errors.InvalidHeaderError(f"{t.name}: encoded {encoded.nbytes} bytes, planned {t.nbytes}")
-    out.pwrite(encoded.tobytes() if not encoded.flags["C_CONTIGUOUS"] else encoded.data, offset)
+def _compute_and_write(u: Unit, data: dict[Span, bytes], out: OutputFile) -> None:
+    array = u.tensor.node.eval_rows(data, u.r0, u.r1)
+    encoded = quantize(array, u.tensor.qtype)
+    if encoded.nbytes != u.nbytes:
+        raise errors.InvalidHeaderError(f"{u.tensor.name}: encoded {encoded.nbytes} bytes, planned {u.nbytes}")
+    out.pwrite(encoded.data if encoded.flags["C_CONTIGUOUS"] else encoded.tobytes(), u.offset)
