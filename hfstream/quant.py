@@ -84,6 +84,80 @@ def nbytes(qt: QT, shape: tuple[int, ...]) -> int:
         QT.F32, QT.F16, QT.BF16) else int(np.prod(shape, dtype=np.int64)) * {QT.F32: 4, QT.F16: 2, QT.BF16: 2}[qt]
 
 
-def quantize(array: np.ndarray, qt: QT) -> np.ndarray:
-    """Encode ``array`` (F32 or F16, numpy order) as ``qt``; returns the bytes as a uint8/float array."""
+def quantize(array: np.ndarray, qt: QT, engine: str | None = None) -> np.ndarray:
+    """Encode ``array`` (F32 or F16, rows along the last axis) as ``qt``.
+
+    Rows are encoded independently, so any block of rows gives the same bytes as the same
+    rows of the whole tensor. ``engine``: "ggml" (libggml's ggml_quantize_chunk, which releases
+    the GIL, so threads use every core) or "numpy" (the gguf package); both give the same bytes
+    for finite values. Default: ggml when its library loads, else numpy.
+    """
+    if qt == QT.F32:
+        return array.astype(np.float32, copy=False)
+    if qt == QT.F16:
+        return array.astype(np.float16, copy=False)
+    engine = engine or default_engine()
+    if engine == "ggml":
+        return _ggml_quantize(array, qt)
     return gguf.quants.quantize(array, qt)
+
+
+def default_engine() -> str:
+    from .settings import quant_engine
+
+    wanted = quant_engine()
+    if wanted == "numpy":
+        return "numpy"
+    if _ggml_lib() is not None:
+        return "ggml"
+    if wanted == "ggml":
+        raise errors.UnsupportedOptionError("HFSTREAM_QUANT_ENGINE=ggml but libggml could not be loaded")
+    return "numpy"
+
+
+_GGML = None
+_GGML_TRIED = False
+
+
+def _ggml_lib():
+    """libggml-base from the libggml-python package, with ggml_quantize_chunk's signature, or None."""
+    global _GGML, _GGML_TRIED
+    if _GGML_TRIED:
+        return _GGML
+    _GGML_TRIED = True
+    try:
+        import ctypes
+        import os
+
+        import libggml
+
+        base = os.path.dirname(libggml.__file__)
+        names = ("libggml-base.so", "libggml-base.dylib", "ggml-base.dll")
+        path = next((os.path.join(base, d, n) for d in ("lib64", "lib", "bin") for n in names
+                     if os.path.exists(os.path.join(base, d, n))), None)
+        if path is None:
+            return None
+        lib = ctypes.CDLL(path)
+        lib.ggml_quantize_chunk.restype = ctypes.c_size_t
+        lib.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                                            ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
+        lib.ggml_quantize_requires_imatrix.restype = ctypes.c_bool
+        lib.ggml_quantize_requires_imatrix.argtypes = [ctypes.c_int]
+        _GGML = lib
+    except (ImportError, OSError, AttributeError):
+        _GGML = None
+    return _GGML
+
+
+def _ggml_quantize(array: np.ndarray, qt: QT, imatrix: np.ndarray | None = None) -> np.ndarray:
+    lib = _ggml_lib()
+    src = np.ascontiguousarray(array, dtype=np.float32)
+    n_per_row = src.shape[-1] if src.ndim else 1
+    nrows = src.size // n_per_row if n_per_row else 0
+    out = np.empty(gguf.quant_shape_to_byte_shape(src.shape, qt), dtype=np.uint8)
+    im = None if imatrix is None else np.ascontiguousarray(imatrix, dtype=np.float32)
+    size = lib.ggml_quantize_chunk(int(qt), src.ctypes.data, out.ctypes.data, 0, nrows, n_per_row,
+                                   None if im is None else im.ctypes.data)
+    if size != out.nbytes:
+        raise RuntimeError(f"ggml_quantize_chunk wrote {size} bytes for {qt.name}, expected {out.nbytes}")
+    return out

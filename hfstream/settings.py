@@ -40,3 +40,9 @@ def token(explicit: str | None = None) -> str | None:
     from huggingface_hub import get_token
 
     return get_token() or None
+
+
+def quant_engine() -> str | None:
+    """``HFSTREAM_QUANT_ENGINE``: "ggml" or "numpy" to force a quantization engine (default: ggml if it loads)."""
+    value = os.environ.get("HFSTREAM_QUANT_ENGINE", "").strip().lower()
+    return value or None

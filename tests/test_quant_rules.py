@@ -37,3 +37,31 @@ def test_sizes():
 def test_unknown_outtype_is_a_clear_error():
     with pytest.raises(errors.UnsupportedOptionError, match="q8_0"):
         outtype("q9_9")
+
+
+# --- the two quantization engines -----------------------------------------------
+
+import numpy as np  # noqa: E402
+
+from hfstream.quant import _ggml_lib, quantize  # noqa: E402
+
+ENGINE_TYPES = [QT.Q8_0, QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1, QT.BF16, QT.F16, QT.F32]
+
+
+@pytest.mark.skipif(_ggml_lib() is None, reason="libggml-python is not installed")
+@pytest.mark.parametrize("qt", ENGINE_TYPES, ids=[t.name for t in ENGINE_TYPES])
+@pytest.mark.parametrize("src_dtype", [np.float32, np.float16])
+def test_ggml_and_numpy_engines_give_the_same_bytes(qt, src_dtype):
+    rng = np.random.default_rng(int(qt))
+    x = (rng.standard_normal((96, 256)) * rng.choice([1e-3, 0.05, 3.0])).astype(src_dtype)
+    x[0, :8] = [0.0, -0.0, 1e-30, -1e-30, 65504.0, -65504.0, 1.0, -1.0]
+    a = quantize(x, qt, engine="ggml")
+    b = quantize(x, qt, engine="numpy")
+    assert a.tobytes() == b.tobytes()
+
+
+def test_rows_encode_independently():
+    x = np.random.default_rng(1).standard_normal((64, 128)).astype(np.float32)
+    whole = quantize(x, QT.Q8_0).tobytes()
+    parts = b"".join(quantize(x[i:i + 16], QT.Q8_0).tobytes() for i in range(0, 64, 16))
+    assert whole == parts
