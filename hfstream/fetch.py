@@ -49,12 +49,14 @@ _RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 class HubSource:
     """A ByteSource reading one pinned snapshot of a Hub repo."""
 
-    def __init__(self, snapshot: Snapshot, token: str | None, *, connections: int = 8, retries: int = 5,
-                 connect_timeout: float = 30.0, read_timeout: float = 60.0):
+    def __init__(self, snapshot: Snapshot, token: str | None, *, connections: int = 8, retries: int = 8,
+                 connect_timeout: float = 30.0, read_timeout: float = 60.0, max_wait: float = 300.0):
         self.snapshot = snapshot
         self._token = token
         self._connections = connections
         self._retries = retries
+        #: never sleep longer than this between two attempts, whatever the server asks
+        self._max_wait = max_wait
         self._timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=read_timeout)
         self._session: aiohttp.ClientSession | None = None
         self._storage_urls: dict[str, str] = {}
@@ -90,8 +92,10 @@ class HubSource:
     async def read(self, path: str, start: int, length: int) -> bytes:
         if length == 0:
             return b""
-        url = await self._storage_url(path)
-        return await self._with_retries(path, lambda: self._get_range(url, path, start, length))
+        buf = bytearray()
+        # A retried range continues from the byte it reached: `buf` keeps what arrived.
+        await self._with_retries(path, lambda: self._read_into(path, start, length, buf))
+        return bytes(buf)
 
     # -- internals ------------------------------------------------------------
 
@@ -155,31 +159,39 @@ class HubSource:
                 return b"".join(chunks)
         raise errors.ProtocolError(f"{path}: too many redirects")
 
-    async def _get_range(self, url: str, path: str, start: int, length: int) -> bytes:
+    async def _read_into(self, path: str, start: int, length: int, buf: bytearray) -> None:
+        """Append bytes [start + len(buf), start + length) of ``path`` to ``buf``."""
         assert self._session is not None
+        url = await self._storage_url(path)
+        first = start + len(buf)
         end = start + length - 1
         headers = self._headers(url)
-        headers["Range"] = f"bytes={start}-{end}"
+        headers["Range"] = f"bytes={first}-{end}"
         self.stats.requests += 1
         async with self._session.get(url, headers=headers, allow_redirects=False) as resp:
             if resp.status == 200:
                 # The server ignored Range: stop now rather than download the whole file.
                 raise errors.ProtocolError(f"{path}: the server ignored the Range header (200 instead of 206)")
+            if resp.status == 403 and _origin(url) != self._endpoint_origin:
+                # A signed storage URL expired (they last about an hour): resolve the file again.
+                self._storage_urls.pop(path, None)
+                raise _Retryable(403, {}, immediate=True)
             if resp.status != 206:
                 self._raise_for_status(resp.status, path, resp.headers)
             m = _CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", "").strip())
-            if not m or int(m.group(1)) != start or int(m.group(2)) != end:
+            if not m or int(m.group(1)) != first or int(m.group(2)) != end:
                 raise errors.ProtocolError(
-                    f"{path}: Content-Range {resp.headers.get('Content-Range')!r} does not match bytes {start}-{end}")
-            body = bytearray()
+                    f"{path}: Content-Range {resp.headers.get('Content-Range')!r} does not match bytes {first}-{end}")
+            want = end - first + 1
+            got = 0
             async for chunk in resp.content.iter_chunked(1 << 20):
-                body += chunk
-                if len(body) > length:
-                    raise errors.ProtocolError(f"{path}: the server sent more than the {length} bytes asked for")
-            self.stats.bytes_fetched += len(body)
-            if len(body) != length:
-                raise _Truncated(f"{path}: got {len(body)} of {length} bytes")
-            return bytes(body)
+                got += len(chunk)
+                if got > want:
+                    raise errors.ProtocolError(f"{path}: the server sent more than the {want} bytes asked for")
+                buf += chunk
+                self.stats.bytes_fetched += len(chunk)
+            if got != want:
+                raise _Truncated(f"{path}: got {got} of {want} bytes")
 
     def _raise_for_status(self, status: int, path: str, headers) -> None:
         if status in _RETRY_STATUS:
@@ -211,28 +223,35 @@ class HubSource:
                 return await attempt()
             except _Retryable as e:
                 last = e
-                wait = e.wait_seconds() or delay
-            except (_Truncated, aiohttp.ClientError, asyncio.TimeoutError) as e:
+                if e.immediate:
+                    continue
+                asked = e.wait_seconds()
+                wait = max(asked, delay) if asked is not None else delay * (0.5 + random.random())
+            except (_Truncated, aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as e:
                 last = e
-                wait = delay
+                wait = delay * (0.5 + random.random())
             if n == self._retries:
                 break
-            await asyncio.sleep(wait * (0.5 + random.random()))
+            await asyncio.sleep(min(wait, self._max_wait) * (1 + 0.1 * random.random()))
             delay = min(delay * 2, 30.0)
         if isinstance(last, _Retryable):
             if last.status == 429:
                 raise errors.RateLimitedError(f"{path}: still rate-limited after {self._retries} retries")
             if last.status >= 500:
                 raise errors.ServerError(f"{path}: HTTP {last.status} after {self._retries} retries")
+            if last.status == 403:
+                raise errors.AccessDeniedError(f"{path}: the storage URL kept being refused after re-resolving")
         reason = type(last).__name__ if last else "unknown"
         raise errors.NetworkError(f"{path}: failed after {self._retries} retries ({reason})")
 
 
 class _Retryable(Exception):
-    def __init__(self, status: int, headers):
+    def __init__(self, status: int, headers, immediate: bool = False):
         super().__init__(f"HTTP {status}")
         self.status = status
         self.headers = headers
+        #: retry at once, without backoff (e.g. after re-resolving an expired URL)
+        self.immediate = immediate
 
     def wait_seconds(self) -> float | None:
         """Seconds the server asked us to wait: Retry-After, or the Hub's ``RateLimit: ...;t=N``."""
