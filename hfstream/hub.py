@@ -7,6 +7,7 @@ upstream during a run cannot mix two versions of a model.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import quote
 
 from . import errors
@@ -22,11 +23,13 @@ class Snapshot:
     endpoint: str
     #: repo-relative path -> size in bytes (None when the Hub did not say)
     files: dict[str, int | None] = field(default_factory=dict)
+    #: set when the "repo" is a local directory (then ``sha`` is empty)
+    local_root: Path | None = None
 
     @property
     def name(self) -> str:
         """The repo name without its owner, as a local clone directory would be called."""
-        return self.repo_id.rsplit("/", 1)[-1]
+        return self.repo_id.rstrip("/").rsplit("/", 1)[-1]
 
     @property
     def page_url(self) -> str:

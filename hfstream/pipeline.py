@@ -9,8 +9,10 @@ the bytes held by units in flight.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import time
+import zlib
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -18,6 +20,8 @@ from pathlib import Path
 from typing import Callable
 
 import gguf
+import numpy as np
+from gguf import GGMLQuantizationType as QT
 
 from . import errors, hub, settings
 from .arch import family_for
@@ -25,7 +29,8 @@ from .fetch import ByteSource, HubSource
 from .layout import Layout, layout
 from .plan import Plan, PlannedTensor, make_plan, weight_files
 from .quant import quantize
-from .graph import Span, Stack
+from .graph import Load, Span, Stack
+from .localdir import LocalSource, local_snapshot
 from .safetensors import SourceTensor, read_header
 from .writer import OutputFile
 
@@ -54,6 +59,9 @@ class ConvertResult:
     source_bytes: int = 0
     #: the most bytes (fetched, decoded, encoded) held by units in flight at once
     peak_bytes_in_flight: int = 0
+    #: work units of the conversion, and how many an earlier interrupted run had already finished
+    units_total: int = 0
+    units_resumed: int = 0
 
 
 @dataclass
@@ -79,6 +87,10 @@ class Options:
     connections: int = 8
     threads: int | None = None
     max_memory: int = DEFAULT_MAX_MEMORY
+    retries: int = 8
+    connect_timeout: float = 30.0
+    #: seconds without a byte before a connection counts as stalled and is retried
+    read_timeout: float = 60.0
     on_progress: Callable[[Progress], None] | None = None
 
 
@@ -88,16 +100,24 @@ def run(repo_id: str, opts: Options) -> ConvertResult:
 
 async def _convert(repo_id: str, opts: Options) -> ConvertResult:
     started = time.monotonic()
-    endpoint = (opts.endpoint or settings.endpoint()).rstrip("/")
-    token = settings.token(opts.token)
-    snapshot = await asyncio.to_thread(hub.resolve, repo_id, opts.revision, endpoint, token)
+    source: HubSource | LocalSource
+    if is_local(repo_id):
+        snapshot = local_snapshot(Path(repo_id))
+        source = LocalSource(snapshot)
+    else:
+        endpoint = (opts.endpoint or settings.endpoint()).rstrip("/")
+        token = settings.token(opts.token)
+        snapshot = await asyncio.to_thread(hub.resolve, repo_id, opts.revision, endpoint, token)
+        source = HubSource(snapshot, token, connections=opts.connections, retries=opts.retries,
+                           connect_timeout=opts.connect_timeout, read_timeout=opts.read_timeout)
 
-    async with HubSource(snapshot, token, connections=opts.connections) as source:
+    async with source:
         files = await _small_files(source, snapshot)
         shards = _shards(snapshot, files)
         headers, heads = await _headers(source, snapshot, shards)
         plan = make_plan(repo_name=snapshot.name, files=files, headers=headers, shards=shards,
-                         outtype=opts.outtype, bpe_pre=opts.bpe_pre, source=(snapshot.repo_id, snapshot.sha))
+                         outtype=opts.outtype, bpe_pre=opts.bpe_pre,
+                         source=(snapshot.repo_id, snapshot.sha) if snapshot.sha else None)
         lay = layout(plan)
         final = output_path(opts.outfile, plan)
         result = ConvertResult(
@@ -107,12 +127,19 @@ async def _convert(repo_id: str, opts: Options) -> ConvertResult:
             tensors=[(t.name, tuple(reversed(t.shape)), t.qtype.name, t.nbytes) for t in plan.tensors],
             source_bytes=plan.source_bytes)
         if not opts.dry_run:
-            written, peak = await _execute(plan, lay, final, _HeadCachedSource(source, heads), opts, source.stats)
-            result.bytes_written = written
-            result.peak_bytes_in_flight = peak
+            stats = await _execute(plan, lay, final, _HeadCachedSource(source, heads), opts, source.stats)
+            result.bytes_written = stats.bytes_written
+            result.peak_bytes_in_flight = stats.peak
+            result.units_total = stats.units_total
+            result.units_resumed = stats.units_resumed
         result.bytes_fetched = source.stats.bytes_fetched
     result.seconds = time.monotonic() - started
     return result
+
+
+def is_local(repo: str) -> bool:
+    """A path to an existing directory (``./model``, ``/data/model``) rather than a Hub repo id."""
+    return repo.startswith((".", "/", "~")) or os.path.isdir(repo)
 
 
 async def _small_files(source: ByteSource, snapshot: hub.Snapshot) -> dict[str, bytes]:
@@ -167,6 +194,10 @@ class _HeadCachedSource:
 
     async def get(self, path: str) -> bytes | None:
         return await self._source.get(path)
+
+    def copy_to(self, path: str, start: int, length: int, out_fd: int, out_offset: int) -> bool:
+        copy = getattr(self._source, "copy_to", None)
+        return bool(copy and start >= len(self._heads.get(path, b"")) and copy(path, start, length, out_fd, out_offset))
 
     async def read(self, path: str, start: int, length: int) -> bytes:
         head = self._heads.get(path, b"")
@@ -266,36 +297,74 @@ def _unit_target(max_memory: int) -> int:
     return max(4096, min(64 << 20, max_memory // 8))
 
 
-async def _execute(plan: Plan, lay: Layout, final: Path, source: ByteSource, opts: Options,
-                   fetch_stats=None) -> tuple[int, int]:
-    out = OutputFile(final, lay.total_size, force=opts.force)
+@dataclass
+class _ExecStats:
+    bytes_written: int = 0
+    peak: int = 0
+    units_total: int = 0
+    units_resumed: int = 0
+
+
+def batches(units: list[Unit], target: int) -> list[list[Unit]]:
+    """Coalesce neighbours: consecutive single-span units whose bytes are adjacent in the same file
+    share one Range request, up to ``target`` bytes of cost (small tensors: norms, biases)."""
+    out: list[list[Unit]] = []
+    for u in units:
+        if out and len(u.spans) == 1 and all(len(v.spans) == 1 for v in out[-1]):
+            last = out[-1][-1].spans[0]
+            here = u.spans[0]
+            if (here.file == last.file and here.start == last.end
+                    and sum(v.cost for v in out[-1]) + u.cost <= target):
+                out[-1].append(u)
+                continue
+        out.append([u])
+    return out
+
+
+def _keep_partial(exc: BaseException) -> bool:
+    """Failures a rerun can resume from keep the .part file and its journal."""
+    if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)):
+        return True
+    return isinstance(exc, (errors.NetworkError, errors.OutputWriteError))
+
+
+async def _execute(plan: Plan, lay: Layout, final: Path, source, opts: Options, fetch_stats=None) -> _ExecStats:
+    identity = hashlib.sha256(lay.header).hexdigest()[:32]
+    out = OutputFile(final, lay.total_size, identity=identity, force=opts.force)
+    stats = _ExecStats()
     progress = Progress(total_bytes=lay.total_size)
     budget = _Budget(opts.max_memory)
     loop = asyncio.get_running_loop()
     pool = ThreadPoolExecutor(max_workers=opts.threads or os.cpu_count() or 1, thread_name_prefix="hfstream")
     target = _unit_target(opts.max_memory)
     units = [u for t in plan.tensors for u in units_for(t, lay.offsets[t.name], target)]
+    stats.units_total = len(units)
+    todo = [u for u in units if not out.is_done(u.offset, u.nbytes)]
+    stats.units_resumed = len(units) - len(todo)
+    resumed_bytes = sum(u.nbytes for u in units) - sum(u.nbytes for u in todo)
 
     def report() -> None:
-        progress.bytes_written = out.bytes_written
+        progress.bytes_written = resumed_bytes + out.bytes_written
         progress.bytes_fetched = fetch_stats.bytes_fetched if fetch_stats else 0
         if opts.on_progress is not None:
             opts.on_progress(progress)
 
-    async def run_unit(u: Unit) -> None:
-        cost = await budget.acquire(u.cost)
+    async def run_batch(batch: list[Unit]) -> None:
+        cost = await budget.acquire(sum(u.cost for u in batch))
         try:
-            spans = list(dict.fromkeys(u.spans))
-            blobs = await asyncio.gather(*(source.read(s.file, s.start, s.nbytes) for s in spans))
+            data = await _fetch_batch(batch, source, out)
+            if data is None:  # copied file to file, nothing to compute
+                report()
+                return
             report()
-            await loop.run_in_executor(pool, _compute_and_write, u, dict(zip(spans, blobs)), out)
+            await loop.run_in_executor(pool, _compute_and_write_all, batch, data, out)
             report()
         finally:
             budget.release(cost)
 
     try:
         out.pwrite(lay.header, 0)
-        tasks = [asyncio.ensure_future(run_unit(u)) for u in units]
+        tasks = [asyncio.ensure_future(run_batch(b)) for b in batches(todo, target)]
         try:
             await asyncio.gather(*tasks)
         except BaseException:
@@ -304,18 +373,69 @@ async def _execute(plan: Plan, lay: Layout, final: Path, source: ByteSource, opt
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
         out.commit()
-    except BaseException:
-        out.abort()
-        raise
-    finally:
+    except BaseException as e:
         pool.shutdown(wait=True, cancel_futures=True)
+        out.abort(keep=_keep_partial(e))
+        raise
+    pool.shutdown(wait=True)
     report()
-    return out.bytes_written, budget.peak
+    stats.bytes_written = out.bytes_written
+    stats.peak = budget.peak
+    return stats
 
 
-def _compute_and_write(u: Unit, data: dict[Span, bytes], out: OutputFile) -> None:
-    array = u.tensor.node.eval_rows(data, u.r0, u.r1)
-    encoded = quantize(array, u.tensor.qtype)
-    if encoded.nbytes != u.nbytes:
-        raise errors.InvalidHeaderError(f"{u.tensor.name}: encoded {encoded.nbytes} bytes, planned {u.nbytes}")
-    out.pwrite(encoded.data if encoded.flags["C_CONTIGUOUS"] else encoded.tobytes(), u.offset)
+async def _fetch_batch(batch: list[Unit], source, out: OutputFile) -> dict[Span, bytes] | None:
+    """The bytes of every span of the batch: one request for adjacent spans, else one per span.
+
+    A lone raw-copy unit from a local file goes file to file instead (returns None).
+    """
+    if len(batch) == 1 and _raw_copy(batch[0]) and batch[0].tensor.qtype != QT.BF16:
+        (span,) = batch[0].spans
+        if source.copy_to(span.file, span.start, span.nbytes, out.fileno(), batch[0].offset):
+            out.record(batch[0].offset, batch[0].nbytes, zlib.crc32(os.pread(out.fileno(), span.nbytes,
+                                                                                batch[0].offset)))
+            return None
+    spans = list(dict.fromkeys(s for u in batch for s in u.spans))
+    if len(batch) > 1:
+        first, last = spans[0], spans[-1]
+        blob = await source.read(first.file, first.start, last.end - first.start)
+        view = memoryview(blob)
+        return {s: view[s.start - first.start:s.end - first.start] for s in spans}
+    blobs = await asyncio.gather(*(source.read(s.file, s.start, s.nbytes) for s in spans))
+    return dict(zip(spans, blobs))
+
+
+def _raw_copy(u: Unit) -> bool:
+    """Output type = source type and no transform: the bytes pass through without a decode."""
+    node = u.tensor.node
+    return isinstance(node, Load) and _SAME_TYPE.get(node.src.dtype) == u.tensor.qtype
+
+
+_SAME_TYPE = {"F32": QT.F32, "F16": QT.F16, "BF16": QT.BF16}
+
+
+def _compute_and_write_all(batch: list[Unit], data: dict[Span, bytes], out: OutputFile) -> None:
+    for u in batch:
+        if _raw_copy(u):
+            (span,) = u.spans
+            encoded = memoryview(data[span])
+            if u.tensor.qtype == QT.BF16:
+                encoded = _quiet_bf16_nans(encoded)
+        else:
+            array = u.tensor.node.eval_rows(data, u.r0, u.r1)
+            q = quantize(array, u.tensor.qtype)
+            encoded = memoryview(q if q.flags["C_CONTIGUOUS"] else np.ascontiguousarray(q)).cast("B")
+        if encoded.nbytes != u.nbytes:
+            raise errors.InvalidHeaderError(f"{u.tensor.name}: encoded {encoded.nbytes} bytes, planned {u.nbytes}")
+        out.pwrite(encoded, u.offset)
+        out.record(u.offset, u.nbytes, zlib.crc32(encoded))
+
+
+def _quiet_bf16_nans(raw: memoryview) -> memoryview:
+    """BF16 -> F32 -> BF16 is the identity except that NaNs come back quiet (the 0x0040 bit set)."""
+    u16 = np.frombuffer(raw, dtype="<u2")
+    nan = (u16 & 0x7FFF) > 0x7F80
+    if not nan.any():
+        return raw
+    fixed = np.where(nan, u16 | 0x0040, u16).astype("<u2")
+    return memoryview(fixed).cast("B")

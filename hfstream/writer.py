@@ -1,50 +1,114 @@
 """The output file: a preallocated temporary file filled by positional writes, renamed when complete.
 
-The final path never holds a partial file: data goes to ``<final>.part`` next to it,
-which is fsynced and atomically renamed into place only after every tensor landed.
+The final path never holds a partial file: data goes to ``<final>.part`` next to it, which is
+fsynced and atomically renamed into place only after every unit landed. Beside it,
+``<final>.part.journal`` records each finished unit (output offset, length, CRC-32 of its
+bytes). A rerun of the same plan (the journal's first line names it: a hash of the GGUF header,
+which holds the commit sha, the options and every tensor's type and offset) reopens the
+``.part`` file, checks each journaled unit's bytes against its CRC, and does only the rest.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import zlib
 from pathlib import Path
 
 from . import errors
+
+JOURNAL_MAGIC = "hfstream-journal-v1"
 
 
 def part_path(final: Path) -> Path:
     return final.with_name(final.name + ".part")
 
 
-class OutputFile:
-    """``<final>.part`` opened for positional writes."""
+def journal_path(final: Path) -> Path:
+    return final.with_name(final.name + ".part.journal")
 
-    def __init__(self, final: Path, size: int, *, force: bool = False):
+
+class OutputFile:
+    """``<final>.part`` opened for positional writes, resumed from its journal when the plan is the same."""
+
+    def __init__(self, final: Path, size: int, *, identity: str = "", force: bool = False):
         self.final = final
         self.path = part_path(final)
+        self.journal = journal_path(final)
         self.size = size
+        self.identity = identity
+        self.bytes_written = 0
+        #: (offset, nbytes) of units already in the file (verified), from an earlier run
+        self.done: set[tuple[int, int]] = set()
+        self._fd = -1
+        self._jfd = -1
         if final.exists() and not force:
             raise errors.OutputExistsError(f"{final} already exists (use --force to overwrite)")
         if not final.parent.is_dir():
             raise errors.OutputWriteError(f"output directory {final.parent} does not exist")
         try:
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-            self._preallocate(size)
+            if not self._resume():
+                self._start_over()
         except OSError as e:
-            self._cleanup()
+            self._close()
             raise _translate(e, self.path) from None
-        self.bytes_written = 0
+
+    # -- opening -----------------------------------------------------------------
+
+    def _resume(self) -> bool:
+        """Reopen an earlier run's .part file if its journal is for this very plan."""
+        if not self.identity or not self.path.exists() or not self.journal.exists():
+            return False
+        try:
+            lines = self.journal.read_text(encoding="ascii").splitlines()
+        except (OSError, UnicodeDecodeError):
+            return False
+        if not lines or lines[0] != f"{JOURNAL_MAGIC} {self.identity} {self.size}":
+            return False
+        if self.path.stat().st_size != self.size:
+            return False
+        self._fd = os.open(self.path, os.O_RDWR)
+        entries = []
+        for line in lines[1:]:
+            parts = line.split()
+            if len(parts) != 3 or not all(p.isdigit() for p in parts):
+                break  # a torn last line from a crash: stop there
+            entries.append(tuple(int(p) for p in parts))
+        for offset, nbytes, crc in entries:
+            if offset + nbytes <= self.size and zlib.crc32(os.pread(self._fd, nbytes, offset)) == crc:
+                self.done.add((offset, nbytes))
+        # rewrite the journal with the verified entries only, so a torn tail cannot linger
+        self._write_journal_header(verified=sorted(self.done), crcs={(o, n): c for o, n, c in entries})
+        return True
+
+    def _start_over(self) -> None:
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._preallocate(self.size)
+        if self.identity:
+            self._write_journal_header()
+
+    def _write_journal_header(self, verified=(), crcs=None) -> None:
+        tmp = self.journal.with_name(self.journal.name + ".tmp")
+        lines = [f"{JOURNAL_MAGIC} {self.identity} {self.size}"]
+        lines += [f"{o} {n} {crcs[(o, n)]}" for o, n in verified]
+        tmp.write_text("\n".join(lines) + "\n", encoding="ascii")
+        os.replace(tmp, self.journal)
+        self._jfd = os.open(self.journal, os.O_WRONLY | os.O_APPEND)
 
     def _preallocate(self, size: int) -> None:
         try:
             os.posix_fallocate(self._fd, 0, size)
         except (AttributeError, OSError) as e:
-            # Filesystems without fallocate (tmpfs on some kernels, network mounts) still take a sparse file;
-            # a real "disk full" is reported as such.
+            # Filesystems without fallocate (some tmpfs, network mounts) still take a sparse file;
+            # a real "disk full" is reported as such, before anything is fetched.
             if isinstance(e, OSError) and e.errno == errno.ENOSPC:
                 raise
             os.ftruncate(self._fd, size)
+
+    # -- writing -----------------------------------------------------------------
+
+    def is_done(self, offset: int, nbytes: int) -> bool:
+        return (offset, nbytes) in self.done
 
     def pwrite(self, data, offset: int) -> None:
         view = memoryview(data).cast("B")
@@ -57,43 +121,70 @@ class OutputFile:
         except OSError as e:
             raise _translate(e, self.path) from None
 
+    def fileno(self) -> int:
+        return self._fd
+
+    def record(self, offset: int, nbytes: int, crc: int) -> None:
+        """Journal a finished unit. Its bytes were written first, so a crash never journals missing data
+        (a power loss might; the CRC check on resume catches that)."""
+        if self._jfd < 0:
+            return
+        try:
+            os.write(self._jfd, f"{offset} {nbytes} {crc}\n".encode("ascii"))
+        except OSError as e:
+            raise _translate(e, self.journal) from None
+
+    # -- finishing ---------------------------------------------------------------
+
     def commit(self) -> Path:
-        """fsync, rename into place, fsync the directory."""
+        """fsync, rename into place, fsync the directory, drop the journal."""
         try:
             os.fsync(self._fd)
-            os.close(self._fd)
-            self._fd = -1
+            self._close()
             os.replace(self.path, self.final)
             dir_fd = os.open(self.final.parent, os.O_RDONLY)
             try:
                 os.fsync(dir_fd)
             finally:
                 os.close(dir_fd)
+            try:
+                self.journal.unlink()
+            except FileNotFoundError:
+                pass
         except OSError as e:
             raise _translate(e, self.final) from None
         return self.final
 
-    def abort(self) -> None:
-        """Remove the temporary file (a failed run leaves nothing behind)."""
-        self._cleanup()
-
-    def _cleanup(self) -> None:
-        fd = getattr(self, "_fd", -1)
-        if fd >= 0:
+    def abort(self, keep: bool = False) -> None:
+        """Stop. ``keep``: leave .part and journal for a resume; else remove both."""
+        if keep and self._jfd >= 0:
             try:
-                os.close(fd)
+                os.fsync(self._fd)
+                os.fsync(self._jfd)
             except OSError:
                 pass
-            self._fd = -1
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            pass
+        self._close()
+        if not keep:
+            for p in (self.path, self.journal):
+                try:
+                    p.unlink()
+                except FileNotFoundError:
+                    pass
+
+    def _close(self) -> None:
+        for attr in ("_fd", "_jfd"):
+            fd = getattr(self, attr, -1)
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+                setattr(self, attr, -1)
 
 
 def _translate(e: OSError, path: Path) -> errors.OutputWriteError:
     if e.errno == errno.ENOSPC:
-        return errors.OutputWriteError(f"disk full while writing {path}")
+        return errors.OutputWriteError(f"disk full while writing {path} (rerun to resume once there is room)")
     if e.errno in (errno.EACCES, errno.EPERM):
         return errors.OutputWriteError(f"permission denied writing {path}")
     return errors.OutputWriteError(f"cannot write {path}: {e.strerror or e}")
