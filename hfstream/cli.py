@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("convert", help="convert one repo to GGUF")
-    c.add_argument("repo", help="org/name on the Hub")
+    c.add_argument("repo", help="org/name on the Hub, or a path to a local model directory")
     c.add_argument("--outtype", default="auto", choices=OUTTYPE_CHOICES,
                    help="output type (default: auto = bf16 for bf16 checkpoints, else f16)")
     c.add_argument("--revision", default="main", help="branch, tag or commit sha (default: main)")
@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--threads", type=_positive, default=None, help="CPU threads (default: all cores)")
     c.add_argument("--max-memory", type=_size, default=DEFAULT_MAX_MEMORY,
                    help="bound on bytes in flight (default 256M)")
+    c.add_argument("--retries", type=_positive, default=8,
+                   help="attempts per request on connection errors, 408/429/5xx and truncated bodies (default 8)")
+    c.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="a connection silent this long counts as stalled and is retried (default 60)")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only the result line")
     return p
 
@@ -63,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _fail(e.message)
         return e.exit_code
     except KeyboardInterrupt:
-        _fail("interrupted")
+        _fail("interrupted; rerun the same command to resume")
         return errors.InterruptedError_.exit_code
     except Exception as e:  # a bug: still one line, unless asked for the traceback
         if os.environ.get("HFSTREAM_DEBUG"):
@@ -81,8 +85,8 @@ def _convert(args: argparse.Namespace) -> int:
     bar = None if args.quiet or args.dry_run else _ProgressBar()
     opts = Options(outtype=args.outtype, revision=args.revision, outfile=args.outfile, token=args.token,
                    dry_run=args.dry_run, force=args.force, bpe_pre=args.bpe_pre, connections=args.connections,
-                   threads=args.threads, max_memory=args.max_memory,
-                   on_progress=bar.update if bar else None)
+                   threads=args.threads, max_memory=args.max_memory, retries=args.retries,
+                   read_timeout=args.timeout, on_progress=bar.update if bar else None)
     try:
         result = run(args.repo, opts)
     finally:

@@ -232,20 +232,36 @@ class _Budget:
     async def acquire(self, n: int) -> int:
         n = min(n, self.limit)
         if not self._waiters and self.used + n <= self.limit:
-            self.used += n
-            self.peak = max(self.peak, self.used)
+            self._grant(n)
             return n
         fut = asyncio.get_running_loop().create_future()
-        self._waiters.append((n, fut))
-        await fut
+        entry = (n, fut)
+        self._waiters.append(entry)
+        try:
+            await fut
+        except BaseException:
+            if fut.done() and not fut.cancelled():
+                self.release(n)  # granted just as we were cancelled: give it back
+            elif entry in self._waiters:
+                self._waiters.remove(entry)
+                self._wake()
+            raise
         return n
 
     def release(self, n: int) -> None:
         self.used -= n
+        self._wake()
+
+    def _grant(self, n: int) -> None:
+        self.used += n
+        self.peak = max(self.peak, self.used)
+
+    def _wake(self) -> None:
         while self._waiters and self.used + self._waiters[0][0] <= self.limit:
             m, fut = self._waiters.popleft()
-            self.used += m
-            self.peak = max(self.peak, self.used)
+            if fut.done():
+                continue
+            self._grant(m)
             fut.set_result(None)
 
 
