@@ -5,7 +5,8 @@ Pure: no network, no files. The pipeline fetches what the plan needs and execute
 
 from __future__ import annotations
 
-import json
+import math
+import re
 from dataclasses import dataclass
 from itertools import chain
 from typing import Iterable, Mapping, Sequence
@@ -14,11 +15,11 @@ import gguf
 import numpy as np
 from gguf import GGMLQuantizationType as QT
 
-from . import errors, meta, quant
+from . import errors, meta, mixplan, quant
 from .arch import family_for
 from .graph import Load, Node
-from .hfconfig import normalize
-from .safetensors import SourceTensor
+from .hfconfig import load_config, normalize
+from .safetensors import DuplicateKeyError, SourceTensor, loads_unique
 
 #: Keys of our own: where the bytes came from (the reference records neither).
 KEY_SOURCE_REPO = "hfstream.source.repo"
@@ -33,6 +34,8 @@ class PlannedTensor:
     #: numpy order (the GGUF header stores it reversed)
     shape: tuple[int, ...]
     nbytes: int
+    #: importance weights of the rows (llama-quantize mixes with --imatrix), else None
+    weights: quant.Weights | None = None
 
 
 @dataclass
@@ -61,23 +64,46 @@ def weight_files(files: Iterable[str], index: bytes | None) -> list[str]:
     """The safetensors shards in the reference's order: the index's files, or top-level model*.safetensors."""
     if index is not None:
         return sorted(set(weight_map(index).values()))
-    return sorted(f for f in files if "/" not in f and f.startswith("model") and f.endswith(".safetensors"))
+    names = sorted(f for f in files if "/" not in f and f.startswith("model") and f.endswith(".safetensors"))
+    for name in names:
+        if not name.isprintable():  # lone surrogates: the listing had bytes that are not UTF-8
+            raise errors.ProtocolError(f"the Hub lists a weight file whose name is not valid text: {_short(name)}")
+    return names
 
 
 def weight_map(index: bytes) -> dict[str, str]:
-    """tensor name -> shard file name from model.safetensors.index.json, validated."""
+    """tensor name -> shard file name from model.safetensors.index.json, validated.
+
+    A tensor listed twice is refused (json.loads would keep the last silently), and so is an
+    empty map; shard names must be plain file names (no path, no URL) ending in ``.safetensors``.
+    """
     try:
-        data = json.loads(index)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise errors.InvalidIndexError("model.safetensors.index.json is not valid JSON") from None
+        data = loads_unique(index)
+    except DuplicateKeyError as e:
+        raise errors.InvalidIndexError(f"{_INDEX}: the key {_short(e.args[0])} appears twice") from None
+    except UnicodeDecodeError as e:
+        raise errors.InvalidIndexError(f"{_INDEX} is not valid UTF-8 (byte {e.start})") from None
+    except (ValueError, RecursionError):  # JSONDecodeError, too deep, ints over int_max_str_digits
+        raise errors.InvalidIndexError(f"{_INDEX} is not valid JSON") from None
     wm = data.get("weight_map") if isinstance(data, dict) else None
     if not isinstance(wm, dict):
-        raise errors.InvalidIndexError("model.safetensors.index.json has no 'weight_map' object")
+        raise errors.InvalidIndexError(f"{_INDEX} has no 'weight_map' object")
+    if not wm:
+        raise errors.InvalidIndexError(f"{_INDEX}: 'weight_map' is empty")
     for name, shard in wm.items():
         if not isinstance(shard, str) or not _plain_file_name(shard):
             raise errors.InvalidIndexError(
-                f"model.safetensors.index.json: shard {shard!r} for {name!r} is not a plain file name")
+                f"{_INDEX}: shard {_short(shard)} for {_short(name)} is not a plain file name")
     return wm
+
+
+_INDEX = "model.safetensors.index.json"
+
+
+def _short(value: object, limit: int = 60) -> str:
+    """repr of a value from a file, cut so a hostile one cannot flood the error line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _plain_file_name(name: str) -> bool:
@@ -88,24 +114,22 @@ def _plain_file_name(name: str) -> bool:
 
 def make_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[str, Sequence[SourceTensor]],
               shards: Sequence[str], outtype: str, bpe_pre: str | None = None,
-              source: tuple[str, str] | None = None) -> Plan:
+              source: tuple[str, str] | None = None, quant_opts: mixplan.QuantOptions | None = None) -> Plan:
     """Decide every output tensor and all metadata.
 
     ``files``: small repo files by name; ``headers``: parsed tensors per shard; ``shards``:
-    shard order; ``source``: (repo id, commit sha) to record in our own keys.
+    shard order; ``source``: (repo id, commit sha) to record in our own keys; ``quant_opts``:
+    type overrides and importance matrix of a llama-quantize mix (``mixplan``).
     """
     config_blob = files.get("config.json")
     if config_blob is None:
         raise errors.MissingFileError(f"{repo_name}: config.json is missing")
-    try:
-        hparams = json.loads(config_blob)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise errors.InvalidConfigError("config.json is not valid JSON") from None
-    if not isinstance(hparams, dict):
-        raise errors.InvalidConfigError("config.json is not a JSON object")
+    hparams = load_config(config_blob)
     # the reference reads config.json through transformers' AutoConfig: defaults and rope normalization
     family = family_for(normalize(hparams, name_or_path=repo_name))
+    family.use_files(files)
 
+    _check_unique_names(shards, headers)
     if "model.safetensors.index.json" in files:
         _check_index(weight_map(files["model.safetensors.index.json"]), headers)
 
@@ -116,12 +140,14 @@ def make_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[st
             name = family.source_name(src.name)
             if name is not None:
                 sources.append((name, src))
+    check_shapes(family.hparams, sources)
 
     if outtype == "auto":
         first = next((s.dtype for _, s in sources if len(s.shape) >= 2 and s.dtype in ("BF16", "F16")), None)
         out = quant.auto_outtype(first)
     else:
         out = quant.outtype(outtype)
+    mixplan.check_options(out, quant_opts)
 
     writer = gguf.GGUFWriter(path=None, arch=gguf.MODEL_ARCH_NAMES[family.gguf_arch])
     planned: list[PlannedTensor] = []
@@ -134,6 +160,7 @@ def make_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[st
             _add(planned, writer, family, out, new_name, new_node, bid)
     for new_name, new_node in family.finish():
         _add(planned, writer, family, out, new_name, new_node, None)
+    family.add_tensor_time_hparams(writer)
     if not planned:
         raise errors.NoWeightsError(f"{repo_name}: no tensors to convert")
 
@@ -150,6 +177,8 @@ def make_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[st
     if source is not None:
         writer.add_string(KEY_SOURCE_REPO, source[0])
         writer.add_string(KEY_SOURCE_COMMIT, source[1])
+    if out.mix:  # the F32 plan above, then what llama-quantize does to it
+        planned = mixplan.apply(out, planned, writer, quant_opts)
 
     filename = gguf.naming_convention(md.name, md.basename, md.finetune, md.version, md.size_label, out.label) + ".gguf"
     return Plan(tensors=planned, writer=writer, outtype=out, default_filename=filename, hf_arch=family.hf_arch)
@@ -179,12 +208,89 @@ def _check_index(wm: Mapping[str, str], headers: Mapping[str, Sequence[SourceTen
     missing = sorted(set(wm) - set(in_headers))
     if missing:
         raise errors.InvalidIndexError(
-            f"model.safetensors.index.json lists {len(missing)} tensor(s) not found in the shards, e.g. {missing[0]!r}")
+            f"{_INDEX} lists {len(missing)} tensor(s) not found in the shards, e.g. {_short(missing[0])} "
+            f"in {wm[missing[0]]}")
     extra = sorted(set(in_headers) - set(wm))
     if extra:
         raise errors.InvalidIndexError(
-            f"shard tensor {extra[0]!r} is missing from model.safetensors.index.json ({len(extra)} in all)")
+            f"{_INDEX} does not list {len(extra)} tensor(s) of the shards, e.g. {_short(extra[0])} "
+            f"of {in_headers[extra[0]]}")
     for name, shard in wm.items():
         if in_headers[name] != shard:
-            raise errors.InvalidIndexError(
-                f"model.safetensors.index.json puts {name!r} in {shard} but it is in {in_headers[name]}")
+            raise errors.InvalidIndexError(f"{_INDEX} puts {_short(name)} in {shard} but it is in {in_headers[name]}")
+
+
+def _check_unique_names(shards: Sequence[str], headers: Mapping[str, Sequence[SourceTensor]]) -> None:
+    """A tensor name may appear in one shard only (which copy would the reference take?)."""
+    owner: dict[str, str] = {}
+    for shard in shards:
+        for t in headers[shard]:
+            if t.name in owner:
+                raise errors.InvalidHeaderError(f"tensor {_short(t.name)} is in both {owner[t.name]} and {shard}")
+            owner[t.name] = shard
+
+
+# --- tensor shapes that config.json fixes ------------------------------------------------------
+
+#: Sizes a source tensor's shape is made of: the config.json spellings (first one set wins).
+_SIZES: dict[str, tuple[str, ...]] = {
+    "vocab": ("vocab_size",),
+    "hidden": ("hidden_size", "n_embd"),
+    "heads": ("num_attention_heads", "n_head"),
+    "kv_heads": ("num_key_value_heads", "n_head_kv", "num_attention_heads", "n_head"),
+    "head_dim": ("head_dim",),  # hidden / heads when not set
+    "ffn": ("intermediate_size",),
+    "moe_ffn": ("moe_intermediate_size", "intermediate_size"),
+    "shared_ffn": ("shared_expert_intermediate_size",),
+}
+_L = r"model\.layers\.\d+\."
+#: Source tensors (standard transformers names, after the family's ``source_name``) whose shape
+#: config.json fixes, as transformers builds the modules: a checkpoint that disagrees would not load
+#: there, and here it would crash a transform (the q/k permute) or write a GGUF llama.cpp refuses.
+#: Each dimension is a product of _SIZES; a dimension whose sizes the config does not set is skipped.
+#: Names of other families (fused qkv, GPT-2's c_attn, ...) match no rule.
+SHAPE_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (r"model\.embed_tokens\.weight", ("vocab", "hidden")),
+    (r"lm_head\.weight", ("vocab", "hidden")),
+    (_L + r"self_attn\.q_proj\.weight", ("heads*head_dim", "hidden")),
+    (_L + r"self_attn\.[kv]_proj\.weight", ("kv_heads*head_dim", "hidden")),
+    (_L + r"self_attn\.o_proj\.weight", ("hidden", "heads*head_dim")),
+    (_L + r"self_attn\.q_proj\.bias", ("heads*head_dim",)),
+    (_L + r"self_attn\.[kv]_proj\.bias", ("kv_heads*head_dim",)),
+    (_L + r"self_attn\.[qk]_norm\.weight", ("head_dim",)),
+    (_L + r"mlp\.(gate|up)_proj\.weight", ("ffn", "hidden")),
+    (_L + r"mlp\.down_proj\.weight", ("hidden", "ffn")),
+    (_L + r"mlp\.experts\.\d+\.(gate|up)_proj\.weight", ("moe_ffn", "hidden")),
+    (_L + r"mlp\.experts\.\d+\.down_proj\.weight", ("hidden", "moe_ffn")),
+    (_L + r"mlp\.shared_expert\.(gate|up)_proj\.weight", ("shared_ffn", "hidden")),
+    (_L + r"mlp\.shared_expert\.down_proj\.weight", ("hidden", "shared_ffn")),
+    (_L + r"block_sparse_moe\.experts\.\d+\.w[13]\.weight", ("ffn", "hidden")),
+    (_L + r"block_sparse_moe\.experts\.\d+\.w2\.weight", ("hidden", "ffn")),
+    (r"model\.norm\.weight", ("hidden",)),
+    (_L + r"(input|post_attention|pre_feedforward|post_feedforward)_layernorm\.weight", ("hidden",)),
+)
+_SHAPE_PATTERNS = [(re.compile(p), dims) for p, dims in SHAPE_RULES]
+
+
+def check_shapes(hparams: Mapping[str, object], sources: Iterable[tuple[str, SourceTensor]]) -> None:
+    """Refuse a source tensor whose shape disagrees with config.json (ConfigMismatchError)."""
+    sizes: dict[str, tuple[str, int]] = {}
+    for size, keys in _SIZES.items():
+        key = next((k for k in keys if type(hparams.get(k)) is int), None)
+        if key is not None:
+            sizes[size] = (key, hparams[key])
+    if "head_dim" not in sizes and "hidden" in sizes and "heads" in sizes and sizes["heads"][1] > 0:
+        sizes["head_dim"] = (f"{sizes['hidden'][0]} / {sizes['heads'][0]}", sizes["hidden"][1] // sizes["heads"][1])
+    for name, src in sources:
+        dims = next((d for pattern, d in _SHAPE_PATTERNS if pattern.fullmatch(name)), None)
+        if dims is None:
+            continue
+        factors = [dim.split("*") for dim in dims]
+        if any(f not in sizes for fs in factors for f in fs):
+            continue
+        want = [math.prod(sizes[f][1] for f in fs) for fs in factors]
+        if list(src.shape) != want:
+            used = ", ".join(dict.fromkeys(f"{sizes[f][0]} {sizes[f][1]}" for fs in factors for f in fs))
+            raise errors.ConfigMismatchError(
+                f"{src.file}: tensor {_short(src.name)} has shape {list(src.shape)} but config.json "
+                f"makes it {want} ({used})")

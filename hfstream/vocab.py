@@ -49,9 +49,9 @@ from typing import Any, Mapping, Sequence
 
 import gguf
 
-from .errors import InvalidConfigError, UnsupportedTokenizerError
+from .errors import ConfigMismatchError, InvalidConfigError, UnsupportedTokenizerError
 
-__all__ = ["add_vocab"]
+__all__ = ["add_vocab", "add_special_vocab", "add_fixed_special_ids"]
 
 LLAMA_STRATEGIES = ("spm", "llama_hf", "bpe")
 _STRATEGIES = frozenset(LLAMA_STRATEGIES)
@@ -120,7 +120,8 @@ def add_vocab(
     Raises:
         UnsupportedTokenizerError: no strategy fits the files, an unrecognised BPE pre-tokenizer
             (the message names the hash and ``--bpe-pre``), or a tokenizer file that cannot be read.
-        InvalidConfigError: a JSON file is malformed or disagrees with ``vocab_size``.
+        InvalidConfigError: a JSON file is malformed.
+        ConfigMismatchError: ``vocab_size`` is smaller than the tokenizer.
     """
     unknown = [s for s in strategies if s not in _STRATEGIES]
     if unknown or not strategies:
@@ -166,6 +167,43 @@ def add_vocab(
             writer.add_bool(_ADD_KEYS["bos"], False)
 
 
+def add_special_vocab(writer: gguf.GGUFWriter, files: Mapping[str, bytes], hparams: dict, *,
+                      n_vocab: int | None = None, load_merges: bool = False) -> None:
+    """Add only the "special vocab" keys (merges, special token ids, add-special flags, chat template,
+    normalizer flags), as gguf-py's ``SpecialVocab(dir, load_merges, n_vocab=n_vocab)`` does; for
+    families that build the token list themselves. Special ids at or past ``n_vocab`` are skipped.
+    """
+    _SpecialVocab(_Repo(files, hparams), load_merges=load_merges, n_vocab=n_vocab).write(writer)
+
+
+def add_fixed_special_ids(writer: gguf.GGUFWriter, files: Mapping[str, bytes], hparams: dict,
+                          ids: Mapping[str, int]) -> None:
+    """A second special vocab over only the token types of ``ids`` (e.g. CodeGemma's ``prefix``,
+    ``eot``), each set to its id there unless the tokenizer files or config.json name one, without
+    a chat template: gguf-py's ``SpecialVocab(dir, special_token_types=ids)`` plus
+    ``_set_special_token`` per type. Types with no GGUF key are skipped, as the reference does.
+
+    The add-special flags and normalizer flags it derives again are those already written (the
+    reference writes them a second time, in place); they are not written twice here.
+    """
+    sv = _SpecialVocab(_Repo(files, hparams), special_types=tuple(ids))
+    for typ, tid in ids.items():
+        sv.set_special_token(typ, tid)
+    sv.chat_template = None
+    have = writer.kv_data[0]
+
+    def written(key: str | None, value: Any) -> bool:
+        return key is not None and key in have and have[key].value == value
+
+    sv.special_ids = {t: i for t, i in sv.special_ids.items() if not written(_ID_KEYS.get(t), i)}
+    sv.add_special = {t: v for t, v in sv.add_special.items() if not written(_ADD_KEYS.get(t), v)}
+    if written(_KEY_LOWERCASE, sv.lowercase):
+        sv.lowercase = None
+    if written(_KEY_STRIP_ACCENTS, sv.strip_accents):
+        sv.strip_accents = None
+    sv.write(writer)
+
+
 # --- reading the repo's small files ------------------------------------------------------------
 
 
@@ -199,6 +237,8 @@ class _Repo:
                     self._json[name] = json.loads(text)
                 except json.JSONDecodeError as e:
                     raise InvalidConfigError(f"{name}: invalid JSON ({e.msg} at line {e.lineno})") from None
+                except (ValueError, RecursionError):  # ints over int_max_str_digits, nesting too deep
+                    raise InvalidConfigError(f"{name}: invalid JSON (a number too long or nesting too deep)") from None
         return self._json[name]
 
     def tokenizer_json(self) -> dict | None:
@@ -241,6 +281,9 @@ def _add_spm(writer: gguf.GGUFWriter, repo: _Repo, hparams: dict) -> None:
     vocab_size = (hparams[key] if key else None) or n_sp
     if not isinstance(vocab_size, int) or vocab_size <= 0:
         raise InvalidConfigError(f"config.json: vocab_size must be a positive integer, not {vocab_size!r}")
+    if vocab_size < n_sp:  # the reference cuts the vocab with a warning; ids past it would have no row
+        raise ConfigMismatchError(
+            f"config.json: {key} {vocab_size} is smaller than the tokenizer (tokenizer.model has {n_sp} pieces)")
 
     tokens = [f"[PAD{i}]".encode() for i in range(vocab_size)]
     scores = [-10000.0] * vocab_size
@@ -444,7 +487,7 @@ def _add_bpe(writer: gguf.GGUFWriter, repo: _Repo, hparams: dict, bpe_pre: str |
     if not isinstance(vocab_size, int) or vocab_size <= 0:
         raise InvalidConfigError(f"config.json: vocab_size must be a positive integer, not {vocab_size!r}")
     if vocab and max(vocab.values()) >= vocab_size:
-        raise InvalidConfigError(
+        raise ConfigMismatchError(
             f"config.json: vocab_size {vocab_size} is smaller than the tokenizer (it has id {max(vocab.values())})")
 
     if bpe_pre is None:

@@ -34,3 +34,7 @@ def family_for(hparams: Mapping[str, Any]):
 
 # Importing a family module registers it.
 from . import llama  # noqa: E402,F401
+from . import qwen  # noqa: E402,F401
+from . import gemma  # noqa: E402,F401
+from . import phi3  # noqa: E402,F401
+from . import gpt2  # noqa: E402,F401

@@ -12,6 +12,7 @@ import gguf
 
 from .. import errors
 from ..graph import Node
+from ..hfconfig import check_hparams
 
 #: Source tensors the reference drops without mapping them.
 _IGNORED_SUFFIXES = (".attention.masked_bias", ".attention.bias", ".rotary_emb.inv_freq")
@@ -39,6 +40,7 @@ class TextFamily:
         if isinstance(merged.get("text_config"), dict):
             merged = {**merged, **merged["text_config"]}
         self.hparams = merged
+        check_hparams(merged)  # before any value is used: types, bounds, divisibility
         self.block_count = int(self.find(("n_layers", "num_hidden_layers", "n_layer", "num_layers")))
         self.tensor_map = gguf.get_tensor_name_map(self.gguf_arch, self.block_count)
         self.rope = self._rope_parameters()
@@ -170,9 +172,18 @@ class TextFamily:
             return None
         return name
 
+    def use_files(self, files: Mapping[str, bytes]) -> None:
+        """Called once with the repo's small files (config, tokenizer, ...) before any tensor is
+        converted, for families whose tensors depend on them (e.g. Gemma 3 cuts the embedding to the
+        tokenizer's size)."""
+
     def extra_tensors(self) -> Iterable[tuple[str, Node]]:
         """Tensors generated from the config alone; they come first in the file."""
         return ()
+
+    def add_tensor_time_hparams(self, w: gguf.GGUFWriter) -> None:
+        """Keys the reference writes while it converts tensors, hence right after ``general.architecture``
+        and before ``general.type`` (e.g. Phi-3's LongRoPE attention factor). Called once, after ``finish``."""
 
     def convert(self, name: str, node: Node, bid: int | None) -> Iterator[tuple[str, Node]]:
         """Output tensors for one source tensor (none, if it is buffered for a later one)."""

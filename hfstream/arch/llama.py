@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+import math
+from typing import Iterable, Iterator
 
 import gguf
+import numpy as np
 
 from .. import errors
-from ..graph import Node, PermuteHeads, Stack
+from ..graph import Constant, Node, PermuteHeads, Stack
 from . import register
 from .base import TextFamily
 
@@ -31,6 +33,20 @@ class Llama(TextFamily):
         if rope_dim is None:
             rope_dim = self.find(("hidden_size",)) // self.find(("num_attention_heads",))
         w.add_rope_dimension_count(rope_dim)
+
+    def extra_tensors(self) -> Iterable[tuple[str, Node]]:
+        """Llama 3.1+ ``rope_type: llama3``: the per-dimension rope frequency factors, as ``rope_freqs``."""
+        rope = self.rope.get("full_attention", self.rope)
+        if not rope or str(rope.get("rope_type") or "").lower() != "llama3":
+            return ()
+        dim = self.hparams.get("head_dim")
+        if dim is None:
+            dim = self.find(("hidden_size",)) // self.find(("num_attention_heads",))
+        factors = llama3_rope_factors(
+            rope_base_freqs(rope.get("rope_theta", 10000.0), dim), factor=rope.get("factor", 8.0),
+            low_freq_factor=rope.get("low_freq_factor", 1.0), high_freq_factor=rope.get("high_freq_factor", 4.0),
+            original_context=rope.get("original_max_position_embeddings", 8192))
+        return ((gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight", Constant(factors)),)
 
     def convert(self, name: str, node: Node, bid: int | None) -> Iterator[tuple[str, Node]]:
         n_head = self.find(("n_heads", "num_attention_heads"))
@@ -69,3 +85,45 @@ class Llama(TextFamily):
         if left:
             raise errors.InvalidHeaderError(f"incomplete expert set, e.g. {left[0]!r}")
         return iter(())
+
+
+def rope_base_freqs(theta: float, dim: int) -> np.ndarray:
+    """``1 / theta ** (arange(0, dim, 2) / dim)`` in float32, as the reference computes it with torch.
+
+    Every step is an IEEE float32 operation except the power: torch's float32 ``pow`` is libm's
+    ``powf`` or SLEEF's vectorized one depending on the CPU and the element's position, and neither
+    is correctly rounded. We take the correctly rounded power, which agrees with both on every
+    released Llama 3 configuration; elsewhere an element can differ by one ulp (see
+    tests/test_rope_factors.py).
+    """
+    f32 = np.float32
+    exponents = np.arange(0, dim, 2, dtype=f32) / f32(dim)
+    powers = np.power(np.float64(f32(theta)), exponents.astype(np.float64)).astype(f32)
+    return f32(1.0) / powers
+
+
+def llama3_rope_factors(freqs: np.ndarray, *, factor: float, low_freq_factor: float, high_freq_factor: float,
+                        original_context: float) -> np.ndarray:
+    """Llama 3.1's rope frequency scaling: one float32 factor per base frequency, bit for bit as the reference.
+
+    The reference loops over 0-d float32 tensors and mixes in Python numbers, which torch rounds to
+    float32 before each operation: the wavelength ``2 pi / f`` is a reciprocal times 2 pi; the
+    factor is 1 below ``original / high``, ``factor`` above ``original / low``, and a smooth blend
+    between. The same float32 steps, in the same order, in numpy.
+    """
+    f32 = np.float32
+    low_wavelen = original_context / low_freq_factor
+    high_wavelen = original_context / high_freq_factor
+    out = np.empty(len(freqs), dtype=f32)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        for i, freq in enumerate(np.asarray(freqs, dtype=f32)):
+            wavelen = (f32(1.0) / freq) * f32(2 * math.pi)
+            if wavelen < f32(high_wavelen):
+                out[i] = 1.0
+            elif wavelen > f32(low_wavelen):
+                out[i] = f32(factor)
+            else:
+                smooth = ((f32(1.0) / wavelen) * f32(original_context) - f32(low_freq_factor)) / f32(
+                    high_freq_factor - low_freq_factor)
+                out[i] = f32(1.0) / ((f32(1.0) - smooth) / f32(factor) + smooth)
+    return out

@@ -1,0 +1,165 @@
+"""Qwen2, Qwen3 and their MoE variants: NEOX rope (no q/k permute), experts stacked per layer.
+
+Qwen2 carries q/k/v biases and Qwen3 per-head q/k norms; both map one to one through the
+tensor-name map. The MoE variants stack each layer's per-expert ``gate/up/down_proj`` into
+``ffn_{gate,up,down}_exps`` (Qwen2-MoE also has a shared expert and its gate, mapped as they
+are) and add the expert feed-forward lengths. The vocab is SentencePiece when the repo has a
+``tokenizer.model``, else byte-level BPE, as the reference tries them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Iterator, Mapping
+
+import gguf
+
+from .. import errors
+from ..graph import Node, Stack
+from . import register
+from .base import TextFamily
+
+
+@register
+class Qwen2(TextFamily):
+    hf_architectures = ("Qwen2ForCausalLM",)
+    gguf_arch = gguf.MODEL_ARCH.QWEN2
+    vocab_strategies = ("spm", "bpe")
+
+    _pooling: gguf.PoolingType | None = None
+
+    def use_files(self, files: Mapping[str, bytes]) -> None:
+        self._pooling = sentence_transformers_pooling(files)
+
+    def add_hparams(self, w: gguf.GGUFWriter, file_type: int) -> None:
+        super().add_hparams(w, file_type)
+        # an embedding model packaged for sentence-transformers (Qwen3-Embedding, gte-Qwen2)
+        if self._pooling is not None:
+            w.add_pooling_type(self._pooling)
+        if (mode := self.hparams.get("classifier_pooling")) is not None:
+            if mode not in ("cls", "mean"):
+                raise errors.InvalidConfigError(f"config.json: unsupported classifier_pooling {mode!r}")
+            w.add_uint32(f"{w.arch}.classifier.pooling_type", int(_POOLING_MODES[mode]))
+
+
+@register
+class Qwen3(Qwen2):
+    hf_architectures = ("Qwen3ForCausalLM",)
+    gguf_arch = gguf.MODEL_ARCH.QWEN3
+
+    def __init__(self, hparams, hf_arch):
+        super().__init__(hparams, hf_arch)
+        name = str(self.hparams.get("_name_or_path", "")).lower()
+        if "qwen3-reranker" in name or "qwen3-vl-reranker" in name:
+            # the reference turns these into a ranking model (cls_out head, RANK pooling)
+            raise errors.UnsupportedArchitectureError("Qwen3 reranker models are not supported")
+
+    def add_vocab(self, w: gguf.GGUFWriter, files, bpe_pre: str | None) -> None:
+        readme = files.get("README.md", b"").decode("utf-8", "replace").lower()
+        if "# qwen3-reranker" in readme or "# qwen3-vl-reranker" in readme:
+            raise errors.UnsupportedArchitectureError("Qwen3 reranker models are not supported")
+        super().add_vocab(w, files, bpe_pre)
+
+
+_POOLING_MODES = {"mean": gguf.PoolingType.MEAN, "cls": gguf.PoolingType.CLS, "lasttoken": gguf.PoolingType.LAST}
+_POOLING_FLAGS = (("pooling_mode_mean_tokens", gguf.PoolingType.MEAN), ("pooling_mode_cls_token", gguf.PoolingType.CLS),
+                  ("pooling_mode_lasttoken", gguf.PoolingType.LAST))
+
+
+def sentence_transformers_pooling(files: Mapping[str, bytes]) -> gguf.PoolingType | None:
+    """The pooling of a sentence-transformers repo: the first ``*Pooling`` module of ``modules.json``
+    and its ``config.json`` (mean, CLS or last token); None without ``modules.json``."""
+    if "modules.json" not in files:
+        return None
+    modules = _json(files, "modules.json")
+    if not isinstance(modules, list):
+        raise errors.InvalidConfigError("modules.json: expected a list of modules")
+    path = next((m.get("path") for m in modules
+                 if isinstance(m, dict) and str(m.get("type", "")).endswith("Pooling")), None)
+    if path is None:
+        return None
+    name = f"{path}/config.json"
+    if name not in files:
+        raise errors.UnsupportedArchitectureError(
+            f"modules.json puts the pooling config in {name!r}; hfstream reads it only from 1_Pooling/config.json")
+    pooling = _json(files, name)
+    if not isinstance(pooling, dict):
+        raise errors.InvalidConfigError(f"{name}: expected a JSON object")
+    for flag, kind in _POOLING_FLAGS:
+        if pooling.get(flag):
+            return kind
+    if (mode := pooling.get("pooling_mode")) in _POOLING_MODES:
+        return _POOLING_MODES[mode]
+    raise errors.UnsupportedArchitectureError(f"{name}: only mean, CLS and last-token pooling are supported")
+
+
+def _json(files: Mapping[str, bytes], name: str):
+    try:
+        return json.loads(files[name])
+    except (ValueError, UnicodeDecodeError):
+        raise errors.InvalidConfigError(f"{name} is not valid JSON") from None
+
+
+#: the projections of one expert, in the order the reference writes their stacks
+_EXPERT_PROJS = ("down_proj", "gate_proj", "up_proj")
+
+
+@register
+class Qwen2Moe(TextFamily):
+    hf_architectures = ("Qwen2MoeForCausalLM",)
+    gguf_arch = gguf.MODEL_ARCH.QWEN2MOE
+    vocab_strategies = ("spm", "bpe")
+
+    def __init__(self, hparams, hf_arch):
+        super().__init__(hparams, hf_arch)
+        self._experts: dict[int, dict[str, Node]] = {}
+
+    def add_hparams(self, w: gguf.GGUFWriter, file_type: int) -> None:
+        super().add_hparams(w, file_type)
+        if (v := self.hparams.get("moe_intermediate_size")) is not None:
+            w.add_expert_feed_forward_length(v)
+        if (v := self.hparams.get("shared_expert_intermediate_size")) is not None:
+            w.add_expert_shared_feed_forward_length(v)
+
+    def convert(self, name: str, node: Node, bid: int | None) -> Iterator[tuple[str, Node]]:
+        if name.endswith(("mlp.experts.gate_up_proj", "mlp.experts.gate_up_proj.weight",
+                          "mlp.experts.down_proj", "mlp.experts.down_proj.weight")):
+            raise errors.UnsupportedArchitectureError(
+                f"fused expert tensor {name!r} (already stacked experts) is not supported")
+        if "experts" in name:
+            yield from self._collect_expert(name, node, bid)
+            return
+        yield self.map_name(name), node
+
+    def _collect_expert(self, name: str, node: Node, bid: int | None) -> Iterator[tuple[str, Node]]:
+        """Once all experts of a layer arrived, stack each projection over the experts."""
+        n_experts = self.find(("num_local_experts", "num_experts"))
+        if bid is None:
+            raise errors.UnsupportedArchitectureError(f"expert tensor {name!r} has no layer number")
+        layer = self._experts.setdefault(bid, {})
+        layer[name] = node
+        if len(layer) < n_experts * 3:
+            return
+        for proj in _EXPERT_PROJS:
+            parts = []
+            for xid in range(n_experts):
+                key = f"model.layers.{bid}.mlp.experts.{xid}.{proj}.weight"
+                if key not in layer:
+                    raise errors.InvalidHeaderError(f"expert tensor {key!r} is missing")
+                parts.append(layer.pop(key))
+            yield self.map_name(f"model.layers.{bid}.mlp.experts.{proj}.weight"), Stack(tuple(parts))
+        if layer:
+            raise errors.InvalidHeaderError(f"unexpected expert tensor {sorted(layer)[0]!r}")
+        del self._experts[bid]
+
+    def finish(self) -> Iterator[tuple[str, Node]]:
+        left = sorted(n for layer in self._experts.values() for n in layer)
+        if left:
+            raise errors.InvalidHeaderError(f"incomplete expert set, e.g. {left[0]!r}")
+        return iter(())
+
+
+@register
+class Qwen3Moe(Qwen2Moe):
+    hf_architectures = ("Qwen3MoeForCausalLM",)
+    gguf_arch = gguf.MODEL_ARCH.QWEN3MOE
