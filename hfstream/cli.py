@@ -10,6 +10,8 @@ from typing import Sequence
 
 from . import __version__, errors
 from .pipeline import DEFAULT_MAX_MEMORY, ConvertResult, Options, Progress, run
+from .mixes import MIXES
+from .mixplan import bits_per_weight
 from .quant import OUTTYPE_CHOICES
 
 
@@ -38,8 +40,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("convert", help="convert one repo to GGUF")
     c.add_argument("repo", help="org/name on the Hub, or a path to a local model directory")
-    c.add_argument("--outtype", default="auto", choices=OUTTYPE_CHOICES,
-                   help="output type (default: auto = bf16 for bf16 checkpoints, else f16)")
+    c.add_argument("--outtype", default="auto", choices=OUTTYPE_CHOICES, metavar="TYPE",
+                   help="output type: f32, f16, bf16, q8_0 (as llama.cpp's converter), auto (default: bf16 for "
+                        "bf16 checkpoints, else f16), or a llama-quantize type: " + ", ".join(MIXES))
+    c.add_argument("--imatrix", metavar="FILE",
+                   help="importance matrix from llama.cpp's llama-imatrix (GGUF or legacy .dat), for the "
+                        "llama-quantize types; iq1_s, iq1_m, iq2_*, iq3_xxs and q2_k_s need one")
+    c.add_argument("--tensor-type", dest="tensor_types", action="append", default=[], metavar="PATTERN=TYPE",
+                   help="quantize the tensors whose GGUF name matches the regular expression PATTERN (searched, "
+                        "lowercased; first match wins) as TYPE, as llama-quantize's --tensor-type; repeatable")
+    c.add_argument("--output-tensor-type", metavar="TYPE", help="type of output.weight (llama-quantize types)")
+    c.add_argument("--token-embedding-type", metavar="TYPE", help="type of token_embd.weight (llama-quantize types)")
     c.add_argument("--revision", default="main", help="branch, tag or commit sha (default: main)")
     c.add_argument("-o", "--outfile", help="output file or directory; '{ftype}' in the name is replaced")
     c.add_argument("--token", help="Hub token (default: HF_TOKEN, else the `hf auth login` token)")
@@ -55,6 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
                    help="a connection silent this long counts as stalled and is retried (default 60)")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only the result line")
+
+    m = sub.add_parser("mirror", help="convert (and publish) every repo of a TOML manifest that changed upstream")
+    m.add_argument("manifest", help="the TOML manifest")
+    m.add_argument("--state", help="state file (default: MANIFEST.state.json)")
+    m.add_argument("--report", help="write a JSON report of what was converted, skipped and failed")
+    m.add_argument("--engine", choices=("serial", "dask"), default="serial",
+                   help="serial (default) or dask: one conversion per worker (HFSTREAM_DASK_SCHEDULER for a cluster)")
+    m.add_argument("--workers", type=_positive, default=2, help="dask workers of the local cluster (default 2)")
+    m.add_argument("--hub-connections", type=_positive, default=16,
+                   help="global cap on concurrent Hub connections across all workers (default 16)")
+    m.add_argument("--dry-run", action="store_true", help="say what would be converted; convert nothing")
     return p
 
 
@@ -63,6 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "convert":
             return _convert(args)
+        if args.command == "mirror":
+            return _mirror(args)
     except errors.HfstreamError as e:
         _fail(e.message)
         return e.exit_code
@@ -86,7 +110,9 @@ def _convert(args: argparse.Namespace) -> int:
     opts = Options(outtype=args.outtype, revision=args.revision, outfile=args.outfile, token=args.token,
                    dry_run=args.dry_run, force=args.force, bpe_pre=args.bpe_pre, connections=args.connections,
                    threads=args.threads, max_memory=args.max_memory, retries=args.retries,
-                   read_timeout=args.timeout, on_progress=bar.update if bar else None)
+                   read_timeout=args.timeout, on_progress=bar.update if bar else None, imatrix=args.imatrix,
+                   tensor_types=tuple(args.tensor_types), output_tensor_type=args.output_tensor_type,
+                   token_embedding_type=args.token_embedding_type)
     try:
         result = run(args.repo, opts)
     finally:
@@ -101,12 +127,33 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mirror(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .mirror import mirror
+
+    code, outcomes = mirror(Path(args.manifest), state_path=Path(args.state) if args.state else None,
+                            report_path=Path(args.report) if args.report else None, engine=args.engine,
+                            workers=args.workers, hub_connections=args.hub_connections, dry_run=args.dry_run)
+    for o in outcomes:
+        what = o.reason if o.status != "converted" else ", ".join(Path(p).name for p in o.outputs) or o.published
+        print(f"{o.status:<9} {o.repo}@{o.revision} {o.outtype}: {what}")
+    if code:
+        kind = "retryable" if code == 75 else "permanent"
+        _fail(f"{sum(o.status == 'failed' for o in outcomes)} of {len(outcomes)} entries failed ({kind})")
+    return code
+
+
 def _print_plan(result: ConvertResult) -> None:
     width = max((len(t[0]) for t in result.tensors), default=10)
     for name, shape, qtype, nbytes in result.tensors:
         dims = "x".join(str(d) for d in shape)
-        print(f"{name:<{width}}  {dims:>20}  {qtype:>6}  {nbytes:>14,d}")
-    print(f"{len(result.tensors)} tensors, output {result.output_size:,d} bytes -> {result.path}")
+        bpw = bits_per_weight([(shape, nbytes)])
+        print(f"{name:<{width}}  {dims:>20}  {qtype:>7}  {nbytes:>14,d}  {bpw:6.2f} bpw")
+    data = sum(t[3] for t in result.tensors)
+    bpw = bits_per_weight([(t[1], t[3]) for t in result.tensors])
+    print(f"{len(result.tensors)} tensors, {data:,d} bytes of tensor data ({bpw:.2f} bpw), "
+          f"output {result.output_size:,d} bytes -> {result.path}")
     print(f"would fetch {result.source_bytes:,d} bytes of tensor data from {result.repo_id}@{result.commit_sha}")
 
 

@@ -85,6 +85,12 @@ class UnsupportedOptionError(HfstreamError):
     exit_code = 22
 
 
+class ImatrixRequiredError(HfstreamError):
+    """The output type quantizes some tensor to a type that needs an importance matrix (``--imatrix``)."""
+
+    exit_code = 23
+
+
 # --- malformed input -----------------------------------------------------------
 
 
@@ -104,6 +110,18 @@ class InvalidIndexError(HfstreamError):
     """model.safetensors.index.json is malformed or disagrees with the shards."""
 
     exit_code = 32
+
+
+class ConfigMismatchError(HfstreamError):
+    """The files are each well formed but disagree: a tensor's shape or the tokenizer vs config.json."""
+
+    exit_code = 33
+
+
+class InvalidImatrixError(HfstreamError):
+    """The ``--imatrix`` file is unreadable, malformed, or made for another model."""
+
+    exit_code = 34
 
 
 # --- the network ---------------------------------------------------------------
@@ -147,6 +165,35 @@ class OutputWriteError(HfstreamError):
     """The output could not be written (disk full, permissions)."""
 
     exit_code = 51
+
+
+# --- mirror jobs -----------------------------------------------------------------
+
+
+class ManifestError(HfstreamError):
+    """A mirror manifest (or its state file) is malformed."""
+
+    exit_code = 60
+
+
+class LockHeldError(HfstreamError):
+    """Another mirror run holds the lock on the same state file."""
+
+    exit_code = 61
+    retryable = True
+
+
+class PublishError(HfstreamError):
+    """Uploading to the target Hub repo failed (other than by network trouble)."""
+
+    exit_code = 62
+
+
+class PublishConflictError(PublishError):
+    """The target repo moved while publishing (its head is no longer the commit we started from)."""
+
+    exit_code = 63
+    retryable = True
 
 
 class InterruptedError_(HfstreamError):

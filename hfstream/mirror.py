@@ -1,0 +1,275 @@
+"""Scheduled mirror jobs: a TOML manifest of repos -> GGUF files, converted only when something changed.
+
+    [defaults]                       # optional, applies to every model
+    outtypes = ["q8_0"]
+    target_dir = "mirror/{name}"     # a local directory, and/or
+    target_repo = "me/{name}-GGUF"   # a Hub repo to publish to (templates: {org} {name} {repo} {outtype})
+
+    [[model]]
+    repo = "org/name"
+    revision = "main"                # branch, tag or sha
+    outtypes = ["q8_0", "f16"]
+    # any other key is a convert option: bpe_pre, max_memory, connections, split_max_size, ...
+
+Idempotence: a state file remembers, per (repo, commit sha, outtype, options, hfstream version),
+what was done; an unchanged entry costs one API call (resolving the revision) and no weights.
+A lock file stops two runs from working on the same state. Each run writes a JSON report and
+exits 0 (all converted or skipped), 75 (some failed, all retryable: run again later) or 76
+(some failed for good: fix the manifest or wait for upstream).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from . import __version__, errors
+
+EXIT_OK = 0
+EXIT_RETRYABLE = 75  # EX_TEMPFAIL: a scheduler should retry later
+EXIT_PERMANENT = 76
+
+#: manifest keys that are not convert options
+_ENTRY_KEYS = {"repo", "revision", "outtypes", "target_dir", "target_repo"}
+#: convert options a manifest may set, with their types
+_OPTION_TYPES: dict[str, type | tuple[type, ...]] = {
+    "bpe_pre": str, "max_memory": int, "connections": int, "threads": int, "token": str,
+    "imatrix": str, "tensor_types": list, "output_tensor_type": str, "token_embedding_type": str,
+    "split_max_size": (int, str), "split_max_tensors": int, "retries": int,
+}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One (repo, outtype) job of a manifest."""
+
+    repo: str
+    revision: str
+    outtype: str
+    options: tuple[tuple[str, Any], ...] = ()
+    target_dir: str | None = None
+    target_repo: str | None = None
+
+    def fill(self, template: str) -> str:
+        org, _, name = self.repo.rpartition("/")
+        return template.format(org=org, name=name, repo=self.repo, outtype=self.outtype)
+
+    def key(self, sha: str) -> str:
+        """What decides whether the entry must run again: repo, commit, outtype, options, version."""
+        blob = json.dumps([self.repo, sha, self.outtype, list(self.options), self.target_dir, self.target_repo,
+                           __version__], sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+@dataclass
+class Outcome:
+    repo: str
+    revision: str
+    outtype: str
+    status: str  # converted | skipped | failed
+    commit: str = ""
+    reason: str = ""
+    retryable: bool = False
+    exit_code: int = 0
+    outputs: list[str] = field(default_factory=list)
+    published: str = ""
+    seconds: float = 0.0
+
+
+def load_manifest(path: Path) -> list[Entry]:
+    """Parse and validate a manifest; every problem is one ManifestError line naming the entry."""
+    import tomllib
+
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise errors.ManifestError(f"{path}: no such manifest") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise errors.ManifestError(f"{path}: not valid TOML ({e})") from None
+    defaults = data.get("defaults", {})
+    models = data.get("model", [])
+    if not isinstance(defaults, dict) or not isinstance(models, list) or not models:
+        raise errors.ManifestError(f"{path}: needs at least one [[model]] table (and [defaults] must be a table)")
+    unknown = set(data) - {"defaults", "model"}
+    if unknown:
+        raise errors.ManifestError(f"{path}: unknown top-level key {sorted(unknown)[0]!r}")
+    entries: list[Entry] = []
+    for i, raw in enumerate(models, 1):
+        if not isinstance(raw, dict):
+            raise errors.ManifestError(f"{path}: model #{i} is not a table")
+        merged = {**defaults, **raw}
+        where = f"{path}: model #{i}"
+        repo = merged.get("repo")
+        if not isinstance(repo, str) or not repo:
+            raise errors.ManifestError(f"{where}: 'repo' must be a non-empty string")
+        revision = merged.get("revision", "main")
+        outtypes = merged.get("outtypes", ["auto"])
+        if not isinstance(revision, str) or not isinstance(outtypes, list) or not outtypes \
+                or not all(isinstance(o, str) for o in outtypes):
+            raise errors.ManifestError(f"{where} ({repo}): 'revision' must be a string, 'outtypes' a list of names")
+        target_dir, target_repo = merged.get("target_dir"), merged.get("target_repo")
+        if target_dir is None and target_repo is None:
+            raise errors.ManifestError(f"{where} ({repo}): no target_dir or target_repo (per model or in [defaults])")
+        options = {}
+        for k, v in merged.items():
+            if k in _ENTRY_KEYS:
+                continue
+            if k not in _OPTION_TYPES:
+                raise errors.ManifestError(f"{where} ({repo}): unknown option {k!r}")
+            if not isinstance(v, _OPTION_TYPES[k]) or isinstance(v, bool):
+                raise errors.ManifestError(f"{where} ({repo}): option {k!r} has the wrong type")
+            options[k] = tuple(v) if isinstance(v, list) else v
+        for outtype in outtypes:
+            entries.append(Entry(repo=repo, revision=revision, outtype=outtype,
+                                 options=tuple(sorted(options.items())),
+                                 target_dir=target_dir, target_repo=target_repo))
+    return entries
+
+
+class State:
+    """The state file: entry key -> what was produced. Written atomically after every entry."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.done: dict[str, dict[str, Any]] = {}
+        if path.exists():
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise errors.ManifestError(f"{path}: the state file is not valid JSON (move it away to start over)") \
+                    from None
+            self.done = data.get("done", {}) if isinstance(data, dict) else {}
+
+    def save(self) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps({"version": 1, "done": self.done}, indent=1, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, self.path)
+
+
+@contextlib.contextmanager
+def locked(state_path: Path) -> Iterator[None]:
+    """Hold ``<state>.lock`` for the run; a second run on the same state fails at once."""
+    lock_path = state_path.with_name(state_path.name + ".lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise errors.LockHeldError(f"another mirror run holds {lock_path}") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)
+
+
+def run_entry(entry: Entry, sha: str, convert: Callable[..., Any] | None = None) -> Outcome:
+    """Convert (and publish) one entry at one commit. Never raises for an expected failure."""
+    import hfstream
+
+    convert = convert or hfstream.convert
+    started = time.monotonic()
+    outcome = Outcome(repo=entry.repo, revision=entry.revision, outtype=entry.outtype, status="converted", commit=sha)
+    try:
+        options = dict(entry.options)
+        if entry.target_dir is not None:
+            out_dir = Path(entry.fill(entry.target_dir))
+            out_dir.mkdir(parents=True, exist_ok=True)
+        else:
+            import tempfile
+
+            out_dir = Path(tempfile.mkdtemp(prefix="hfstream-mirror-"))
+        result = convert(entry.repo, outtype=entry.outtype, revision=sha, outfile=out_dir, force=True, **options)
+        outcome.outputs = [str(p) for p in getattr(result, "paths", None) or [result.path]]
+        if entry.target_repo is not None:
+            from .publish import publish
+
+            outcome.published = publish(entry.fill(entry.target_repo), [Path(p) for p in outcome.outputs],
+                                        source_repo=entry.repo, source_commit=sha, outtype=entry.outtype,
+                                        token=options.get("token"))
+            if entry.target_dir is None:
+                for p in outcome.outputs:
+                    Path(p).unlink(missing_ok=True)
+                outcome.outputs = []
+    except errors.HfstreamError as e:
+        outcome.status, outcome.reason, outcome.retryable, outcome.exit_code = "failed", e.message, e.retryable, \
+            e.exit_code
+    except Exception as e:  # a bug must not stop the other entries
+        outcome.status, outcome.reason, outcome.exit_code = "failed", f"internal error: {type(e).__name__}: {e}", 1
+    outcome.seconds = round(time.monotonic() - started, 3)
+    return outcome
+
+
+def mirror(manifest: Path, *, state_path: Path | None = None, report_path: Path | None = None,
+           engine: str = "serial", workers: int = 2, hub_connections: int = 16, dry_run: bool = False,
+           endpoint: str | None = None, token: str | None = None) -> tuple[int, list[Outcome]]:
+    """Run a manifest. Returns the exit code and one Outcome per entry (also written as the report)."""
+    from . import hub, settings
+
+    entries = load_manifest(manifest)
+    state_path = state_path or manifest.with_name(manifest.name + ".state.json")
+    endpoint = (endpoint or settings.endpoint()).rstrip("/")
+    with locked(state_path):
+        state = State(state_path)
+        outcomes: list[Outcome | None] = [None] * len(entries)
+        todo: list[tuple[int, Entry, str, str]] = []
+        shas: dict[tuple[str, str], str] = {}
+        for i, entry in enumerate(entries):
+            try:
+                tok = dict(entry.options).get("token") or settings.token(token)
+                if (entry.repo, entry.revision) not in shas:
+                    snap = hub.resolve(entry.repo, entry.revision, endpoint, tok)
+                    shas[(entry.repo, entry.revision)] = snap.sha
+                sha = shas[(entry.repo, entry.revision)]
+            except errors.HfstreamError as e:
+                outcomes[i] = Outcome(entry.repo, entry.revision, entry.outtype, "failed", reason=e.message,
+                                      retryable=e.retryable, exit_code=e.exit_code)
+                continue
+            key = entry.key(sha)
+            previous = state.done.get(key)
+            if previous and all(Path(p).exists() for p in previous.get("outputs", [])):
+                outcomes[i] = Outcome(entry.repo, entry.revision, entry.outtype, "skipped", commit=sha,
+                                      reason="unchanged since the last run", outputs=previous.get("outputs", []),
+                                      published=previous.get("published", ""))
+                continue
+            if dry_run:
+                outcomes[i] = Outcome(entry.repo, entry.revision, entry.outtype, "skipped", commit=sha,
+                                      reason="dry run: would convert")
+                continue
+            todo.append((i, entry, sha, key))
+
+        def record(i: int, key: str, outcome: Outcome) -> None:
+            outcomes[i] = outcome
+            if outcome.status == "converted":
+                state.done[key] = {"repo": outcome.repo, "commit": outcome.commit, "outtype": outcome.outtype,
+                                   "outputs": outcome.outputs, "published": outcome.published,
+                                   "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                state.save()
+
+        if engine == "serial":
+            for i, entry, sha, key in todo:
+                record(i, key, run_entry(entry, sha))
+        elif engine == "dask":
+            from .fanout import run_on_dask
+
+            for (i, _, _, key), outcome in zip(todo, run_on_dask([(e, s) for _, e, s, _ in todo], workers=workers,
+                                                                 hub_connections=hub_connections)):
+                record(i, key, outcome)
+        else:
+            raise errors.UnsupportedOptionError(f"unknown engine {engine!r}; choose serial or dask")
+
+    final = [o for o in outcomes if o is not None]
+    if report_path is not None:
+        report_path.write_text(json.dumps({"hfstream": __version__, "manifest": str(manifest),
+                                           "entries": [asdict(o) for o in final]}, indent=1), encoding="utf-8")
+    failed = [o for o in final if o.status == "failed"]
+    if not failed:
+        return EXIT_OK, final
+    return (EXIT_RETRYABLE if all(o.retryable for o in failed) else EXIT_PERMANENT), final

@@ -1,0 +1,152 @@
+"""Mirror jobs: a manifest converts what changed upstream, skips the rest, and reports."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hfstream import errors
+from hfstream.mirror import EXIT_OK, EXIT_PERMANENT, load_manifest, locked, mirror
+
+from .conftest import cli_env
+
+
+@pytest.fixture
+def mini_hub(fixture_root, tmp_path, monkeypatch):
+    """A fixture Hub over a copy of two repos, so a test can move `main` upstream."""
+    from fixtures.hub import FixtureHub
+
+    root = tmp_path / "hub-root"
+    for repo in ("hfs-test/two-commits", "hfs-test/tiny-llama-spm"):
+        shutil.copytree(fixture_root / repo, root / repo, symlinks=True)
+    shutil.copy(fixture_root / "_tokens.json", root / "_tokens.json")
+    with FixtureHub(root) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        monkeypatch.delenv("HF_TOKEN", raising=False)
+        yield hub, root
+
+
+def _move_main(root: Path, repo: str, ref: str) -> None:
+    """Point `main` at another ref (the original main stays reachable as `latest`)."""
+    info_path = root / repo / "repo.json"
+    info = json.loads(info_path.read_text())
+    info["refs"].setdefault("latest", info["refs"]["main"])
+    info["refs"]["main"] = info["refs"][ref]
+    info_path.write_text(json.dumps(info))
+
+
+def _manifest(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "mirror.toml"
+    path.write_text(body)
+    return path
+
+
+def _digests(d: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.rglob("*.gguf"))}
+
+
+MANIFEST = """
+[defaults]
+target_dir = "{out}/{{name}}"
+
+[[model]]
+repo = "hfs-test/two-commits"
+outtypes = ["q8_0", "f16"]
+
+[[model]]
+repo = "hfs-test/tiny-llama-spm"
+outtypes = ["q8_0"]
+"""
+
+
+def test_second_run_skips_and_a_new_upstream_commit_reruns_only_its_entries(mini_hub, tmp_path):
+    hub, root = mini_hub
+    _move_main(root, "hfs-test/two-commits", "v1")
+    out = tmp_path / "out"
+    manifest = _manifest(tmp_path, MANIFEST.format(out=out))
+    report = tmp_path / "report.json"
+
+    code, outcomes = mirror(manifest, report_path=report)
+    assert code == EXIT_OK
+    assert [o.status for o in outcomes] == ["converted"] * 3
+    first = _digests(out)
+    assert len(first) == 3
+    assert json.loads(report.read_text())["entries"][0]["status"] == "converted"
+
+    hub.clear_log()
+    code, outcomes = mirror(manifest, report_path=report)
+    assert code == EXIT_OK and [o.status for o in outcomes] == ["skipped"] * 3
+    # unchanged entries cost one API call each repo and no weights
+    assert not [e for e in hub.log if e["origin"] == "storage" or "/resolve/" in e["path"]]
+
+    _move_main(root, "hfs-test/two-commits", "latest")
+    code, outcomes = mirror(manifest, report_path=report)
+    assert code == EXIT_OK
+    assert [o.status for o in outcomes] == ["converted", "converted", "skipped"]
+    second = _digests(out)
+    changed = {n for n in first if first[n] != second[n]}
+    assert changed == {n for n in first if n.startswith("Two-Commits")}
+
+
+def test_a_failed_entry_does_not_stop_the_others(mini_hub, tmp_path):
+    manifest = _manifest(tmp_path, f"""
+[defaults]
+target_dir = "{tmp_path}/out"
+[[model]]
+repo = "hfs-test/no-such-repo"
+outtypes = ["q8_0"]
+[[model]]
+repo = "hfs-test/tiny-llama-spm"
+outtypes = ["q8_0"]
+""")
+    code, outcomes = mirror(manifest, report_path=tmp_path / "r.json")
+    assert code == EXIT_PERMANENT
+    assert [o.status for o in outcomes] == ["failed", "converted"]
+    assert outcomes[0].exit_code == errors.RepoNotFoundError.exit_code and not outcomes[0].retryable
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["entries"][0]["reason"]
+
+
+def test_cli_exit_code_and_lock(mini_hub, tmp_path):
+    hub, _ = mini_hub
+    manifest = _manifest(tmp_path, MANIFEST.format(out=tmp_path / "out"))
+    state = manifest.with_name(manifest.name + ".state.json")
+    with locked(state):
+        proc = subprocess.run([sys.executable, "-m", "hfstream", "mirror", str(manifest)], env=cli_env(hub),
+                              capture_output=True, text=True, timeout=120)
+    assert proc.returncode == errors.LockHeldError.exit_code
+    assert proc.stderr.strip().count("\n") == 0 and "lock" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "hfstream", "mirror", str(manifest), "--report",
+                           str(tmp_path / "r.json")], env=cli_env(hub), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("converted") == 3
+
+
+@pytest.mark.parametrize("body, words", [
+    ("[[model]]\nrepo = 'a/b'\n", "no target_dir"),
+    ("[[model]]\nrepo = 'a/b'\ntarget_dir = 'x'\nfrobnicate = 1\n", "unknown option 'frobnicate'"),
+    ("[[model]]\nrepo = 3\ntarget_dir = 'x'\n", "'repo' must be"),
+    ("model = [", "not valid TOML"),
+    ("[defaults]\ntarget_dir = 'x'\n", "at least one [[model]]"),
+])
+def test_bad_manifests_are_one_clear_line(tmp_path, body, words):
+    with pytest.raises(errors.ManifestError, match=words.replace("[", r"\[").replace("]", r"\]")):
+        load_manifest(_manifest(tmp_path, body))
+
+
+def test_dask_fanout_gives_the_same_outputs_as_the_serial_run(mini_hub, tmp_path, monkeypatch):
+    pytest.importorskip("distributed")
+    monkeypatch.setenv("HFSTREAM_DASK_PROCESSES", "0")  # the engine's local mode, in-process workers
+    serial = _manifest(tmp_path, MANIFEST.format(out=tmp_path / "serial"))
+    assert mirror(serial)[0] == EXIT_OK
+    fan = tmp_path / "fan.toml"
+    fan.write_text(MANIFEST.format(out=tmp_path / "dask"))
+    code, outcomes = mirror(fan, engine="dask", workers=2, hub_connections=4)
+    assert code == EXIT_OK and [o.status for o in outcomes] == ["converted"] * 3
+    assert _digests(tmp_path / "serial") == _digests(tmp_path / "dask")
