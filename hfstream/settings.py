@@ -23,6 +23,9 @@ SMALL_FILES = (
     "chat_template.json",
     "README.md",
     "model.safetensors.index.json",
+    # sentence-transformers: the pooling of an embedding model (Qwen3-Embedding, gte-Qwen2, ...)
+    "modules.json",
+    "1_Pooling/config.json",
 )
 #: A small file larger than this is refused rather than read into memory.
 MAX_SMALL_FILE_BYTES = 64 * 1024 * 1024
