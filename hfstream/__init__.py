@@ -32,12 +32,18 @@ def convert(
     threads: int | None = None,
     max_memory: int = DEFAULT_MAX_MEMORY,
     on_progress=None,
+    imatrix: str | os.PathLike | None = None,
+    tensor_types: tuple[str, ...] | list[str] = (),
+    output_tensor_type: str | None = None,
+    token_embedding_type: str | None = None,
 ) -> ConvertResult:
     """Convert ``repo_id`` at ``revision`` to a GGUF file, streaming the weights from the Hub.
 
     Args:
         repo_id: ``org/name`` on the Hub (``HF_ENDPOINT`` or ``endpoint`` selects the Hub).
-        outtype: ``f32``, ``f16``, ``bf16``, ``q8_0`` or ``auto`` (bf16 for bf16 checkpoints, else f16).
+        outtype: ``f32``, ``f16``, ``bf16``, ``q8_0`` or ``auto`` (bf16 for bf16 checkpoints, else f16), as
+            llama.cpp's converter writes them; or a llama-quantize type (``q4_k_m``, ``iq4_xs``, ... see
+            ``hfstream.mixes.MIXES``): the bytes llama-quantize writes from the converter's f32 output.
         revision: branch, tag or commit sha; resolved to one commit sha before anything is read.
         outfile: output path; a directory gets the default name ``{Name}-{SizeLabel}-{FTYPE}.gguf``,
             and ``{ftype}`` in a file name is replaced by the output type. Default: that name in the cwd.
@@ -47,6 +53,9 @@ def convert(
         bpe_pre: force ``tokenizer.ggml.pre`` for a BPE tokenizer whose pre-tokenizer is not recognised.
         connections, threads, max_memory: concurrent HTTP connections, CPU threads, bytes in flight.
         on_progress: called with a ``Progress`` as bytes are fetched and written.
+        imatrix: llama-imatrix output (GGUF or legacy .dat) for the llama-quantize types.
+        tensor_types: ``PATTERN=TYPE`` overrides (regex searched in the GGUF tensor name, first match wins).
+        output_tensor_type, token_embedding_type: types of ``output.weight`` / ``token_embd.weight``.
 
     Returns a ConvertResult (path, commit sha, tensor count, bytes fetched and written, seconds).
     Raises an ``hfstream.errors.HfstreamError`` subclass for every expected failure; no partial
@@ -54,5 +63,7 @@ def convert(
     """
     opts = Options(outtype=outtype, revision=revision, outfile=outfile, token=token, endpoint=endpoint,
                    dry_run=dry_run, force=force, bpe_pre=bpe_pre, connections=connections, threads=threads,
-                   max_memory=max_memory, on_progress=on_progress)
+                   max_memory=max_memory, on_progress=on_progress, imatrix=imatrix,
+                   tensor_types=tuple(tensor_types), output_tensor_type=output_tensor_type,
+                   token_embedding_type=token_embedding_type)
     return run(repo_id, opts)

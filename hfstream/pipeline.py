@@ -23,7 +23,7 @@ import gguf
 import numpy as np
 from gguf import GGMLQuantizationType as QT
 
-from . import errors, hub, settings
+from . import errors, hub, mixplan, settings
 from .arch import family_for
 from .fetch import ByteSource, HubSource
 from .layout import Layout, layout
@@ -92,6 +92,11 @@ class Options:
     #: seconds without a byte before a connection counts as stalled and is retried
     read_timeout: float = 60.0
     on_progress: Callable[[Progress], None] | None = None
+    #: llama-quantize mixes only: an importance matrix file, PATTERN=TYPE overrides, output/embedding types
+    imatrix: str | os.PathLike | None = None
+    tensor_types: tuple[str, ...] = ()
+    output_tensor_type: str | None = None
+    token_embedding_type: str | None = None
 
 
 def run(repo_id: str, opts: Options) -> ConvertResult:
@@ -100,6 +105,8 @@ def run(repo_id: str, opts: Options) -> ConvertResult:
 
 async def _convert(repo_id: str, opts: Options) -> ConvertResult:
     started = time.monotonic()
+    quant_opts = mixplan.options_from(opts.tensor_types, opts.output_tensor_type, opts.token_embedding_type,
+                                      os.fspath(opts.imatrix) if opts.imatrix is not None else None)
     source: HubSource | LocalSource
     if is_local(repo_id):
         snapshot = local_snapshot(Path(repo_id))
@@ -117,7 +124,7 @@ async def _convert(repo_id: str, opts: Options) -> ConvertResult:
         headers, heads = await _headers(source, snapshot, shards)
         plan = make_plan(repo_name=snapshot.name, files=files, headers=headers, shards=shards,
                          outtype=opts.outtype, bpe_pre=opts.bpe_pre,
-                         source=(snapshot.repo_id, snapshot.sha) if snapshot.sha else None)
+                         source=(snapshot.repo_id, snapshot.sha) if snapshot.sha else None, quant_opts=quant_opts)
         lay = layout(plan)
         final = output_path(opts.outfile, plan)
         result = ConvertResult(
@@ -220,48 +227,59 @@ def output_path(outfile: str | os.PathLike | None, plan: Plan) -> Path:
 
 
 class _Budget:
-    """Bytes in flight, granted first come first served; a unit larger than the budget runs alone."""
+    """Bytes in flight, granted first come first served; a unit larger than the budget runs alone.
+
+    ``peak`` is the most bytes really held at once (a lone unit larger than the budget counts in
+    full), so it shows whether work was cut small enough, not just that the gate held.
+    """
 
     def __init__(self, limit: int):
         self.limit = max(1, limit)
         self.used = 0
-        #: the most bytes ever in flight at once
+        self.held = 0
         self.peak = 0
         self._waiters: deque[tuple[int, asyncio.Future]] = deque()
 
-    async def acquire(self, n: int) -> int:
-        n = min(n, self.limit)
-        if not self._waiters and self.used + n <= self.limit:
-            self._grant(n)
-            return n
+    async def acquire(self, n: int) -> tuple[int, int]:
+        """Wait until ``n`` bytes fit; returns the grant to pass to ``release``."""
+        gate = min(n, self.limit)
+        if not self._waiters and self.used + gate <= self.limit:
+            self._grant(gate, n)
+            return gate, n
         fut = asyncio.get_running_loop().create_future()
-        entry = (n, fut)
+        entry = (gate, fut)
         self._waiters.append(entry)
         try:
             await fut
         except BaseException:
             if fut.done() and not fut.cancelled():
-                self.release(n)  # granted just as we were cancelled: give it back
+                self.used -= gate  # granted just as we were cancelled: give it back
+                self._wake()
             elif entry in self._waiters:
                 self._waiters.remove(entry)
                 self._wake()
             raise
-        return n
+        self.held += n
+        self.peak = max(self.peak, self.held)
+        return gate, n
 
-    def release(self, n: int) -> None:
-        self.used -= n
+    def release(self, grant: tuple[int, int]) -> None:
+        gate, n = grant
+        self.used -= gate
+        self.held -= n
         self._wake()
 
-    def _grant(self, n: int) -> None:
-        self.used += n
-        self.peak = max(self.peak, self.used)
+    def _grant(self, gate: int, n: int) -> None:
+        self.used += gate
+        self.held += n
+        self.peak = max(self.peak, self.held)
 
     def _wake(self) -> None:
         while self._waiters and self.used + self._waiters[0][0] <= self.limit:
-            m, fut = self._waiters.popleft()
+            gate, fut = self._waiters.popleft()
             if fut.done():
                 continue
-            self._grant(m)
+            self.used += gate
             fut.set_result(None)
 
 
@@ -345,7 +363,7 @@ def _keep_partial(exc: BaseException) -> bool:
 
 
 async def _execute(plan: Plan, lay: Layout, final: Path, source, opts: Options, fetch_stats=None) -> _ExecStats:
-    identity = hashlib.sha256(lay.header).hexdigest()[:32]
+    identity = hashlib.sha256(lay.header + _weights_digest(plan)).hexdigest()[:32]
     out = OutputFile(final, lay.total_size, identity=identity, force=opts.force)
     stats = _ExecStats()
     progress = Progress(total_bytes=lay.total_size)
@@ -366,7 +384,7 @@ async def _execute(plan: Plan, lay: Layout, final: Path, source, opts: Options, 
             opts.on_progress(progress)
 
     async def run_batch(batch: list[Unit]) -> None:
-        cost = await budget.acquire(sum(u.cost for u in batch))
+        grant = await budget.acquire(sum(u.cost for u in batch))
         try:
             data = await _fetch_batch(batch, source, out)
             if data is None:  # copied file to file, nothing to compute
@@ -376,7 +394,7 @@ async def _execute(plan: Plan, lay: Layout, final: Path, source, opts: Options, 
             await loop.run_in_executor(pool, _compute_and_write_all, batch, data, out)
             report()
         finally:
-            budget.release(cost)
+            budget.release(grant)
 
     try:
         out.pwrite(lay.header, 0)
@@ -421,6 +439,15 @@ async def _fetch_batch(batch: list[Unit], source, out: OutputFile) -> dict[Span,
     return dict(zip(spans, blobs))
 
 
+def _weights_digest(plan: Plan) -> bytes:
+    """Importance weights change the bytes but not the header: a resume must not mix two imatrices."""
+    h = hashlib.sha256()
+    for t in plan.tensors:
+        if t.weights is not None:
+            h.update(t.name.encode() + t.weights.values.tobytes())
+    return h.digest() if any(t.weights is not None for t in plan.tensors) else b""
+
+
 def _raw_copy(u: Unit) -> bool:
     """Output type = source type and no transform: the bytes pass through without a decode."""
     node = u.tensor.node
@@ -439,7 +466,7 @@ def _compute_and_write_all(batch: list[Unit], data: dict[Span, bytes], out: Outp
                 encoded = _quiet_bf16_nans(encoded)
         else:
             array = u.tensor.node.eval_rows(data, u.r0, u.r1)
-            q = quantize(array, u.tensor.qtype)
+            q = quantize(array, u.tensor.qtype, weights=u.tensor.weights, first_row=u.r0)
             encoded = memoryview(q if q.flags["C_CONTIGUOUS"] else np.ascontiguousarray(q)).cast("B")
         if encoded.nbytes != u.nbytes:
             raise errors.InvalidHeaderError(f"{u.tensor.name}: encoded {encoded.nbytes} bytes, planned {u.nbytes}")

@@ -1,12 +1,17 @@
 """Output types: which GGUF type each tensor gets, and the quantization itself.
 
-The type rules mirror the reference converter's: 1-D tensors, ``*_norm.weight``,
+For f32/f16/bf16/q8_0 the type rules mirror the reference converter's: 1-D tensors, ``*_norm.weight``,
 non-weights (biases) and a fixed list of tensor kinds stay F32; the rest take the
 file type, and Q8_0 falls back to F16 when a row is not a multiple of 32 long.
+
+The other output types are llama-quantize's mixes (``mixes.py``): the plan starts from what
+the reference converter's F32 output would be (every tensor F32) and ``mixes.choose_types``
+picks each tensor's type as llama-quantize does from that file.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import gguf
@@ -16,6 +21,7 @@ from gguf import LlamaFileType as FT
 from gguf import MODEL_TENSOR as MT
 
 from . import errors
+from .mixes import MIXES
 
 
 @dataclass(frozen=True)
@@ -25,6 +31,8 @@ class OutType:
     name: str
     file_type: FT
     tensor_type: QT
+    #: a llama-quantize mix: types per tensor come from ``mixes.py``, starting from all-F32
+    mix: bool = False
 
     @property
     def label(self) -> str:
@@ -37,6 +45,7 @@ OUTTYPES = {
     "f16": OutType("f16", FT.MOSTLY_F16, QT.F16),
     "bf16": OutType("bf16", FT.MOSTLY_BF16, QT.BF16),
     "q8_0": OutType("q8_0", FT.MOSTLY_Q8_0, QT.Q8_0),
+    **{m.name: OutType(m.name, m.ftype, m.default, mix=True) for m in MIXES.values()},
 }
 OUTTYPE_CHOICES = (*OUTTYPES, "auto")
 
@@ -65,7 +74,12 @@ def auto_outtype(first_2d_dtype: str | None) -> OutType:
 
 
 def tensor_type(out: OutType, kind: MT | None, name: str, shape: tuple[int, ...]) -> QT:
-    """The GGUF type of one output tensor (``kind`` from the gguf tensor-name map, ``shape`` numpy order)."""
+    """The GGUF type of one output tensor (``kind`` from the gguf tensor-name map, ``shape`` numpy order).
+
+    For a mix this is F32, the type in the reference's F32 file; ``mixes.choose_types`` decides later.
+    """
+    if out.mix:
+        return QT.F32
     if len(shape) <= 1 or name.endswith("_norm.weight"):
         return QT.F32
     if kind in ALWAYS_F32_KINDS or not name.endswith((".weight", ".lora_a", ".lora_b")):
@@ -84,13 +98,36 @@ def nbytes(qt: QT, shape: tuple[int, ...]) -> int:
         QT.F32, QT.F16, QT.BF16) else int(np.prod(shape, dtype=np.int64)) * {QT.F32: 4, QT.F16: 2, QT.BF16: 2}[qt]
 
 
-def quantize(array: np.ndarray, qt: QT, engine: str | None = None) -> np.ndarray:
+@dataclass(frozen=True)
+class Weights:
+    """Importance weights of a tensor's rows (an imatrix entry): row ``r`` uses ``values[r // rows_per_mat]``.
+
+    ``values`` is (n_mat, n_per_row): one vector for a 2-D tensor, one per expert for an MoE stack.
+    """
+
+    values: np.ndarray
+    rows_per_mat: int
+
+    def pieces(self, r0: int, r1: int):
+        """(start, end, vector) covering rows [r0, r1), never crossing a matrix (expert)."""
+        while r0 < r1:
+            k = r0 // self.rows_per_mat
+            end = min(r1, (k + 1) * self.rows_per_mat)
+            yield r0, end, self.values[k]
+            r0 = end
+
+
+def quantize(array: np.ndarray, qt: QT, engine: str | None = None, weights: Weights | None = None,
+             first_row: int = 0) -> np.ndarray:
     """Encode ``array`` (F32 or F16, rows along the last axis) as ``qt``.
 
     Rows are encoded independently, so any block of rows gives the same bytes as the same
     rows of the whole tensor. ``engine``: "ggml" (libggml's ggml_quantize_chunk, which releases
     the GIL, so threads use every core) or "numpy" (the gguf package); both give the same bytes
     for finite values. Default: ggml when its library loads, else numpy.
+
+    ``weights``: the tensor's importance weights; ``array`` is then rows ``first_row...`` of the
+    tensor, and each row is encoded with its matrix's (expert's) vector, as llama-quantize does.
     """
     if qt == QT.F32:
         return array.astype(np.float32, copy=False)
@@ -98,8 +135,22 @@ def quantize(array: np.ndarray, qt: QT, engine: str | None = None) -> np.ndarray
         return array.astype(np.float16, copy=False)
     engine = engine or default_engine()
     if engine == "ggml":
-        return _ggml_quantize(array, qt)
+        if weights is None:
+            return _ggml_quantize(array, qt)
+        rows = array.reshape(-1, array.shape[-1]) if array.ndim != 2 else array
+        parts = [_ggml_quantize(rows[a - first_row:b - first_row], qt, vec)
+                 for a, b, vec in weights.pieces(first_row, first_row + rows.shape[0])]
+        return (np.concatenate(parts) if len(parts) > 1 else parts[0]).reshape(
+            gguf.quant_shape_to_byte_shape(array.shape, qt))
+    if weights is not None or qt not in _NUMPY_TYPES:
+        raise errors.UnsupportedOptionError(
+            f"{qt.name} {'with an importance matrix ' if weights is not None else ''}needs libggml "
+            "(pip install libggml-python), which could not be loaded")
     return gguf.quants.quantize(array, qt)
+
+
+#: what the gguf package can encode itself
+_NUMPY_TYPES = (QT.BF16, QT.Q8_0, QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1, QT.TQ1_0, QT.TQ2_0)
 
 
 def default_engine() -> str:
@@ -117,10 +168,16 @@ def default_engine() -> str:
 
 _GGML = None
 _GGML_TRIED = False
+_GGML_LOCK = threading.Lock()
 
 
 def _ggml_lib():
     """libggml-base from the libggml-python package, with ggml_quantize_chunk's signature, or None."""
+    with _GGML_LOCK:  # worker threads ask at once: none may see "tried" before the library is set
+        return _load_ggml()
+
+
+def _load_ggml():
     global _GGML, _GGML_TRIED
     if _GGML_TRIED:
         return _GGML
