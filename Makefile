@@ -26,8 +26,10 @@ test-slow: fixtures
 	$(PIP) install -q 'llama-cpp-python==0.3.36'
 	$(PYTHON) -m pytest -q -m slow
 
+# Convert a 1.5 GB model through a throttled fixture Hub, with the reference side by side (bench/README.md).
+# make bench BENCH_ARGS='--quick --skip-reference' for a smoke run.
 bench: install
-	$(PYTHON) -m bench.run
+	$(PYTHON) -m bench.run $(BENCH_ARGS)
 
 clean:
-	rm -rf fixtures/repos demo-out $(STAMP) .pytest_cache
+	rm -rf fixtures/repos demo-out bench/.cache $(STAMP) .pytest_cache
