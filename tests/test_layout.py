@@ -1,0 +1,34 @@
+"""The header packer gives exactly the bytes of gguf's own writer."""
+
+from __future__ import annotations
+
+import pytest
+
+from hfstream.layout import _serialize_header, _serialize_header_with_writer, layout
+from hfstream.pipeline import _headers, _shards, _small_files
+
+from .goldens.cases import cases
+
+REPOS = sorted({c.repo_id for c in cases() if not c.gated})
+
+
+@pytest.mark.parametrize("repo", REPOS)
+def test_fast_header_packing_equals_gguf_writer(repo, fresh_hub):
+    import asyncio
+
+    from hfstream import hub
+    from hfstream.fetch import HubSource
+    from hfstream.plan import make_plan
+
+    async def plan_for():
+        snap = hub.resolve(repo, "main", fresh_hub.endpoint, None)
+        async with HubSource(snap, None) as src:
+            files = await _small_files(src, snap)
+            shards = _shards(snap, files)
+            headers, _ = await _headers(src, snap, shards)
+            return make_plan(repo_name=snap.name, files=files, headers=headers, shards=shards, outtype="q8_0",
+                             source=(snap.repo_id, snap.sha))
+
+    plan = asyncio.run(plan_for())
+    assert _serialize_header(plan.writer) == _serialize_header_with_writer(plan.writer)
+    assert layout(plan).header == _serialize_header_with_writer(plan.writer)
