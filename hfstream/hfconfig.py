@@ -981,3 +981,106 @@ def _dict_dtype_to_str(d: dict) -> None:
     for value in d.values():
         if isinstance(value, dict):
             _dict_dtype_to_str(value)
+
+
+# --- reading config.json, and the sanity of what families read from it ----------------------------
+
+#: deeper than any real config.json (they nest 2-4 levels); deeper ones would overflow the recursion
+#: of copy.deepcopy and of the JSON encoder later
+MAX_CONFIG_DEPTH = 32
+
+
+def load_config(blob: bytes, name: str = "config.json") -> dict:
+    """config.json bytes -> the parsed object; every way it can be unusable is an InvalidConfigError.
+
+    Duplicate keys keep the last value, as ``json.load`` (and so transformers) does.
+    """
+    try:
+        config = json.loads(blob)
+    except UnicodeDecodeError as e:
+        raise errors.InvalidConfigError(f"{name} is not valid UTF-8 (byte {e.start})") from None
+    except RecursionError:
+        raise errors.InvalidConfigError(f"{name} is not valid JSON (nested too deeply)") from None
+    except ValueError as e:  # JSONDecodeError, and ints longer than Python's int_max_str_digits
+        reason = f"{e.msg} at line {e.lineno}" if isinstance(e, json.JSONDecodeError) else "a number is too long"
+        raise errors.InvalidConfigError(f"{name} is not valid JSON ({reason})") from None
+    if not isinstance(config, dict):
+        raise errors.InvalidConfigError(f"{name} is not a JSON object")
+    if _depth(config) > MAX_CONFIG_DEPTH:
+        raise errors.InvalidConfigError(f"{name} is nested more than {MAX_CONFIG_DEPTH} levels deep")
+    return config
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of parsed JSON, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, dict):
+            v = list(v.values())
+        if isinstance(v, list):
+            deepest = max(deepest, d)
+            stack.extend((item, d + 1) for item in v)
+    return deepest
+
+
+#: Integer hyperparameters families read, by meaning: (the config.json spellings, smallest, largest).
+#: Every spelling present is checked. The bounds lie far outside any real model; they keep a hostile
+#: config.json from making hfstream build a billion-layer tensor map or divide by zero.
+INT_HPARAMS: dict[str, tuple[tuple[str, ...], int, int]] = {
+    "block count": (("num_hidden_layers", "n_layers", "n_layer", "num_layers"), 1, 4096),
+    "embedding length": (("hidden_size", "n_embd", "dim"), 1, 1 << 20),
+    "head count": (("num_attention_heads", "n_head", "n_heads"), 1, 1 << 12),
+    "head count kv": (("num_key_value_heads", "n_kv_heads", "n_head_kv"), 1, 1 << 12),
+    "head size": (("head_dim",), 1, 1 << 16),
+    "feed forward length": (("intermediate_size", "n_inner", "moe_intermediate_size",
+                             "shared_expert_intermediate_size"), 1, 1 << 22),
+    "vocab size": (("vocab_size",), 1, 1 << 24),
+    "context length": (("max_position_embeddings", "n_positions", "n_ctx"), 1, 1 << 32),
+    "expert count": (("num_local_experts", "num_experts", "n_routed_experts"), 0, 1 << 16),
+    "experts used": (("num_experts_per_tok", "num_experts_per_token"), 0, 1 << 16),
+}
+#: Float hyperparameters: must be finite numbers above zero when set.
+FLOAT_HPARAMS: tuple[str, ...] = ("rms_norm_eps", "layer_norm_eps", "layer_norm_epsilon", "norm_eps", "rope_theta")
+#: (a, b, unless): hyperparameter a must be a multiple of b, unless the config sets ``unless``
+#: (meanings of INT_HPARAMS; each side is the first spelling present).
+DIVISIBLE_HPARAMS: tuple[tuple[str, str, str | None], ...] = (
+    ("head count", "head count kv", None),  # grouped-query attention: whole groups
+    ("embedding length", "head count", "head size"),  # the head size is hidden / heads unless head_dim says
+)
+
+
+def check_hparams(hparams: dict, *, ints: dict = INT_HPARAMS, floats: tuple[str, ...] = FLOAT_HPARAMS,
+                  divisible: tuple = DIVISIBLE_HPARAMS, name: str = "config.json") -> None:
+    """Refuse hyperparameters that are present but insane (wrong type, out of bounds, indivisible).
+
+    Families call this on the hparams they read (``text_config`` merged in) before using any of
+    them; a family with keys of its own passes its own tables. Absent keys and ``null`` are left to
+    the family (which knows its defaults). Raises InvalidConfigError naming the key and the value.
+    """
+    first: dict[str, tuple[str, int]] = {}
+    for meaning, (keys, low, high) in ints.items():
+        for key in keys:
+            value = hparams.get(key)
+            if value is None:
+                continue
+            if type(value) is not int or not low <= value <= high:
+                shown = value if type(value) is int and abs(value) < 10**30 else _short_repr(value)
+                raise errors.InvalidConfigError(
+                    f"{name}: {key} is {shown}; expected an integer from {low} to {high}")
+            first.setdefault(meaning, (key, value))
+    for key in floats:
+        value = hparams.get(key)
+        if value is None:
+            continue
+        if type(value) not in (int, float) or not 0 < value < float("inf"):
+            raise errors.InvalidConfigError(f"{name}: {key} is {_short_repr(value)}; expected a positive number")
+    for a, b, unless in divisible:
+        if a in first and b in first and (unless is None or unless not in first) and first[a][1] % first[b][1]:
+            (ka, va), (kb, vb) = first[a], first[b]
+            raise errors.InvalidConfigError(f"{name}: {ka} {va} is not a multiple of {kb} {vb}")
+
+
+def _short_repr(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."

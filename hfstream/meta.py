@@ -14,6 +14,8 @@ from typing import Any, Mapping
 import gguf
 import yaml
 
+from . import errors
+
 
 def model_card(readme: bytes | None) -> dict[str, Any]:
     """The YAML front matter of README.md, or {} (no card, no front matter, or not a mapping)."""
@@ -32,9 +34,39 @@ def model_card(readme: bytes | None) -> dict[str, Any]:
     text = text.replace("- no\n", '- "no"\n').replace("\t", "  ")
     try:
         data = yaml.safe_load(text)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError, RecursionError):  # bad syntax, a bad date, nesting too deep
         return {}
-    return data if isinstance(data, dict) else {}
+    if not isinstance(data, dict):
+        return {}
+    _check_expansion(data)
+    return data
+
+
+#: values a model card may hold once YAML aliases are expanded; real cards hold a few thousand at most
+MAX_CARD_VALUES = 100_000
+
+
+def _check_expansion(card: dict) -> None:
+    """Refuse a card whose aliases expand it past MAX_CARD_VALUES (a "billion laughs") or into a cycle.
+
+    yaml.safe_load builds an alias bomb quickly (aliases share one object), but anything that walks
+    the card afterwards (the metadata heuristics, the GGUF writer) would walk every expanded value.
+    Counting stops at the limit, so this is quick whatever the card.
+    """
+    stack: list[object] = [card]
+    count = 0
+    while stack:
+        value = stack.pop()
+        count += 1
+        if count > MAX_CARD_VALUES:
+            raise errors.InvalidConfigError(
+                f"README.md: the YAML front matter expands to over {MAX_CARD_VALUES} values "
+                "through aliases (a billion-laughs card?)")
+        if isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, (list, tuple)):
+            stack.extend(value)
 
 
 def _json(blob: bytes | None) -> dict[str, Any]:
@@ -42,7 +74,7 @@ def _json(blob: bytes | None) -> dict[str, Any]:
         return {}
     try:
         data = json.loads(blob)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # not JSON or UTF-8, ints over int_max_str_digits, too deep
         return {}
     return data if isinstance(data, dict) else {}
 

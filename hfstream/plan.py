@@ -114,7 +114,8 @@ def _plain_file_name(name: str) -> bool:
 
 def make_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[str, Sequence[SourceTensor]],
               shards: Sequence[str], outtype: str, bpe_pre: str | None = None,
-              source: tuple[str, str] | None = None, quant_opts: mixplan.QuantOptions | None = None) -> Plan:
+              source: tuple[str, str] | None = None, quant_opts: mixplan.QuantOptions | None = None,
+              split_max_tensors: int = 0, split_max_size: int = 0) -> Plan:
     """Decide every output tensor and all metadata.
 
     ``files``: small repo files by name; ``headers``: parsed tensors per shard; ``shards``:
@@ -149,7 +150,9 @@ def make_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[st
         out = quant.outtype(outtype)
     mixplan.check_options(out, quant_opts)
 
-    writer = gguf.GGUFWriter(path=None, arch=gguf.MODEL_ARCH_NAMES[family.gguf_arch])
+    # the writer also decides where a split output starts a new shard, as the reference's does
+    writer = gguf.GGUFWriter(path=None, arch=gguf.MODEL_ARCH_NAMES[family.gguf_arch],
+                             split_max_tensors=split_max_tensors, split_max_size=split_max_size)
     planned: list[PlannedTensor] = []
     generated = ((name, node) for name, node in family.extra_tensors())
     from_sources = ((name, Load(src)) for name, src in sources)

@@ -17,6 +17,11 @@ from . import errors
 from .fetch import ByteSource
 from .settings import FIRST_HEADER_READ, MAX_HEADER_BYTES
 
+#: the most dimensions a tensor may have (GGUF/ggml: 4; safetensors itself sets no limit, 8 is generous)
+MAX_DIMS = 8
+#: the largest dimension or offset accepted: GGUF stores dimensions as int64
+MAX_DIM = 2**63 - 1
+
 #: safetensors dtype -> bytes per element
 DTYPE_SIZES = {
     "F64": 8, "F32": 4, "F16": 2, "BF16": 2,
@@ -55,12 +60,7 @@ def parse_header(file: str, blob: bytes, file_size: int | None) -> list[SourceTe
     _check_header_length(file, n, file_size)
     if len(blob) < 8 + n:
         raise errors.InvalidHeaderError(f"{file}: header truncated ({len(blob) - 8} of {n} bytes)")
-    try:
-        header = json.loads(blob[8:8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise errors.InvalidHeaderError(f"{file}: header is not valid JSON ({type(e).__name__})") from None
-    if not isinstance(header, dict):
-        raise errors.InvalidHeaderError(f"{file}: header is not a JSON object")
+    header = _load_json(file, bytes(blob[8:8 + n]))
 
     data_start = 8 + n
     data_size = None if file_size is None else file_size - data_start
@@ -76,8 +76,50 @@ def parse_header(file: str, blob: bytes, file_size: int | None) -> list[SourceTe
     spans = sorted((t.start, t.end, t.name) for t in tensors if t.end > t.start)
     for (s0, e0, n0), (s1, e1, n1) in zip(spans, spans[1:]):
         if s1 < e0:
-            raise errors.InvalidHeaderError(f"{file}: tensors {n0!r} and {n1!r} overlap")
+            raise errors.InvalidHeaderError(f"{file}: tensors {_short(n0)} and {_short(n1)} overlap")
     return tensors
+
+
+class DuplicateKeyError(Exception):
+    """A JSON object names one key twice; ``args[0]`` is the key."""
+
+
+def _no_duplicates(pairs: list[tuple[str, object]]) -> dict:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKeyError(key)
+            seen.add(key)
+    return out
+
+
+def loads_unique(text: str | bytes):
+    """``json.loads``, but an object with a repeated key raises DuplicateKeyError.
+
+    json.loads keeps the last of two equal keys silently; in a header or an index that would hide
+    a tensor (or point one name at two places), so we refuse instead.
+    """
+    return json.loads(text, object_pairs_hook=_no_duplicates)
+
+
+def _load_json(file: str, text: bytes) -> dict:
+    """The header JSON as an object; every way it can fail is an InvalidHeaderError."""
+    try:
+        header = loads_unique(text.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise errors.InvalidHeaderError(f"{file}: header is not valid UTF-8 (byte {e.start})") from None
+    except DuplicateKeyError as e:
+        raise errors.InvalidHeaderError(f"{file}: header has the key {_short(e.args[0])} twice") from None
+    except RecursionError:
+        raise errors.InvalidHeaderError(f"{file}: header is not valid JSON (nested too deeply)") from None
+    except ValueError as e:  # JSONDecodeError, and ints longer than Python's int_max_str_digits
+        reason = f"{e.msg} at byte {e.pos}" if isinstance(e, json.JSONDecodeError) else "a number is too long"
+        raise errors.InvalidHeaderError(f"{file}: header is not valid JSON ({reason})") from None
+    if not isinstance(header, dict):
+        raise errors.InvalidHeaderError(f"{file}: header is not a JSON object")
+    return header
 
 
 def _check_header_length(file: str, n: int, file_size: int | None) -> None:
@@ -90,20 +132,28 @@ def _check_header_length(file: str, n: int, file_size: int | None) -> None:
 
 
 def _parse_entry(file: str, name: str, entry: object, data_start: int, data_size: int | None) -> SourceTensor:
-    where = f"{file}: tensor {name!r}"
+    where = f"{file}: tensor {_short(name)}"
+    if not name.isprintable():  # control characters, or lone surrogates from a "\udc80" escape
+        raise errors.InvalidHeaderError(f"{where}: the name is not printable Unicode")
     if not isinstance(entry, dict):
         raise errors.InvalidHeaderError(f"{where}: entry is not an object")
     dtype = entry.get("dtype")
-    if dtype not in DTYPE_SIZES:
-        raise errors.InvalidHeaderError(f"{where}: unknown dtype {dtype!r}")
+    if not isinstance(dtype, str) or dtype not in DTYPE_SIZES:
+        raise errors.InvalidHeaderError(f"{where}: unknown dtype {_short(dtype)}")
     shape = entry.get("shape")
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
         raise errors.InvalidHeaderError(f"{where}: shape must be a list of non-negative integers")
+    if len(shape) > MAX_DIMS:
+        raise errors.InvalidHeaderError(f"{where}: shape has {len(shape)} dimensions, more than {MAX_DIMS}")
+    if any(d > MAX_DIM for d in shape):
+        raise errors.InvalidHeaderError(f"{where}: shape {_short(shape)} has a dimension over {MAX_DIM}")
     offsets = entry.get("data_offsets")
     if (not isinstance(offsets, list) or len(offsets) != 2
             or not all(type(o) is int and o >= 0 for o in offsets) or offsets[0] > offsets[1]):
         raise errors.InvalidHeaderError(f"{where}: data_offsets must be two ascending non-negative integers")
     begin, end = offsets
+    if end > MAX_DIM:
+        raise errors.InvalidHeaderError(f"{where}: data_offsets {_short(end)} is too large")
     expected = math.prod(shape) * DTYPE_SIZES[dtype]
     if end - begin != expected:
         raise errors.InvalidHeaderError(
@@ -112,6 +162,12 @@ def _parse_entry(file: str, name: str, entry: object, data_start: int, data_size
         raise errors.InvalidHeaderError(f"{where}: data ends at {end}, past the end of the file data ({data_size})")
     return SourceTensor(file=file, name=name, dtype=dtype, shape=tuple(shape),
                         start=data_start + begin, end=data_start + end)
+
+
+def _short(value: object, limit: int = 60) -> str:
+    """repr of a value from the file, cut so a hostile one cannot flood the error line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 async def read_header(source: ByteSource, file: str, file_size: int | None) -> tuple[list[SourceTensor], bytes]:

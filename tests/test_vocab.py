@@ -227,7 +227,7 @@ def test_vocab_size_smaller_than_bpe_tokenizer(tmp_path):
     config = json.loads(files["config.json"])
     config["vocab_size"] = 50000
     files["config.json"] = json.dumps(config).encode()
-    with pytest.raises(errors.InvalidConfigError, match="vocab_size"):
+    with pytest.raises(errors.ConfigMismatchError, match="vocab_size"):
         write_vocab(tmp_path, files)
 
 
