@@ -11,6 +11,7 @@ import os
 
 from . import errors
 from .errors import HfstreamError
+from .settings import parse_size
 from .pipeline import DEFAULT_MAX_MEMORY, ConvertResult, Options, Progress, run
 
 __all__ = ["convert", "ConvertResult", "Progress", "HfstreamError", "errors"]
@@ -36,6 +37,10 @@ def convert(
     tensor_types: tuple[str, ...] | list[str] = (),
     output_tensor_type: str | None = None,
     token_embedding_type: str | None = None,
+    split_max_size: int | str = 0,
+    split_max_tensors: int = 0,
+    retries: int = 8,
+    read_timeout: float = 60.0,
 ) -> ConvertResult:
     """Convert ``repo_id`` at ``revision`` to a GGUF file, streaming the weights from the Hub.
 
@@ -56,6 +61,10 @@ def convert(
         imatrix: llama-imatrix output (GGUF or legacy .dat) for the llama-quantize types.
         tensor_types: ``PATTERN=TYPE`` overrides (regex searched in the GGUF tensor name, first match wins).
         output_tensor_type, token_embedding_type: types of ``output.weight`` / ``token_embd.weight``.
+        split_max_size, split_max_tensors: write shards of at most this many bytes (``"2G"`` works) /
+            tensors, in llama.cpp's split format (``-00001-of-0000N.gguf``); ``result.paths`` lists them.
+        retries, read_timeout: attempts per request on transient failures; seconds of silence that
+            count as a stalled connection.
 
     Returns a ConvertResult (path, commit sha, tensor count, bytes fetched and written, seconds).
     Raises an ``hfstream.errors.HfstreamError`` subclass for every expected failure; no partial
@@ -65,5 +74,6 @@ def convert(
                    dry_run=dry_run, force=force, bpe_pre=bpe_pre, connections=connections, threads=threads,
                    max_memory=max_memory, on_progress=on_progress, imatrix=imatrix,
                    tensor_types=tuple(tensor_types), output_tensor_type=output_tensor_type,
-                   token_embedding_type=token_embedding_type)
+                   token_embedding_type=token_embedding_type, split_max_size=parse_size(split_max_size),
+                   split_max_tensors=split_max_tensors, retries=retries, read_timeout=read_timeout)
     return run(repo_id, opts)

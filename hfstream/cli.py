@@ -16,11 +16,12 @@ from .quant import OUTTYPE_CHOICES
 
 
 def _size(text: str) -> int:
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)(i?[bB])?\s*", text)
-    if not m:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 256M, 1G)")
-    scale = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[m.group(2).lower()]
-    return int(float(m.group(1)) * scale)
+    from .settings import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _positive(text: str) -> int:
@@ -61,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--threads", type=_positive, default=None, help="CPU threads (default: all cores)")
     c.add_argument("--max-memory", type=_size, default=DEFAULT_MAX_MEMORY,
                    help="bound on bytes in flight (default 256M)")
+    c.add_argument("--split-max-size", type=_size, default=0, metavar="SIZE",
+                   help="split the output into shards of at most SIZE (e.g. 2G), llama.cpp's gguf-split format")
+    c.add_argument("--split-max-tensors", type=_positive, default=0, metavar="N",
+                   help="split the output into shards of at most N tensors")
     c.add_argument("--retries", type=_positive, default=8,
                    help="attempts per request on connection errors, 408/429/5xx and truncated bodies (default 8)")
     c.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
@@ -112,7 +117,8 @@ def _convert(args: argparse.Namespace) -> int:
                    threads=args.threads, max_memory=args.max_memory, retries=args.retries,
                    read_timeout=args.timeout, on_progress=bar.update if bar else None, imatrix=args.imatrix,
                    tensor_types=tuple(args.tensor_types), output_tensor_type=args.output_tensor_type,
-                   token_embedding_type=args.token_embedding_type)
+                   token_embedding_type=args.token_embedding_type, split_max_size=args.split_max_size,
+                   split_max_tensors=args.split_max_tensors)
     try:
         result = run(args.repo, opts)
     finally:
@@ -122,7 +128,8 @@ def _convert(args: argparse.Namespace) -> int:
         _print_plan(result)
     else:
         mb = result.bytes_fetched / 1e6
-        print(f"{result.path}  ({result.tensor_count} tensors, {result.output_size / 1e6:.1f} MB written, "
+        shown = result.path if len(result.paths) <= 1 else f"{result.path} (+{len(result.paths) - 1} more shards)"
+        print(f"{shown}  ({result.tensor_count} tensors, {result.output_size / 1e6:.1f} MB written, "
               f"{mb:.1f} MB fetched, {result.seconds:.1f} s, commit {result.commit_sha[:12]})")
     return 0
 

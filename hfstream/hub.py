@@ -39,12 +39,32 @@ class Snapshot:
         return f"{self.endpoint}/{self.repo_id}/resolve/{self.sha}/{quote(path)}"
 
 
-def resolve(repo_id: str, revision: str, endpoint: str, token: str | None) -> Snapshot:
+def resolve(repo_id: str, revision: str, endpoint: str, token: str | None, *, retries: int = 8,
+            max_wait: float = 300.0) -> Snapshot:
     """Pin ``revision`` of ``repo_id`` to a commit sha and list its files with sizes.
 
-    Raises RepoNotFoundError, RevisionNotFoundError, AuthRequiredError (gated, no
-    token), AccessDeniedError (token without access) or NetworkError.
+    Transient answers (429, 5xx, connection errors) are retried with backoff, honouring
+    ``Retry-After`` and the Hub's ``RateLimit: ...;t=N``. Raises RepoNotFoundError,
+    RevisionNotFoundError, AuthRequiredError (gated, no token), AccessDeniedError (token
+    without access), or a NetworkError subclass once the retries are spent.
     """
+    import random
+    import time
+
+    delay = 0.5
+    for attempt in range(retries + 1):
+        try:
+            return _resolve_once(repo_id, revision, endpoint, token)
+        except errors.NetworkError as e:
+            if attempt == retries:
+                raise
+            wait = getattr(e, "wait_seconds", None) or delay * (0.5 + random.random())
+            time.sleep(min(wait, max_wait))
+            delay = min(delay * 2, 30.0)
+    raise AssertionError("unreachable")
+
+
+def _resolve_once(repo_id: str, revision: str, endpoint: str, token: str | None) -> Snapshot:
     from huggingface_hub import HfApi
     from huggingface_hub import errors as hf_errors
 
@@ -81,9 +101,13 @@ def resolve(repo_id: str, revision: str, endpoint: str, token: str | None) -> Sn
                 f"your token has no access to {repo_id}: request access at {endpoint}/{repo_id}"
             ) from None
         if status == 429:
-            raise errors.RateLimitedError(f"rate-limited by {endpoint} while resolving {repo_id}") from None
+            err: errors.NetworkError = errors.RateLimitedError(f"rate-limited by {endpoint} while resolving {repo_id}")
+            err.wait_seconds = _asked_wait(e.response.headers)  # type: ignore[attr-defined]
+            raise err from None
         if status is not None and status >= 500:
-            raise errors.ServerError(f"{endpoint} answered {status} while resolving {repo_id}") from None
+            err = errors.ServerError(f"{endpoint} answered {status} while resolving {repo_id}")
+            err.wait_seconds = _asked_wait(e.response.headers)  # type: ignore[attr-defined]
+            raise err from None
         raise errors.NetworkError(f"resolving {repo_id}@{revision} failed: HTTP {status}") from None
     except OSError as e:  # connection refused, DNS, timeouts (httpx errors subclass neither; see below)
         raise errors.NetworkError(f"cannot reach {endpoint}: {_first_line(e)}") from None
@@ -96,6 +120,17 @@ def resolve(repo_id: str, revision: str, endpoint: str, token: str | None) -> Sn
         raise errors.NetworkError(f"{endpoint} did not return a commit sha for {repo_id}@{revision}")
     files = {s.rfilename: s.size for s in (info.siblings or [])}
     return Snapshot(repo_id=repo_id, revision=revision, sha=info.sha, endpoint=endpoint, files=files)
+
+
+def _asked_wait(headers) -> float | None:
+    """Seconds the server asked for: ``Retry-After``, or the Hub's ``RateLimit: "api";r=0;t=N``."""
+    import re
+
+    retry_after = headers.get("Retry-After", "")
+    if retry_after.strip().isdigit():
+        return float(retry_after)
+    m = re.search(r"\bt=(\d+)", headers.get("RateLimit", ""))
+    return float(m.group(1)) if m else None
 
 
 def _first_line(e: BaseException) -> str:

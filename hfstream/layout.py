@@ -1,8 +1,9 @@
 """The whole GGUF file laid out before any tensor data moves.
 
-Header, metadata and tensor infos are serialized by the ``gguf`` package's writer
-(so their bytes are exactly what llama.cpp's converter writes); the data section
-starts at the next alignment boundary and every tensor sits at a padded offset.
+Header, metadata and tensor infos are serialized exactly as the ``gguf`` package's writer
+(what llama.cpp's converter uses) writes them; the data section starts at the next
+alignment boundary and every tensor sits at a padded offset. A split output is several
+files in llama.cpp's gguf-split format: all metadata in the first, ``split.*`` keys in each.
 """
 
 from __future__ import annotations
@@ -13,46 +14,86 @@ from dataclasses import dataclass
 
 import gguf
 from gguf import GGUFValueType
+from gguf.gguf_writer import GGUFValue
 from gguf.gguf_writer import WriterState
 
 from .plan import Plan
 
 
 @dataclass(frozen=True)
-class Layout:
+class FileLayout:
+    """One output file: its header bytes, where its data starts, its size."""
+
     header: bytes
     #: absolute offset of the data section (header padded to the alignment)
     data_offset: int
-    #: tensor name -> absolute offset of its data in the file
-    offsets: dict[str, int]
     total_size: int
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Every output file (one, or the shards of a split output) laid out."""
+
+    files: tuple[FileLayout, ...]
+    #: tensor name -> absolute offset of its data in its file
+    offsets: dict[str, int]
+    #: tensor name -> index of the file it is in
+    file_of: dict[str, int]
+
+    @property
+    def header(self) -> bytes:
+        return self.files[0].header
+
+    @property
+    def data_offset(self) -> int:
+        return self.files[0].data_offset
+
+    @property
+    def total_size(self) -> int:
+        """Bytes of all files together."""
+        return sum(f.total_size for f in self.files)
 
 
 def layout(plan: Plan) -> Layout:
     w = plan.writer
-    header = _serialize_header(w)
     align = w.data_alignment
-    data_offset = gguf.GGUFWriter.ggml_pad(len(header), align)
+    files = []
     offsets: dict[str, int] = {}
-    pos = data_offset
-    for t in plan.tensors:
-        offsets[t.name] = pos
-        pos += gguf.GGUFWriter.ggml_pad(t.nbytes, align)
-    return Layout(header=header, data_offset=data_offset, offsets=offsets, total_size=pos)
+    file_of: dict[str, int] = {}
+    sizes = {t.name: t.nbytes for t in plan.tensors}
+    for i, shard in enumerate(w.tensors):
+        header = _serialize_header(w, i)
+        data_offset = gguf.GGUFWriter.ggml_pad(len(header), align)
+        pos = data_offset
+        for name in shard:
+            offsets[name] = pos
+            file_of[name] = i
+            pos += gguf.GGUFWriter.ggml_pad(sizes[name], align)
+        files.append(FileLayout(header=header, data_offset=data_offset, total_size=pos))
+    return Layout(files=tuple(files), offsets=offsets, file_of=file_of)
 
 
-def _serialize_header(w: gguf.GGUFWriter) -> bytes:
-    """Magic, version, counts, KV pairs and tensor infos, byte for byte as ``GGUFWriter`` writes them.
+def _shard_kv(w: gguf.GGUFWriter, index: int) -> dict:
+    """The KV pairs of one file: all of them in the first, and the split keys in every shard (as gguf-split)."""
+    if len(w.tensors) == 1:
+        return w.kv_data[0]
+    kv = dict(w.kv_data[0]) if index == 0 else {}
+    kv[gguf.Keys.Split.LLM_KV_SPLIT_NO] = GGUFValue(index, GGUFValueType.UINT16)
+    kv[gguf.Keys.Split.LLM_KV_SPLIT_COUNT] = GGUFValue(len(w.tensors), GGUFValueType.UINT16)
+    kv[gguf.Keys.Split.LLM_KV_SPLIT_TENSORS_COUNT] = GGUFValue(sum(len(t) for t in w.tensors), GGUFValueType.INT32)
+    return kv
+
+
+def _serialize_header(w: gguf.GGUFWriter, index: int = 0) -> bytes:
+    """Magic, version, counts, KV pairs and tensor infos of file ``index``, byte for byte as ``GGUFWriter``.
 
     The KV block is packed here rather than by the writer's generic per-value ``_pack_val``: a
     128k-token vocabulary with 280k merges took seconds that way. Values of a shape this fast path
     does not know (nested arrays) go through the writer's own packer.
     """
-    if len(w.tensors) != 1 or len(w.kv_data) != 1:
-        raise ValueError("split outputs are laid out per shard")
     if w.endianess != gguf.GGUFEndian.LITTLE:
         raise ValueError("only little-endian GGUF is written")
-    tensors, kv = w.tensors[0], w.kv_data[0]
+    tensors, kv = w.tensors[index], _shard_kv(w, index)
     parts = [struct.pack("<IIQQ", gguf.GGUF_MAGIC, gguf.GGUF_VERSION, len(tensors), len(kv))]
     for key, v in kv.items():
         parts.append(_pack_str(key))
@@ -99,15 +140,15 @@ def _pack_value(w: gguf.GGUFWriter, value, vtype: GGUFValueType, sub_type: GGUFV
     return w._pack_val(value, vtype, add_vtype=False, sub_type=sub_type)
 
 
-def _serialize_header_with_writer(w: gguf.GGUFWriter) -> bytes:
-    """The same bytes through gguf's own writer (slow on big vocabularies); the tests compare the two."""
-    buf = io.BytesIO()
-    saved = (w.fout, w.state)
-    w.fout, w.state = [buf], WriterState.EMPTY
-    try:
-        w.write_header_to_file()
-        w.write_kv_data_to_file()
-        w.write_ti_data_to_file()
-    finally:
-        w.fout, w.state = saved
-    return buf.getvalue()
+def _serialize_header_with_writer(w: gguf.GGUFWriter) -> list[bytes]:
+    """Every file's header through gguf's own writer (slow on big vocabularies); the tests compare the two."""
+    import copy
+
+    w = copy.copy(w)
+    w.kv_data = [dict(w.kv_data[0])]
+    bufs = [io.BytesIO() for _ in w.tensors]
+    w.fout, w.state = bufs, WriterState.EMPTY
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
+    return [b.getvalue() for b in bufs]

@@ -25,6 +25,7 @@ from gguf import GGMLQuantizationType as QT
 
 from . import errors, hub, mixplan, settings
 from .arch import family_for
+from .hfconfig import load_config
 from .fetch import ByteSource, HubSource
 from .layout import Layout, layout
 from .plan import Plan, PlannedTensor, make_plan, weight_files
@@ -41,7 +42,7 @@ DEFAULT_MAX_MEMORY = 256 * 1024 * 1024
 class ConvertResult:
     """What a conversion did."""
 
-    #: the written GGUF (for a dry run: where it would be written)
+    #: the written GGUF, the first shard of a split output (for a dry run: where it would be written)
     path: Path
     repo_id: str
     revision: str
@@ -53,6 +54,8 @@ class ConvertResult:
     seconds: float
     output_size: int
     dry_run: bool = False
+    #: every file written: [path], or the shards of a split output in order
+    paths: list[Path] = field(default_factory=list)
     #: (name, GGUF shape, type name, bytes) per tensor, in file order
     tensors: list[tuple[str, tuple[int, ...], str, int]] = field(default_factory=list)
     #: bytes of tensor data the conversion fetches (the dry run's estimate, the real run's need)
@@ -92,6 +95,9 @@ class Options:
     #: seconds without a byte before a connection counts as stalled and is retried
     read_timeout: float = 60.0
     on_progress: Callable[[Progress], None] | None = None
+    #: split the output into shards of at most this many bytes / tensors (0: no limit), as gguf-split does
+    split_max_size: int = 0
+    split_max_tensors: int = 0
     #: llama-quantize mixes only: an importance matrix file, PATTERN=TYPE overrides, output/embedding types
     imatrix: str | os.PathLike | None = None
     tensor_types: tuple[str, ...] = ()
@@ -114,7 +120,8 @@ async def _convert(repo_id: str, opts: Options) -> ConvertResult:
     else:
         endpoint = (opts.endpoint or settings.endpoint()).rstrip("/")
         token = settings.token(opts.token)
-        snapshot = await asyncio.to_thread(hub.resolve, repo_id, opts.revision, endpoint, token)
+        snapshot = await asyncio.to_thread(hub.resolve, repo_id, opts.revision, endpoint, token,
+                                           retries=opts.retries)
         source = HubSource(snapshot, token, connections=opts.connections, retries=opts.retries,
                            connect_timeout=opts.connect_timeout, read_timeout=opts.read_timeout)
 
@@ -124,19 +131,21 @@ async def _convert(repo_id: str, opts: Options) -> ConvertResult:
         headers, heads = await _headers(source, snapshot, shards)
         plan = make_plan(repo_name=snapshot.name, files=files, headers=headers, shards=shards,
                          outtype=opts.outtype, bpe_pre=opts.bpe_pre,
-                         source=(snapshot.repo_id, snapshot.sha) if snapshot.sha else None, quant_opts=quant_opts)
+                         source=(snapshot.repo_id, snapshot.sha) if snapshot.sha else None, quant_opts=quant_opts,
+                         split_max_tensors=opts.split_max_tensors, split_max_size=opts.split_max_size)
         lay = layout(plan)
         del files, headers
         _return_freed_memory()
         final = output_path(opts.outfile, plan)
+        paths = output_paths(final, lay)
         result = ConvertResult(
-            path=final, repo_id=repo_id, revision=opts.revision, commit_sha=snapshot.sha,
+            path=paths[0], paths=paths, repo_id=repo_id, revision=opts.revision, commit_sha=snapshot.sha,
             outtype=plan.outtype.name, tensor_count=len(plan.tensors), bytes_fetched=0, bytes_written=0,
             seconds=0.0, output_size=lay.total_size, dry_run=opts.dry_run,
             tensors=[(t.name, tuple(reversed(t.shape)), t.qtype.name, t.nbytes) for t in plan.tensors],
             source_bytes=plan.source_bytes)
         if not opts.dry_run:
-            stats = await _execute(plan, lay, final, _HeadCachedSource(source, heads), opts, source.stats)
+            stats = await _execute(plan, lay, result.paths, _HeadCachedSource(source, heads), opts, source.stats)
             result.bytes_written = stats.bytes_written
             result.peak_bytes_in_flight = stats.peak
             result.units_total = stats.units_total
@@ -175,15 +184,7 @@ async def _small_files(source: ByteSource, snapshot: hub.Snapshot) -> dict[str, 
     if "config.json" not in files:
         raise errors.MissingFileError(f"{snapshot.repo_id} has no config.json")
     # Refuse an unsupported model before reading any weight header.
-    import json
-
-    try:
-        hparams = json.loads(files["config.json"])
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise errors.InvalidConfigError("config.json is not valid JSON") from None
-    if not isinstance(hparams, dict):
-        raise errors.InvalidConfigError("config.json is not a JSON object")
-    family_for(hparams)
+    family_for(load_config(files["config.json"]))
     return files
 
 
@@ -313,6 +314,8 @@ class Unit:
     offset: int
     nbytes: int
     spans: tuple[Span, ...]
+    #: which output file (shard of a split output) the unit is written to
+    file: int = 0
 
     @property
     def cost(self) -> int:
@@ -321,7 +324,7 @@ class Unit:
         return sum(s.nbytes for s in self.spans) + 2 * 4 * values + self.nbytes
 
 
-def units_for(t: PlannedTensor, offset: int, target: int) -> list[Unit]:
+def units_for(t: PlannedTensor, offset: int, target: int, file: int = 0) -> list[Unit]:
     """Cut a tensor into row blocks of about ``target`` bytes of cost; a Stack part never shares a unit.
 
     Blocks are aligned to what the node allows (whole heads for permuted q/k, whole experts at
@@ -332,7 +335,7 @@ def units_for(t: PlannedTensor, offset: int, target: int) -> list[Unit]:
     row_bytes = t.nbytes // rows if rows else 0
     align = node.row_align()
     if align is None or rows <= align:
-        return [Unit(t, 0, rows, offset, t.nbytes, tuple(node.spans(0, rows)))]
+        return [Unit(t, 0, rows, offset, t.nbytes, tuple(node.spans(0, rows)), file)]
     part = node.part_rows if isinstance(node, Stack) else rows
     per_row = max(1, (sum(s.nbytes for s in node.spans(0, align)) + 8 * align * node.cols + align * row_bytes) // align)
     block = max(align, (target // per_row) // align * align)
@@ -341,7 +344,8 @@ def units_for(t: PlannedTensor, offset: int, target: int) -> list[Unit]:
     for p0 in range(0, rows, part):
         for r0 in range(p0, p0 + part, block):
             r1 = min(r0 + block, p0 + part)
-            units.append(Unit(t, r0, r1, offset + r0 * row_bytes, (r1 - r0) * row_bytes, tuple(node.spans(r0, r1))))
+            units.append(Unit(t, r0, r1, offset + r0 * row_bytes, (r1 - r0) * row_bytes, tuple(node.spans(r0, r1)),
+                              file))
     return units
 
 
@@ -381,23 +385,40 @@ def _keep_partial(exc: BaseException) -> bool:
     return isinstance(exc, (errors.NetworkError, errors.OutputWriteError))
 
 
-async def _execute(plan: Plan, lay: Layout, final: Path, source, opts: Options, fetch_stats=None) -> _ExecStats:
-    identity = hashlib.sha256(lay.header + _weights_digest(plan)).hexdigest()[:32]
-    out = OutputFile(final, lay.total_size, identity=identity, force=opts.force)
+def output_paths(final: Path, lay: Layout) -> list[Path]:
+    """The output file, or the shards of a split output named as llama.cpp's gguf-split names them."""
+    if len(lay.files) == 1:
+        return [final]
+    n = len(lay.files)
+    return [final.with_name(f"{final.stem}-{i + 1:05d}-of-{n:05d}{final.suffix}") for i in range(n)]
+
+
+async def _execute(plan: Plan, lay: Layout, finals: list[Path], source, opts: Options,
+                   fetch_stats=None) -> _ExecStats:
+    weights = _weights_digest(plan)
+    outs: list[OutputFile] = []
+    try:
+        for path, fl in zip(finals, lay.files):
+            identity = hashlib.sha256(fl.header + weights).hexdigest()[:32]
+            outs.append(OutputFile(path, fl.total_size, identity=identity, force=opts.force))
+    except BaseException:
+        for o in outs:
+            o.abort(keep=True)
+        raise
     stats = _ExecStats()
     progress = Progress(total_bytes=lay.total_size)
     budget = _Budget(opts.max_memory)
     loop = asyncio.get_running_loop()
     pool = ThreadPoolExecutor(max_workers=opts.threads or os.cpu_count() or 1, thread_name_prefix="hfstream")
     target = _unit_target(opts.max_memory)
-    units = [u for t in plan.tensors for u in units_for(t, lay.offsets[t.name], target)]
+    units = [u for t in plan.tensors for u in units_for(t, lay.offsets[t.name], target, lay.file_of[t.name])]
     stats.units_total = len(units)
-    todo = [u for u in units if not out.is_done(u.offset, u.nbytes)]
+    todo = [u for u in units if not outs[u.file].is_done(u.offset, u.nbytes)]
     stats.units_resumed = len(units) - len(todo)
     resumed_bytes = sum(u.nbytes for u in units) - sum(u.nbytes for u in todo)
 
     def report() -> None:
-        progress.bytes_written = resumed_bytes + out.bytes_written
+        progress.bytes_written = resumed_bytes + sum(o.bytes_written for o in outs)
         progress.bytes_fetched = fetch_stats.bytes_fetched if fetch_stats else 0
         if opts.on_progress is not None:
             opts.on_progress(progress)
@@ -405,18 +426,19 @@ async def _execute(plan: Plan, lay: Layout, final: Path, source, opts: Options, 
     async def run_batch(batch: list[Unit]) -> None:
         grant = await budget.acquire(sum(u.cost for u in batch))
         try:
-            data = await _fetch_batch(batch, source, out)
+            data = await _fetch_batch(batch, source, outs)
             if data is None:  # copied file to file, nothing to compute
                 report()
                 return
             report()
-            await loop.run_in_executor(pool, _compute_and_write_all, batch, data, out)
+            await loop.run_in_executor(pool, _compute_and_write_all, batch, data, outs)
             report()
         finally:
             budget.release(grant)
 
     try:
-        out.pwrite(lay.header, 0)
+        for o, fl in zip(outs, lay.files):
+            o.pwrite(fl.header, 0)
         tasks = [asyncio.ensure_future(run_batch(b)) for b in batches(todo, target)]
         try:
             await asyncio.gather(*tasks)
@@ -425,25 +447,28 @@ async def _execute(plan: Plan, lay: Layout, final: Path, source, opts: Options, 
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
-        out.commit()
+        for o in outs:
+            o.commit()
     except BaseException as e:
         pool.shutdown(wait=True, cancel_futures=True)
-        out.abort(keep=_keep_partial(e))
+        for o in outs:
+            o.abort(keep=_keep_partial(e))
         raise
     pool.shutdown(wait=True)
     report()
-    stats.bytes_written = out.bytes_written
+    stats.bytes_written = sum(o.bytes_written for o in outs)
     stats.peak = budget.peak
     return stats
 
 
-async def _fetch_batch(batch: list[Unit], source, out: OutputFile) -> dict[Span, bytes] | None:
+async def _fetch_batch(batch: list[Unit], source, outs: list[OutputFile]) -> dict[Span, bytes] | None:
     """The bytes of every span of the batch: one request for adjacent spans, else one per span.
 
     A lone raw-copy unit from a local file goes file to file instead (returns None).
     """
     if len(batch) == 1 and _raw_copy(batch[0]) and batch[0].tensor.qtype != QT.BF16:
         (span,) = batch[0].spans
+        out = outs[batch[0].file]
         if source.copy_to(span.file, span.start, span.nbytes, out.fileno(), batch[0].offset):
             out.record(batch[0].offset, batch[0].nbytes, zlib.crc32(os.pread(out.fileno(), span.nbytes,
                                                                                 batch[0].offset)))
@@ -476,7 +501,7 @@ def _raw_copy(u: Unit) -> bool:
 _SAME_TYPE = {"F32": QT.F32, "F16": QT.F16, "BF16": QT.BF16}
 
 
-def _compute_and_write_all(batch: list[Unit], data: dict[Span, bytes], out: OutputFile) -> None:
+def _compute_and_write_all(batch: list[Unit], data: dict[Span, bytes], outs: list[OutputFile]) -> None:
     for u in batch:
         if _raw_copy(u):
             (span,) = u.spans
@@ -489,8 +514,8 @@ def _compute_and_write_all(batch: list[Unit], data: dict[Span, bytes], out: Outp
             encoded = memoryview(q if q.flags["C_CONTIGUOUS"] else np.ascontiguousarray(q)).cast("B")
         if encoded.nbytes != u.nbytes:
             raise errors.InvalidHeaderError(f"{u.tensor.name}: encoded {encoded.nbytes} bytes, planned {u.nbytes}")
-        out.pwrite(encoded, u.offset)
-        out.record(u.offset, u.nbytes, zlib.crc32(encoded))
+        outs[u.file].pwrite(encoded, u.offset)
+        outs[u.file].record(u.offset, u.nbytes, zlib.crc32(encoded))
 
 
 def _quiet_bf16_nans(raw: memoryview) -> memoryview:

@@ -49,3 +49,22 @@ def quant_engine() -> str | None:
     """``HFSTREAM_QUANT_ENGINE``: "ggml" or "numpy" to force a quantization engine (default: ggml if it loads)."""
     value = os.environ.get("HFSTREAM_QUANT_ENGINE", "").strip().lower()
     return value or None
+
+
+def ggml_library() -> str | None:
+    """``HFSTREAM_GGML_LIB``: a libggml-base shared library to quantize with instead of libggml-python's
+    (e.g. a newer ggml, whose IQ1_M matches a newer llama-quantize)."""
+    return os.environ.get("HFSTREAM_GGML_LIB", "").strip() or None
+
+
+def parse_size(text: str | int) -> int:
+    """``256M``, ``1.5G``, ``4096``, ``2GiB`` -> bytes (binary multiples, as llama.cpp's --split-max-size)."""
+    import re
+
+    if isinstance(text, int):
+        return text
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)(i?[bB])?\s*", text)
+    if not m:
+        raise ValueError(f"not a size: {text!r} (e.g. 256M, 2G)")
+    scale = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[m.group(2).lower()]
+    return int(float(m.group(1)) * scale)

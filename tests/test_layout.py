@@ -30,5 +30,5 @@ def test_fast_header_packing_equals_gguf_writer(repo, fresh_hub):
                              source=(snap.repo_id, snap.sha))
 
     plan = asyncio.run(plan_for())
-    assert _serialize_header(plan.writer) == _serialize_header_with_writer(plan.writer)
-    assert layout(plan).header == _serialize_header_with_writer(plan.writer)
+    assert [_serialize_header(plan.writer)] == _serialize_header_with_writer(plan.writer)
+    assert [layout(plan).header] == _serialize_header_with_writer(plan.writer)
