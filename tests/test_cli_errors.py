@@ -68,8 +68,27 @@ def test_gated_repo_converts_with_a_token_that_has_access(hub, tmp_path):
                           env=cli_env(hub, HF_TOKEN="hf_fixture_good", HF_HOME=str(tmp_path / "hf")),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert (tmp_path / "Gated-Llama-227K-Q8_0.gguf").exists()
+    out = tmp_path / "Gated-Llama-227K-Q8_0.gguf"
+    assert out.exists()
+    # the token is in none of what the run printed or wrote
+    assert b"hf_fixture_good" not in out.read_bytes()
+    assert "hf_fixture_good" not in proc.stdout + proc.stderr
+    for p in tmp_path.rglob("*"):
+        if p.is_file():
+            assert b"hf_fixture_good" not in p.read_bytes(), p
     log = hub.log
-    assert any(e["authorization"] for e in log if e["origin"] == "hub")
-    # the token never reaches the storage host
+    assert any(e["auth_token"] == "hf_fixture_good" for e in log if e["origin"] == "hub")
+    # the token never reaches the storage host (a different origin, as the Hub's CDN is)
+    assert [e for e in log if e["origin"] == "storage"]
     assert not any(e["authorization"] for e in log if e["origin"] == "storage")
+
+
+def test_errors_never_carry_the_token(hub, tmp_path):
+    """Failures after the token was used (an access error, a network error) do not echo it."""
+    secret = "hf_fixture_noaccess"
+    for args in (["hfs-test/gated-llama"], ["hfs-test/gated-llama", "--revision", "nope"]):
+        proc = subprocess.run([sys.executable, "-m", "hfstream", "convert", *args, "-o", str(tmp_path), "-q"],
+                              env=cli_env(hub, HF_TOKEN=secret, HF_HOME=str(tmp_path / "hf"), HFSTREAM_DEBUG="1"),
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode != 0
+        assert secret not in proc.stdout + proc.stderr
