@@ -13,6 +13,10 @@
 
 Idempotence: a state file remembers, per (repo, commit sha, outtype, options, hfstream version),
 what was done; an unchanged entry costs one API call (resolving the revision) and no weights.
+With ``target_repo`` each output is uploaded as soon as the conversion hands it over (and, with no
+``target_dir``, deleted from the disk right after), then one commit per entry, guarded by the head it
+was built on, adds the files and an updated model card (``publish.py``). The repo is created (or
+write access checked) before converting, so a missing write token costs no conversion.
 A lock file stops two runs from working on the same state. Each run writes a JSON report and
 exits 0 (all converted or skipped), 75 (some failed, all retryable: run again later) or 76
 (some failed for good: fix the manifest or wait for upstream).
@@ -179,25 +183,36 @@ def run_entry(entry: Entry, sha: str, convert: Callable[..., Any] | None = None)
     outcome = Outcome(repo=entry.repo, revision=entry.revision, outtype=entry.outtype, status="converted", commit=sha)
     try:
         options = dict(entry.options)
+        publisher = None
+        if entry.target_repo is not None:
+            from .publish import Publisher
+
+            # before converting: a repo we may not write to fails now, not after the conversion
+            publisher = Publisher(entry.fill(entry.target_repo), token=options.get("token"))
         if entry.target_dir is not None:
             out_dir = Path(entry.fill(entry.target_dir))
             out_dir.mkdir(parents=True, exist_ok=True)
         else:
             import tempfile
 
-            out_dir = Path(tempfile.mkdtemp(prefix="hfstream-mirror-"))
+            # named after the entry's key, so an interrupted conversion resumes from its journal on this machine
+            out_dir = Path(tempfile.gettempdir()) / f"hfstream-mirror-{entry.key(sha)}"
+            out_dir.mkdir(exist_ok=True)
         result = convert(entry.repo, outtype=entry.outtype, revision=sha, outfile=out_dir, force=True, **options)
-        outcome.outputs = [str(p) for p in getattr(result, "paths", None) or [result.path]]
-        if entry.target_repo is not None:
-            from .publish import publish
-
-            outcome.published = publish(entry.fill(entry.target_repo), [Path(p) for p in outcome.outputs],
-                                        source_repo=entry.repo, source_commit=sha, outtype=entry.outtype,
-                                        token=options.get("token"))
+        paths = [Path(p) for p in getattr(result, "paths", None) or [result.path]]
+        outcome.outputs = [str(p) for p in paths]
+        if publisher is not None:
+            # Each output goes up as soon as the conversion hands it over and, without a target_dir, leaves
+            # the disk right after. When convert reports shards as they finish, give it this same call
+            # (functools.partial(publisher.upload, delete_after=...)) as its per-shard callback.
+            for p in paths:
+                publisher.upload(p, delete_after=entry.target_dir is None)
+            outcome.published = publisher.finish(source_repo=entry.repo, source_commit=sha,
+                                                 outtype=getattr(result, "outtype", None) or entry.outtype)
             if entry.target_dir is None:
-                for p in outcome.outputs:
-                    Path(p).unlink(missing_ok=True)
                 outcome.outputs = []
+                with contextlib.suppress(OSError):
+                    out_dir.rmdir()
     except errors.HfstreamError as e:
         outcome.status, outcome.reason, outcome.retryable, outcome.exit_code = "failed", e.message, e.retryable, \
             e.exit_code
