@@ -41,6 +41,7 @@ def convert(
     split_max_tensors: int = 0,
     retries: int = 8,
     read_timeout: float = 60.0,
+    on_shard_written=None,
 ) -> ConvertResult:
     """Convert ``repo_id`` at ``revision`` to a GGUF file, streaming the weights from the Hub.
 
@@ -65,6 +66,8 @@ def convert(
             tensors, in llama.cpp's split format (``-00001-of-0000N.gguf``); ``result.paths`` lists them.
         retries, read_timeout: attempts per request on transient failures; seconds of silence that
             count as a stalled connection.
+        on_shard_written: called with each finished file (shard) as soon as it is complete; shards are
+            then written one at a time, so a callback that uploads and deletes keeps one on disk.
 
     Returns a ConvertResult (path, commit sha, tensor count, bytes fetched and written, seconds).
     Raises an ``hfstream.errors.HfstreamError`` subclass for every expected failure; no partial
@@ -75,5 +78,6 @@ def convert(
                    max_memory=max_memory, on_progress=on_progress, imatrix=imatrix,
                    tensor_types=tuple(tensor_types), output_tensor_type=output_tensor_type,
                    token_embedding_type=token_embedding_type, split_max_size=parse_size(split_max_size),
-                   split_max_tensors=split_max_tensors, retries=retries, read_timeout=read_timeout)
+                   split_max_tensors=split_max_tensors, retries=retries, read_timeout=read_timeout,
+                   on_shard_written=on_shard_written)
     return run(repo_id, opts)

@@ -198,15 +198,23 @@ def run_entry(entry: Entry, sha: str, convert: Callable[..., Any] | None = None)
             # named after the entry's key, so an interrupted conversion resumes from its journal on this machine
             out_dir = Path(tempfile.gettempdir()) / f"hfstream-mirror-{entry.key(sha)}"
             out_dir.mkdir(exist_ok=True)
+        uploaded: list[Path] = []
+
+        def shard_written(path: Path) -> None:
+            # each shard goes up as soon as it is complete and, without a target_dir, leaves the disk
+            # right after, before the next shard is even created: one shard on disk at a time
+            publisher.upload(Path(path), delete_after=entry.target_dir is None)
+            uploaded.append(Path(path))
+
+        if publisher is not None:
+            options["on_shard_written"] = shard_written
         result = convert(entry.repo, outtype=entry.outtype, revision=sha, outfile=out_dir, force=True, **options)
         paths = [Path(p) for p in getattr(result, "paths", None) or [result.path]]
         outcome.outputs = [str(p) for p in paths]
         if publisher is not None:
-            # Each output goes up as soon as the conversion hands it over and, without a target_dir, leaves
-            # the disk right after. When convert reports shards as they finish, give it this same call
-            # (functools.partial(publisher.upload, delete_after=...)) as its per-shard callback.
             for p in paths:
-                publisher.upload(p, delete_after=entry.target_dir is None)
+                if p not in uploaded:  # a convert that does not report shards (tests' doubles)
+                    publisher.upload(p, delete_after=entry.target_dir is None)
             outcome.published = publisher.finish(source_repo=entry.repo, source_commit=sha,
                                                  outtype=getattr(result, "outtype", None) or entry.outtype)
             if entry.target_dir is None:

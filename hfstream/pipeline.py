@@ -98,6 +98,8 @@ class Options:
     #: split the output into shards of at most this many bytes / tensors (0: no limit), as gguf-split does
     split_max_size: int = 0
     split_max_tensors: int = 0
+    #: called with each finished file's path, in order; shards are then written one at a time
+    on_shard_written: Callable[[Path], None] | None = None
     #: llama-quantize mixes only: an importance matrix file, PATTERN=TYPE overrides, output/embedding types
     imatrix: str | os.PathLike | None = None
     tensor_types: tuple[str, ...] = ()
@@ -395,16 +397,12 @@ def output_paths(final: Path, lay: Layout) -> list[Path]:
 
 async def _execute(plan: Plan, lay: Layout, finals: list[Path], source, opts: Options,
                    fetch_stats=None) -> _ExecStats:
+    """Write every file of the layout. With ``opts.on_shard_written`` the shards of a split output are
+    done one after another, each committed and handed to the callback (e.g. upload, then delete) before
+    the next one is even created, so the disk holds one shard at a time."""
     weights = _weights_digest(plan)
-    outs: list[OutputFile] = []
-    try:
-        for path, fl in zip(finals, lay.files):
-            identity = hashlib.sha256(fl.header + weights).hexdigest()[:32]
-            outs.append(OutputFile(path, fl.total_size, identity=identity, force=opts.force))
-    except BaseException:
-        for o in outs:
-            o.abort(keep=True)
-        raise
+    n_files = len(lay.files)
+    outs: list[OutputFile | None] = [None] * n_files
     stats = _ExecStats()
     progress = Progress(total_bytes=lay.total_size)
     budget = _Budget(opts.max_memory)
@@ -413,12 +411,11 @@ async def _execute(plan: Plan, lay: Layout, finals: list[Path], source, opts: Op
     target = _unit_target(opts.max_memory)
     units = [u for t in plan.tensors for u in units_for(t, lay.offsets[t.name], target, lay.file_of[t.name])]
     stats.units_total = len(units)
-    todo = [u for u in units if not outs[u.file].is_done(u.offset, u.nbytes)]
-    stats.units_resumed = len(units) - len(todo)
-    resumed_bytes = sum(u.nbytes for u in units) - sum(u.nbytes for u in todo)
+    groups = [[i] for i in range(n_files)] if opts.on_shard_written else [list(range(n_files))]
+    resumed_bytes = 0
 
     def report() -> None:
-        progress.bytes_written = resumed_bytes + sum(o.bytes_written for o in outs)
+        progress.bytes_written = resumed_bytes + stats.bytes_written + sum(o.bytes_written for o in outs if o)
         progress.bytes_fetched = fetch_stats.bytes_fetched if fetch_stats else 0
         if opts.on_progress is not None:
             opts.on_progress(progress)
@@ -437,26 +434,38 @@ async def _execute(plan: Plan, lay: Layout, finals: list[Path], source, opts: Op
             budget.release(grant)
 
     try:
-        for o, fl in zip(outs, lay.files):
-            o.pwrite(fl.header, 0)
-        tasks = [asyncio.ensure_future(run_batch(b)) for b in batches(todo, target)]
-        try:
-            await asyncio.gather(*tasks)
-        except BaseException:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
-        for o in outs:
-            o.commit()
+        for group in groups:
+            for i in group:
+                identity = hashlib.sha256(lay.files[i].header + weights).hexdigest()[:32]
+                outs[i] = OutputFile(finals[i], lay.files[i].total_size, identity=identity, force=opts.force)
+                outs[i].pwrite(lay.files[i].header, 0)
+            mine = [u for u in units if u.file in group]
+            todo = [u for u in mine if not outs[u.file].is_done(u.offset, u.nbytes)]
+            stats.units_resumed += len(mine) - len(todo)
+            resumed_bytes += sum(u.nbytes for u in mine) - sum(u.nbytes for u in todo)
+            tasks = [asyncio.ensure_future(run_batch(b)) for b in batches(todo, target)]
+            try:
+                await asyncio.gather(*tasks)
+            except BaseException:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                raise
+            for i in group:
+                outs[i].commit()
+                stats.bytes_written += outs[i].bytes_written
+                outs[i] = None
+                if opts.on_shard_written is not None:
+                    # blocking work (an upload) off the event loop
+                    await loop.run_in_executor(None, opts.on_shard_written, finals[i])
     except BaseException as e:
         pool.shutdown(wait=True, cancel_futures=True)
         for o in outs:
-            o.abort(keep=_keep_partial(e))
+            if o is not None:
+                o.abort(keep=_keep_partial(e))
         raise
     pool.shutdown(wait=True)
     report()
-    stats.bytes_written = sum(o.bytes_written for o in outs)
     stats.peak = budget.peak
     return stats
 

@@ -58,3 +58,21 @@ def test_llamacpp_loads_a_split_output_and_decodes_like_the_whole(fresh_hub, tmp
     parts = hfstream.convert(REPO, outtype="q8_0", outfile=tmp_path / "part.gguf", split_max_tensors=4)
     prompt = [1, 100, 200, 300]
     assert llamacpp.greedy_tokens(parts.paths[0], prompt, 8) == llamacpp.greedy_tokens(whole.path, prompt, 8)
+
+
+def test_shards_are_written_one_at_a_time_when_a_callback_takes_them(fresh_hub, tmp_path):
+    """With on_shard_written, shard i is complete (and may be deleted) before shard i+1 exists."""
+    seen = []
+
+    def taken(path):
+        on_disk = sorted(p.name for p in tmp_path.iterdir())
+        seen.append((path.name, on_disk))
+        path.unlink()  # what an upload-then-delete callback does
+
+    r = hfstream.convert(REPO, outtype="q8_0", outfile=tmp_path / "part.gguf", split_max_tensors=5,
+                         on_shard_written=taken)
+    assert [name for name, _ in seen] == [p.name for p in r.paths]
+    for name, on_disk in seen:
+        # only the finished shard is on disk: no other shard and no other .part file
+        assert on_disk == [name]
+    assert list(tmp_path.iterdir()) == []
