@@ -150,3 +150,29 @@ def test_dask_fanout_gives_the_same_outputs_as_the_serial_run(mini_hub, tmp_path
     code, outcomes = mirror(fan, engine="dask", workers=2, hub_connections=4)
     assert code == EXIT_OK and [o.status for o in outcomes] == ["converted"] * 3
     assert _digests(tmp_path / "serial") == _digests(tmp_path / "dask")
+
+
+def test_an_interrupted_run_resumes_where_it_stopped(mini_hub, tmp_path, monkeypatch):
+    """Ctrl-C during the second entry: the first is in the state file; the rerun skips it and finishes."""
+    import hfstream
+
+    hub, _ = mini_hub
+    manifest = _manifest(tmp_path, MANIFEST.format(out=tmp_path / "out"))
+    real = hfstream.convert
+    calls = {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(hfstream, "convert", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        mirror(manifest)
+    monkeypatch.setattr(hfstream, "convert", real)
+    state = json.loads(manifest.with_name(manifest.name + ".state.json").read_text())
+    assert len(state["done"]) == 1
+    code, outcomes = mirror(manifest)
+    assert code == EXIT_OK
+    assert [o.status for o in outcomes] == ["skipped", "converted", "converted"]
