@@ -26,6 +26,7 @@ binary (``tests/goldens/make_kquant_goldens.py`` says how to build one) for the 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -74,6 +75,22 @@ class KquantResult:
     output_bytes: int
     steps: list[Step] = field(default_factory=list)
     error: str = ""
+    #: sha256 over every tensor's name, type and data hash: equal for byte-identical tensors
+    tensors_sha256: str = ""
+    #: the reference's convert output type
+    intermediate: str = ""
+    #: CPU seconds the fixture Hub (this process) spent serving the run: on a small machine it competes
+    #: with the converter for the same cores, which a remote Hub does not
+    hub_cpu_s: float = 0.0
+
+
+def tensors_sha256(path: Path) -> str:
+    from tests.goldens.digest import digest_gguf
+
+    h = hashlib.sha256()
+    for t in digest_gguf(path)["tensors"]:
+        h.update(f"{t['name']} {t['type']} {t['offset']} {t['sha256']}\n".encode())
+    return h.hexdigest()
 
 
 class DiskSampler:
@@ -120,6 +137,13 @@ def allocated(root: Path) -> int:
     return total
 
 
+def _self_cpu() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def _step(name: str, cmd: list[str], env: dict, cwd: Path, log_dir: Path) -> Step:
     log_dir.mkdir(parents=True, exist_ok=True)
     run = measure(cmd, env, cwd, log_dir)
@@ -141,6 +165,7 @@ def run_case(hub: FixtureHub, model: BuiltModel, throttle: Throttle, work: Path,
     hub.clear_log()
     steps: list[Step] = []
     out = data / "out.gguf"
+    hub_cpu = _self_cpu()
     try:
         with DiskSampler(data) as disk:
             if tool == "hfstream":
@@ -166,7 +191,9 @@ def run_case(hub: FixtureHub, model: BuiltModel, throttle: Throttle, work: Path,
                     if not steps[-1].ok:
                         break
         ok = all(s.ok for s in steps) and out.is_file()
-        return KquantResult(
+        hub_cpu = _self_cpu() - hub_cpu
+        return KquantResult(hub_cpu_s=hub_cpu,tensors_sha256=tensors_sha256(out) if ok else "",
+                            intermediate=intermediate if tool == "reference" else "",
             tool=tool, outtype=outtype, model=model.repo_id, scenario=scenario, ok=ok,
             wall_s=sum(s.wall_s for s in steps), cpu_s=sum(s.cpu_s for s in steps),
             peak_rss_mib=max((s.peak_rss_mib for s in steps), default=0.0), peak_disk_bytes=disk.peak,
@@ -177,22 +204,31 @@ def run_case(hub: FixtureHub, model: BuiltModel, throttle: Throttle, work: Path,
         shutil.rmtree(job, ignore_errors=True)
 
 
+def find_quantize(explicit: str | os.PathLike | None = None) -> Path | None:
+    """The llama-quantize binary: ``explicit``, else ``$LLAMA_QUANTIZE``, else /tmp/lq/bin/llama-quantize."""
+    return next((Path(c) for c in (explicit, os.environ.get("LLAMA_QUANTIZE"), DEFAULT_QUANTIZE)
+                 if c and Path(c).is_file()), None)
+
+
 def report(results: list[KquantResult]) -> str:
-    lines = [f"{'tool':10} {'outtype':8} {'wall s':>8} {'cpu s':>8} {'peak RSS MiB':>13} {'peak disk MB':>13} "
-             f"{'output MB':>10}  steps"]
+    lines = [f"{'tool':10} {'outtype':8} {'wall s':>8} {'cpu s':>8} {'hub cpu s':>9} {'peak RSS MiB':>13} "
+             f"{'peak disk MB':>13} {'output MB':>10}  steps"]
     for r in results:
         if not r.ok:
             lines.append(f"{r.tool:10} {r.outtype:8} FAILED {r.error[:100]}")
             continue
         steps = ", ".join(f"{s.name} {s.wall_s:.1f}s" for s in r.steps)
-        lines.append(f"{r.tool:10} {r.outtype:8} {r.wall_s:8.1f} {r.cpu_s:8.1f} {r.peak_rss_mib:13.0f} "
-                     f"{r.peak_disk_bytes / MB:13.1f} {r.output_bytes / MB:10.1f}  {steps}")
+        lines.append(f"{r.tool:10} {r.outtype:8} {r.wall_s:8.1f} {r.cpu_s:8.1f} {r.hub_cpu_s:9.1f} "
+                     f"{r.peak_rss_mib:13.0f} {r.peak_disk_bytes / MB:13.1f} {r.output_bytes / MB:10.1f}  {steps}")
     by = {r.tool: r for r in results if r.ok}
     if "hfstream" in by and "reference" in by:
         h, ref = by["hfstream"], by["reference"]
         lines.append(f"reference / hfstream: wall {ref.wall_s / h.wall_s:.2f}x, "
                      f"peak disk {ref.peak_disk_bytes / max(h.peak_disk_bytes, 1):.2f}x "
                      f"(target: wall >= 2x, no input on disk)")
+        same = h.tensors_sha256 == ref.tensors_sha256
+        note = "" if ref.intermediate == "f32" else f" (expected only with an f32 intermediate, not {ref.intermediate})"
+        lines.append(f"tensors byte-identical: {'yes' if same else 'no'}{note}")
     return "\n".join(lines)
 
 
@@ -216,8 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     llama_cpp_dir = quantize_bin = None
     if not args.skip_reference:
         llama_cpp_dir = find_llama_cpp_dir(args.llama_cpp_dir)
-        quantize_bin = next((Path(c) for c in (args.quantize, os.environ.get("LLAMA_QUANTIZE"), DEFAULT_QUANTIZE)
-                             if c and Path(c).is_file()), None)
+        quantize_bin = find_quantize(args.quantize)
         why = ("convert_hf_to_gguf.py not found" if llama_cpp_dir is None else
                "llama-quantize not found (--quantize)" if quantize_bin is None else reference_missing())
         if why:
@@ -226,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
             tools.append("reference")
     model = build_model(scenario.quick_model if args.quick else scenario.model, args.root)
     print(f"kquant bench: {model.repo_id} ({model.weight_bytes / MB:.0f} MB of safetensors), "
-          f"scenario {scenario.key}: {scenario.title}, {args.outtype}", flush=True)
+          f"scenario {scenario.key}: {scenario.title}, {args.outtype}; {os.cpu_count()} cores, load average "
+          f"{os.getloadavg()[0]:.1f}", flush=True)
     work = Path(tempfile.mkdtemp(prefix="hfstream-kquant-", dir=args.work_dir))
     results = []
     try:
@@ -240,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print()
+    print(f"end: load average {os.getloadavg()[0]:.1f} (other processes on the cores skew wall times)")
     print(report(results))
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")

@@ -259,7 +259,7 @@ class Mix:
     low_bit: bool = False
     #: rules by category (a tuple key covers several categories)
     rules: Mapping[Cat, Rule] = field(default_factory=dict)
-    #: tensors of these types need an importance matrix (tensor_requires_imatrix)
+    #: its Q2_K tensors need an importance matrix too (Q2_K_S only; see NEEDS_IMATRIX for the rest)
     q2_k_needs_imatrix: bool = False
 
     @property

@@ -182,16 +182,20 @@ def _load_ggml():
     if _GGML_TRIED:
         return _GGML
     _GGML_TRIED = True
+    from .settings import ggml_library
+
     try:
         import ctypes
         import os
 
-        import libggml
+        path = ggml_library()
+        if path is None:
+            import libggml
 
-        base = os.path.dirname(libggml.__file__)
-        names = ("libggml-base.so", "libggml-base.dylib", "ggml-base.dll")
-        path = next((os.path.join(base, d, n) for d in ("lib64", "lib", "bin") for n in names
-                     if os.path.exists(os.path.join(base, d, n))), None)
+            base = os.path.dirname(libggml.__file__)
+            names = ("libggml-base.so", "libggml-base.dylib", "ggml-base.dll")
+            path = next((os.path.join(base, d, n) for d in ("lib64", "lib", "bin") for n in names
+                         if os.path.exists(os.path.join(base, d, n))), None)
         if path is None:
             return None
         lib = ctypes.CDLL(path)
@@ -200,10 +204,21 @@ def _load_ggml():
                                             ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
         lib.ggml_quantize_requires_imatrix.restype = ctypes.c_bool
         lib.ggml_quantize_requires_imatrix.argtypes = [ctypes.c_int]
+        if hasattr(lib, "ggml_version"):
+            lib.ggml_version.restype = ctypes.c_char_p
+            lib.ggml_version.argtypes = []
         _GGML = lib
-    except (ImportError, OSError, AttributeError):
+    except (ImportError, OSError, AttributeError) as e:
         _GGML = None
+        if ggml_library() is not None:
+            raise errors.UnsupportedOptionError(f"HFSTREAM_GGML_LIB={ggml_library()} cannot be used: {e}") from None
     return _GGML
+
+
+def ggml_version() -> str | None:
+    """The version of the ggml library quantization uses (None: not loaded; numpy engine)."""
+    lib = _ggml_lib()
+    return lib.ggml_version().decode() if lib is not None and hasattr(lib, "ggml_version") else None
 
 
 def _ggml_quantize(array: np.ndarray, qt: QT, imatrix: np.ndarray | None = None) -> np.ndarray:

@@ -108,7 +108,8 @@ _EXPERT_PROJS = ("down_proj", "gate_proj", "up_proj")
 class Qwen2Moe(TextFamily):
     hf_architectures = ("Qwen2MoeForCausalLM",)
     gguf_arch = gguf.MODEL_ARCH.QWEN2MOE
-    vocab_strategies = ("spm", "bpe")
+    # unlike dense Qwen, the reference's MoE classes only read tokenizer.json (never tokenizer.model)
+    vocab_strategies = ("bpe",)
 
     def __init__(self, hparams, hf_arch):
         super().__init__(hparams, hf_arch)
