@@ -30,6 +30,7 @@ test-slow: fixtures
 # make bench BENCH_ARGS='--quick --skip-reference' for a smoke run.
 bench: install
 	$(PYTHON) -m bench.run $(BENCH_ARGS)
+	$(PYTHON) -m bench.kquant $(BENCH_KQUANT_ARGS)
 
 clean:
 	rm -rf fixtures/repos demo-out bench/.cache $(STAMP) .pytest_cache
