@@ -241,6 +241,10 @@ class _Repo:
                     raise InvalidConfigError(f"{name}: invalid JSON (a number too long or nesting too deep)") from None
         return self._json[name]
 
+    def forget_json(self, name: str) -> None:
+        """Drop a cached parse (it is parsed again if asked for), to keep peak memory down."""
+        self._json.pop(name, None)
+
     def tokenizer_json(self) -> dict | None:
         data = self.json("tokenizer.json")
         if data is not None and not isinstance(data, dict):
@@ -481,6 +485,10 @@ def _add_bpe(writer: gguf.GGUFWriter, repo: _Repo, hparams: dict, bpe_pre: str |
     tj = repo.tokenizer_json()
     if tj is None:
         raise _NotThisKind
+    # The parsed JSON of a big tokenizer (~115 MB for 128k tokens) and the `tokenizers` object built
+    # from the same text (~160 MB) need not live at once: drop the parse now, read it again for merges.
+    del tj
+    repo.forget_json("tokenizer.json")
     fast = _FastTokenizer(repo)
     vocab = fast.vocab()
     vocab_size = hparams.get("vocab_size", len(vocab))
@@ -529,6 +537,7 @@ def _add_bpe(writer: gguf.GGUFWriter, repo: _Repo, hparams: dict, bpe_pre: str |
     writer.add_tokenizer_pre(bpe_pre)
     writer.add_token_list(tokens)
     writer.add_token_types(types)
+    del fast, vocab, reverse, added_vocab, added_by_id
     _SpecialVocab(repo, load_merges=True).write(writer)
 
 
