@@ -92,3 +92,13 @@ def test_errors_never_carry_the_token(hub, tmp_path):
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode != 0
         assert secret not in proc.stdout + proc.stderr
+
+
+def test_every_exit_code_is_documented_in_the_readme():
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    documented = {int(code) for code in re.findall(r"^\| (\d+) \|", readme, re.M)}
+    classes = [c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, errors.HfstreamError)]
+    assert {c.exit_code for c in classes} <= documented
