@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Iterable, Iterator, Mapping, Sequence
 import gguf
 
 from .. import errors
-from ..graph import Node
+from ..graph import Node, Stack
 from ..hfconfig import check_hparams
 
 #: Source tensors the reference drops without mapping them.
@@ -22,6 +22,47 @@ _MULTIMODAL_PREFIXES = ("mlp", "vit.", "vpm.", "siglip2.", "conformer.", "merger
 _MULTIMODAL_PARTS = ("visual.", "vision.", "audio.", "talker.", "vision_", "audio_", "token2wav.",
                      "code2wav.", "projector.", "pre_mm_projector_norm", "image_newline", "view_seperator",
                      "patch_embed", "patch_embedding", "patch_merger.", "patch_merge_mlp.", "model.connector.")
+
+
+class ExpertStacks:
+    """MoE experts arrive one tensor at a time (maybe across shards); once a layer's are all there,
+    each projection becomes one ``Stack`` over the experts, written expert by expert.
+
+    ``source`` and ``output`` are name templates with ``{bid}``, ``{xid}`` (source only) and ``{proj}``.
+    """
+
+    def __init__(self, n_experts: int, projections: Sequence[str], source: str, output: str):
+        self.n_experts = n_experts
+        self.projections = tuple(projections)
+        self.source = source
+        self.output = output
+        self._layers: dict[int, dict[str, Node]] = {}
+
+    def add(self, name: str, node: Node, bid: int | None, map_name) -> Iterator[tuple[str, Node]]:
+        """Keep ``name``; when its layer is complete, yield (output name, stack) per projection."""
+        if bid is None:
+            raise errors.UnsupportedArchitectureError(f"expert tensor {name!r} has no layer number")
+        layer = self._layers.setdefault(bid, {})
+        layer[name] = node
+        if len(layer) < self.n_experts * len(self.projections):
+            return
+        for proj in self.projections:
+            parts = []
+            for xid in range(self.n_experts):
+                key = self.source.format(bid=bid, xid=xid, proj=proj)
+                if key not in layer:
+                    raise errors.InvalidHeaderError(f"expert tensor {key!r} is missing")
+                parts.append(layer.pop(key))
+            yield map_name(self.output.format(bid=bid, proj=proj)), Stack(tuple(parts))
+        if layer:
+            raise errors.InvalidHeaderError(f"unexpected expert tensor {sorted(layer)[0]!r}")
+        del self._layers[bid]
+
+    def check_complete(self) -> None:
+        """After the last source tensor: every collected expert must have been stacked."""
+        left = sorted(n for layer in self._layers.values() for n in layer)
+        if left:
+            raise errors.InvalidHeaderError(f"incomplete expert set, e.g. {left[0]!r}")
 
 
 class TextFamily:

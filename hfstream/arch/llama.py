@@ -9,9 +9,9 @@ import gguf
 import numpy as np
 
 from .. import errors
-from ..graph import Constant, Node, PermuteHeads, Stack
+from ..graph import Constant, Node, PermuteHeads
 from . import register
-from .base import TextFamily
+from .base import ExpertStacks, TextFamily
 
 
 @register
@@ -22,7 +22,7 @@ class Llama(TextFamily):
 
     def __init__(self, hparams, hf_arch):
         super().__init__(hparams, hf_arch)
-        self._experts: dict[int, dict[str, Node]] = {}
+        self._stacks: ExpertStacks | None = None
 
     def add_hparams(self, w: gguf.GGUFWriter, file_type: int) -> None:
         super().add_hparams(w, file_type)
@@ -63,27 +63,15 @@ class Llama(TextFamily):
 
     def _collect_expert(self, name: str, node: Node, bid: int | None) -> Iterator[tuple[str, Node]]:
         """Mixtral: once all experts of a layer arrived, stack w1/w2/w3 into ffn_*_exps."""
-        n_experts = self.find(("num_local_experts",))
-        if bid is None:
-            raise errors.UnsupportedArchitectureError(f"expert tensor {name!r} has no layer number")
-        layer = self._experts.setdefault(bid, {})
-        layer[name] = node
-        if len(layer) < n_experts * 3:
-            return
-        for wid in ("w1", "w2", "w3"):
-            parts = []
-            for xid in range(n_experts):
-                key = f"model.layers.{bid}.block_sparse_moe.experts.{xid}.{wid}.weight"
-                if key not in layer:
-                    raise errors.InvalidHeaderError(f"expert tensor {key!r} is missing")
-                parts.append(layer.pop(key))
-            yield self.map_name(f"layers.{bid}.feed_forward.experts.{wid}.weight"), Stack(tuple(parts))
-        del self._experts[bid]
+        if self._stacks is None:
+            self._stacks = ExpertStacks(self.find(("num_local_experts",)), ("w1", "w2", "w3"),
+                                        "model.layers.{bid}.block_sparse_moe.experts.{xid}.{proj}.weight",
+                                        "layers.{bid}.feed_forward.experts.{proj}.weight")
+        yield from self._stacks.add(name, node, bid, self.map_name)
 
     def finish(self) -> Iterator[tuple[str, Node]]:
-        left = sorted(n for layer in self._experts.values() for n in layer)
-        if left:
-            raise errors.InvalidHeaderError(f"incomplete expert set, e.g. {left[0]!r}")
+        if self._stacks is not None:
+            self._stacks.check_complete()
         return iter(())
 
 

@@ -15,9 +15,9 @@ from typing import Iterator, Mapping
 import gguf
 
 from .. import errors
-from ..graph import Node, Stack
+from ..graph import Node
 from . import register
-from .base import TextFamily
+from .base import ExpertStacks, TextFamily
 
 
 @register
@@ -113,7 +113,7 @@ class Qwen2Moe(TextFamily):
 
     def __init__(self, hparams, hf_arch):
         super().__init__(hparams, hf_arch)
-        self._experts: dict[int, dict[str, Node]] = {}
+        self._stacks: ExpertStacks | None = None
 
     def add_hparams(self, w: gguf.GGUFWriter, file_type: int) -> None:
         super().add_hparams(w, file_type)
@@ -134,29 +134,15 @@ class Qwen2Moe(TextFamily):
 
     def _collect_expert(self, name: str, node: Node, bid: int | None) -> Iterator[tuple[str, Node]]:
         """Once all experts of a layer arrived, stack each projection over the experts."""
-        n_experts = self.find(("num_local_experts", "num_experts"))
-        if bid is None:
-            raise errors.UnsupportedArchitectureError(f"expert tensor {name!r} has no layer number")
-        layer = self._experts.setdefault(bid, {})
-        layer[name] = node
-        if len(layer) < n_experts * 3:
-            return
-        for proj in _EXPERT_PROJS:
-            parts = []
-            for xid in range(n_experts):
-                key = f"model.layers.{bid}.mlp.experts.{xid}.{proj}.weight"
-                if key not in layer:
-                    raise errors.InvalidHeaderError(f"expert tensor {key!r} is missing")
-                parts.append(layer.pop(key))
-            yield self.map_name(f"model.layers.{bid}.mlp.experts.{proj}.weight"), Stack(tuple(parts))
-        if layer:
-            raise errors.InvalidHeaderError(f"unexpected expert tensor {sorted(layer)[0]!r}")
-        del self._experts[bid]
+        if self._stacks is None:
+            self._stacks = ExpertStacks(self.find(("num_local_experts", "num_experts")), _EXPERT_PROJS,
+                                        "model.layers.{bid}.mlp.experts.{xid}.{proj}.weight",
+                                        "model.layers.{bid}.mlp.experts.{proj}.weight")
+        yield from self._stacks.add(name, node, bid, self.map_name)
 
     def finish(self) -> Iterator[tuple[str, Node]]:
-        left = sorted(n for layer in self._experts.values() for n in layer)
-        if left:
-            raise errors.InvalidHeaderError(f"incomplete expert set, e.g. {left[0]!r}")
+        if self._stacks is not None:
+            self._stacks.check_complete()
         return iter(())
 
 
