@@ -21,7 +21,7 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 
 from . import errors
-from .hub import Snapshot
+from .hub import Snapshot, asked_wait
 from .settings import MAX_SMALL_FILE_BYTES
 
 
@@ -254,15 +254,7 @@ class _Retryable(Exception):
         self.immediate = immediate
 
     def wait_seconds(self) -> float | None:
-        """Seconds the server asked us to wait: Retry-After, or the Hub's ``RateLimit: ...;t=N``."""
-        retry_after = self.headers.get("Retry-After")
-        if retry_after and retry_after.strip().isdigit():
-            return float(retry_after)
-        rate_limit = self.headers.get("RateLimit", "")
-        m = re.search(r"\bt=(\d+)", rate_limit)
-        if m:
-            return float(m.group(1))
-        return None
+        return asked_wait(self.headers)
 
 
 class _Truncated(Exception):

@@ -102,11 +102,11 @@ def _resolve_once(repo_id: str, revision: str, endpoint: str, token: str | None)
             ) from None
         if status == 429:
             err: errors.NetworkError = errors.RateLimitedError(f"rate-limited by {endpoint} while resolving {repo_id}")
-            err.wait_seconds = _asked_wait(e.response.headers)  # type: ignore[attr-defined]
+            err.wait_seconds = asked_wait(e.response.headers)  # type: ignore[attr-defined]
             raise err from None
         if status is not None and status >= 500:
             err = errors.ServerError(f"{endpoint} answered {status} while resolving {repo_id}")
-            err.wait_seconds = _asked_wait(e.response.headers)  # type: ignore[attr-defined]
+            err.wait_seconds = asked_wait(e.response.headers)  # type: ignore[attr-defined]
             raise err from None
         raise errors.NetworkError(f"resolving {repo_id}@{revision} failed: HTTP {status}") from None
     except OSError as e:  # connection refused, DNS, timeouts (httpx errors subclass neither; see below)
@@ -122,7 +122,7 @@ def _resolve_once(repo_id: str, revision: str, endpoint: str, token: str | None)
     return Snapshot(repo_id=repo_id, revision=revision, sha=info.sha, endpoint=endpoint, files=files)
 
 
-def _asked_wait(headers) -> float | None:
+def asked_wait(headers) -> float | None:
     """Seconds the server asked for: ``Retry-After``, or the Hub's ``RateLimit: "api";r=0;t=N``."""
     import re
 
