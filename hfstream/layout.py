@@ -31,19 +31,6 @@ class FileLayout:
 
 
 @dataclass(frozen=True)
-class Placement:
-    """Where every tensor's data goes, relative to its file's data section: fixed by the tensor
-    infos alone, so it is known before the metadata (the vocab) that decides where data starts."""
-
-    #: tensor name -> offset of its data from the start of its file's data section
-    offsets: dict[str, int]
-    #: tensor name -> index of the file it is in
-    file_of: dict[str, int]
-    #: bytes of each file's data section (tensors padded to the alignment)
-    data_sizes: tuple[int, ...]
-
-
-@dataclass(frozen=True)
 class Layout:
     """Every output file (one, or the shards of a split output) laid out."""
 
@@ -67,33 +54,23 @@ class Layout:
         return sum(f.total_size for f in self.files)
 
 
-def placement(plan: Plan) -> Placement:
+def layout(plan: Plan) -> Layout:
     w = plan.writer
     align = w.data_alignment
+    files = []
     offsets: dict[str, int] = {}
     file_of: dict[str, int] = {}
     sizes = {t.name: t.nbytes for t in plan.tensors}
-    data_sizes = []
     for i, shard in enumerate(w.tensors):
-        pos = 0
+        header = _serialize_header(w, i)
+        data_offset = gguf.GGUFWriter.ggml_pad(len(header), align)
+        pos = data_offset
         for name in shard:
             offsets[name] = pos
             file_of[name] = i
             pos += gguf.GGUFWriter.ggml_pad(sizes[name], align)
-        data_sizes.append(pos)
-    return Placement(offsets=offsets, file_of=file_of, data_sizes=tuple(data_sizes))
-
-
-def layout(plan: Plan, place: Placement | None = None) -> Layout:
-    """Headers (metadata complete) and absolute offsets of every file."""
-    place = place or placement(plan)
-    files = []
-    for i, data_size in enumerate(place.data_sizes):
-        header = _serialize_header(plan.writer, i)
-        data_offset = gguf.GGUFWriter.ggml_pad(len(header), plan.writer.data_alignment)
-        files.append(FileLayout(header=header, data_offset=data_offset, total_size=data_offset + data_size))
-    offsets = {name: files[place.file_of[name]].data_offset + rel for name, rel in place.offsets.items()}
-    return Layout(files=tuple(files), offsets=offsets, file_of=dict(place.file_of))
+        files.append(FileLayout(header=header, data_offset=data_offset, total_size=pos))
+    return Layout(files=tuple(files), offsets=offsets, file_of=file_of)
 
 
 def _shard_kv(w: gguf.GGUFWriter, index: int) -> dict:

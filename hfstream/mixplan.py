@@ -1,7 +1,7 @@
 """A llama-quantize mix applied to a plan: what ``llama-quantize`` does to the reference's F32 file.
 
 The plan of a mix starts as the reference converter's F32 output (same tensors, all F32, same
-keys). ``apply_types`` and ``apply_keys`` then do to it what llama-quantize does to that file:
+keys). ``apply`` then does to it what llama-quantize does to that file:
 
 - every tensor gets the type ``mixes.choose_types`` picks, and the tensors are put in
   llama-quantize's order (non-block tensors first, then block by block, names sorted);
@@ -44,10 +44,8 @@ def check_options(out: quant.OutType, opts: QuantOptions | None) -> None:
             "which follows the reference converter")
 
 
-def apply_types(out: quant.OutType, planned: list, writer: gguf.GGUFWriter, opts: QuantOptions | None) -> list:
-    """Types and order of the mix ``out``; returns the tensors in their new order.
-
-    Reads the hyperparameter keys (layer, head and expert counts) already in ``writer``."""
+def apply(out: quant.OutType, planned: list, writer: gguf.GGUFWriter, opts: QuantOptions | None) -> list:
+    """Types, order and keys of the mix ``out``; returns the tensors in their new order."""
     opts = opts or QuantOptions()
     mix = mixes.MIXES[out.name]
     kv = {k: v.value for k, v in writer.kv_data[0].items()}
@@ -87,13 +85,7 @@ def apply_types(out: quant.OutType, planned: list, writer: gguf.GGUFWriter, opts
     writer.tensors = [{}]
     for t in ordered:
         writer.add_tensor_info(t.name, t.shape, np.dtype(np.float32), t.nbytes, raw_dtype=t.qtype)
-    return ordered
 
-
-def apply_keys(out: quant.OutType, writer: gguf.GGUFWriter, opts: QuantOptions | None) -> None:
-    """The keys llama-quantize sets again at the end (after all the converter's keys), then the imatrix's."""
-    opts = opts or QuantOptions()
-    mix = mixes.MIXES[out.name]
     kv_data = writer.kv_data[0]
     kv_data.pop(gguf.Keys.General.QUANTIZATION_VERSION, None)
     kv_data.pop(gguf.Keys.General.FILE_TYPE, None)
@@ -105,6 +97,7 @@ def apply_keys(out: quant.OutType, writer: gguf.GGUFWriter, opts: QuantOptions |
                 writer.add_string(key, value)
             else:
                 writer.add_uint32(key, int(value))
+    return ordered
 
 
 def bits_per_weight(tensors: Sequence[tuple[Sequence[int], int]]) -> float:

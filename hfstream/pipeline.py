@@ -27,13 +27,13 @@ from . import errors, hub, mixplan, settings
 from .arch import family_for
 from .hfconfig import load_config
 from .fetch import ByteSource, HubSource
-from .layout import Layout, Placement, layout, placement
-from .plan import Plan, PlannedTensor, add_metadata, plan_tensors, weight_files
+from .layout import Layout, layout
+from .plan import Plan, PlannedTensor, make_plan, weight_files
 from .quant import quantize
 from .graph import Load, Span, Stack
 from .localdir import LocalSource, local_snapshot
 from .safetensors import SourceTensor, read_header
-from .writer import EarlyData, OutputFile, check_target, part_path
+from .writer import OutputFile
 
 DEFAULT_MAX_MEMORY = 256 * 1024 * 1024
 
@@ -131,43 +131,28 @@ async def _convert(repo_id: str, opts: Options) -> ConvertResult:
         files = await _small_files(source, snapshot)
         shards = _shards(snapshot, files)
         headers, heads = await _headers(source, snapshot, shards)
-        plan = plan_tensors(repo_name=snapshot.name, files=files, headers=headers, shards=shards,
-                            outtype=opts.outtype, quant_opts=quant_opts,
-                            split_max_tensors=opts.split_max_tensors, split_max_size=opts.split_max_size)
-        del headers
-        place = placement(plan)
+        plan = make_plan(repo_name=snapshot.name, files=files, headers=headers, shards=shards,
+                         outtype=opts.outtype, bpe_pre=opts.bpe_pre,
+                         source=(snapshot.repo_id, snapshot.sha) if snapshot.sha else None, quant_opts=quant_opts,
+                         split_max_tensors=opts.split_max_tensors, split_max_size=opts.split_max_size)
+        lay = layout(plan)
+        del files, headers
+        _return_freed_memory()
         final = output_path(opts.outfile, plan)
-        paths = output_paths(final, len(place.data_sizes))
-        keys = (snapshot.repo_id, snapshot.sha) if snapshot.sha else None
-
-        def finish_header() -> Layout:
-            add_metadata(plan, files, bpe_pre=opts.bpe_pre, source=keys, quant_opts=quant_opts)
-            lay = layout(plan, place)
-            _return_freed_memory()
-            return lay
-
-        if opts.dry_run:
-            lay = finish_header()
-            stats = _ExecStats()
-        else:
-            for p in paths:
-                check_target(p, opts.force)
-            # The vocabulary (a second or two on a big tokenizer) is built while the first units move.
-            header = asyncio.ensure_future(asyncio.to_thread(finish_header))
-            try:
-                stats = await _execute(plan, place, header, paths, _HeadCachedSource(source, heads), opts,
-                                       source.stats)
-            finally:
-                if not header.done():  # the stream failed first: let the thread end, keep its error quiet
-                    await asyncio.gather(header, return_exceptions=True)
-            lay = header.result()
+        paths = output_paths(final, lay)
         result = ConvertResult(
             path=paths[0], paths=paths, repo_id=repo_id, revision=opts.revision, commit_sha=snapshot.sha,
-            outtype=plan.outtype.name, tensor_count=len(plan.tensors), bytes_fetched=source.stats.bytes_fetched,
-            bytes_written=stats.bytes_written, seconds=0.0, output_size=lay.total_size, dry_run=opts.dry_run,
+            outtype=plan.outtype.name, tensor_count=len(plan.tensors), bytes_fetched=0, bytes_written=0,
+            seconds=0.0, output_size=lay.total_size, dry_run=opts.dry_run,
             tensors=[(t.name, tuple(reversed(t.shape)), t.qtype.name, t.nbytes) for t in plan.tensors],
-            source_bytes=plan.source_bytes, peak_bytes_in_flight=stats.peak, units_total=stats.units_total,
-            units_resumed=stats.units_resumed)
+            source_bytes=plan.source_bytes)
+        if not opts.dry_run:
+            stats = await _execute(plan, lay, result.paths, _HeadCachedSource(source, heads), opts, source.stats)
+            result.bytes_written = stats.bytes_written
+            result.peak_bytes_in_flight = stats.peak
+            result.units_total = stats.units_total
+            result.units_resumed = stats.units_resumed
+        result.bytes_fetched = source.stats.bytes_fetched
     result.seconds = time.monotonic() - started
     return result
 
@@ -311,14 +296,6 @@ class _Budget:
         self.held += n
         self.peak = max(self.peak, self.held)
 
-    def hold_back(self, n: int) -> None:
-        """Keep ``n`` bytes of the budget out of reach until ``give_back``."""
-        self.used += n
-
-    def give_back(self, n: int) -> None:
-        self.used -= n
-        self._wake()
-
     def _wake(self) -> None:
         while self._waiters and self.used + self._waiters[0][0] <= self.limit:
             gate, fut = self._waiters.popleft()
@@ -335,7 +312,7 @@ class Unit:
     tensor: PlannedTensor
     r0: int
     r1: int
-    #: offset of the unit's first byte from the start of its file's data section
+    #: absolute file offset of the unit's first byte
     offset: int
     nbytes: int
     spans: tuple[Span, ...]
@@ -410,101 +387,35 @@ def _keep_partial(exc: BaseException) -> bool:
     return isinstance(exc, (errors.NetworkError, errors.OutputWriteError))
 
 
-def output_paths(final: Path, n_files: int) -> list[Path]:
+def output_paths(final: Path, lay: Layout) -> list[Path]:
     """The output file, or the shards of a split output named as llama.cpp's gguf-split names them."""
-    if n_files == 1:
+    if len(lay.files) == 1:
         return [final]
-    return [final.with_name(f"{final.stem}-{i + 1:05d}-of-{n_files:05d}{final.suffix}") for i in range(n_files)]
+    n = len(lay.files)
+    return [final.with_name(f"{final.stem}-{i + 1:05d}-of-{n:05d}{final.suffix}") for i in range(n)]
 
 
-#: share of the memory budget units may hold while the header is still being built (the vocab's
-#: own peak of a few hundred MB on a big tokenizer comes on top of it)
-_EARLY_BUDGET_SHARE = 4
-
-
-class _Sink:
-    """Where encoded units go: their output file once it is open, before that the early-data file.
-
-    The output files need the header (the KV block fixes where the data section starts); units
-    that finish before it is built wait in ``EarlyData`` and are copied over when ``land`` runs.
-    """
-
-    def __init__(self, loop, pool, early: EarlyData | None):
-        self.loop, self.pool, self.early = loop, pool, early
-        self.outs: list[OutputFile | None] = []
-        self.data_offsets: list[int] = []
-        self.ready = asyncio.Event()
-        self._landing = False
-        self._early_writes = 0
-        self._early_idle = asyncio.Event()
-        self._early_idle.set()
-
-    def open(self, outs: list[OutputFile | None], data_offsets: list[int]) -> None:
-        self.outs, self.data_offsets = outs, data_offsets
-        if self.early is None:
-            self.ready.set()
-
-    async def land(self) -> None:
-        """Move the early units into the opened output files; from now on units go there directly."""
-        self._landing = True
-        await self._early_idle.wait()
-        early = self.early
-        if early is not None:
-            await self.loop.run_in_executor(self.pool, early.land, self.outs, self.data_offsets)
-        self.ready.set()
-
-    def close_early(self) -> None:
-        if self.early is not None:
-            self.early.remove()
-
-    async def write(self, encoded: list[tuple[Unit, memoryview, int]]) -> None:
-        if self.early is not None and not self._landing:
-            self._early_writes += 1
-            self._early_idle.clear()
-            try:
-                placed = [(u, view, crc, self.early.reserve(view.nbytes)) for u, view, crc in encoded]
-                await self.loop.run_in_executor(self.pool, _write_early, self.early, placed)
-            finally:
-                self._early_writes -= 1
-                if not self._early_writes:
-                    self._early_idle.set()
-            return
-        await self.ready.wait()
-        await self.loop.run_in_executor(self.pool, _write_all, encoded, self.outs, self.data_offsets)
-
-
-async def _execute(plan: Plan, place: Placement, header: asyncio.Future, finals: list[Path], source,
-                   opts: Options, fetch_stats=None) -> _ExecStats:
-    """Write every file. ``header`` (a Layout) may still be in the making: the first units are then
-    fetched, encoded and parked in an early-data file meanwhile (within a quarter of the budget).
-
-    With ``opts.on_shard_written`` the shards of a split output are done one after another, each
-    committed and handed to the callback (e.g. upload, then delete) before the next one is even
-    created, so the disk holds one shard at a time."""
-    n_files = len(place.data_sizes)
+async def _execute(plan: Plan, lay: Layout, finals: list[Path], source, opts: Options,
+                   fetch_stats=None) -> _ExecStats:
+    """Write every file of the layout. With ``opts.on_shard_written`` the shards of a split output are
+    done one after another, each committed and handed to the callback (e.g. upload, then delete) before
+    the next one is even created, so the disk holds one shard at a time."""
+    weights = _weights_digest(plan)
+    n_files = len(lay.files)
+    outs: list[OutputFile | None] = [None] * n_files
     stats = _ExecStats()
-    progress = Progress(total_bytes=sum(place.data_sizes))
+    progress = Progress(total_bytes=lay.total_size)
     budget = _Budget(opts.max_memory)
     loop = asyncio.get_running_loop()
     pool = ThreadPoolExecutor(max_workers=opts.threads or os.cpu_count() or 1, thread_name_prefix="hfstream")
     target = _unit_target(opts.max_memory)
-    units = [u for t in plan.tensors for u in units_for(t, place.offsets[t.name], target, place.file_of[t.name])]
+    units = [u for t in plan.tensors for u in units_for(t, lay.offsets[t.name], target, lay.file_of[t.name])]
     stats.units_total = len(units)
     groups = [[i] for i in range(n_files)] if opts.on_shard_written else [list(range(n_files))]
     resumed_bytes = 0
-    outs: list[OutputFile | None] = [None] * n_files
-    if any(part_path(f).exists() for f in finals):
-        await header  # a resume needs the header to recognise its own .part file: no early data
-    sink = _Sink(loop, pool, None if header.done() else EarlyData(finals[0]))
-    held_back = 0
-    if sink.early is not None:
-        held_back = budget.limit - max(1, budget.limit // _EARLY_BUDGET_SHARE)
-        budget.hold_back(held_back)
 
     def report() -> None:
         progress.bytes_written = resumed_bytes + stats.bytes_written + sum(o.bytes_written for o in outs if o)
-        if sink.early is not None:
-            progress.bytes_written += sink.early.bytes_written
         progress.bytes_fetched = fetch_stats.bytes_fetched if fetch_stats else 0
         if opts.on_progress is not None:
             opts.on_progress(progress)
@@ -512,58 +423,34 @@ async def _execute(plan: Plan, place: Placement, header: asyncio.Future, finals:
     async def run_batch(batch: list[Unit]) -> None:
         grant = await budget.acquire(sum(u.cost for u in batch))
         try:
-            data = await _fetch_batch(batch, source, sink)
-            report()
+            data = await _fetch_batch(batch, source, outs)
             if data is None:  # copied file to file, nothing to compute
+                report()
                 return
-            encoded = await loop.run_in_executor(pool, _encode_all, batch, data)
-            del data
-            await sink.write(encoded)
+            report()
+            await loop.run_in_executor(pool, _compute_and_write_all, batch, data, outs)
             report()
         finally:
             budget.release(grant)
 
-    async def open_files(group: list[int]) -> None:
-        """Create the group's output files once the header exists, and move early units in."""
-        lay: Layout = await header
-        progress.total_bytes = lay.total_size
-        weights = _weights_digest(plan)
-        for i in group:
-            identity = hashlib.sha256(lay.files[i].header + weights).hexdigest()[:32]
-            outs[i] = OutputFile(finals[i], lay.files[i].total_size, identity=identity, force=opts.force)
-            outs[i].pwrite(lay.files[i].header, 0)
-        sink.open(outs, [f.data_offset for f in lay.files])
-        if sink.early is not None:
-            await sink.land()
-            budget.give_back(held_back)
-
     try:
-        for gi, group in enumerate(groups):
+        for group in groups:
+            for i in group:
+                identity = hashlib.sha256(lay.files[i].header + weights).hexdigest()[:32]
+                outs[i] = OutputFile(finals[i], lay.files[i].total_size, identity=identity, force=opts.force)
+                outs[i].pwrite(lay.files[i].header, 0)
             mine = [u for u in units if u.file in group]
-            if gi == 0 and sink.early is not None:
-                todo = mine  # nothing to resume (no .part existed)
-                opening = asyncio.ensure_future(open_files(group))
-            else:
-                await open_files(group)
-                offsets = sink.data_offsets
-                todo = [u for u in mine if not outs[u.file].is_done(offsets[u.file] + u.offset, u.nbytes)]
-                opening = None
+            todo = [u for u in mine if not outs[u.file].is_done(u.offset, u.nbytes)]
             stats.units_resumed += len(mine) - len(todo)
             resumed_bytes += sum(u.nbytes for u in mine) - sum(u.nbytes for u in todo)
             tasks = [asyncio.ensure_future(run_batch(b)) for b in batches(todo, target)]
-            if opening is not None:
-                tasks.append(opening)
             try:
-                await asyncio.gather(*tasks)  # the first failure (a vocab error too) stops the rest
+                await asyncio.gather(*tasks)
             except BaseException:
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
                 raise
-            if sink.early is not None:
-                stats.bytes_written += sink.early.bytes_written
-                sink.close_early()
-                sink.early = None
             for i in group:
                 outs[i].commit()
                 stats.bytes_written += outs[i].bytes_written
@@ -573,7 +460,6 @@ async def _execute(plan: Plan, place: Placement, header: asyncio.Future, finals:
                     await loop.run_in_executor(None, opts.on_shard_written, finals[i])
     except BaseException as e:
         pool.shutdown(wait=True, cancel_futures=True)
-        sink.close_early()
         for o in outs:
             if o is not None:
                 o.abort(keep=_keep_partial(e))
@@ -584,19 +470,17 @@ async def _execute(plan: Plan, place: Placement, header: asyncio.Future, finals:
     return stats
 
 
-async def _fetch_batch(batch: list[Unit], source, sink: _Sink) -> dict[Span, bytes] | None:
+async def _fetch_batch(batch: list[Unit], source, outs: list[OutputFile]) -> dict[Span, bytes] | None:
     """The bytes of every span of the batch: one request for adjacent spans, else one per span.
 
-    A lone raw-copy unit from a local file goes file to file instead, once the output is open
-    (returns None).
+    A lone raw-copy unit from a local file goes file to file instead (returns None).
     """
-    if len(batch) == 1 and _raw_copy(batch[0]) and batch[0].tensor.qtype != QT.BF16 and sink.ready.is_set():
-        unit = batch[0]
-        (span,) = unit.spans
-        out = sink.outs[unit.file]
-        at = sink.data_offsets[unit.file] + unit.offset
-        if source.copy_to(span.file, span.start, span.nbytes, out.fileno(), at):
-            out.record(at, unit.nbytes, zlib.crc32(os.pread(out.fileno(), span.nbytes, at)))
+    if len(batch) == 1 and _raw_copy(batch[0]) and batch[0].tensor.qtype != QT.BF16:
+        (span,) = batch[0].spans
+        out = outs[batch[0].file]
+        if source.copy_to(span.file, span.start, span.nbytes, out.fileno(), batch[0].offset):
+            out.record(batch[0].offset, batch[0].nbytes, zlib.crc32(os.pread(out.fileno(), span.nbytes,
+                                                                                batch[0].offset)))
             return None
     spans = list(dict.fromkeys(s for u in batch for s in u.spans))
     if len(batch) > 1:
@@ -626,35 +510,21 @@ def _raw_copy(u: Unit) -> bool:
 _SAME_TYPE = {"F32": QT.F32, "F16": QT.F16, "BF16": QT.BF16}
 
 
-def _encode_all(batch: list[Unit], data: dict[Span, bytes]) -> list[tuple[Unit, memoryview, int]]:
-    """Each unit's output bytes (decoded, transformed, quantized; or passed through) and their CRC-32."""
-    encoded = []
+def _compute_and_write_all(batch: list[Unit], data: dict[Span, bytes], outs: list[OutputFile]) -> None:
     for u in batch:
         if _raw_copy(u):
             (span,) = u.spans
-            view = memoryview(data[span])
+            encoded = memoryview(data[span])
             if u.tensor.qtype == QT.BF16:
-                view = _quiet_bf16_nans(view)
+                encoded = _quiet_bf16_nans(encoded)
         else:
             array = u.tensor.node.eval_rows(data, u.r0, u.r1)
             q = quantize(array, u.tensor.qtype, weights=u.tensor.weights, first_row=u.r0)
-            view = memoryview(q if q.flags["C_CONTIGUOUS"] else np.ascontiguousarray(q)).cast("B")
-        if view.nbytes != u.nbytes:
-            raise errors.InvalidHeaderError(f"{u.tensor.name}: encoded {view.nbytes} bytes, planned {u.nbytes}")
-        encoded.append((u, view, zlib.crc32(view)))
-    return encoded
-
-
-def _write_all(encoded: list[tuple[Unit, memoryview, int]], outs: list[OutputFile], data_offsets: list[int]) -> None:
-    for u, view, crc in encoded:
-        at = data_offsets[u.file] + u.offset
-        outs[u.file].pwrite(view, at)
-        outs[u.file].record(at, u.nbytes, crc)
-
-
-def _write_early(early: EarlyData, placed: list[tuple[Unit, memoryview, int, int]]) -> None:
-    for u, view, crc, pos in placed:
-        early.write(u.file, u.offset, view, crc, pos)
+            encoded = memoryview(q if q.flags["C_CONTIGUOUS"] else np.ascontiguousarray(q)).cast("B")
+        if encoded.nbytes != u.nbytes:
+            raise errors.InvalidHeaderError(f"{u.tensor.name}: encoded {encoded.nbytes} bytes, planned {u.nbytes}")
+        outs[u.file].pwrite(encoded, u.offset)
+        outs[u.file].record(u.offset, u.nbytes, zlib.crc32(encoded))
 
 
 def _quiet_bf16_nans(raw: memoryview) -> memoryview:

@@ -46,8 +46,6 @@ class Plan:
     outtype: quant.OutType
     default_filename: str
     hf_arch: str
-    #: the architecture family that planned it (``add_metadata`` asks it for the vocab keys)
-    family: object = None
 
     @property
     def source_tensors(self) -> list[SourceTensor]:
@@ -118,25 +116,11 @@ def make_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[st
               shards: Sequence[str], outtype: str, bpe_pre: str | None = None,
               source: tuple[str, str] | None = None, quant_opts: mixplan.QuantOptions | None = None,
               split_max_tensors: int = 0, split_max_size: int = 0) -> Plan:
-    """Decide every output tensor and all metadata: ``plan_tensors`` then ``add_metadata``.
+    """Decide every output tensor and all metadata.
 
     ``files``: small repo files by name; ``headers``: parsed tensors per shard; ``shards``:
     shard order; ``source``: (repo id, commit sha) to record in our own keys; ``quant_opts``:
     type overrides and importance matrix of a llama-quantize mix (``mixplan``).
-    """
-    plan = plan_tensors(repo_name=repo_name, files=files, headers=headers, shards=shards, outtype=outtype,
-                        quant_opts=quant_opts, split_max_tensors=split_max_tensors, split_max_size=split_max_size)
-    add_metadata(plan, files, bpe_pre=bpe_pre, source=source, quant_opts=quant_opts)
-    return plan
-
-
-def plan_tensors(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[str, Sequence[SourceTensor]],
-                 shards: Sequence[str], outtype: str, quant_opts: mixplan.QuantOptions | None = None,
-                 split_max_tensors: int = 0, split_max_size: int = 0) -> Plan:
-    """Every output tensor (name, node, type, size, file order) and the keys that come before the vocab.
-
-    Cheap (no tokenizer work), so the pipeline can start moving tensor data while ``add_metadata``
-    builds the rest of the header: where each tensor sits relative to the data section is fixed here.
     """
     config_blob = files.get("config.json")
     if config_blob is None:
@@ -192,25 +176,15 @@ def plan_tensors(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping
     md.set_gguf_meta_model(writer)
     family.add_hparams(writer, int(out.file_type))
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    if out.mix:  # the F32 plan above, then the types and order llama-quantize gives it
-        planned = mixplan.apply_types(out, planned, writer, quant_opts)
-
-    filename = gguf.naming_convention(md.name, md.basename, md.finetune, md.version, md.size_label, out.label) + ".gguf"
-    return Plan(tensors=planned, writer=writer, outtype=out, default_filename=filename, hf_arch=family.hf_arch,
-                family=family)
-
-
-def add_metadata(plan: Plan, files: Mapping[str, bytes], *, bpe_pre: str | None = None,
-                 source: tuple[str, str] | None = None, quant_opts: mixplan.QuantOptions | None = None) -> None:
-    """The keys after the hyperparameters, in the reference's order: the vocabulary (the slow part:
-    a big tokenizer takes a second or two), our source keys, and the keys a llama-quantize mix moves."""
-    writer = plan.writer
-    plan.family.add_vocab(writer, files, bpe_pre)
+    family.add_vocab(writer, files, bpe_pre)
     if source is not None:
         writer.add_string(KEY_SOURCE_REPO, source[0])
         writer.add_string(KEY_SOURCE_COMMIT, source[1])
-    if plan.outtype.mix:
-        mixplan.apply_keys(plan.outtype, writer, quant_opts)
+    if out.mix:  # the F32 plan above, then what llama-quantize does to it
+        planned = mixplan.apply(out, planned, writer, quant_opts)
+
+    filename = gguf.naming_convention(md.name, md.basename, md.finetune, md.version, md.size_label, out.label) + ".gguf"
+    return Plan(tensors=planned, writer=writer, outtype=out, default_filename=filename, hf_arch=family.hf_arch)
 
 
 def _add(planned, writer, family, out, name, node, bid) -> None:

@@ -28,10 +28,6 @@ def journal_path(final: Path) -> Path:
     return final.with_name(final.name + ".part.journal")
 
 
-def early_path(final: Path) -> Path:
-    return final.with_name(final.name + ".part.early")
-
-
 class OutputFile:
     """``<final>.part`` opened for positional writes, resumed from its journal when the plan is the same."""
 
@@ -46,7 +42,10 @@ class OutputFile:
         self.done: set[tuple[int, int]] = set()
         self._fd = -1
         self._jfd = -1
-        check_target(final, force)
+        if final.exists() and not force:
+            raise errors.OutputExistsError(f"{final} already exists (use --force to overwrite)")
+        if not final.parent.is_dir():
+            raise errors.OutputWriteError(f"output directory {final.parent} does not exist")
         try:
             if not self._resume():
                 self._start_over()
@@ -181,90 +180,6 @@ class OutputFile:
                 except OSError:
                     pass
                 setattr(self, attr, -1)
-
-
-class EarlyData:
-    """Units encoded before the header was built, when nobody knows yet where the data section starts.
-
-    Their bytes are appended to ``<final>.part.early`` (beside the output, never at its name), and
-    copied into the ``.part`` file at their final offsets (in the kernel, where it can) as soon as
-    that exists; then this file goes. It is never resumed from: an interrupted run redoes them.
-    """
-
-    def __init__(self, final: Path):
-        self.path = early_path(final)
-        #: (file index, offset in that file's data section, bytes, CRC-32, position here)
-        self.records: list[tuple[int, int, int, int, int]] = []
-        self.bytes_written = 0
-        self._end = 0
-        try:
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-        except OSError as e:
-            raise _translate(e, self.path) from None
-
-    def reserve(self, nbytes: int) -> int:
-        """Where the next ``nbytes`` go (called from one thread, the event loop)."""
-        pos, self._end = self._end, self._end + nbytes
-        return pos
-
-    def write(self, file: int, rel_offset: int, data, crc: int, pos: int) -> None:
-        view = memoryview(data).cast("B")
-        nbytes, at = view.nbytes, pos
-        try:
-            while view:
-                n = os.pwrite(self._fd, view, at)
-                view, at = view[n:], at + n
-        except OSError as e:
-            raise _translate(e, self.path) from None
-        self.bytes_written += nbytes
-        self.records.append((file, rel_offset, nbytes, crc, pos))
-
-    def land(self, outs: list, data_offsets: list[int]) -> None:
-        """Copy every unit into its output file (``outs[file]``, opened) and journal it there."""
-        for file, rel, nbytes, crc, pos in self.records:
-            out = outs[file]
-            at = data_offsets[file] + rel
-            try:
-                _copy_range(self._fd, out.fileno(), nbytes, pos, at)
-            except OSError as e:
-                raise _translate(e, out.path) from None
-            out.record(at, nbytes, crc)
-
-    def remove(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            pass
-
-
-def _copy_range(src: int, dst: int, nbytes: int, src_offset: int, dst_offset: int) -> None:
-    """``nbytes`` from ``src`` to ``dst``: ``copy_file_range`` (no trip through user space) where the
-    kernel and filesystem have it, else read and write."""
-    while nbytes:
-        try:
-            n = os.copy_file_range(src, dst, nbytes, src_offset, dst_offset)
-        except (AttributeError, OSError) as e:
-            if isinstance(e, OSError) and e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL,
-                                                          errno.EOPNOTSUPP, errno.EBADF):
-                raise
-            n = 0
-        if n == 0:  # not supported here: the plain way
-            chunk = os.pread(src, min(nbytes, 16 << 20), src_offset)
-            if not chunk:
-                raise OSError(errno.EIO, "early data file is shorter than recorded")
-            n = os.pwrite(dst, chunk, dst_offset)
-        nbytes, src_offset, dst_offset = nbytes - n, src_offset + n, dst_offset + n
-
-
-def check_target(final: Path, force: bool) -> None:
-    """What ``OutputFile`` refuses, checked before anything is fetched."""
-    if final.exists() and not force:
-        raise errors.OutputExistsError(f"{final} already exists (use --force to overwrite)")
-    if not final.parent.is_dir():
-        raise errors.OutputWriteError(f"output directory {final.parent} does not exist")
 
 
 def _translate(e: OSError, path: Path) -> errors.OutputWriteError:
