@@ -234,7 +234,7 @@ class _HeadCachedSource:
             return head[start:start + length]
         if start < len(head):
             cached = head[start:]
-            return cached + await self._source.read(path, len(head), length - len(cached))
+            return b"".join((cached, await self._source.read(path, len(head), length - len(cached))))
         return await self._source.read(path, start, length)
 
 

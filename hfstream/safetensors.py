@@ -179,7 +179,7 @@ async def read_header(source: ByteSource, file: str, file_size: int | None) -> t
     first = FIRST_HEADER_READ if file_size is None else min(FIRST_HEADER_READ, file_size)
     if file_size is not None and file_size < 8:
         raise errors.InvalidHeaderError(f"{file}: {file_size} bytes is too short to be a safetensors file")
-    blob = await source.read(file, 0, first)
+    blob = bytes(await source.read(file, 0, first))
     if len(blob) < 8:
         raise errors.InvalidHeaderError(f"{file}: too short to be a safetensors file")
     (n,) = struct.unpack("<Q", blob[:8])

@@ -241,15 +241,44 @@ class _Repo:
                     raise InvalidConfigError(f"{name}: invalid JSON (a number too long or nesting too deep)") from None
         return self._json[name]
 
-    def forget_json(self, name: str) -> None:
-        """Drop a cached parse (it is parsed again if asked for), to keep peak memory down."""
-        self._json.pop(name, None)
+    def slim_tokenizer_json(self) -> None:
+        """Drop the vocabulary map from the cached tokenizer.json parse and join its merges.
+
+        A BPE vocab is read through ``tokenizers`` (its own copy of the vocabulary); what is still
+        read from the parse afterwards is small (normalizer, added tokens, post-processor) except
+        the merges, kept as joined strings, a fraction of the size of the parsed pairs. One parse,
+        and the parsed vocabulary and the ``tokenizers`` object never live at once.
+        """
+        tj = self._json.get("tokenizer.json")
+        model = tj.get("model") if isinstance(tj, dict) else None
+        if not isinstance(model, dict):
+            return
+        slim = {k: v for k, v in model.items() if k != "vocab"}
+        joined = _joined_merges(slim.get("merges"))
+        if joined is not None:
+            slim["merges"] = joined
+        tj["model"] = slim
 
     def tokenizer_json(self) -> dict | None:
         data = self.json("tokenizer.json")
         if data is not None and not isinstance(data, dict):
             raise UnsupportedTokenizerError("tokenizer.json: not a JSON object")
         return data
+
+
+def _joined_merges(merges: Any) -> list[str] | None:
+    """``model.merges`` as "a b" strings, from either spelling; None when it is neither."""
+    if not isinstance(merges, list) or not merges:
+        return None
+    if isinstance(merges[0], str):
+        return merges
+    if isinstance(merges[0], list) and len(merges[0]) == 2 and isinstance(merges[0][0], str):
+        # pairs (transformers >= 4.45): a space inside a part is written as U+0120, like byte-level BPE
+        plain = all(type(p) is list and len(p) == 2 and type(p[0]) is str and type(p[1]) is str for p in merges)
+        if plain and not any(" " in a or " " in b for a, b in merges):
+            return [f"{a} {b}" for a, b in merges]  # the common case, without a join per pair
+        return [" ".join(part.replace(" ", "\u0120") for part in pair) for pair in merges]
+    return None
 
 
 def _dict_or_empty(value: Any) -> dict:
@@ -482,13 +511,9 @@ def _bpe_pre_table() -> dict:
 
 
 def _add_bpe(writer: gguf.GGUFWriter, repo: _Repo, hparams: dict, bpe_pre: str | None) -> None:
-    tj = repo.tokenizer_json()
-    if tj is None:
+    if repo.tokenizer_json() is None:
         raise _NotThisKind
-    # The parsed JSON of a big tokenizer (~115 MB for 128k tokens) and the `tokenizers` object built
-    # from the same text (~160 MB) need not live at once: drop the parse now, read it again for merges.
-    del tj
-    repo.forget_json("tokenizer.json")
+    repo.slim_tokenizer_json()
     fast = _FastTokenizer(repo)
     vocab = fast.vocab()
     vocab_size = hparams.get("vocab_size", len(vocab))
@@ -631,15 +656,10 @@ class _SpecialVocab:
         merges = _dict_or_empty(tokenizer.get("model")).get("merges")
         if not isinstance(merges, list) or not merges:
             return
-        if isinstance(merges[0], str):
-            self.merges = merges
-        elif isinstance(merges[0], list) and len(merges[0]) == 2 and isinstance(merges[0][0], str):
-            # pairs (transformers >= 4.45): a space inside a part is written as U+0120, like byte-level BPE
-            self.merges = [
-                " ".join(part.replace(" ", "\u0120") for part in pair) for pair in merges
-            ]
-        else:
+        joined = _joined_merges(merges)
+        if joined is None:
             raise UnsupportedTokenizerError("tokenizer.json: unknown format of model.merges")
+        self.merges = joined
 
     def _from_tokenizer_files(self) -> None:
         tokenizer = self.repo.tokenizer_json()
