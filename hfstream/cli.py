@@ -33,9 +33,27 @@ def _positive(text: str) -> int:
     return n
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: ours, and which ggml quantizes (loaded only when asked)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from .quant import default_engine, ggml_origin, ggml_version
+
+        try:
+            engine = default_engine()
+        except errors.HfstreamError as e:
+            engine = f"no quantization engine: {e}"
+        if engine == "ggml":
+            engine = f"ggml {ggml_version() or '(unknown version)'} from {ggml_origin()}"
+        elif engine == "numpy":
+            engine = "gguf's numpy quantization"
+        print(f"hfstream {__version__} ({engine})")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hfstream", description="Stream Hugging Face safetensors repos into GGUF files.")
-    p.add_argument("--version", action="version", version=f"hfstream {__version__}")
+    p.add_argument("--version", action=_VersionAction, nargs=0, help="show the version and the ggml used, then exit")
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("convert", help="convert one repo to GGUF")

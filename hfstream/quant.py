@@ -168,36 +168,61 @@ def default_engine() -> str:
 
 _GGML = None
 _GGML_TRIED = False
+_GGML_ORIGIN: str | None = None
 _GGML_LOCK = threading.Lock()
 
 
 def _ggml_lib():
-    """libggml-base from the libggml-python package, with ggml_quantize_chunk's signature, or None."""
+    """A libggml-base with ggml_quantize_chunk's signature (see ``_load_ggml``), or None."""
     with _GGML_LOCK:  # worker threads ask at once: none may see "tried" before the library is set
         return _load_ggml()
 
 
+_LIB_NAMES = ("libggml-base.so", "libggml-base.dylib", "ggml-base.dll")
+
+
+def _package_library(package: str, subdirs: tuple[str, ...]) -> str | None:
+    """The libggml-base shipped inside an installed package, found without importing the package."""
+    import importlib.util
+    import os
+
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    for base in (spec.submodule_search_locations or []) if spec else []:
+        for d in subdirs:
+            for n in _LIB_NAMES:
+                path = os.path.join(base, d, n)
+                if os.path.exists(path):
+                    return path
+    return None
+
+
+def _version_tuple(text: str | None) -> tuple[int, ...]:
+    import re
+
+    m = re.match(r"(\d+)\.(\d+)\.(\d+)", text or "")
+    return tuple(int(x) for x in m.groups()) if m else ()
+
+
 def _load_ggml():
-    global _GGML, _GGML_TRIED
+    """The ggml to quantize with: ``HFSTREAM_GGML_LIB`` when set; else the newest installed one.
+
+    libggml-python (a dependency) ships one; llama-cpp-python, when installed, ships the ggml of
+    the llama.cpp it was built from, which is usually newer, and llama-quantize's bytes are the
+    ones its own ggml writes (IQ1_M's search changed after libggml-python 0.20.2's ggml). Loading
+    llama-cpp-python's copy also keeps one ggml in the process if ``llama_cpp`` is imported later.
+    """
+    global _GGML, _GGML_TRIED, _GGML_ORIGIN
     if _GGML_TRIED:
         return _GGML
     _GGML_TRIED = True
     from .settings import ggml_library
 
-    try:
-        import ctypes
-        import os
+    import ctypes
 
-        path = ggml_library()
-        if path is None:
-            import libggml
-
-            base = os.path.dirname(libggml.__file__)
-            names = ("libggml-base.so", "libggml-base.dylib", "ggml-base.dll")
-            path = next((os.path.join(base, d, n) for d in ("lib64", "lib", "bin") for n in names
-                         if os.path.exists(os.path.join(base, d, n))), None)
-        if path is None:
-            return None
+    def load(path: str):
         lib = ctypes.CDLL(path)
         lib.ggml_quantize_chunk.restype = ctypes.c_size_t
         lib.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
@@ -207,12 +232,48 @@ def _load_ggml():
         if hasattr(lib, "ggml_version"):
             lib.ggml_version.restype = ctypes.c_char_p
             lib.ggml_version.argtypes = []
-        _GGML = lib
-    except (ImportError, OSError, AttributeError) as e:
-        _GGML = None
-        if ggml_library() is not None:
-            raise errors.UnsupportedOptionError(f"HFSTREAM_GGML_LIB={ggml_library()} cannot be used: {e}") from None
+        return lib
+
+    explicit = ggml_library()
+    if explicit is not None:
+        try:
+            _GGML, _GGML_ORIGIN = load(explicit), "HFSTREAM_GGML_LIB"
+        except (OSError, AttributeError) as e:
+            raise errors.UnsupportedOptionError(f"HFSTREAM_GGML_LIB={explicit} cannot be used: {e}") from None
+        return _GGML
+
+    shipped = _package_library("libggml", ("lib64", "lib", "bin"))
+    newer = _package_library("llama_cpp", ("lib",))
+    if newer is not None:
+        try:
+            lib = load(newer)
+            mine = _version_tuple(lib.ggml_version().decode()) if hasattr(lib, "ggml_version") else ()
+            if shipped is None or mine >= _version_tuple(_distribution_version("libggml-python")):
+                _GGML, _GGML_ORIGIN = lib, "llama-cpp-python"
+                return _GGML
+        except (OSError, AttributeError):
+            pass
+    if shipped is not None:
+        try:
+            _GGML, _GGML_ORIGIN = load(shipped), "libggml-python"
+        except (OSError, AttributeError):
+            _GGML = None
     return _GGML
+
+
+def _distribution_version(name: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def ggml_origin() -> str | None:
+    """Where the ggml used for quantization comes from ("libggml-python", "llama-cpp-python",
+    "HFSTREAM_GGML_LIB"), or None when the numpy engine is used."""
+    return _GGML_ORIGIN if _ggml_lib() is not None else None
 
 
 def ggml_version() -> str | None:

@@ -156,7 +156,8 @@ def check_case(model: str, cid: str, tmp_path: Path, capsys, monkeypatch, imatri
     diffs = diff_digests(expected, ours(path, golden["sha_hex_digits"]), limit=10_000)
     if diffs and allow_old_iq1_m and _only_iq1_m_data(expected, diffs):
         pytest.xfail(f"ggml {quant.ggml_version()} predates the IQ1_M search of the reference's ggml "
-                     f"{REFERENCE_GGML}: {len(diffs)} IQ1_M tensor(s) differ in a few blocks (set HFSTREAM_GGML_LIB)")
+                     f"{REFERENCE_GGML}: {len(diffs)} IQ1_M tensor(s) differ in a few blocks (install llama-cpp-python "
+                     "or set HFSTREAM_GGML_LIB)")
     assert diffs == []
     return path
 
@@ -316,8 +317,8 @@ def test_every_case_is_byte_identical_and_decodes(model, cid, fresh_hub, tmp_pat
 
     IQ1_M: libggml-python 0.20.2 (the newest on PyPI) predates ggml 0.25's rewritten IQ1_M split
     search, which picks another split in about 1 sub-block in 4000. With llama-cpp-python installed its
-    ggml (the goldens' own) is used for these cases and they must match exactly; otherwise an
-    IQ1_M-data-only difference is an expected failure.
+    ggml (the goldens' own) is what hfstream picks by itself (made sure of here) and these cases must
+    match exactly; otherwise an IQ1_M-data-only difference is an expected failure.
     """
     golden = GOLDENS[model]
     strict = True

@@ -65,3 +65,90 @@ def test_rows_encode_independently():
     whole = quantize(x, QT.Q8_0).tobytes()
     parts = b"".join(quantize(x[i:i + 16], QT.Q8_0).tobytes() for i in range(0, 64, 16))
     assert whole == parts
+
+
+# --- which ggml quantizes ------------------------------------------------------------
+
+def _choose_ggml(monkeypatch, *, llama_cpp_lib, shipped_version):
+    """Run the library choice afresh with llama-cpp-python's copy at ``llama_cpp_lib`` (None: not
+    installed) and libggml-python at ``shipped_version``; returns the chosen origin."""
+    import ctypes
+
+    from hfstream import quant
+
+    real = quant._package_library
+    if real("llama_cpp", ("lib",)):
+        # the real copy first, so a later `import llama_cpp` binds to its own ggml whatever we load here
+        ctypes.CDLL(real("llama_cpp", ("lib",)))
+    monkeypatch.delenv("HFSTREAM_GGML_LIB", raising=False)
+    monkeypatch.delenv("HFSTREAM_QUANT_ENGINE", raising=False)
+    monkeypatch.setattr(quant, "_GGML", None)
+    monkeypatch.setattr(quant, "_GGML_TRIED", False)
+    monkeypatch.setattr(quant, "_GGML_ORIGIN", None)
+    monkeypatch.setattr(quant, "_package_library",
+                        lambda pkg, dirs: llama_cpp_lib if pkg == "llama_cpp" else real(pkg, dirs))
+    monkeypatch.setattr(quant, "_distribution_version", lambda name: shipped_version)
+    return quant.ggml_origin()
+
+
+def _shipped_library():
+    from hfstream import quant
+
+    return quant._package_library("libggml", ("lib64", "lib", "bin"))
+
+
+needs_shipped = pytest.mark.skipif(_shipped_library() is None, reason="libggml-python is not installed")
+
+
+@needs_shipped
+def test_a_llama_cpp_ggml_at_least_as_new_as_the_shipped_one_is_preferred(monkeypatch):
+    import ctypes
+
+    shipped = _shipped_library()
+    lib = ctypes.CDLL(shipped)
+    lib.ggml_version.restype = ctypes.c_char_p
+    same = lib.ggml_version().decode()
+    # llama-cpp-python's copy stands in as the very same library: equal versions prefer it
+    assert _choose_ggml(monkeypatch, llama_cpp_lib=shipped, shipped_version=same + ".post1") == "llama-cpp-python"
+    assert _choose_ggml(monkeypatch, llama_cpp_lib=shipped, shipped_version="99.0.0") == "libggml-python"
+    assert _choose_ggml(monkeypatch, llama_cpp_lib=None, shipped_version=same) == "libggml-python"
+
+
+@needs_shipped
+def test_an_unloadable_llama_cpp_ggml_falls_back_to_the_shipped_one(monkeypatch, tmp_path):
+    bogus = tmp_path / "libggml-base.so"
+    bogus.write_bytes(b"not a library")
+    assert _choose_ggml(monkeypatch, llama_cpp_lib=str(bogus), shipped_version="0.1.0") == "libggml-python"
+    from hfstream import quant
+
+    x = np.random.default_rng(3).standard_normal((4, 64)).astype(np.float32)
+    assert quantize(x, QT.Q8_0).tobytes() == quantize(x, QT.Q8_0, engine="numpy").tobytes()
+    assert quant.default_engine() == "ggml"
+
+
+@needs_shipped
+def test_hfstream_ggml_lib_wins_and_a_bad_one_is_one_clear_error(monkeypatch, tmp_path):
+    from hfstream import quant
+
+    _choose_ggml(monkeypatch, llama_cpp_lib=None, shipped_version="0.1.0")
+    monkeypatch.setattr(quant, "_GGML_TRIED", False)
+    monkeypatch.setenv("HFSTREAM_GGML_LIB", _shipped_library())
+    assert quant.ggml_origin() == "HFSTREAM_GGML_LIB"
+    monkeypatch.setattr(quant, "_GGML_TRIED", False)
+    monkeypatch.setenv("HFSTREAM_GGML_LIB", str(tmp_path / "missing.so"))
+    with pytest.raises(errors.UnsupportedOptionError, match="HFSTREAM_GGML_LIB"):
+        quant.ggml_origin()
+
+
+def test_version_names_the_quantization_engine():
+    import subprocess
+    import sys
+
+    from hfstream import quant
+
+    out = subprocess.run([sys.executable, "-m", "hfstream", "--version"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0
+    if quant.default_engine() == "ggml":
+        assert f"ggml {quant.ggml_version()} from {quant.ggml_origin()}" in out.stdout
+    else:
+        assert "numpy" in out.stdout
