@@ -271,8 +271,8 @@ def _distribution_version(name: str) -> str | None:
 
 
 def ggml_origin() -> str | None:
-    """Where the ggml used for quantization comes from ("libggml-python", "llama-cpp-python",
-    "HFSTREAM_GGML_LIB"), or None when the numpy engine is used."""
+    """Where the loaded ggml comes from ("libggml-python", "llama-cpp-python", "HFSTREAM_GGML_LIB"),
+    or None when none could be loaded (``default_engine`` says whether it is used)."""
     return _GGML_ORIGIN if _ggml_lib() is not None else None
 
 
