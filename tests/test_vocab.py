@@ -278,3 +278,14 @@ def test_sentencepiece_reads_no_files(tmp_path, monkeypatch):
     add_vocab(writer, files, json.loads(files["config.json"]))
     monkeypatch.undo()
     assert [p for p in opened if "fixtures" in p or p.endswith((".model", ".json"))] == []
+
+
+def test_merges_join_the_same_way_from_either_spelling():
+    from hfstream.vocab import _joined_merges
+
+    assert _joined_merges(["a b", "ab c"]) == ["a b", "ab c"]
+    assert _joined_merges([["a", "b"], ["ab", "c"]]) == ["a b", "ab c"]
+    # a space inside a part is written as U+0120 (the per-pair path), whatever else the list holds
+    assert _joined_merges([["a", "b"], ["x y", "z"]]) == ["a b", "x\u0120y z"]
+    assert _joined_merges([["a", "b"], ["c", "d", "e"]]) == ["a b", "c d e"]  # odd pairs: as the reference joins them
+    assert _joined_merges([]) is None and _joined_merges([{"a": 1}]) is None and _joined_merges("a b") is None
