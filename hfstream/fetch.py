@@ -43,6 +43,9 @@ class FetchStats:
     resolves: int = 0
 
 
+#: metadata files of at least twice this size are fetched in parallel ranges of about this size
+SMALL_FILE_PART = 4 * 1024 * 1024
+
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 _RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 
@@ -87,8 +90,31 @@ class HubSource:
             raise errors.InvalidConfigError(f"{path}: {size} bytes is too large for a metadata file")
         if size == 0:
             return b""
+        if size is not None and size >= 2 * SMALL_FILE_PART:
+            whole = await self._get_by_ranges(path, size)
+            if whole is not None:
+                return whole
         url = self.snapshot.resolve_url(path)
         return await self._with_retries(path, lambda: self._get_whole(url, path))
+
+    async def _get_by_ranges(self, path: str, size: int) -> bytes | None:
+        """A big metadata file (a tokenizer.json of 10-30 MB) in parallel ranges, as tensor data comes:
+        one connection alone is often capped well below the link. None when the server will not
+        serve ranges of it (then it is fetched whole)."""
+        parts = max(2, min(self._connections, size // SMALL_FILE_PART))
+        step = -(-size // parts)
+        tasks = [asyncio.ensure_future(self.read(path, start, min(step, size - start)))
+                 for start in range(0, size, step)]
+        try:
+            blobs = await asyncio.gather(*tasks)
+        except BaseException as e:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if isinstance(e, errors.ProtocolError):  # e.g. a 200 with the whole file instead of 206
+                return None
+            raise
+        return b"".join(blobs)
 
     async def read(self, path: str, start: int, length: int) -> memoryview:
         if length == 0:

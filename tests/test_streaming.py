@@ -137,3 +137,42 @@ def test_python_api_result(fresh_hub, tmp_path):
     assert sum(t[3] for t in r.tensors) < r.bytes_written <= r.output_size
     assert 0 < r.bytes_fetched
     assert len(r.commit_sha) == 40 and r.seconds > 0
+
+
+def test_a_big_tokenizer_json_comes_in_parallel_ranges(fresh_hub, fixture_root, tmp_path):
+    """17 MB of tokenizer.json: one connection is often capped below the link, so ranges of ~4 MB."""
+    from hfstream.fetch import SMALL_FILE_PART
+
+    repo = "hfs-test/tiny-llama-bpe"
+    blob = (_snapshot_dir(fixture_root, repo) / "tokenizer.json").read_bytes()
+    assert len(blob) >= 2 * SMALL_FILE_PART
+    hfstream.convert(repo, outtype="q8_0", outfile=tmp_path, dry_run=True)  # small files and headers only
+    lfs = "/lfs/" + hashlib.sha256(blob).hexdigest()
+    parts = [e for e in fresh_hub.log if e["path"] == lfs]
+    assert len(parts) >= 2 and all(e["status"] == 206 and e["range"] for e in parts)
+    spans = sorted(tuple(int(x) for x in e["range"].removeprefix("bytes=").split("-")) for e in parts)
+    assert spans[0][0] == 0 and spans[-1][1] == len(blob) - 1
+    assert all(a[1] + 1 == b[0] for a, b in zip(spans, spans[1:]))  # adjacent, no byte twice
+    assert sum(e["bytes_sent"] for e in parts) == len(blob)
+
+
+def test_a_server_that_ignores_range_on_it_still_gives_the_whole_file_once(fresh_hub, fixture_root, tmp_path):
+    from fixtures.hub import Fault
+
+    from .goldens.cases import cases
+    from .goldens.digest import diff_digests, digest_gguf
+    from .test_convert import comparable
+
+    repo = "hfs-test/tiny-llama-bpe"
+    blob = (_snapshot_dir(fixture_root, repo) / "tokenizer.json").read_bytes()
+    lfs = "/lfs/" + hashlib.sha256(blob).hexdigest()
+    fresh_hub.faults.rules = [Fault("ignore_range", origin="storage", path=lfs + "$", count=1)]
+    try:
+        result = hfstream.convert(repo, outtype="q8_0", outfile=tmp_path)
+    finally:
+        fresh_hub.faults.rules = []
+    whole = [e for e in fresh_hub.log if e["path"] == lfs and not e["range"]]
+    assert len(whole) == 1 and whole[0]["status"] == 200
+    # the vocab built from the file fetched whole is the reference's, as is everything else
+    expected = next(c for c in cases() if c.golden_name == "tiny-llama-bpe.q8_0").golden()
+    assert diff_digests(comparable(expected), comparable(digest_gguf(result.path))) == []
