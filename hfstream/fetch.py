@@ -111,7 +111,8 @@ class HubSource:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            if isinstance(e, errors.ProtocolError):  # e.g. a 200 with the whole file instead of 206
+            # a 200 with the whole file instead of 206, or a listed size the file does not have (416)
+            if isinstance(e, (errors.ProtocolError, errors.InvalidHeaderError)):
                 return None
             raise
         return b"".join(blobs)

@@ -176,3 +176,28 @@ def test_a_server_that_ignores_range_on_it_still_gives_the_whole_file_once(fresh
     # the vocab built from the file fetched whole is the reference's, as is everything else
     expected = next(c for c in cases() if c.golden_name == "tiny-llama-bpe.q8_0").golden()
     assert diff_digests(comparable(expected), comparable(digest_gguf(result.path))) == []
+
+
+def test_a_metadata_file_listed_larger_than_it_is_still_comes_whole(fresh_hub, fixture_root):
+    """A listed size the file does not have (ranges past its end get 416): one GET of the real file."""
+    import asyncio
+    import dataclasses
+
+    from hfstream import hub as hubmod
+    from hfstream.fetch import SMALL_FILE_PART, HubSource
+
+    repo = "hfs-test/tiny-llama-bpe"
+    blob = (_snapshot_dir(fixture_root, repo) / "tokenizer.json").read_bytes()
+    snap = hubmod.resolve(repo, "main", fresh_hub.endpoint, None)
+    # listed as twice its size: with two connections, one range is the whole file, the other lies past its end
+    lying = dataclasses.replace(snap, files={**snap.files, "tokenizer.json": 2 * len(blob)})
+    assert len(blob) >= 2 * SMALL_FILE_PART
+
+    async def get() -> bytes:
+        async with HubSource(lying, None, connections=2) as source:
+            return await source.get("tokenizer.json")
+
+    assert asyncio.run(get()) == blob
+    lfs = "/lfs/" + hashlib.sha256(blob).hexdigest()
+    assert any(e["path"] == lfs and e["status"] == 416 for e in fresh_hub.log)
+    assert [e["status"] for e in fresh_hub.log if e["path"] == lfs and not e["range"]] == [200]
