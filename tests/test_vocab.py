@@ -21,6 +21,7 @@ from hfstream.vocab import add_vocab
 
 HERE = Path(__file__).resolve().parent
 GOLDENS = HERE / "goldens" / "vocab"
+ROOT_FIXTURES = HERE.parent / "fixtures" / "tokenizers"
 
 _spec = importlib.util.spec_from_file_location("make_vocab_goldens", HERE / "goldens" / "make_vocab_goldens.py")
 mvg = importlib.util.module_from_spec(_spec)
@@ -289,3 +290,65 @@ def test_merges_join_the_same_way_from_either_spelling():
     assert _joined_merges([["a", "b"], ["x y", "z"]]) == ["a b", "x\u0120y z"]
     assert _joined_merges([["a", "b"], ["c", "d", "e"]]) == ["a b", "c d e"]  # odd pairs: as the reference joins them
     assert _joined_merges([]) is None and _joined_merges([{"a": 1}]) is None and _joined_merges("a b") is None
+
+
+# --- the tokenizer loaded with only the merges it needs --------------------------------------------
+
+BPE_FIXTURES = ["llama-bpe", "qwen2", "gpt2", "toy-bpe"]
+
+
+@pytest.mark.parametrize("fixture", BPE_FIXTURES)
+def test_fewer_merges_give_the_same_hash_ids_and_added_tokens(fixture):
+    """The lighter tokenizer.json keeps the vocabulary whole and the merges the check text can use."""
+    from tokenizers import Tokenizer
+
+    from hfstream.vocab import _bpe_pre_table, _with_needed_merges
+
+    text = (ROOT_FIXTURES / fixture / "tokenizer.json").read_text(encoding="utf-8")
+    tj = json.loads(text)
+    chktxt = _bpe_pre_table()["chktxt"]
+    lighter = _with_needed_merges(text, tj, [chktxt])
+    assert lighter is not None
+    full, light = Tokenizer.from_str(text), Tokenizer.from_str(lighter)
+    assert len(json.loads(lighter)["model"]["merges"]) < len(tj["model"]["merges"]) / 4
+    assert light.encode(chktxt).ids == full.encode(chktxt).ids
+    assert light.get_vocab() == full.get_vocab()
+    assert {i: t.content for i, t in light.get_added_tokens_decoder().items()} == \
+        {i: t.content for i, t in full.get_added_tokens_decoder().items()}
+
+
+def test_merges_are_spliced_into_the_saved_layout_else_serialized():
+    from hfstream.vocab import _replace_merges, _with_needed_merges
+
+    text = (ROOT_FIXTURES / "toy-bpe" / "tokenizer.json").read_text(encoding="utf-8")
+    spliced = _replace_merges(text, [["a", "b"]])
+    assert spliced is not None and json.loads(spliced) == {**json.loads(text), "model": {
+        **json.loads(text)["model"], "merges": [["a", "b"]]}}
+    # another key after "model": the splice would be wrong, so none; the caller serializes instead
+    moved = json.loads(text)
+    moved = {"model": moved.pop("model"), **moved}
+    moved_text = json.dumps(moved, indent=2)
+    assert _replace_merges(moved_text, [["a", "b"]]) is None
+    lighter = _with_needed_merges(moved_text, moved, ["hello world"])
+    assert json.loads(lighter)["model"]["vocab"] == moved["model"]["vocab"]
+
+
+def test_when_the_kept_merges_fall_short_the_whole_tokenizer_decides(tmp_path, monkeypatch):
+    """A lighter tokenizer whose hash is unknown is not trusted: the full one is asked, same output."""
+    from hfstream import vocab
+
+    loaded = []
+    real_init = vocab._FastTokenizer.__init__
+
+    def spy(self, repo, text=None):
+        loaded.append("light" if text is not None else "full")
+        real_init(self, repo, text)
+
+    monkeypatch.setattr(vocab._FastTokenizer, "__init__", spy)
+    # no merges at all: the check text encodes differently, so its hash is not in the table
+    monkeypatch.setattr(vocab, "_with_needed_merges",
+                        lambda text, tj, texts: json.dumps({**tj, "model": {**tj["model"], "merges": []}}))
+    files = mvg.case_files(golden("llama-bpe")["case"])
+    kvs, _ = write_vocab(tmp_path, files)
+    assert loaded == ["light", "full"]
+    assert comparable(kvs) == comparable(golden("llama-bpe")["kvs"])
