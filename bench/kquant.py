@@ -30,11 +30,9 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -43,12 +41,10 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from bench.make_model import DEFAULT_ROOT, BuiltModel, build_model  # noqa: E402
-from bench.run import SCENARIOS, base_env, find_llama_cpp_dir, measure, reference_missing, warm_hub  # noqa: E402
+from bench.run import MB, SCENARIOS, base_env, find_llama_cpp_dir, measure, reference_missing, warm_hub  # noqa: E402
 from fixtures.hub import FixtureHub, Throttle  # noqa: E402
 
 DEFAULT_QUANTIZE = Path("/tmp/lq/bin/llama-quantize")
-MB = 1_000_000
-MiB = 1 << 20
 
 
 @dataclass
