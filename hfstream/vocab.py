@@ -214,18 +214,21 @@ class _Repo:
         self.files = files
         self.hparams = hparams
         self._json: dict[str, Any] = {}
+        self._text: dict[str, str | None] = {}
 
     def __contains__(self, name: str) -> bool:
         return name in self.files
 
     def text(self, name: str) -> str | None:
-        data = self.files.get(name)
-        if data is None:
-            return None
-        try:
-            return data.decode("utf-8") if isinstance(data, (bytes, bytearray, memoryview)) else str(data)
-        except UnicodeDecodeError as e:
-            raise InvalidConfigError(f"{name}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
+        """The file decoded (once: tokenizer.json is read as JSON, by the lighter loader and maybe whole)."""
+        if name not in self._text:
+            data = self.files.get(name)
+            try:
+                self._text[name] = (None if data is None else data.decode("utf-8")
+                                    if isinstance(data, (bytes, bytearray, memoryview)) else str(data))
+            except UnicodeDecodeError as e:
+                raise InvalidConfigError(f"{name}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
+        return self._text[name]
 
     def json(self, name: str) -> Any:
         if name not in self._json:

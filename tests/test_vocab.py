@@ -333,18 +333,26 @@ def test_merges_are_spliced_into_the_saved_layout_else_serialized():
     assert json.loads(lighter)["model"]["vocab"] == moved["model"]["vocab"]
 
 
-def test_when_the_kept_merges_fall_short_the_whole_tokenizer_decides(tmp_path, monkeypatch):
-    """A lighter tokenizer whose hash is unknown is not trusted: the full one is asked, same output."""
+@pytest.fixture
+def loaded(monkeypatch) -> list[str]:
+    """Which tokenizer.json each _FastTokenizer was built from, "light" or "full", in order."""
     from hfstream import vocab
 
-    loaded = []
+    seen: list[str] = []
     real_init = vocab._FastTokenizer.__init__
 
     def spy(self, repo, text=None):
-        loaded.append("light" if text is not None else "full")
+        seen.append("light" if text is not None else "full")
         real_init(self, repo, text)
 
     monkeypatch.setattr(vocab._FastTokenizer, "__init__", spy)
+    return seen
+
+
+def test_when_the_kept_merges_fall_short_the_whole_tokenizer_decides(tmp_path, monkeypatch, loaded):
+    """A lighter tokenizer whose hash is unknown is not trusted: the full one is asked, same output."""
+    from hfstream import vocab
+
     # no merges at all: the check text encodes differently, so its hash is not in the table
     monkeypatch.setattr(vocab, "_with_needed_merges",
                         lambda text, tj, texts: json.dumps({**tj, "model": {**tj["model"], "merges": []}}))
@@ -352,3 +360,11 @@ def test_when_the_kept_merges_fall_short_the_whole_tokenizer_decides(tmp_path, m
     kvs, _ = write_vocab(tmp_path, files)
     assert loaded == ["light", "full"]
     assert comparable(kvs) == comparable(golden("llama-bpe")["kvs"])
+
+
+@pytest.mark.parametrize("name", ["llama-bpe", "gpt2", "gpt2-added"])
+def test_bpe_cases_load_the_lighter_tokenizer_only(name, tmp_path, loaded):
+    """The fallback to the whole tokenizer is for surprises, not for the tokenizers we know."""
+    kvs, _ = write_vocab(tmp_path, mvg.case_files(golden(name)["case"]))
+    assert loaded == ["light"]
+    assert comparable(kvs) == comparable(golden(name)["kvs"])
