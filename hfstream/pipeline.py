@@ -160,8 +160,8 @@ async def _convert(repo_id: str, opts: Options) -> ConvertResult:
 def _return_freed_memory() -> None:
     """Give the heap the vocabulary work freed back to the OS before the streaming starts.
 
-    Parsing a big tokenizer peaks at a few hundred MB that glibc keeps mapped otherwise, which
-    would count against the run's RSS for its whole duration.
+    Building a big vocabulary leaves ~90 MB of freed heap (128k-token Llama 3: RSS 176 -> 87 MiB
+    with the trim) that glibc keeps mapped otherwise, counted against the run's RSS throughout.
     """
     import gc
 
