@@ -487,10 +487,11 @@ def _with_needed_merges(text: str, tj: dict, texts: Sequence[str]) -> str | None
         cutter = Tokenizer.from_str(json.dumps({**tj, "model": {**model, "vocab": {}, "merges": []},
                                                 "added_tokens": []}))
         words = []
-        for text in [*texts, *added]:
+        for sample in [*texts, *added]:
             if cutter.normalizer is not None:
-                text = cutter.normalizer.normalize_str(text)
-            pieces = cutter.pre_tokenizer.pre_tokenize_str(text) if cutter.pre_tokenizer is not None else [(text, None)]
+                sample = cutter.normalizer.normalize_str(sample)
+            pieces = (cutter.pre_tokenizer.pre_tokenize_str(sample) if cutter.pre_tokenizer is not None
+                      else [(sample, None)])
             words.extend(w for w, _ in pieces)
     except Exception:  # a shape this cannot mimic: load the whole file
         return None

@@ -324,6 +324,9 @@ def test_merges_are_spliced_into_the_saved_layout_else_serialized():
     spliced = _replace_merges(text, [["a", "b"]])
     assert spliced is not None and json.loads(spliced) == {**json.loads(text), "model": {
         **json.loads(text)["model"], "merges": [["a", "b"]]}}
+    # the lighter tokenizer of a file in the saved layout is a splice: the text before the merges unchanged
+    lighter = _with_needed_merges(text, json.loads(text), ["hello world"])
+    assert lighter.startswith(text[:text.index('"merges"')])
     # another key after "model": the splice would be wrong, so none; the caller serializes instead
     moved = json.loads(text)
     moved = {"model": moved.pop("model"), **moved}
