@@ -13,6 +13,7 @@ import struct
 from dataclasses import dataclass
 
 import gguf
+import numpy as np
 from gguf import GGUFValueType
 from gguf.gguf_writer import GGUFValue
 from gguf.gguf_writer import WriterState
@@ -133,11 +134,41 @@ def _pack_value(w: gguf.GGUFWriter, value, vtype: GGUFValueType, sub_type: GGUFV
         fmt = _SCALAR.get(sub_type)
         if fmt is not None:
             return head + struct.pack(f"<{len(value)}{fmt}", *value)
-        if sub_type == GGUFValueType.STRING and all(isinstance(x, (str, bytes, bytearray)) for x in value):
-            encoded = [x.encode("utf-8") if isinstance(x, str) else bytes(x) for x in value]
-            lengths = struct.pack(f"<{len(encoded)}Q", *map(len, encoded))
-            return head + b"".join(lengths[8 * i:8 * i + 8] + e for i, e in enumerate(encoded))
+        if sub_type == GGUFValueType.STRING:
+            packed = _pack_str_array(value)
+            if packed is not None:
+                return head + packed
     return w._pack_val(value, vtype, add_vtype=False, sub_type=sub_type)
+
+
+def _pack_str_array(value: list | tuple) -> bytes | None:
+    """Strings (or bytes) each as a u64 byte length and its UTF-8 bytes; None for other items.
+
+    In numpy rather than per item: a 128k-token vocabulary and its 280k merges are 400k strings.
+    """
+    kinds = set(map(type, value))
+    if kinds <= {bytes}:
+        blob, lengths = b"".join(value), np.fromiter(map(len, value), dtype=np.int64, count=len(value))
+    elif kinds <= {str}:
+        blob = "".join(value).encode("utf-8")
+        chars = np.frombuffer("".join(value).encode("utf-32-le"), dtype="<u4")
+        # UTF-8 width of every character, summed per string
+        width = 1 + (chars >= 0x80).astype(np.int64) + (chars >= 0x800) + (chars >= 0x10000)
+        ends = np.cumsum(np.fromiter(map(len, value), dtype=np.int64, count=len(value)))
+        upto = np.concatenate(([0], np.cumsum(width)))
+        lengths = np.diff(upto[np.concatenate(([0], ends))])
+    else:
+        return None
+    n = len(value)
+    out = np.empty(8 * n + len(blob), dtype=np.uint8)
+    # each string's length field starts after the fields and strings before it
+    starts = 8 * np.arange(n, dtype=np.int64) + np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    is_text = np.ones(out.size, dtype=bool)
+    fields = (starts[:, None] + np.arange(8)).ravel()
+    is_text[fields] = False
+    out[fields] = lengths.astype("<u8").view(np.uint8)
+    out[is_text] = np.frombuffer(blob, dtype=np.uint8)
+    return out.tobytes()
 
 
 def _serialize_header_with_writer(w: gguf.GGUFWriter) -> list[bytes]:

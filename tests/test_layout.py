@@ -32,3 +32,20 @@ def test_fast_header_packing_equals_gguf_writer(repo, fresh_hub):
     plan = asyncio.run(plan_for())
     assert [_serialize_header(plan.writer)] == _serialize_header_with_writer(plan.writer)
     assert [layout(plan).header] == _serialize_header_with_writer(plan.writer)
+
+
+@pytest.mark.parametrize("value", [
+    ["a", "", "\u0120\u0120", "\u65e5\u672c", "\U0001f600x", "", "\x7f\x80\u07ff\u0800\uffff\U00010000"],
+    [b"", b"ab", b"\xff\x00"],
+    [""],
+    ["x", b"y"],  # mixed: the writer's own packer
+])
+def test_string_arrays_pack_as_gguf_writer_does(value):
+    import gguf
+    from gguf import GGUFValueType
+
+    from hfstream.layout import _pack_value
+
+    w = gguf.GGUFWriter(path=None, arch="llama")
+    ours = _pack_value(w, value, GGUFValueType.ARRAY, GGUFValueType.STRING)
+    assert ours == w._pack_val(value, GGUFValueType.ARRAY, add_vtype=False, sub_type=GGUFValueType.STRING)
