@@ -56,6 +56,8 @@ class Layout:
 
 
 def layout(plan: Plan) -> Layout:
+    if plan.pending_vocab is not None:
+        raise ValueError("a draft plan (vocabulary not built) has no layout")
     w = plan.writer
     align = w.data_alignment
     files = []

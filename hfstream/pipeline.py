@@ -28,12 +28,12 @@ from .arch import family_for
 from .hfconfig import load_config
 from .fetch import ByteSource, HubSource
 from .layout import Layout, layout
-from .plan import Plan, PlannedTensor, make_plan, weight_files
+from .plan import Plan, PlannedTensor, draft_plan, weight_files, with_vocab
 from .quant import quantize
 from .graph import Load, Span, Stack
 from .localdir import LocalSource, local_snapshot
 from .safetensors import SourceTensor, read_header
-from .writer import OutputFile
+from .writer import OutputFile, check_destination, part_path
 
 DEFAULT_MAX_MEMORY = 256 * 1024 * 1024
 
@@ -131,30 +131,50 @@ async def _convert(repo_id: str, opts: Options) -> ConvertResult:
         files = await _small_files(source, snapshot)
         shards = _shards(snapshot, files)
         headers, heads = await _headers(source, snapshot, shards)
-        plan = make_plan(repo_name=snapshot.name, files=files, headers=headers, shards=shards,
-                         outtype=opts.outtype, bpe_pre=opts.bpe_pre,
-                         source=(snapshot.repo_id, snapshot.sha) if snapshot.sha else None, quant_opts=quant_opts,
-                         split_max_tensors=opts.split_max_tensors, split_max_size=opts.split_max_size)
-        lay = layout(plan)
+        draft = draft_plan(repo_name=snapshot.name, files=files, headers=headers, shards=shards,
+                           outtype=opts.outtype, bpe_pre=opts.bpe_pre,
+                           source=(snapshot.repo_id, snapshot.sha) if snapshot.sha else None, quant_opts=quant_opts,
+                           split_max_tensors=opts.split_max_tensors, split_max_size=opts.split_max_size)
         del files, headers
-        _return_freed_memory()
-        final = output_path(opts.outfile, plan)
-        paths = output_paths(final, lay)
-        result = ConvertResult(
-            path=paths[0], paths=paths, repo_id=repo_id, revision=opts.revision, commit_sha=snapshot.sha,
-            outtype=plan.outtype.name, tensor_count=len(plan.tensors), bytes_fetched=0, bytes_written=0,
-            seconds=0.0, output_size=lay.total_size, dry_run=opts.dry_run,
-            tensors=[(t.name, tuple(reversed(t.shape)), t.qtype.name, t.nbytes) for t in plan.tensors],
-            source_bytes=plan.source_bytes)
-        if not opts.dry_run:
-            stats = await _execute(plan, lay, result.paths, _HeadCachedSource(source, heads), opts, source.stats)
-            result.bytes_written = stats.bytes_written
-            result.peak_bytes_in_flight = stats.peak
-            result.units_total = stats.units_total
-            result.units_resumed = stats.units_resumed
+        final = output_path(opts.outfile, draft)
+        cached = _HeadCachedSource(source, heads)
+        workers = _Workers(opts)
+        early = None
+        try:
+            if _starts_early(opts, source, final):
+                early = _Early(draft.tensors, cached, workers)
+            # The vocabulary and the header take a second of CPU on big tokenizers: a worker thread
+            # builds them while the first units are fetched and encoded.
+            plan, lay = await asyncio.to_thread(_finish_plan, draft)
+            if early is not None:
+                early.stop()
+            paths = output_paths(final, lay)
+            result = ConvertResult(
+                path=paths[0], paths=paths, repo_id=repo_id, revision=opts.revision, commit_sha=snapshot.sha,
+                outtype=plan.outtype.name, tensor_count=len(plan.tensors), bytes_fetched=0, bytes_written=0,
+                seconds=0.0, output_size=lay.total_size, dry_run=opts.dry_run,
+                tensors=[(t.name, tuple(reversed(t.shape)), t.qtype.name, t.nbytes) for t in plan.tensors],
+                source_bytes=plan.source_bytes)
+            if not opts.dry_run:
+                stats = await _execute(plan, lay, result.paths, cached, opts, workers, early, source.stats)
+                result.bytes_written = stats.bytes_written
+                result.peak_bytes_in_flight = stats.peak
+                result.units_total = stats.units_total
+                result.units_resumed = stats.units_resumed
+        finally:
+            if early is not None:
+                await early.cancel()
+            workers.pool.shutdown(wait=True, cancel_futures=True)
         result.bytes_fetched = source.stats.bytes_fetched
     result.seconds = time.monotonic() - started
     return result
+
+
+def _finish_plan(draft: Plan) -> tuple[Plan, Layout]:
+    plan = with_vocab(draft)
+    lay = layout(plan)
+    _return_freed_memory()
+    return plan, lay
 
 
 def _return_freed_memory() -> None:
@@ -291,6 +311,16 @@ class _Budget:
         self.held -= n
         self._wake()
 
+    def shrink(self, grant: tuple[int, int], n: int) -> tuple[int, int]:
+        """Keep ``n`` of a grant's bytes (a unit that now holds only its encoded result); returns the new grant."""
+        gate, held = grant
+        n = min(n, held)
+        new_gate = min(n, gate)
+        self.used -= gate - new_gate
+        self.held -= held - n
+        self._wake()
+        return new_gate, n
+
     def _grant(self, gate: int, n: int) -> None:
         self.used += gate
         self.held += n
@@ -395,20 +425,20 @@ def output_paths(final: Path, lay: Layout) -> list[Path]:
     return [final.with_name(f"{final.stem}-{i + 1:05d}-of-{n:05d}{final.suffix}") for i in range(n)]
 
 
-async def _execute(plan: Plan, lay: Layout, finals: list[Path], source, opts: Options,
-                   fetch_stats=None) -> _ExecStats:
+async def _execute(plan: Plan, lay: Layout, finals: list[Path], source, opts: Options, workers: _Workers,
+                   early: _Early | None = None, fetch_stats=None) -> _ExecStats:
     """Write every file of the layout. With ``opts.on_shard_written`` the shards of a split output are
     done one after another, each committed and handed to the callback (e.g. upload, then delete) before
-    the next one is even created, so the disk holds one shard at a time."""
+    the next one is even created, so the disk holds one shard at a time. Units ``early`` already
+    encoded are only written."""
     weights = _weights_digest(plan)
     n_files = len(lay.files)
     outs: list[OutputFile | None] = [None] * n_files
     stats = _ExecStats()
     progress = Progress(total_bytes=lay.total_size)
-    budget = _Budget(opts.max_memory)
+    budget, pool = workers.budget, workers.pool
     loop = asyncio.get_running_loop()
-    pool = ThreadPoolExecutor(max_workers=opts.threads or os.cpu_count() or 1, thread_name_prefix="hfstream")
-    target = _unit_target(opts.max_memory)
+    target = workers.target
     units = [u for t in plan.tensors for u in units_for(t, lay.offsets[t.name], target, lay.file_of[t.name])]
     stats.units_total = len(units)
     groups = [[i] for i in range(n_files)] if opts.on_shard_written else [list(range(n_files))]
@@ -420,7 +450,15 @@ async def _execute(plan: Plan, lay: Layout, finals: list[Path], source, opts: Op
         if opts.on_progress is not None:
             opts.on_progress(progress)
 
-    async def run_batch(batch: list[Unit]) -> None:
+    async def run_batch(batch: list[Unit], encoded: asyncio.Future | None) -> None:
+        if encoded is not None:
+            grant, blobs = await encoded
+            try:
+                await loop.run_in_executor(pool, _write_all, batch, blobs, outs)
+                report()
+            finally:
+                budget.release(grant)
+            return
         grant = await budget.acquire(sum(u.cost for u in batch))
         try:
             data = await _fetch_batch(batch, source, outs)
@@ -443,7 +481,10 @@ async def _execute(plan: Plan, lay: Layout, finals: list[Path], source, opts: Op
             todo = [u for u in mine if not outs[u.file].is_done(u.offset, u.nbytes)]
             stats.units_resumed += len(mine) - len(todo)
             resumed_bytes += sum(u.nbytes for u in mine) - sum(u.nbytes for u in todo)
-            tasks = [asyncio.ensure_future(run_batch(b)) for b in batches(todo, target)]
+            tasks = [asyncio.ensure_future(run_batch(b, early.claim(b) if early is not None else None))
+                     for b in batches(todo, target)]
+            if early is not None:
+                await early.cancel()  # anything not claimed now is in none of this run's batches
             try:
                 await asyncio.gather(*tasks)
             except BaseException:
@@ -464,18 +505,109 @@ async def _execute(plan: Plan, lay: Layout, finals: list[Path], source, opts: Op
             if o is not None:
                 o.abort(keep=_keep_partial(e))
         raise
-    pool.shutdown(wait=True)
     report()
     stats.peak = budget.peak
     return stats
 
 
-async def _fetch_batch(batch: list[Unit], source, outs: list[OutputFile]) -> dict[Span, bytes] | None:
+class _Workers:
+    """What every unit shares: the memory budget, the CPU threads, the unit size."""
+
+    def __init__(self, opts: Options):
+        self.budget = _Budget(opts.max_memory)
+        self.pool = ThreadPoolExecutor(max_workers=opts.threads or os.cpu_count() or 1, thread_name_prefix="hfstream")
+        self.target = _unit_target(opts.max_memory)
+
+
+def _starts_early(opts: Options, source, final: Path) -> bool:
+    """Whether units may be fetched and encoded before the layout exists.
+
+    Not for a dry run, a local source (its raw copies go file to file, which needs the output),
+    a split output (which file a unit lands in is part of the layout) or a run that may resume
+    (which units are done is in the journal of the very layout). The output's destination is
+    checked first, so a refusal comes before any tensor byte is fetched.
+    """
+    if opts.dry_run or not isinstance(source, HubSource) or opts.split_max_size or opts.split_max_tensors:
+        return False
+    check_destination(final, opts.force)
+    return not part_path(final).exists()
+
+
+class _Early:
+    """Units fetched and encoded while the vocabulary and the header are being built.
+
+    The first units of the file, in order, until their encoded bytes reach a share of the budget;
+    each holds its budget grant (shrunk to the encoded bytes once encoded) until ``_execute``
+    claims and writes it at the offset the layout gave it. Nothing is written before the layout.
+    """
+
+    #: the share of the budget early units may hold encoded: the rest stays for the vocabulary's
+    #: own peak and for the units in flight when the layout arrives
+    SHARE = 0.5
+
+    def __init__(self, tensors: list[PlannedTensor], source, workers: _Workers):
+        self._source = source
+        self._workers = workers
+        self._tasks: dict[tuple, asyncio.Future] = {}
+        self._stopped = False
+        units = [u for t in tensors for u in units_for(t, 0, workers.target)]
+        cap = int(workers.budget.limit * self.SHARE)
+        self._launcher = asyncio.ensure_future(self._launch(batches(units, workers.target), cap))
+
+    async def _launch(self, todo: list[list[Unit]], cap: int) -> None:
+        held = 0
+        for batch in todo:
+            held += sum(u.nbytes for u in batch)
+            if held > cap:
+                return
+            grant = await self._workers.budget.acquire(sum(u.cost for u in batch))
+            if self._stopped:
+                self._workers.budget.release(grant)
+                return
+            self._tasks[_batch_key(batch)] = asyncio.ensure_future(self._encode(batch, grant))
+
+    async def _encode(self, batch: list[Unit], grant: tuple[int, int]) -> tuple[tuple[int, int], list[memoryview]]:
+        budget = self._workers.budget
+        try:
+            data = await _fetch_batch(batch, self._source, None)
+            blobs = await asyncio.get_running_loop().run_in_executor(self._workers.pool, _encode_all, batch, data)
+            del data
+            return budget.shrink(grant, sum(u.nbytes for u in batch)), blobs
+        except BaseException:
+            budget.release(grant)
+            raise
+
+    def stop(self) -> None:
+        """Start no more units (those started go on)."""
+        self._stopped = True
+        self._launcher.cancel()
+
+    def claim(self, batch: list[Unit]) -> asyncio.Future | None:
+        """The encoding of ``batch`` if it was started early: resolves to (grant, encoded bytes per unit)."""
+        return self._tasks.pop(_batch_key(batch), None)
+
+    async def cancel(self) -> None:
+        """Drop every unit not claimed, giving its memory back."""
+        self.stop()
+        tasks, self._tasks = list(self._tasks.values()), {}
+        for task in tasks:
+            task.cancel()
+        results = await asyncio.gather(self._launcher, *tasks, return_exceptions=True)
+        for r in results[1:]:
+            if isinstance(r, tuple):  # finished before the cancel: its grant is still held
+                self._workers.budget.release(r[0])
+
+
+def _batch_key(batch: list[Unit]) -> tuple:
+    return tuple((u.tensor.name, u.r0, u.r1) for u in batch)
+
+
+async def _fetch_batch(batch: list[Unit], source, outs: list[OutputFile] | None) -> dict[Span, bytes] | None:
     """The bytes of every span of the batch: one request for adjacent spans, else one per span.
 
-    A lone raw-copy unit from a local file goes file to file instead (returns None).
+    A lone raw-copy unit from a local file goes file to file instead when there are ``outs`` (returns None).
     """
-    if len(batch) == 1 and _raw_copy(batch[0]) and batch[0].tensor.qtype != QT.BF16:
+    if outs is not None and len(batch) == 1 and _raw_copy(batch[0]) and batch[0].tensor.qtype != QT.BF16:
         (span,) = batch[0].spans
         out = outs[batch[0].file]
         if source.copy_to(span.file, span.start, span.nbytes, out.fileno(), batch[0].offset):
@@ -512,19 +644,37 @@ _SAME_TYPE = {"F32": QT.F32, "F16": QT.F16, "BF16": QT.BF16}
 
 def _compute_and_write_all(batch: list[Unit], data: dict[Span, bytes], outs: list[OutputFile]) -> None:
     for u in batch:
-        if _raw_copy(u):
-            (span,) = u.spans
-            encoded = memoryview(data[span])
-            if u.tensor.qtype == QT.BF16:
-                encoded = _quiet_bf16_nans(encoded)
-        else:
-            array = u.tensor.node.eval_rows(data, u.r0, u.r1)
-            q = quantize(array, u.tensor.qtype, weights=u.tensor.weights, first_row=u.r0)
-            encoded = memoryview(q if q.flags["C_CONTIGUOUS"] else np.ascontiguousarray(q)).cast("B")
-        if encoded.nbytes != u.nbytes:
-            raise errors.InvalidHeaderError(f"{u.tensor.name}: encoded {encoded.nbytes} bytes, planned {u.nbytes}")
-        outs[u.file].pwrite(encoded, u.offset)
-        outs[u.file].record(u.offset, u.nbytes, zlib.crc32(encoded))
+        _write(u, _encode(u, data), outs)
+
+
+def _encode_all(batch: list[Unit], data: dict[Span, bytes]) -> list[memoryview]:
+    return [_encode(u, data) for u in batch]
+
+
+def _write_all(batch: list[Unit], encoded: list[memoryview], outs: list[OutputFile]) -> None:
+    for u, blob in zip(batch, encoded):
+        _write(u, blob, outs)
+
+
+def _encode(u: Unit, data: dict[Span, bytes]) -> memoryview:
+    """The unit's bytes as they go in the file."""
+    if _raw_copy(u):
+        (span,) = u.spans
+        encoded = memoryview(data[span])
+        if u.tensor.qtype == QT.BF16:
+            encoded = _quiet_bf16_nans(encoded)
+    else:
+        array = u.tensor.node.eval_rows(data, u.r0, u.r1)
+        q = quantize(array, u.tensor.qtype, weights=u.tensor.weights, first_row=u.r0)
+        encoded = memoryview(q if q.flags["C_CONTIGUOUS"] else np.ascontiguousarray(q)).cast("B")
+    if encoded.nbytes != u.nbytes:
+        raise errors.InvalidHeaderError(f"{u.tensor.name}: encoded {encoded.nbytes} bytes, planned {u.nbytes}")
+    return encoded
+
+
+def _write(u: Unit, encoded: memoryview, outs: list[OutputFile]) -> None:
+    outs[u.file].pwrite(encoded, u.offset)
+    outs[u.file].record(u.offset, u.nbytes, zlib.crc32(encoded))
 
 
 def _quiet_bf16_nans(raw: memoryview) -> memoryview:

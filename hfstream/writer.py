@@ -28,6 +28,14 @@ def journal_path(final: Path) -> Path:
     return final.with_name(final.name + ".part.journal")
 
 
+def check_destination(final: Path, force: bool) -> None:
+    """Refuse to overwrite ``final`` without ``force``, or to write into a directory that is not there."""
+    if final.exists() and not force:
+        raise errors.OutputExistsError(f"{final} already exists (use --force to overwrite)")
+    if not final.parent.is_dir():
+        raise errors.OutputWriteError(f"output directory {final.parent} does not exist")
+
+
 class OutputFile:
     """``<final>.part`` opened for positional writes, resumed from its journal when the plan is the same."""
 
@@ -42,10 +50,7 @@ class OutputFile:
         self.done: set[tuple[int, int]] = set()
         self._fd = -1
         self._jfd = -1
-        if final.exists() and not force:
-            raise errors.OutputExistsError(f"{final} already exists (use --force to overwrite)")
-        if not final.parent.is_dir():
-            raise errors.OutputWriteError(f"output directory {final.parent} does not exist")
+        check_destination(final, force)
         try:
             if not self._resume():
                 self._start_over()

@@ -29,15 +29,22 @@ class _Stop(Exception):
     pass
 
 
-def _interrupt_after(n_reads: int, exc: BaseException) -> pytest.MonkeyPatch:
-    """Make the n-th tensor read raise ``exc`` (as a dropped network or a Ctrl-C would); undo() ends it."""
+def _interrupt_after(n_reads: int, exc: BaseException, journaled: Path | None = None) -> pytest.MonkeyPatch:
+    """Make the n-th tensor read raise ``exc`` (as a dropped network or a Ctrl-C would); undo() ends it.
+
+    With ``journaled``: the first read once that output's journal lists a unit (reads before the
+    layout exists are of units started early, with nothing on disk yet to resume from)."""
     monkeypatch = pytest.MonkeyPatch()
     real = HubSource.read
     count = {"n": 0}
 
+    def written() -> bool:
+        j = journal_path(journaled)
+        return j.exists() and len(j.read_text().splitlines()) > 1
+
     async def read(self, path, start, length):
         count["n"] += 1
-        if count["n"] == n_reads:
+        if (count["n"] == n_reads) if journaled is None else written():
             raise exc
         return await real(self, path, start, length)
 
@@ -68,7 +75,7 @@ def test_interrupted_run_leaves_part_and_journal_and_a_rerun_finishes_identicall
 
 def test_keyboard_interrupt_keeps_resumable_state(fresh_hub, tmp_path, monkeypatch):
     out = tmp_path / "out.gguf"
-    patch = _interrupt_after(20, KeyboardInterrupt())
+    patch = _interrupt_after(0, KeyboardInterrupt(), journaled=out)
     with pytest.raises(KeyboardInterrupt):
         hfstream.convert(REPO, outtype="f16", outfile=out, max_memory=1 << 20, threads=1, connections=1)
     assert not out.exists() and part_path(out).exists() and journal_path(out).exists()

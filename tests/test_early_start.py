@@ -1,0 +1,105 @@
+"""Units fetched and encoded while the vocabulary and the header are built, written once the layout exists."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+import hfstream
+from hfstream import cli, errors, pipeline
+from hfstream.writer import journal_path, part_path
+
+from .goldens.digest import diff_digests, digest_gguf
+from .test_convert import comparable
+from .conftest import golden
+
+REPO = "hfs-test/tiny-llama-sharded"
+
+
+def _tensor_reads(hub) -> list[dict]:
+    """Storage range requests past the header read (which starts every shard at byte 0)."""
+    return [e for e in hub.log if e["origin"] == "storage" and e["range"] and not e["range"].startswith("bytes=0-")]
+
+
+def _vocab_waiting_for(hub, monkeypatch, *, then_fail: Exception | None = None) -> dict:
+    """Make building the vocabulary wait until the Hub has served tensor data (which only units started
+    before the layout can have asked for); then build it, or raise ``then_fail``."""
+    real = pipeline.with_vocab
+    seen: dict = {}
+
+    def waiting(draft):
+        deadline = time.monotonic() + 20
+        while not _tensor_reads(hub):
+            if time.monotonic() > deadline:
+                raise AssertionError("no tensor data was fetched while the vocabulary was being built")
+            time.sleep(0.005)
+        seen["reads_before_layout"] = len(_tensor_reads(hub))
+        if then_fail is not None:
+            raise then_fail
+        return real(draft)
+
+    monkeypatch.setattr(pipeline, "with_vocab", waiting)
+    return seen
+
+
+def test_tensor_data_streams_while_the_vocabulary_is_built(fresh_hub, tmp_path, monkeypatch):
+    seen = _vocab_waiting_for(fresh_hub, monkeypatch)
+    result = hfstream.convert(REPO, outtype="q8_0", outfile=tmp_path / "out.gguf")
+    assert seen["reads_before_layout"] >= 1
+    expected = golden(f"{REPO.split('/')[1]}.q8_0")
+    assert diff_digests(comparable(expected), comparable(digest_gguf(result.path))) == []
+    # early units are not fetched a second time: every tensor range once
+    ranges = [(e["path"], e["range"]) for e in _tensor_reads(fresh_hub)]
+    assert len(ranges) == len(set(ranges))
+    assert result.peak_bytes_in_flight <= pipeline.DEFAULT_MAX_MEMORY
+
+
+def test_a_vocabulary_error_after_the_early_start_leaves_nothing(fresh_hub, tmp_path, monkeypatch, capsys):
+    _vocab_waiting_for(fresh_hub, monkeypatch, then_fail=errors.UnsupportedTokenizerError("tokenizer.json: broken"))
+    out = tmp_path / "out.gguf"
+    rc = cli.main(["convert", REPO, "--outtype", "q8_0", "-o", str(out), "-q"])
+    assert rc == errors.UnsupportedTokenizerError.exit_code
+    assert "tokenizer.json: broken" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_destination_is_refused_before_any_tensor_byte(fresh_hub, tmp_path, capsys):
+    out = tmp_path / "out.gguf"
+    out.write_bytes(b"keep me")
+    rc = cli.main(["convert", REPO, "--outtype", "q8_0", "-o", str(out), "-q"])
+    assert rc == errors.OutputExistsError.exit_code
+    assert out.read_bytes() == b"keep me"
+    assert _tensor_reads(fresh_hub) == []
+    rc = cli.main(["convert", REPO, "--outtype", "q8_0", "-o", str(tmp_path / "missing" / "out.gguf"), "-q"])
+    assert rc == errors.OutputWriteError.exit_code
+    assert _tensor_reads(fresh_hub) == []
+
+
+def test_a_run_that_may_resume_starts_after_the_layout(fresh_hub, tmp_path, monkeypatch):
+    """Which units are done is in the journal of the very layout, so a leftover .part waits for it."""
+    out = tmp_path / "out.gguf"
+    part_path(out).write_bytes(b"")
+    journal_path(out).write_text("hfstream-journal-v1 other-plan 0\n")
+    started = []
+    monkeypatch.setattr(pipeline, "_Early", lambda *a: started.append(a) or pytest.fail("started early"))
+    result = hfstream.convert(REPO, outtype="q8_0", outfile=out)
+    assert started == [] and result.path == out and not part_path(out).exists()
+
+
+def test_budget_shrink_keeps_the_encoded_bytes():
+    async def run():
+        budget = pipeline._Budget(100)
+        grant = await budget.acquire(80)
+        waiter = asyncio.ensure_future(budget.acquire(50))
+        await asyncio.sleep(0)
+        assert not waiter.done()
+        grant = budget.shrink(grant, 30)  # 30 + 50 fit now
+        await asyncio.sleep(0)
+        assert waiter.done() and budget.held == 80 and budget.peak == 80
+        budget.release(grant)
+        budget.release(waiter.result())
+        assert budget.used == budget.held == 0
+
+    asyncio.run(run())
