@@ -7,6 +7,7 @@ import errno
 import hashlib
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -169,7 +170,8 @@ def test_local_directory_source_gives_the_same_file(fresh_hub, fixture_root, tmp
 def test_cancelled_task_keeps_resumable_state(fresh_hub, tmp_path, monkeypatch):
     """asyncio cancellation (how Ctrl-C reaches the event loop) is treated like an interrupt."""
     out = tmp_path / "out.gguf"
-    patch = _interrupt_after(10, asyncio.CancelledError())
+    patch = _interrupt_after(0, asyncio.CancelledError(), journaled=out)
     with pytest.raises((asyncio.CancelledError, KeyboardInterrupt)):
         hfstream.convert(REPO, outtype="f16", outfile=out, max_memory=1 << 20, threads=1, connections=1)
+    patch.undo()
     assert part_path(out).exists() and journal_path(out).exists()
