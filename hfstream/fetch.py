@@ -20,6 +20,8 @@ from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 import numpy as np
+from aiohttp.helpers import get_env_proxy_for_url
+from yarl import URL
 
 from . import errors
 from .hub import Snapshot, asked_wait
@@ -65,14 +67,16 @@ class HubSource:
         self._session: aiohttp.ClientSession | None = None
         self._storage_urls: dict[str, str] = {}
         self._resolve_locks: dict[str, asyncio.Lock] = {}
+        self._proxies: dict[tuple[str, str], dict] = {}
         self._endpoint_origin = _origin(snapshot.endpoint)
         self.stats = FetchStats()
 
     async def __aenter__(self) -> "HubSource":
         connector = aiohttp.TCPConnector(limit=self._connections)
-        # trust_env so HTTP(S)_PROXY works; aiohttp ignores it otherwise.
-        self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, trust_env=True,
-                                              auto_decompress=False)
+        # Not trust_env: with it aiohttp also looks up ~/.netrc for every request (a thread hop each)
+        # and refuses a request that has our Authorization header when netrc names the host. Proxies
+        # from the environment are looked up per origin instead (``_proxy``), as trust_env would.
+        self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, auto_decompress=False)
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -128,6 +132,17 @@ class HubSource:
 
     # -- internals ------------------------------------------------------------
 
+    def _proxy(self, url: str) -> dict:
+        """``proxy``/``proxy_auth`` for a request to ``url`` from HTTP(S)_PROXY and NO_PROXY, once per origin."""
+        origin = _origin(url)
+        if origin not in self._proxies:
+            try:
+                proxy, auth = get_env_proxy_for_url(URL(url))
+                self._proxies[origin] = {"proxy": proxy, "proxy_auth": auth}
+            except LookupError:
+                self._proxies[origin] = {}
+        return self._proxies[origin]
+
     def _headers(self, url: str) -> dict[str, str]:
         headers = {"User-Agent": "hfstream"}
         if self._token and _origin(url) == self._endpoint_origin:
@@ -149,7 +164,8 @@ class HubSource:
         url = self.snapshot.resolve_url(path)
         self.stats.resolves += 1
         self.stats.requests += 1
-        async with self._session.head(url, headers=self._headers(url), allow_redirects=False) as resp:
+        async with self._session.head(url, headers=self._headers(url), allow_redirects=False,
+                                      **self._proxy(url)) as resp:
             if resp.status in (301, 302, 303, 307, 308):
                 location = resp.headers.get("Location")
                 if not location:
@@ -166,7 +182,8 @@ class HubSource:
         # Small files are followed through redirects, but never with the token on another host:
         # aiohttp would keep our header, so redirects are followed by hand.
         for _ in range(5):
-            async with self._session.get(url, headers=self._headers(url), allow_redirects=False) as resp:
+            async with self._session.get(url, headers=self._headers(url), allow_redirects=False,
+                                         **self._proxy(url)) as resp:
                 if resp.status in (301, 302, 303, 307, 308):
                     url = urljoin(url, resp.headers.get("Location", ""))
                     continue
@@ -197,7 +214,7 @@ class HubSource:
         headers = self._headers(url)
         headers["Range"] = f"bytes={first}-{end}"
         self.stats.requests += 1
-        async with self._session.get(url, headers=headers, allow_redirects=False) as resp:
+        async with self._session.get(url, headers=headers, allow_redirects=False, **self._proxy(url)) as resp:
             if resp.status == 200:
                 # The server ignored Range: stop now rather than download the whole file.
                 raise errors.ProtocolError(f"{path}: the server ignored the Range header (200 instead of 206)")

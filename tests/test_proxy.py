@@ -23,9 +23,10 @@ def proxy():
 
 
 def _env(hub, tmp_path, **extra) -> dict:
-    env = cli_env(hub, HF_HOME=str(tmp_path / "hf-home"), **extra)
+    env = cli_env(hub, HF_HOME=str(tmp_path / "hf-home"))
     for key in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "HTTPS_PROXY", "https_proxy", "http_proxy"):
         env.pop(key, None)
+    env.update(extra)
     return env
 
 
@@ -61,3 +62,26 @@ def test_an_unreachable_proxy_is_one_clear_network_error(fresh_hub, tmp_path):
     assert run.returncode == errors.NetworkError.exit_code, run.stderr
     assert len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr
     assert not (tmp_path / "x.gguf").exists()
+
+
+def test_no_proxy_hosts_go_direct(fresh_hub, proxy, tmp_path):
+    out = tmp_path / "out.gguf"
+    run = subprocess.run([sys.executable, "-m", "hfstream", "convert", REPO, "--outtype", "q8_0", "-o", str(out), "-q"],
+                         env=_env(fresh_hub, tmp_path, HTTP_PROXY=proxy.url, NO_PROXY="127.0.0.1"),
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert out.exists() and fresh_hub.log and proxy.log == []
+
+
+def test_a_netrc_entry_for_the_hub_does_not_clash_with_the_token(fresh_hub, tmp_path):
+    """aiohttp's trust_env would take credentials from ~/.netrc and then refuse our Authorization header."""
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password secret\n")
+    netrc.chmod(0o600)
+    out = tmp_path / "out.gguf"
+    run = subprocess.run([sys.executable, "-m", "hfstream", "convert", "hfs-test/gated-llama", "--outtype", "q8_0",
+                          "-o", str(out), "-q"],
+                         env=_env(fresh_hub, tmp_path, NETRC=str(netrc), HF_TOKEN="hf_fixture_good"),
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert out.exists()
