@@ -123,6 +123,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
 
 
+def entry_point() -> None:
+    """The command's entry point: ``main``, then exit without tearing the interpreter down.
+
+    By then every output is fsynced and renamed and every thread joined; the teardown would only
+    free memory object by object (~0.1 s after a big conversion, 2% of a fast one).
+    """
+    code = main()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (`| head`): nothing more can be said there
+            pass
+    os._exit(code)
+
+
 def _fail(message: str) -> None:
     print(f"hfstream: error: {message}", file=sys.stderr)
 
