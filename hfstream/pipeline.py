@@ -4,6 +4,12 @@ Execution takes the plan's tensors as units of work. Each unit fetches its sourc
 ranges, transforms and quantizes them off the event loop, and writes the result at
 its precomputed offset, so units may finish in any order. One memory budget bounds
 the bytes held by units in flight.
+
+The plan is drafted first without its vocabulary: tensors, types and order are then
+final, so while a worker thread builds the vocabulary and the layout (a second of CPU
+on a big tokenizer, the link idle otherwise) the first units are already fetched and
+encoded. They wait in memory, within the budget, for the layout to give them offsets:
+every write is still a positional write into a file laid out in full.
 """
 
 from __future__ import annotations
@@ -564,7 +570,10 @@ class _Early:
             if self._stopped:
                 self._workers.budget.release(grant)
                 return
-            self._tasks[_batch_key(batch)] = asyncio.ensure_future(self._encode(batch, grant))
+            task = asyncio.ensure_future(self._encode(batch, grant))
+            # an error surfaces where the unit is claimed; unclaimed (the run failed elsewhere) it is moot
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            self._tasks[_batch_key(batch)] = task
 
     async def _encode(self, batch: list[Unit], grant: tuple[int, int]) -> tuple[tuple[int, int], list[memoryview]]:
         budget = self._workers.budget
