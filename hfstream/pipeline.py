@@ -542,48 +542,50 @@ def _starts_early(opts: Options, source, final: Path) -> bool:
 class _Early:
     """Units fetched and encoded while the vocabulary and the header are being built.
 
-    The first units of the file, in order, until their encoded bytes reach a share of the budget;
-    each holds its budget grant (shrunk to the encoded bytes once encoded) until ``_execute``
-    claims and writes it at the offset the layout gave it. Nothing is written before the layout.
+    The first units of the file, in order, as long as they fit a share of the budget (fetched,
+    decoded and encoded bytes, as any unit counts them, and then the encoded result they keep):
+    the rest of the budget stays for the vocabulary's own peak, which is not in it. Each also holds
+    its grant of the whole budget (shrunk to the encoded bytes once encoded) until ``_execute``
+    claims it and writes it at the offset the layout gave it. Nothing is written before the layout.
     """
 
-    #: the share of the budget early units may hold encoded: the rest stays for the vocabulary's
-    #: own peak and for the units in flight when the layout arrives
     SHARE = 0.5
 
     def __init__(self, tensors: list[PlannedTensor], source, workers: _Workers):
         self._source = source
         self._workers = workers
+        self._share = _Budget(int(workers.budget.limit * self.SHARE))
         self._tasks: dict[tuple, asyncio.Future] = {}
         self._stopped = False
         units = [u for t in tensors for u in units_for(t, 0, workers.target)]
-        cap = int(workers.budget.limit * self.SHARE)
-        self._launcher = asyncio.ensure_future(self._launch(batches(units, workers.target), cap))
+        self._launcher = asyncio.ensure_future(self._launch(batches(units, workers.target)))
 
-    async def _launch(self, todo: list[list[Unit]], cap: int) -> None:
-        held = 0
+    async def _launch(self, todo: list[list[Unit]]) -> None:
         for batch in todo:
-            held += sum(u.nbytes for u in batch)
-            if held > cap:
-                return
-            grant = await self._workers.budget.acquire(sum(u.cost for u in batch))
+            cost = sum(u.cost for u in batch)
+            share = await self._share.acquire(cost)  # never given back: the window ends with the layout
+            grant = await self._workers.budget.acquire(cost)
             if self._stopped:
                 self._workers.budget.release(grant)
                 return
-            task = asyncio.ensure_future(self._encode(batch, grant))
+            task = asyncio.ensure_future(self._encode(batch, grant, share))
             # an error surfaces where the unit is claimed; unclaimed (the run failed elsewhere) it is moot
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
             self._tasks[_batch_key(batch)] = task
 
-    async def _encode(self, batch: list[Unit], grant: tuple[int, int]) -> tuple[tuple[int, int], list[memoryview]]:
+    async def _encode(self, batch: list[Unit], grant: tuple[int, int],
+                      share: tuple[int, int]) -> tuple[tuple[int, int], list[memoryview]]:
         budget = self._workers.budget
         try:
             data = await _fetch_batch(batch, self._source, None)
             blobs = await asyncio.get_running_loop().run_in_executor(self._workers.pool, _encode_all, batch, data)
             del data
-            return budget.shrink(grant, sum(u.nbytes for u in batch)), blobs
+            encoded = sum(u.nbytes for u in batch)
+            self._share.shrink(share, encoded)
+            return budget.shrink(grant, encoded), blobs
         except BaseException:
             budget.release(grant)
+            self._share.release(share)
             raise
 
     def stop(self) -> None:
