@@ -103,3 +103,29 @@ def test_budget_shrink_keeps_the_encoded_bytes():
         assert budget.used == budget.held == 0
 
     asyncio.run(run())
+
+
+def test_early_units_hold_at_most_their_share_of_the_budget(fresh_hub, tmp_path, monkeypatch):
+    """Before the layout, fetched-not-written bytes stay within half the budget (the vocabulary's
+    own peak is outside the budget): a tiny budget, and a vocabulary that waits until no more
+    tensor data comes."""
+    budget = 256 * 1024
+    real = pipeline.with_vocab
+    before_layout = {}
+
+    def waiting(draft):
+        deadline, seen, quiet_since = time.monotonic() + 20, -1, time.monotonic()
+        while time.monotonic() < deadline and time.monotonic() - quiet_since < 0.5:
+            n = len(_tensor_reads(fresh_hub))
+            if n != seen:
+                seen, quiet_since = n, time.monotonic()
+            time.sleep(0.01)
+        before_layout["bytes"] = sum(e["bytes_sent"] for e in _tensor_reads(fresh_hub))
+        return real(draft)
+
+    monkeypatch.setattr(pipeline, "with_vocab", waiting)
+    result = hfstream.convert(REPO, outtype="f16", outfile=tmp_path / "out.gguf", max_memory=budget)
+    assert 0 < before_layout["bytes"] <= budget * pipeline._Early.SHARE
+    assert result.peak_bytes_in_flight <= budget
+    expected = golden(f"{REPO.split('/')[1]}.f16")
+    assert diff_digests(comparable(expected), comparable(digest_gguf(result.path))) == []
