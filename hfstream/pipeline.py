@@ -549,6 +549,8 @@ class _Early:
     claims it and writes it at the offset the layout gave it. Nothing is written before the layout.
     """
 
+    #: of the budget: a quarter moved ~20 MB of tensor data in the window on the benchmark's throttled
+    #: link where a half moved ~30-40; more stacks on the vocabulary's own peak (bench/README.md)
     SHARE = 0.5
 
     def __init__(self, tensors: list[PlannedTensor], source, workers: _Workers):
