@@ -152,8 +152,9 @@ def _pack_str_array(value: list | tuple) -> bytes | None:
     if kinds <= {bytes}:
         blob, lengths = b"".join(value), np.fromiter(map(len, value), dtype=np.int64, count=len(value))
     elif kinds <= {str}:
-        blob = "".join(value).encode("utf-8")
-        chars = np.frombuffer("".join(value).encode("utf-32-le"), dtype="<u4")
+        text = "".join(value)
+        blob = text.encode("utf-8")
+        chars = np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
         # UTF-8 width of every character, summed per string
         width = 1 + (chars >= 0x80).astype(np.int64) + (chars >= 0x800) + (chars >= 0x10000)
         ends = np.cumsum(np.fromiter(map(len, value), dtype=np.int64, count=len(value)))
