@@ -513,9 +513,10 @@ def _replace_merges(text: str, merges: list) -> str | None:
     the last key, ``merges`` the last in it): a splice instead of serializing the vocabulary again."""
     import re
 
-    start = re.search(r'"merges"\s*:\s*\[', text)
-    if start is None or len(re.findall(r'"merges"\s*:\s*\[', text)) != 1:
+    found = list(re.finditer(r'"merges"\s*:\s*\[', text))
+    if len(found) != 1:
         return None
+    start = found[0]
     end = text.rstrip().rfind("]")
     if end < start.end() or re.fullmatch(r"\s*\}\s*\}\s*", text[end + 1:]) is None:
         return None
