@@ -73,15 +73,18 @@ def test_no_proxy_hosts_go_direct(fresh_hub, proxy, tmp_path):
     assert out.exists() and fresh_hub.log and proxy.log == []
 
 
-def test_a_netrc_entry_for_the_hub_does_not_clash_with_the_token(fresh_hub, tmp_path):
-    """aiohttp's trust_env would take credentials from ~/.netrc and then refuse our Authorization header."""
+def test_a_netrc_entry_for_the_hub_is_not_used(fresh_hub, tmp_path):
+    """aiohttp's trust_env would send ~/.netrc credentials, and refuse our Authorization header beside them."""
     netrc = tmp_path / "netrc"
     netrc.write_text("machine 127.0.0.1 login someone password secret\n")
     netrc.chmod(0o600)
-    out = tmp_path / "out.gguf"
-    run = subprocess.run([sys.executable, "-m", "hfstream", "convert", "hfs-test/gated-llama", "--outtype", "q8_0",
-                          "-o", str(out), "-q"],
-                         env=_env(fresh_hub, tmp_path, NETRC=str(netrc), HF_TOKEN="hf_fixture_good"),
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr
-    assert out.exists()
+    for repo, token in (("hfs-test/gated-llama", "hf_fixture_good"), (REPO, None)):
+        fresh_hub.clear_log()
+        out = tmp_path / f"{repo.split('/')[1]}.gguf"
+        extra = {"NETRC": str(netrc), **({"HF_TOKEN": token} if token else {})}
+        run = subprocess.run([sys.executable, "-m", "hfstream", "convert", repo, "--outtype", "q8_0", "-o", str(out),
+                              "-q"], env=_env(fresh_hub, tmp_path, **extra), capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+        assert out.exists()
+        # the token where it belongs, netrc's Basic credentials nowhere
+        assert {e["auth_scheme"] for e in fresh_hub.log} <= ({"Bearer", None} if token else {None})
