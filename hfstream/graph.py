@@ -23,6 +23,7 @@ from typing import Iterator, Mapping, NamedTuple
 
 import numpy as np
 
+from . import floats
 from .safetensors import DTYPE_SIZES, SourceTensor
 
 _NUMPY_DTYPES = {
@@ -104,9 +105,7 @@ class Node:
 def decode(src: SourceTensor, raw: bytes | memoryview, shape: tuple[int, ...] | None = None) -> np.ndarray:
     """Source bytes to an array: F16/F32 as they are, everything else as F32."""
     if src.dtype == "BF16":
-        u16 = np.frombuffer(raw, dtype="<u2")
-        # widen and shift in one pass (astype then << makes two, and a temporary)
-        out = np.left_shift(u16, 16, out=np.empty(u16.shape, np.uint32), dtype=np.uint32).view(np.float32)
+        out = floats.bf16_to_f32(np.frombuffer(raw, dtype="<u2"))
     elif src.dtype in ("F16", "F32"):
         out = np.frombuffer(raw, dtype=_NUMPY_DTYPES[src.dtype])
     elif src.dtype in _NUMPY_DTYPES:

@@ -20,7 +20,7 @@ from gguf import GGMLQuantizationType as QT
 from gguf import LlamaFileType as FT
 from gguf import MODEL_TENSOR as MT
 
-from . import errors
+from . import errors, floats
 from .mixes import MIXES
 
 
@@ -132,7 +132,7 @@ def quantize(array: np.ndarray, qt: QT, engine: str | None = None, weights: Weig
     if qt == QT.F32:
         return array.astype(np.float32, copy=False)
     if qt == QT.F16:
-        return array.astype(np.float16, copy=False)
+        return floats.f32_to_f16(array) if array.dtype == np.float32 else array.astype(np.float16, copy=False)
     engine = engine or default_engine()
     if engine == "ggml":
         if weights is None:
@@ -284,7 +284,7 @@ def ggml_version() -> str | None:
 
 def _ggml_quantize(array: np.ndarray, qt: QT, imatrix: np.ndarray | None = None) -> np.ndarray:
     lib = _ggml_lib()
-    src = np.ascontiguousarray(array, dtype=np.float32)
+    src = floats.f16_to_f32(array) if array.dtype == np.float16 else np.ascontiguousarray(array, dtype=np.float32)
     n_per_row = src.shape[-1] if src.ndim else 1
     nrows = src.size // n_per_row if n_per_row else 0
     out = np.empty(gguf.quant_shape_to_byte_shape(src.shape, qt), dtype=np.uint8)
