@@ -147,11 +147,21 @@ def _pack_str_array(value: list | tuple) -> bytes | None:
     """Strings (or bytes) each as a u64 byte length and its UTF-8 bytes; None for other items.
 
     In numpy rather than per item: a 128k-token vocabulary and its 280k merges are 400k strings.
+    By chunks, as the per-character temporaries of 280k merges at once come to ~55 MB.
     """
     kinds = set(map(type, value))
-    if kinds <= {bytes}:
+    if not (kinds <= {bytes} or kinds <= {str}):
+        return None
+    return b"".join(_pack_strings(value[i:i + _PACK_CHUNK]) for i in range(0, len(value), _PACK_CHUNK))
+
+
+_PACK_CHUNK = 16384
+
+
+def _pack_strings(value: list | tuple) -> bytes:
+    if not value or isinstance(value[0], bytes):
         blob, lengths = b"".join(value), np.fromiter(map(len, value), dtype=np.int64, count=len(value))
-    elif kinds <= {str}:
+    else:
         text = "".join(value)
         blob = text.encode("utf-8")
         chars = np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
@@ -160,8 +170,6 @@ def _pack_str_array(value: list | tuple) -> bytes | None:
         ends = np.cumsum(np.fromiter(map(len, value), dtype=np.int64, count=len(value)))
         upto = np.concatenate(([0], np.cumsum(width)))
         lengths = np.diff(upto[np.concatenate(([0], ends))])
-    else:
-        return None
     n = len(value)
     out = np.empty(8 * n + len(blob), dtype=np.uint8)
     # each string's length field starts after the fields and strings before it

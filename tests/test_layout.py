@@ -39,6 +39,9 @@ def test_fast_header_packing_equals_gguf_writer(repo, fresh_hub):
     [b"", b"ab", b"\xff\x00"],
     [""],
     ["x", b"y"],  # mixed: the writer's own packer
+    # more strings than one packing chunk holds: chunk boundaries inside, strings of every UTF-8 width
+    [chr(0x20 + i % 90) * (i % 5) + "\u0120" * (i % 3) + "\U0001f600" * (i % 7 == 0) for i in range(40_000)],
+    [bytes([i % 256]) * (i % 4) for i in range(40_000)],
 ])
 def test_string_arrays_pack_as_gguf_writer_does(value):
     import gguf
