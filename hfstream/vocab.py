@@ -220,19 +220,29 @@ class _Repo:
         return name in self.files
 
     def text(self, name: str) -> str | None:
-        """The file decoded (once: tokenizer.json is read as JSON, by the lighter loader and maybe whole)."""
+        """The file decoded, once."""
         if name not in self._text:
-            data = self.files.get(name)
-            try:
-                self._text[name] = (None if data is None else data.decode("utf-8")
-                                    if isinstance(data, (bytes, bytearray, memoryview)) else str(data))
-            except UnicodeDecodeError as e:
-                raise InvalidConfigError(f"{name}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
+            self._text[name] = self._decode(name)
         return self._text[name]
+
+    def _decode(self, name: str) -> str | None:
+        data = self.files.get(name)
+        try:
+            return (None if data is None else bytes(data).decode("utf-8")
+                    if isinstance(data, (bytes, bytearray, memoryview)) else str(data))
+        except UnicodeDecodeError as e:
+            raise InvalidConfigError(f"{name}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
+
+    def raw(self, name: str) -> bytes | None:
+        """The file's bytes (UTF-8 checked by ``json`` or ``text`` first)."""
+        data = self.files.get(name)
+        return data.encode("utf-8") if isinstance(data, str) else None if data is None else bytes(data)
 
     def json(self, name: str) -> Any:
         if name not in self._json:
-            text = self.text(name)
+            # decoded for the parse only: tokenizer.json's text is 2 bytes a character (Ġ is not
+            # Latin-1), 32 MB for Llama 3's, and what is read later reads the bytes
+            text = self._text[name] if name in self._text else self._decode(name)
             if text is None:
                 self._json[name] = None
             else:
@@ -388,12 +398,14 @@ def _token_content(value: Any) -> str | None:
 class _FastTokenizer:
     """A ``tokenizers.Tokenizer`` set up the way ``AutoTokenizer.from_pretrained`` leaves it."""
 
-    def __init__(self, repo: _Repo, text: str | None = None):
-        """``text``: the tokenizer.json to load instead of the repo's (see ``_with_needed_merges``)."""
+    def __init__(self, repo: _Repo, data: bytes | None = None):
+        """``data``: the tokenizer.json to load instead of the repo's (see ``_with_needed_merges``)."""
         from tokenizers import AddedToken, Tokenizer, processors
 
+        if data is None:
+            data = repo.raw("tokenizer.json")  # parsed (so checked) by the caller already
         try:
-            self.tok = Tokenizer.from_str(text if text is not None else repo.text("tokenizer.json"))
+            self.tok = Tokenizer.from_buffer(data)
         except Exception as e:  # tokenizers raises a plain Exception on a bad file
             raise UnsupportedTokenizerError(f"tokenizer.json: cannot be loaded by tokenizers ({e})") from None
         config = _dict_or_empty(repo.json("tokenizer_config.json"))
@@ -463,8 +475,8 @@ class _FastTokenizer:
         return sha256(str(ids).encode()).hexdigest()
 
 
-def _with_needed_merges(text: str, tj: dict, texts: Sequence[str]) -> str | None:
-    """tokenizer.json (``text``, parsed: ``tj``) with only the merges that can act on ``texts``, or None.
+def _with_needed_merges(data: bytes, tj: dict, texts: Sequence[str]) -> bytes | None:
+    """tokenizer.json (``data``, parsed: ``tj``) with only the merges that can act on ``texts``, or None.
 
     A big BPE vocabulary has ~300k merges, and building them is most of ``Tokenizer.from_str``
     (0.4 of its 0.5 s on a 128k-token Llama 3 tokenizer, and much of its memory). What is read from
@@ -504,23 +516,23 @@ def _with_needed_merges(text: str, tj: dict, texts: Sequence[str]) -> str | None
         kept = [m for m in merges if m.replace(" ", "", 1) in parts]
     else:
         return None
-    return _replace_merges(text, kept) or json.dumps({**tj, "model": {**model, "merges": kept}},
-                                                      ensure_ascii=False, separators=(",", ":"))
+    return _replace_merges(data, kept) or json.dumps({**tj, "model": {**model, "merges": kept}},
+                                                      ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def _replace_merges(text: str, merges: list) -> str | None:
-    """``text`` with its merges array replaced, when it has the layout ``tokenizers`` saves (``model``
+def _replace_merges(data: bytes, merges: list) -> bytes | None:
+    """``data`` with its merges array replaced, when it has the layout ``tokenizers`` saves (``model``
     the last key, ``merges`` the last in it): a splice instead of serializing the vocabulary again."""
     import re
 
-    found = list(re.finditer(r'"merges"\s*:\s*\[', text))
+    found = list(re.finditer(rb'"merges"\s*:\s*\[', data))
     if len(found) != 1:
         return None
     start = found[0]
-    end = text.rstrip().rfind("]")
-    if end < start.end() or re.fullmatch(r"\s*\}\s*\}\s*", text[end + 1:]) is None:
+    end = data.rstrip().rfind(b"]")
+    if end < start.end() or re.fullmatch(rb"\s*\}\s*\}\s*", data[end + 1:]) is None:
         return None
-    return text[:start.end() - 1] + json.dumps(merges, ensure_ascii=False) + text[end + 1:]
+    return b"".join((data[:start.end() - 1], json.dumps(merges, ensure_ascii=False).encode("utf-8"), data[end + 1:]))
 
 
 # --- llama_hf: an SPM-style BPE tokenizer.json -------------------------------------------------
@@ -579,10 +591,10 @@ def _add_bpe(writer: gguf.GGUFWriter, repo: _Repo, hparams: dict, bpe_pre: str |
     if tj is None:
         raise _NotThisKind
     table = _bpe_pre_table() if bpe_pre is None else None
-    lighter = _with_needed_merges(repo.text("tokenizer.json"), tj, [table["chktxt"]] if table else [])
+    lighter = _with_needed_merges(repo.raw("tokenizer.json"), tj, [table["chktxt"]] if table else [])
     del tj
     repo.slim_tokenizer_json()
-    fast = _FastTokenizer(repo, text=lighter)
+    fast = _FastTokenizer(repo, data=lighter)
     vocab = fast.vocab()
     vocab_size = hparams.get("vocab_size", len(vocab))
     if not isinstance(vocab_size, int) or vocab_size <= 0:

@@ -304,12 +304,12 @@ def test_fewer_merges_give_the_same_hash_ids_and_added_tokens(fixture):
 
     from hfstream.vocab import _bpe_pre_table, _with_needed_merges
 
-    text = (ROOT_FIXTURES / fixture / "tokenizer.json").read_text(encoding="utf-8")
-    tj = json.loads(text)
+    data = (ROOT_FIXTURES / fixture / "tokenizer.json").read_bytes()
+    tj = json.loads(data)
     chktxt = _bpe_pre_table()["chktxt"]
-    lighter = _with_needed_merges(text, tj, [chktxt])
-    assert lighter is not None
-    full, light = Tokenizer.from_str(text), Tokenizer.from_str(lighter)
+    lighter = _with_needed_merges(data, tj, [chktxt])
+    assert isinstance(lighter, bytes)
+    full, light = Tokenizer.from_buffer(data), Tokenizer.from_buffer(lighter)
     assert len(json.loads(lighter)["model"]["merges"]) < len(tj["model"]["merges"]) / 4
     assert light.encode(chktxt).ids == full.encode(chktxt).ids
     assert light.get_vocab() == full.get_vocab()
@@ -320,19 +320,19 @@ def test_fewer_merges_give_the_same_hash_ids_and_added_tokens(fixture):
 def test_merges_are_spliced_into_the_saved_layout_else_serialized():
     from hfstream.vocab import _replace_merges, _with_needed_merges
 
-    text = (ROOT_FIXTURES / "toy-bpe" / "tokenizer.json").read_text(encoding="utf-8")
-    spliced = _replace_merges(text, [["a", "b"]])
-    assert spliced is not None and json.loads(spliced) == {**json.loads(text), "model": {
-        **json.loads(text)["model"], "merges": [["a", "b"]]}}
-    # the lighter tokenizer of a file in the saved layout is a splice: the text before the merges unchanged
-    lighter = _with_needed_merges(text, json.loads(text), ["hello world"])
-    assert lighter.startswith(text[:text.index('"merges"')])
+    data = (ROOT_FIXTURES / "toy-bpe" / "tokenizer.json").read_bytes()
+    spliced = _replace_merges(data, [["a", "b"]])
+    assert spliced is not None and json.loads(spliced) == {**json.loads(data), "model": {
+        **json.loads(data)["model"], "merges": [["a", "b"]]}}
+    # the lighter tokenizer of a file in the saved layout is a splice: the bytes before the merges unchanged
+    lighter = _with_needed_merges(data, json.loads(data), ["hello world"])
+    assert lighter.startswith(data[:data.index(b'"merges"')])
     # another key after "model": the splice would be wrong, so none; the caller serializes instead
-    moved = json.loads(text)
+    moved = json.loads(data)
     moved = {"model": moved.pop("model"), **moved}
-    moved_text = json.dumps(moved, indent=2)
-    assert _replace_merges(moved_text, [["a", "b"]]) is None
-    lighter = _with_needed_merges(moved_text, moved, ["hello world"])
+    moved_data = json.dumps(moved, indent=2, ensure_ascii=False).encode("utf-8")
+    assert _replace_merges(moved_data, [["a", "b"]]) is None
+    lighter = _with_needed_merges(moved_data, moved, ["hello world"])
     assert json.loads(lighter)["model"]["vocab"] == moved["model"]["vocab"]
 
 
@@ -344,9 +344,9 @@ def loaded(monkeypatch) -> list[str]:
     seen: list[str] = []
     real_init = vocab._FastTokenizer.__init__
 
-    def spy(self, repo, text=None):
-        seen.append("light" if text is not None else "full")
-        real_init(self, repo, text)
+    def spy(self, repo, data=None):
+        seen.append("light" if data is not None else "full")
+        real_init(self, repo, data)
 
     monkeypatch.setattr(vocab._FastTokenizer, "__init__", spy)
     return seen
@@ -358,7 +358,7 @@ def test_when_the_kept_merges_fall_short_the_whole_tokenizer_decides(tmp_path, m
 
     # no merges at all: the check text encodes differently, so its hash is not in the table
     monkeypatch.setattr(vocab, "_with_needed_merges",
-                        lambda text, tj, texts: json.dumps({**tj, "model": {**tj["model"], "merges": []}}))
+                        lambda data, tj, texts: json.dumps({**tj, "model": {**tj["model"], "merges": []}}).encode())
     files = mvg.case_files(golden("llama-bpe")["case"])
     kvs, _ = write_vocab(tmp_path, files)
     assert loaded == ["light", "full"]
