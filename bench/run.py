@@ -116,9 +116,16 @@ class Run:
 
 
 def measure(cmd: list[str], env: dict, cwd: Path, log_dir: Path, timeout: float = RUN_TIMEOUT) -> Run:
-    """Run ``cmd``; wall time from spawn to exit, peak RSS of the process (and of any child it waited
-    for) from ``os.wait4``'s rusage, which counts this child alone."""
+    """Run ``cmd``; wall time from spawn to exit; CPU time and peak RSS from ``os.wait4``'s rusage
+    (CPU includes children it waited for; its peak RSS is the largest single process's).
+
+    While the process has children (hfstream forks one to build the vocabulary), memory is the
+    whole tree's: the PSS of the process and its descendants summed, sampled every 10 ms; the peak
+    RSS reported is the larger of the two. PSS splits pages a fork shares, so the sum is what the
+    tree holds; a sum of RSS would count the shared pages twice.
+    """
     out_path, err_path = log_dir / "stdout.txt", log_dir / "stderr.txt"
+    tree_peak_kib = 0
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
@@ -131,11 +138,47 @@ def measure(cmd: list[str], env: dict, cwd: Path, log_dir: Path, timeout: float 
                 proc.kill()
                 pid, status, usage = os.wait4(proc.pid, 0)
                 break
-            time.sleep(0.005)
+            children = _descendants(proc.pid)
+            if children:
+                tree_peak_kib = max(tree_peak_kib, sum(_pss_kib(p) for p in [proc.pid, *children]))
+                time.sleep(0.01)
+            else:
+                time.sleep(0.005)
         wall = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)
-    return Run(proc.returncode, wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss, out_path.read_text(errors="replace"),
-               err_path.read_text(errors="replace"))
+    return Run(proc.returncode, wall, usage.ru_utime + usage.ru_stime, max(usage.ru_maxrss, tree_peak_kib),
+               out_path.read_text(errors="replace"), err_path.read_text(errors="replace"))
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (children of any of its threads, recursively)."""
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{task}/children") as f:
+                    kids = [int(k) for k in f.read().split()]
+            except OSError:
+                continue
+            found.extend(kids)
+            todo.extend(kids)
+    return found
+
+
+def _pss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def find_llama_cpp_dir(explicit: str | None) -> Path | None:

@@ -196,6 +196,13 @@ class PublishConflictError(PublishError):
     retryable = True
 
 
+class HelperDiedError(HfstreamError):
+    """The helper process that builds the vocabulary and header ended without an answer (killed,
+    e.g. by the kernel when memory ran out). Nothing was written; a rerun starts over."""
+
+    exit_code = 70
+
+
 class InterruptedError_(HfstreamError):
     """The run was interrupted (Ctrl-C); a rerun resumes."""
 

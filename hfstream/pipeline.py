@@ -29,7 +29,7 @@ import gguf
 import numpy as np
 from gguf import GGMLQuantizationType as QT
 
-from . import errors, hub, mixplan, settings
+from . import errors, forked, hub, mixplan, settings
 from .arch import family_for
 from .hfconfig import load_config
 from .fetch import ByteSource, HubSource
@@ -149,9 +149,10 @@ async def _convert(repo_id: str, opts: Options) -> ConvertResult:
         try:
             if _starts_early(opts, source, final):
                 early = _Early(draft.tensors, cached, workers)
-            # The vocabulary and the header take a second of CPU on big tokenizers: a worker thread
-            # builds them while the first units are fetched and encoded.
-            plan, lay = await asyncio.to_thread(_finish_plan, draft)
+            # The vocabulary and the header take a second of CPU on big tokenizers: a child process
+            # builds them while the first units are fetched and encoded here.
+            lay = await asyncio.to_thread(_finish_plan, draft, elsewhere=early is not None)
+            plan = draft
             if early is not None:
                 early.stop()
             paths = output_paths(final, lay)
@@ -176,11 +177,21 @@ async def _convert(repo_id: str, opts: Options) -> ConvertResult:
     return result
 
 
-def _finish_plan(draft: Plan) -> tuple[Plan, Layout]:
-    plan = with_vocab(draft)
-    lay = layout(plan)
+def _finish_plan(draft: Plan, *, elsewhere: bool) -> Layout:
+    """The layout, header included, of a draft plan: all its vocabulary adds to what streams.
+
+    ``elsewhere``: build it in a forked child (``forked``), so that this process's GIL stays with
+    the units streaming meanwhile; the draft then keeps its placeholder metadata.
+    """
+    if elsewhere and forked.available():
+        return forked.call("building the vocabulary and header", _vocab_and_layout, draft)
+    lay = _vocab_and_layout(draft)
     _return_freed_memory()
-    return plan, lay
+    return lay
+
+
+def _vocab_and_layout(draft: Plan) -> Layout:
+    return layout(with_vocab(draft))
 
 
 def _return_freed_memory() -> None:
@@ -544,13 +555,14 @@ class _Early:
 
     The first units of the file, in order, as long as they fit a share of the budget (fetched,
     decoded and encoded bytes, as any unit counts them, and then the encoded result they keep):
-    the rest of the budget stays for the vocabulary's own peak, which is not in it. Each also holds
+    the rest of the budget stays for the vocabulary's own peak (in the child process that builds
+    it, or in a thread where there is no fork), which is not in it. Each also holds
     its grant of the whole budget (shrunk to the encoded bytes once encoded) until ``_execute``
     claims it and writes it at the offset the layout gave it. Nothing is written before the layout.
     """
 
-    #: of the budget: a quarter moved ~20 MB of tensor data in the window on the benchmark's throttled
-    #: link where a half moved ~30-40; more stacks on the vocabulary's own peak (bench/README.md)
+    #: of the budget. On the benchmark's throttled link a quarter gave wall/ideal 1.10 where a half gave
+    #: 1.07-1.08; with a half the process tree's peak is 330-350 MiB (bench/README.md)
     SHARE = 0.5
 
     def __init__(self, tensors: list[PlannedTensor], source, workers: _Workers):

@@ -38,3 +38,22 @@ def test_bench_quick_smoke(tmp_path):
         assert (r["link_utilization"] is not None) == (r["scenario"] == "a")
     # outputs were deleted: only what the test itself put there is left
     assert sorted(p.name for p in tmp_path.iterdir()) == ["repos", "results.json"]
+
+
+def test_measure_counts_the_memory_of_a_forked_child(tmp_path):
+    """Parent and forked child each hold 200 MB of their own at once: the peak reported is the tree's
+    (about 400 MB), not the largest single process's (about 200 MB, what ``os.wait4`` alone gives)."""
+    from bench.run import measure
+
+    script = (
+        "import os, time\n"
+        "pid = os.fork()\n"
+        "block = bytearray(200 * 2**20)\n"
+        "for i in range(0, len(block), 4096): block[i] = 1\n"  # touch every page
+        "time.sleep(0.5)\n"
+        "if pid == 0: os._exit(0)\n"
+        "os.waitpid(pid, 0)\n"
+    )
+    run = measure([sys.executable, "-c", script], dict(os.environ), ROOT, tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert run.maxrss_kib > 380 * 1024

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import pytest
@@ -23,31 +24,44 @@ def _tensor_reads(hub) -> list[dict]:
     return [e for e in hub.log if e["origin"] == "storage" and e["range"] and not e["range"].startswith("bytes=0-")]
 
 
-def _vocab_waiting_for(hub, monkeypatch, *, then_fail: Exception | None = None) -> dict:
-    """Make building the vocabulary wait until the Hub has served tensor data (which only units started
-    before the layout can have asked for); then build it, or raise ``then_fail``."""
-    real = pipeline.with_vocab
+def _vocab_held_until(monkeypatch, tmp_path, ready, *, then_fail: Exception | None = None) -> dict:
+    """Make building the vocabulary wait until ``ready()`` (called here, on the Hub's log) returns a
+    value; then build it, or raise ``then_fail``. Returns {"value": what ready() returned}.
+
+    The vocabulary is built in a forked child, which sees no live copy of the Hub's log: a thread here
+    watches the log and lets the child go through a file.
+    """
+    go = tmp_path.parent / f"{tmp_path.name}.go"
     seen: dict = {}
 
-    def waiting(draft):
+    def watch():
         deadline = time.monotonic() + 20
-        while not _tensor_reads(hub):
-            if time.monotonic() > deadline:
-                raise AssertionError("no tensor data was fetched while the vocabulary was being built")
+        while time.monotonic() < deadline:
+            value = ready()
+            if value:
+                seen["value"] = value
+                break
             time.sleep(0.005)
-        seen["reads_before_layout"] = len(_tensor_reads(hub))
+        go.write_text("go")
+
+    real = pipeline.with_vocab
+
+    def waiting(draft):
+        while not go.exists():
+            time.sleep(0.005)
         if then_fail is not None:
             raise then_fail
         return real(draft)
 
     monkeypatch.setattr(pipeline, "with_vocab", waiting)
+    threading.Thread(target=watch, daemon=True).start()
     return seen
 
 
 def test_tensor_data_streams_while_the_vocabulary_is_built(fresh_hub, tmp_path, monkeypatch):
-    seen = _vocab_waiting_for(fresh_hub, monkeypatch)
+    seen = _vocab_held_until(monkeypatch, tmp_path, lambda: len(_tensor_reads(fresh_hub)))
     result = hfstream.convert(REPO, outtype="q8_0", outfile=tmp_path / "out.gguf")
-    assert seen["reads_before_layout"] >= 1
+    assert seen.get("value", 0) >= 1, "no tensor data was fetched while the vocabulary was being built"
     expected = golden(f"{REPO.split('/')[1]}.q8_0")
     assert diff_digests(comparable(expected), comparable(digest_gguf(result.path))) == []
     # early units are not fetched a second time: every tensor range once
@@ -57,7 +71,8 @@ def test_tensor_data_streams_while_the_vocabulary_is_built(fresh_hub, tmp_path, 
 
 
 def test_a_vocabulary_error_after_the_early_start_leaves_nothing(fresh_hub, tmp_path, monkeypatch, capsys):
-    _vocab_waiting_for(fresh_hub, monkeypatch, then_fail=errors.UnsupportedTokenizerError("tokenizer.json: broken"))
+    _vocab_held_until(monkeypatch, tmp_path, lambda: _tensor_reads(fresh_hub),
+                      then_fail=errors.UnsupportedTokenizerError("tokenizer.json: broken"))
     out = tmp_path / "out.gguf"
     rc = cli.main(["convert", REPO, "--outtype", "q8_0", "-o", str(out), "-q"])
     assert rc == errors.UnsupportedTokenizerError.exit_code
@@ -110,22 +125,19 @@ def test_early_units_hold_at_most_their_share_of_the_budget(fresh_hub, tmp_path,
     own peak is outside the budget): a tiny budget, and a vocabulary that waits until no more
     tensor data comes."""
     budget = 256 * 1024
-    real = pipeline.with_vocab
-    before_layout = {}
+    quiet = {"seen": -1, "since": time.monotonic()}
 
-    def waiting(draft):
-        deadline, seen, quiet_since = time.monotonic() + 20, -1, time.monotonic()
-        while time.monotonic() < deadline and time.monotonic() - quiet_since < 0.5:
-            n = len(_tensor_reads(fresh_hub))
-            if n != seen:
-                seen, quiet_since = n, time.monotonic()
-            time.sleep(0.01)
-        before_layout["bytes"] = sum(e["bytes_sent"] for e in _tensor_reads(fresh_hub))
-        return real(draft)
+    def fetching_stopped():
+        n = len(_tensor_reads(fresh_hub))
+        if n != quiet["seen"]:
+            quiet["seen"], quiet["since"] = n, time.monotonic()
+        if time.monotonic() - quiet["since"] < 0.5:
+            return None
+        return sum(e["bytes_sent"] for e in _tensor_reads(fresh_hub)) or None
 
-    monkeypatch.setattr(pipeline, "with_vocab", waiting)
+    before_layout = _vocab_held_until(monkeypatch, tmp_path, fetching_stopped)
     result = hfstream.convert(REPO, outtype="f16", outfile=tmp_path / "out.gguf", max_memory=budget)
-    assert 0 < before_layout["bytes"] <= budget * pipeline._Early.SHARE
+    assert 0 < before_layout["value"] <= budget * pipeline._Early.SHARE
     assert result.peak_bytes_in_flight <= budget
     expected = golden(f"{REPO.split('/')[1]}.f16")
     assert diff_digests(comparable(expected), comparable(digest_gguf(result.path))) == []

@@ -30,22 +30,19 @@ class _Stop(Exception):
     pass
 
 
-def _interrupt_after(n_reads: int, exc: BaseException, journaled: Path | None = None) -> pytest.MonkeyPatch:
-    """Make the n-th tensor read raise ``exc`` (as a dropped network or a Ctrl-C would); undo() ends it.
-
-    With ``journaled``: the first read once that output's journal lists a unit (reads before the
-    layout exists are of units started early, with nothing on disk yet to resume from)."""
+def _interrupt_once_journaled(exc: BaseException, out: Path) -> pytest.MonkeyPatch:
+    """Make the first tensor read after ``out``'s journal lists a unit raise ``exc`` (as a dropped
+    network or a Ctrl-C would); undo() ends it. Reads before that are of units started before the
+    layout, with nothing on disk yet to resume from."""
     monkeypatch = pytest.MonkeyPatch()
     real = HubSource.read
-    count = {"n": 0}
 
     def written() -> bool:
-        j = journal_path(journaled)
+        j = journal_path(out)
         return j.exists() and len(j.read_text().splitlines()) > 1
 
     async def read(self, path, start, length):
-        count["n"] += 1
-        if (count["n"] == n_reads) if journaled is None else written():
+        if written():
             raise exc
         return await real(self, path, start, length)
 
@@ -56,7 +53,7 @@ def _interrupt_after(n_reads: int, exc: BaseException, journaled: Path | None = 
 def test_interrupted_run_leaves_part_and_journal_and_a_rerun_finishes_identically(fresh_hub, tmp_path, monkeypatch):
     clean = hfstream.convert(REPO, outtype="q8_0", outfile=tmp_path / "clean.gguf", max_memory=1 << 20)
     out = tmp_path / "out.gguf"
-    patch = _interrupt_after(40, errors.NetworkError("simulated: link down"))
+    patch = _interrupt_once_journaled(errors.NetworkError("simulated: link down"), out)
     with pytest.raises(errors.NetworkError):
         hfstream.convert(REPO, outtype="q8_0", outfile=out, max_memory=1 << 20, threads=1, connections=1)
     assert not out.exists()
@@ -76,7 +73,7 @@ def test_interrupted_run_leaves_part_and_journal_and_a_rerun_finishes_identicall
 
 def test_keyboard_interrupt_keeps_resumable_state(fresh_hub, tmp_path, monkeypatch):
     out = tmp_path / "out.gguf"
-    patch = _interrupt_after(0, KeyboardInterrupt(), journaled=out)
+    patch = _interrupt_once_journaled(KeyboardInterrupt(), out)
     with pytest.raises(KeyboardInterrupt):
         hfstream.convert(REPO, outtype="f16", outfile=out, max_memory=1 << 20, threads=1, connections=1)
     assert not out.exists() and part_path(out).exists() and journal_path(out).exists()
@@ -89,10 +86,11 @@ def test_keyboard_interrupt_keeps_resumable_state(fresh_hub, tmp_path, monkeypat
 
 def test_a_different_plan_starts_over(fresh_hub, tmp_path, monkeypatch):
     out = tmp_path / "out.gguf"
-    patch = _interrupt_after(20, errors.NetworkError("simulated"))
+    patch = _interrupt_once_journaled(errors.NetworkError("simulated"), out)
     with pytest.raises(errors.NetworkError):
         hfstream.convert(REPO, outtype="f16", outfile=out, max_memory=1 << 20, threads=1, connections=1)
     patch.undo()
+    assert len(journal_path(out).read_text().splitlines()) > 1
     # same output path, another outtype: the journal is for another plan, so nothing is reused
     r = hfstream.convert(REPO, outtype="q8_0", outfile=out, max_memory=1 << 20)
     assert r.units_resumed == 0
@@ -103,7 +101,7 @@ def test_a_different_plan_starts_over(fresh_hub, tmp_path, monkeypatch):
 def test_a_corrupted_journaled_unit_is_redone(fresh_hub, tmp_path, monkeypatch):
     clean = hfstream.convert(REPO, outtype="bf16", outfile=tmp_path / "clean.gguf")
     out = tmp_path / "out.gguf"
-    patch = _interrupt_after(30, errors.NetworkError("simulated"))
+    patch = _interrupt_once_journaled(errors.NetworkError("simulated"), out)
     with pytest.raises(errors.NetworkError):
         hfstream.convert(REPO, outtype="bf16", outfile=out, max_memory=1 << 20, threads=1, connections=1)
     patch.undo()
@@ -170,7 +168,7 @@ def test_local_directory_source_gives_the_same_file(fresh_hub, fixture_root, tmp
 def test_cancelled_task_keeps_resumable_state(fresh_hub, tmp_path, monkeypatch):
     """asyncio cancellation (how Ctrl-C reaches the event loop) is treated like an interrupt."""
     out = tmp_path / "out.gguf"
-    patch = _interrupt_after(0, asyncio.CancelledError(), journaled=out)
+    patch = _interrupt_once_journaled(asyncio.CancelledError(), out)
     with pytest.raises((asyncio.CancelledError, KeyboardInterrupt)):
         hfstream.convert(REPO, outtype="f16", outfile=out, max_memory=1 << 20, threads=1, connections=1)
     patch.undo()

@@ -1,0 +1,114 @@
+"""The forked child that builds the vocabulary and header while units stream."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+
+import pytest
+
+import hfstream
+from hfstream import cli, errors, forked, pipeline
+
+from .goldens.digest import diff_digests, digest_gguf
+from .test_convert import comparable
+
+pytestmark = pytest.mark.skipif(not forked.available(), reason="forks on Linux only")
+
+REPO = "hfs-test/tiny-llama-sharded"
+_STATE = {"touched": False}
+
+
+def _touch_and_return(value):
+    _STATE["touched"] = True
+    return {"pid": os.getpid(), "value": value}
+
+
+def _fail(exc):
+    raise exc
+
+
+def _die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class _Unpicklable(Exception):
+    def __init__(self, a, b):  # pickling calls cls(*args): one argument only, so unpickling fails
+        super().__init__(f"{a}/{b}")
+
+
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_the_result_comes_back_from_another_process_whose_changes_stay_there():
+    fds = _open_fds()
+    answer = forked.call("work", _touch_and_return, [1, "two", b"3"])
+    assert answer["value"] == [1, "two", b"3"]
+    assert answer["pid"] != os.getpid()
+    assert _STATE["touched"] is False  # the child's memory is its own
+    assert _open_fds() == fds  # the pipe is closed
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)  # and the child reaped: no zombie
+
+
+def test_an_error_in_the_child_is_raised_here_with_its_type_and_message():
+    with pytest.raises(errors.UnsupportedTokenizerError, match="tokenizer.json: bad") as info:
+        forked.call("work", _fail, errors.UnsupportedTokenizerError("tokenizer.json: bad"))
+    assert info.value.exit_code == errors.UnsupportedTokenizerError.exit_code
+    with pytest.raises(KeyError):
+        forked.call("work", _fail, KeyError("k"))
+
+
+def test_an_error_that_does_not_pickle_still_says_what_it_was():
+    with pytest.raises(RuntimeError, match="_Unpicklable: x/y"):
+        forked.call("work", _fail, _Unpicklable("x", "y"))
+
+
+def _interrupted():
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_ctrl_c_in_the_child_is_an_interrupt_here():
+    with pytest.raises(KeyboardInterrupt):
+        forked.call("work", _interrupted)
+
+
+def test_a_child_killed_before_answering_is_a_clear_error():
+    with pytest.raises(errors.HelperDiedError, match=r"work: the child process was killed by signal 9 \(out of memory\?\)"):
+        forked.call("work", _die)
+
+
+def test_a_hub_conversion_builds_its_vocabulary_in_a_child_and_a_local_one_here(fresh_hub, fixture_root, tmp_path,
+                                                                               monkeypatch):
+    """Where the first units stream early, the vocabulary is built in another process; with nothing
+    to overlap (a local source), here."""
+    real = pipeline.with_vocab
+    pid_file = tmp_path / "pid"
+
+    def recording(draft):
+        pid_file.write_text(str(os.getpid()))
+        return real(draft)
+
+    monkeypatch.setattr(pipeline, "with_vocab", recording)
+    hub_out = hfstream.convert(REPO, outtype="q8_0", outfile=tmp_path / "hub.gguf")
+    assert int(pid_file.read_text()) != os.getpid()
+    info = json.loads((fixture_root / REPO / "repo.json").read_text())
+    model_dir = tmp_path / "tiny-llama-sharded"
+    shutil.copytree(fixture_root / REPO / "commits" / info["refs"]["main"], model_dir)
+    local_out = hfstream.convert(str(model_dir), outtype="q8_0", outfile=tmp_path / "local.gguf")
+    assert int(pid_file.read_text()) == os.getpid()
+    # the same file either way, header included (only the source keys differ)
+    assert diff_digests(comparable(digest_gguf(hub_out.path)), comparable(digest_gguf(local_out.path))) == []
+
+
+def test_a_killed_helper_exits_70_and_leaves_nothing(fresh_hub, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(pipeline, "with_vocab", lambda draft: _die())
+    out = tmp_path / "out.gguf"
+    rc = cli.main(["convert", REPO, "--outtype", "q8_0", "-o", str(out), "-q"])
+    assert rc == errors.HelperDiedError.exit_code == 70
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "building the vocabulary and header: the child process was killed" in err
+    assert list(tmp_path.iterdir()) == []
