@@ -6,7 +6,7 @@ its precomputed offset, so units may finish in any order. One memory budget boun
 the bytes held by units in flight.
 
 The plan is drafted first without its vocabulary: tensors, types and order are then
-final, so while a worker thread builds the vocabulary and the layout (a second of CPU
+final, so while a forked child builds the vocabulary and the layout (a second of CPU
 on a big tokenizer, the link idle otherwise) the first units are already fetched and
 encoded. They wait in memory, within the budget, for the layout to give them offsets:
 every write is still a positional write into a file laid out in full.
@@ -137,22 +137,21 @@ async def _convert(repo_id: str, opts: Options) -> ConvertResult:
         files = await _small_files(source, snapshot)
         shards = _shards(snapshot, files)
         headers, heads = await _headers(source, snapshot, shards)
-        draft = draft_plan(repo_name=snapshot.name, files=files, headers=headers, shards=shards,
-                           outtype=opts.outtype, bpe_pre=opts.bpe_pre,
-                           source=(snapshot.repo_id, snapshot.sha) if snapshot.sha else None, quant_opts=quant_opts,
-                           split_max_tensors=opts.split_max_tensors, split_max_size=opts.split_max_size)
+        plan = draft_plan(repo_name=snapshot.name, files=files, headers=headers, shards=shards,
+                          outtype=opts.outtype, bpe_pre=opts.bpe_pre,
+                          source=(snapshot.repo_id, snapshot.sha) if snapshot.sha else None, quant_opts=quant_opts,
+                          split_max_tensors=opts.split_max_tensors, split_max_size=opts.split_max_size)
         del files, headers
-        final = output_path(opts.outfile, draft)
+        final = output_path(opts.outfile, plan)
         cached = _HeadCachedSource(source, heads)
         workers = _Workers(opts)
         early = None
         try:
             if _starts_early(opts, source, final):
-                early = _Early(draft.tensors, cached, workers)
+                early = _Early(plan.tensors, cached, workers)
             # The vocabulary and the header take a second of CPU on big tokenizers: a child process
             # builds them while the first units are fetched and encoded here.
-            lay = await asyncio.to_thread(_finish_plan, draft, elsewhere=early is not None)
-            plan = draft
+            lay = await asyncio.to_thread(_finish_plan, plan, elsewhere=early is not None)
             if early is not None:
                 early.stop()
             paths = output_paths(final, lay)
@@ -181,10 +180,13 @@ def _finish_plan(draft: Plan, *, elsewhere: bool) -> Layout:
     """The layout, header included, of a draft plan: all its vocabulary adds to what streams.
 
     ``elsewhere``: build it in a forked child (``forked``), so that this process's GIL stays with
-    the units streaming meanwhile; the draft then keeps its placeholder metadata.
+    the units streaming meanwhile. The draft then keeps its placeholder metadata, and lets go of
+    what its vocabulary was to be built from (the small files: 17 MB of tokenizer.json).
     """
     if elsewhere and forked.available():
-        return forked.call("building the vocabulary and header", _vocab_and_layout, draft)
+        lay = forked.call("building the vocabulary and header", _vocab_and_layout, draft)
+        draft.pending_vocab = _built_in_a_child
+        return lay
     lay = _vocab_and_layout(draft)
     _return_freed_memory()
     return lay
@@ -192,6 +194,10 @@ def _finish_plan(draft: Plan, *, elsewhere: bool) -> Layout:
 
 def _vocab_and_layout(draft: Plan) -> Layout:
     return layout(with_vocab(draft))
+
+
+def _built_in_a_child(writer: gguf.GGUFWriter) -> None:
+    raise RuntimeError("this plan's vocabulary was built in a child process: its keys are in the layout only")
 
 
 def _return_freed_memory() -> None:
