@@ -214,18 +214,12 @@ class _Repo:
         self.files = files
         self.hparams = hparams
         self._json: dict[str, Any] = {}
-        self._text: dict[str, str | None] = {}
 
     def __contains__(self, name: str) -> bool:
         return name in self.files
 
     def text(self, name: str) -> str | None:
-        """The file decoded, once."""
-        if name not in self._text:
-            self._text[name] = self._decode(name)
-        return self._text[name]
-
-    def _decode(self, name: str) -> str | None:
+        """The file decoded (each file is read as text or as JSON, once)."""
         data = self.files.get(name)
         try:
             return (None if data is None else bytes(data).decode("utf-8")
@@ -242,7 +236,7 @@ class _Repo:
         if name not in self._json:
             # decoded for the parse only: tokenizer.json's text is 2 bytes a character (Ġ is not
             # Latin-1), 32 MB for Llama 3's, and what is read later reads the bytes
-            text = self._text[name] if name in self._text else self._decode(name)
+            text = self.text(name)
             if text is None:
                 self._json[name] = None
             else:
@@ -529,7 +523,7 @@ def _replace_merges(data: bytes, merges: list) -> bytes | None:
     if len(found) != 1:
         return None
     start = found[0]
-    end = data.rstrip().rfind(b"]")
+    end = data.rfind(b"]")
     if end < start.end() or re.fullmatch(rb"\s*\}\s*\}\s*", data[end + 1:]) is None:
         return None
     return b"".join((data[:start.end() - 1], json.dumps(merges, ensure_ascii=False).encode("utf-8"), data[end + 1:]))
