@@ -119,28 +119,21 @@ def _runs_here_at_all() -> bool:
     return all(f in _cpu_flags() for f in _X86_NEEDED)
 
 
+#: every ggml_cpu_has_* we know of; those for other architectures must say no on x86
+_KNOWN_FEATURES = (*_X86_FLAGS, *_NOT_INSTRUCTIONS, "sve", "sme", "neon", "arm_fma", "fp16_va", "dotprod",
+                   "matmul_int8", "vsx", "vxe", "riscv_v", "wasm_simd", "nnpa")
+
+
 def _built_for_this_cpu(lib) -> bool:
     flags = _cpu_flags()
-    for name in _has_functions(lib):
-        fn = getattr(lib, f"ggml_cpu_has_{name}")
+    for name in _KNOWN_FEATURES:
+        fn = getattr(lib, f"ggml_cpu_has_{name}", None)
+        if fn is None:
+            continue
         fn.restype, fn.argtypes = ctypes.c_int, []
         if fn() and name not in _NOT_INSTRUCTIONS and _X86_FLAGS.get(name) not in flags:
             return False
     return True
-
-
-def _has_functions(lib) -> list[str]:
-    """The ``ggml_cpu_has_*`` names to ask: every one we know of that the library exports."""
-    known = [*_X86_FLAGS, *_NOT_INSTRUCTIONS, "sve", "sme", "neon", "arm_fma", "fp16_va", "dotprod",
-             "matmul_int8", "vsx", "vxe", "riscv_v", "wasm_simd", "nnpa"]
-    out = []
-    for name in known:
-        try:
-            getattr(lib, f"ggml_cpu_has_{name}")
-        except AttributeError:
-            continue
-        out.append(name)
-    return out
 
 
 def _cpu_flags() -> set[str]:

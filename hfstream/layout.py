@@ -159,7 +159,7 @@ _PACK_CHUNK = 16384
 
 
 def _pack_strings(value: list | tuple) -> bytes:
-    if not value or isinstance(value[0], bytes):
+    if isinstance(value[0], bytes):
         blob, lengths = b"".join(value), np.fromiter(map(len, value), dtype=np.int64, count=len(value))
     else:
         text = "".join(value)
