@@ -73,10 +73,13 @@ def test_numpy_when_the_quant_engine_is_numpy(reload_floats, monkeypatch):
 def test_not_used_on_a_cpu_without_what_the_library_was_built_for(reload_floats, monkeypatch):
     if floats.engine() != "ggml-cpu":
         pytest.skip("ggml-cpu's conversions are not usable on this machine")
-    floats._TRIED, floats._LIB = False, None
     real = floats._cpu_flags()
-    monkeypatch.setattr(floats, "_cpu_flags", lambda: real - {"bmi2"})  # the library is built with BMI2
-    assert floats.engine() == "numpy"
-    floats._TRIED, floats._LIB = False, None
-    monkeypatch.setattr(floats, "_cpu_flags", lambda: real - {"f16c"})  # refused before loading
-    assert floats.engine() == "numpy"
+    lib = floats._lib()
+    built_with = [floats._X86_FLAGS[n] for n in floats._X86_FLAGS
+                  if getattr(lib, f"ggml_cpu_has_{n}", None) is not None and getattr(lib, f"ggml_cpu_has_{n}")()]
+    assert "avx2" in built_with
+    # a CPU without any one of them: AVX2/FMA/F16C are refused before loading, BMI2/SSSE3 after
+    for flag in built_with:
+        floats._TRIED, floats._LIB = False, None
+        monkeypatch.setattr(floats, "_cpu_flags", lambda: real - {flag})
+        assert floats.engine() == "numpy", flag
