@@ -11,7 +11,9 @@ which holds the commit sha, the options and every tensor's type and offset) reop
 from __future__ import annotations
 
 import errno
+import mmap
 import os
+import threading
 import zlib
 from pathlib import Path
 
@@ -50,10 +52,15 @@ class OutputFile:
         self.done: set[tuple[int, int]] = set()
         self._fd = -1
         self._jfd = -1
+        #: the same file opened with O_DIRECT for the block-aligned middle of big writes (-1: none)
+        self._dfd = -1
+        #: cleared when the filesystem refuses a direct write
+        self._direct_ok = True
         check_destination(final, force)
         try:
             if not self._resume():
                 self._start_over()
+            self._dfd = _open_direct(self.path)
         except OSError as e:
             self._close()
             raise _translate(e, self.path) from None
@@ -116,7 +123,19 @@ class OutputFile:
         return (offset, nbytes) in self.done
 
     def pwrite(self, data, offset: int) -> None:
+        """Write ``data`` at ``offset``: the block-aligned middle of a big write around the page cache
+        (``_direct``), the rest, and everything where the filesystem refuses that, through it."""
         view = memoryview(data).cast("B")
+        if view.nbytes >= DIRECT_MIN and self._direct_ok and self._dfd >= 0:
+            first = -offset % DIRECT_ALIGN
+            last = (offset + view.nbytes) // DIRECT_ALIGN * DIRECT_ALIGN - offset
+            done = self._direct(view[first:last], offset + first)
+            self._buffered(view[:first], offset)
+            self._buffered(view[first + done:], offset + first + done)
+            return
+        self._buffered(view, offset)
+
+    def _buffered(self, view: memoryview, offset: int) -> None:
         start, total = offset, view.nbytes
         try:
             while view:
@@ -127,6 +146,34 @@ class OutputFile:
         except OSError as e:
             raise _translate(e, self.path) from None
         _start_writeback(self._fd, start, total)
+
+    def _direct(self, view: memoryview, offset: int) -> int:
+        """Write block-aligned bytes with O_DIRECT through this thread's aligned bounce buffer.
+
+        Output written through the page cache costs a copy into pages the kernel must first find:
+        on the benchmark's VM, 1.3 core-seconds for an 800 MB file, a fifth of a q8_0 run's CPU.
+        Direct writes leave memory alone. Returns how many bytes were written (all unless the
+        filesystem refused: then this file goes through the page cache from here on).
+        """
+        bounce = _bounce_buffer()
+        done = 0
+        try:
+            while done < view.nbytes and self._direct_ok:
+                n = min(view.nbytes - done, len(bounce))
+                bounce[:n] = view[done:done + n]
+                k = 0
+                while k < n:
+                    w = os.pwrite(self._dfd, bounce[k:n], offset + done + k)
+                    if w <= 0 or w % DIRECT_ALIGN:
+                        raise OSError(errno.EIO, f"direct write of {n - k} bytes wrote {w}")
+                    k += w
+                done += n
+                self.bytes_written += n
+        except OSError as e:
+            if e.errno != errno.EINVAL:
+                raise _translate(e, self.path) from None
+            self._direct_ok = False
+        return done
 
     def fileno(self) -> int:
         return self._fd
@@ -179,7 +226,7 @@ class OutputFile:
                     pass
 
     def _close(self) -> None:
-        for attr in ("_fd", "_jfd"):
+        for attr in ("_fd", "_jfd", "_dfd"):
             fd = getattr(self, attr, -1)
             if fd >= 0:
                 try:
@@ -187,6 +234,34 @@ class OutputFile:
                 except OSError:
                     pass
                 setattr(self, attr, -1)
+
+
+_O_DIRECT = getattr(os, "O_DIRECT", 0)
+#: writes this big go mostly around the page cache
+DIRECT_MIN = 1 << 20
+#: file offsets, lengths and memory of direct writes are multiples of this (a page: covers 512- and
+#: 4096-byte logical blocks)
+DIRECT_ALIGN = 4096
+_BOUNCE_SIZE = 4 << 20
+_bounce = threading.local()
+
+
+def _open_direct(path: Path) -> int:
+    """``path`` opened for O_DIRECT writes, or -1 where there is no such thing (macOS, tmpfs before Linux 6.6)."""
+    if not _O_DIRECT:
+        return -1
+    try:
+        return os.open(path, os.O_WRONLY | _O_DIRECT)
+    except OSError:
+        return -1
+
+
+def _bounce_buffer() -> memoryview:
+    """This thread's page-aligned buffer for direct writes (anonymous mmaps are page-aligned)."""
+    buf = getattr(_bounce, "view", None)
+    if buf is None:
+        buf = _bounce.view = memoryview(mmap.mmap(-1, _BOUNCE_SIZE))
+    return buf
 
 
 def _sync_file_range():
