@@ -8,14 +8,27 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from . import errors
 from .errors import HfstreamError
-from .settings import parse_size
-from .pipeline import DEFAULT_MAX_MEMORY, ConvertResult, Options, Progress, run
+from .settings import DEFAULT_MAX_MEMORY, parse_size
+
+if TYPE_CHECKING:
+    from .pipeline import ConvertResult, Progress
 
 __all__ = ["convert", "ConvertResult", "Progress", "HfstreamError", "errors"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # The pipeline (numpy, aiohttp, gguf: ~0.2 s of imports) loads on first use, so that the CLI can
+    # start resolving the repo in a child process before it imports them.
+    if name in ("ConvertResult", "Progress"):
+        from . import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(f"module 'hfstream' has no attribute {name!r}")
 
 
 def convert(
@@ -73,6 +86,8 @@ def convert(
     Raises an ``hfstream.errors.HfstreamError`` subclass for every expected failure; no partial
     file is ever left at the output path.
     """
+    from .pipeline import Options, run
+
     opts = Options(outtype=outtype, revision=revision, outfile=outfile, token=token, endpoint=endpoint,
                    dry_run=dry_run, force=force, bpe_pre=bpe_pre, connections=connections, threads=threads,
                    max_memory=max_memory, on_progress=on_progress, imatrix=imatrix,

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from . import __version__, errors
-from .pipeline import DEFAULT_MAX_MEMORY, ConvertResult, Options, Progress, run
+from . import __version__, errors, forked, hub, settings
 from .mixes import MIXES
-from .mixplan import bits_per_weight
 from .quant import OUTTYPE_CHOICES
+from .settings import DEFAULT_MAX_MEMORY
+
+if TYPE_CHECKING:
+    from .pipeline import ConvertResult, Progress
 
 
 def _size(text: str) -> int:
@@ -143,6 +146,29 @@ def _fail(message: str) -> None:
 
 
 def _convert(args: argparse.Namespace) -> int:
+    resolving = _start_resolving(args)
+    try:
+        return _convert_resolving(args, resolving)
+    finally:
+        if resolving is not None:
+            resolving.cancel()
+
+
+def _start_resolving(args: argparse.Namespace) -> forked.Pending | None:
+    """Pin the repo's revision in a child process while this one imports the pipeline.
+
+    Importing huggingface_hub and asking the Hub take ~0.2 s, and so do the pipeline's imports
+    (numpy, aiohttp, gguf); one after the other they were the first 0.5 s of every conversion, on one core.
+    """
+    if hub.is_local(args.repo) or not forked.available():
+        return None
+    return forked.start(f"resolving {args.repo}", functools.partial(
+        hub.resolve_with_token, args.repo, args.revision, settings.endpoint(), args.token, retries=args.retries))
+
+
+def _convert_resolving(args: argparse.Namespace, resolving: forked.Pending | None) -> int:
+    from .pipeline import Options, run
+
     bar = None if args.quiet or args.dry_run else _ProgressBar()
     opts = Options(outtype=args.outtype, revision=args.revision, outfile=args.outfile, token=args.token,
                    dry_run=args.dry_run, force=args.force, bpe_pre=args.bpe_pre, connections=args.connections,
@@ -152,7 +178,7 @@ def _convert(args: argparse.Namespace) -> int:
                    token_embedding_type=args.token_embedding_type, split_max_size=args.split_max_size,
                    split_max_tensors=args.split_max_tensors)
     try:
-        result = run(args.repo, opts)
+        result = run(args.repo, opts, resolving.result if resolving is not None else None)
     finally:
         if bar:
             bar.close()
@@ -184,6 +210,8 @@ def _mirror(args: argparse.Namespace) -> int:
 
 
 def _print_plan(result: ConvertResult) -> None:
+    from .mixplan import bits_per_weight
+
     width = max((len(t[0]) for t in result.tensors), default=10)
     for name, shape, qtype, nbytes in result.tensors:
         dims = "x".join(str(d) for d in shape)

@@ -1,10 +1,14 @@
-"""Run one function in a forked child process and take its result back.
+"""Run one function in a forked child process and take its result back, now or later.
 
-Building a big vocabulary and the header is about a second of single-threaded Python (json.loads
-of a 17 MB tokenizer.json is one 0.2 s C call). In a thread it holds the GIL, so the event loop that
-streams the first units meanwhile gets a slice now and then and a second core idles. A forked child
-has a GIL of its own. It inherits its arguments (the draft plan, the small files) without pickling
-them; only the result comes back through a pipe, pickled (a layout: a few MB of header).
+Two uses, both to put a second core to work on what would otherwise run alone on one:
+
+- Building a big vocabulary and the header is about a second of single-threaded Python (json.loads
+  of a 17 MB tokenizer.json is one 0.2 s C call). In a thread it holds the GIL, so the event loop that
+  streams the first units meanwhile gets a slice now and then and a second core idles. A forked child
+  has a GIL of its own. It inherits its arguments (the draft plan, the small files) without pickling
+  them; only the result comes back through a pipe, pickled (a layout: a few MB of header).
+- The CLI resolves the repo (huggingface_hub's import and one API call) in a child started before
+  it imports the pipeline (``start``), and takes the answer when the pipeline needs it.
 
 The child runs the function and nothing else: no garbage collection (it is short-lived, and a full
 collection would touch, and so copy, the parent's pages), default signal handling, and ``os._exit``
@@ -18,7 +22,7 @@ import os
 import pickle
 import signal
 import sys
-from typing import Callable, TypeVar
+from typing import Any, Callable, Generic, TypeVar
 
 from . import errors
 
@@ -36,41 +40,89 @@ def call(what: str, fn: Callable[..., T], *args) -> T:
     ``what`` names the work in the error if the child dies without an answer. If the fork itself
     fails (no memory or processes left), the work is done here instead.
     """
+    return start(what, fn, *args).result()
+
+
+def start(what: str, fn: Callable[..., T], *args) -> Pending[T]:
+    """``call``, but returning at once: the answer is taken with ``result()`` (or dropped with ``cancel()``)."""
     read_fd, write_fd = os.pipe()
     try:
         pid = os.fork()
     except OSError:
         os.close(read_fd)
         os.close(write_fd)
-        return fn(*args)
+        return Pending(what, -1, -1, _outcome(fn, args))
     if pid == 0:
         os.close(read_fd)
         _child(write_fd, fn, args)  # never returns
     os.close(write_fd)
-    try:
-        with open(read_fd, "rb") as pipe:  # blocks without the GIL
-            payload = pipe.read()
-    finally:
+    return Pending(what, pid, read_fd)
+
+
+class Pending(Generic[T]):
+    """A child's answer to come."""
+
+    def __init__(self, what: str, pid: int, read_fd: int, outcome: tuple[bool, Any] | None = None):
+        self._what = what
+        self._pid = pid
+        self._read_fd = read_fd
+        self._outcome = outcome
+
+    def result(self) -> T:
+        """Wait for the child's answer: its value, or its exception raised here."""
+        if self._outcome is None:
+            try:
+                self._outcome = self._collect()
+            except BaseException as e:  # noqa: B036 - the child died: say so again if asked again
+                self._outcome = (False, e)
+                raise
+        ok, value = self._outcome
+        if not ok:
+            raise value
+        return value
+
+    def cancel(self) -> None:
+        """Stop the child if it has not answered yet (no-op once ``result`` has it)."""
+        if self._pid > 0 and self._outcome is None:
+            try:
+                os.kill(self._pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            try:
+                self._collect()
+            except BaseException:  # noqa: B036 - killed on purpose: nothing to report
+                pass
+            self._outcome = (False, RuntimeError(f"{self._what}: cancelled"))
+
+    def _collect(self) -> tuple[bool, Any]:
         try:
-            _, status = os.waitpid(pid, 0)
-        except ChildProcessError:  # reaped by someone else's SIGCHLD handler: its status is gone
-            status = None
-    answer = _answer(payload) if status is None or status == 0 else None  # 0: it wrote all it had
-    if answer is None:
-        if status is not None and os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGINT:
-            raise KeyboardInterrupt  # Ctrl-C reached the child too: the user's interrupt, not a failure
-        if status is None:
-            how = "ended"
-        elif os.WIFSIGNALED(status):
-            how = f"was killed by signal {os.WTERMSIG(status)}"
-            how += " (out of memory?)" if os.WTERMSIG(status) == signal.SIGKILL else ""
-        else:
-            how = f"exited with status {os.waitstatus_to_exitcode(status)}"
-        raise errors.HelperDiedError(f"{what}: the child process {how} before answering")
-    ok, value = answer
-    if not ok:
-        raise value
-    return value
+            with open(self._read_fd, "rb") as pipe:  # blocks without the GIL
+                payload = pipe.read()
+        finally:
+            try:
+                _, status = os.waitpid(self._pid, 0)
+            except ChildProcessError:  # reaped by someone else's SIGCHLD handler: its status is gone
+                status = None
+        answer = _answer(payload) if status is None or status == 0 else None  # 0: it wrote all it had
+        if answer is None:
+            if status is not None and os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGINT:
+                raise KeyboardInterrupt  # Ctrl-C reached the child too: the user's interrupt, not a failure
+            if status is None:
+                how = "ended"
+            elif os.WIFSIGNALED(status):
+                how = f"was killed by signal {os.WTERMSIG(status)}"
+                how += " (out of memory?)" if os.WTERMSIG(status) == signal.SIGKILL else ""
+            else:
+                how = f"exited with status {os.waitstatus_to_exitcode(status)}"
+            raise errors.HelperDiedError(f"{self._what}: the child process {how} before answering")
+        return answer
+
+
+def _outcome(fn: Callable, args: tuple) -> tuple[bool, Any]:
+    try:
+        return True, fn(*args)
+    except Exception as e:
+        return False, e
 
 
 def _answer(payload: bytes) -> tuple | None:

@@ -6,11 +6,12 @@ upstream during a run cannot mix two versions of a model.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-from . import errors
+from . import errors, settings
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,19 @@ class Snapshot:
 
     def resolve_url(self, path: str) -> str:
         return f"{self.endpoint}/{self.repo_id}/resolve/{self.sha}/{quote(path)}"
+
+
+def is_local(repo: str) -> bool:
+    """A path to an existing directory (``./model``, ``/data/model``) rather than a Hub repo id."""
+    return repo.startswith((".", "/", "~")) or os.path.isdir(repo)
+
+
+def resolve_with_token(repo_id: str, revision: str, endpoint: str, token: str | None, *,
+                       retries: int = 8) -> tuple[Snapshot, str | None]:
+    """``resolve`` with the token to use found first (``token``, else HF_TOKEN, else the cached login);
+    returns the snapshot and that token. One call, so it can run in another process."""
+    token = settings.token(token)
+    return resolve(repo_id, revision, endpoint, token, retries=retries), token
 
 
 def resolve(repo_id: str, revision: str, endpoint: str, token: str | None, *, retries: int = 8,

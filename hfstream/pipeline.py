@@ -15,6 +15,7 @@ every write is still a positional write into a file laid out in full.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import os
 import time
@@ -40,8 +41,8 @@ from .graph import Load, Span, Stack
 from .localdir import LocalSource, local_snapshot
 from .safetensors import SourceTensor, read_header
 from .writer import OutputFile, check_destination, part_path
+from .settings import DEFAULT_MAX_MEMORY
 
-DEFAULT_MAX_MEMORY = 256 * 1024 * 1024
 
 
 @dataclass
@@ -113,23 +114,29 @@ class Options:
     token_embedding_type: str | None = None
 
 
-def run(repo_id: str, opts: Options) -> ConvertResult:
-    return asyncio.run(_convert(repo_id, opts))
+Resolved = Callable[[], "tuple[hub.Snapshot, str | None]"]
 
 
-async def _convert(repo_id: str, opts: Options) -> ConvertResult:
+def run(repo_id: str, opts: Options, resolved: Resolved | None = None) -> ConvertResult:
+    """Convert ``repo_id``. ``resolved``: returns the Hub snapshot and token, resolved already (or being
+    resolved: the CLI starts that in a child process before it imports this module)."""
+    return asyncio.run(_convert(repo_id, opts, resolved))
+
+
+async def _convert(repo_id: str, opts: Options, resolved: Resolved | None = None) -> ConvertResult:
     started = time.monotonic()
     quant_opts = mixplan.options_from(opts.tensor_types, opts.output_tensor_type, opts.token_embedding_type,
                                       os.fspath(opts.imatrix) if opts.imatrix is not None else None)
     source: HubSource | LocalSource
-    if is_local(repo_id):
+    if hub.is_local(repo_id):
         snapshot = local_snapshot(Path(repo_id))
         source = LocalSource(snapshot)
     else:
-        endpoint = (opts.endpoint or settings.endpoint()).rstrip("/")
-        token = settings.token(opts.token)
-        snapshot = await asyncio.to_thread(hub.resolve, repo_id, opts.revision, endpoint, token,
-                                           retries=opts.retries)
+        if resolved is None:
+            endpoint = (opts.endpoint or settings.endpoint()).rstrip("/")
+            resolved = functools.partial(hub.resolve_with_token, repo_id, opts.revision, endpoint, opts.token,
+                                         retries=opts.retries)
+        snapshot, token = await asyncio.to_thread(resolved)
         source = HubSource(snapshot, token, connections=opts.connections, retries=opts.retries,
                            connect_timeout=opts.connect_timeout, read_timeout=opts.read_timeout)
 
@@ -215,11 +222,6 @@ def _return_freed_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
-
-
-def is_local(repo: str) -> bool:
-    """A path to an existing directory (``./model``, ``/data/model``) rather than a Hub repo id."""
-    return repo.startswith((".", "/", "~")) or os.path.isdir(repo)
 
 
 async def _small_files(source: ByteSource, snapshot: hub.Snapshot) -> dict[str, bytes]:

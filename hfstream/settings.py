@@ -27,6 +27,8 @@ SMALL_FILES = (
     "modules.json",
     "1_Pooling/config.json",
 )
+#: ``--max-memory``: bytes in flight (fetched, decoded, encoded, waiting to be written).
+DEFAULT_MAX_MEMORY = 256 * 1024 * 1024
 #: A small file larger than this is refused rather than read into memory.
 MAX_SMALL_FILE_BYTES = 64 * 1024 * 1024
 

@@ -112,3 +112,73 @@ def test_a_killed_helper_exits_70_and_leaves_nothing(fresh_hub, tmp_path, monkey
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "building the vocabulary and header: the child process was killed" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def _sleep_forever():
+    import time
+
+    time.sleep(3600)
+
+
+def test_a_started_child_answers_later_and_a_cancelled_one_is_gone():
+    pending = forked.start("work", _touch_and_return, "later")
+    assert pending.result()["value"] == "later"
+    assert pending.result()["value"] == "later"  # asked again: the same answer
+    pending.cancel()  # answered already: nothing to stop
+
+    sleeper = forked.start("sleeping", _sleep_forever)
+    sleeper.cancel()
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)  # killed and reaped
+    with pytest.raises(RuntimeError, match="sleeping: cancelled"):
+        sleeper.result()
+
+
+def test_when_fork_fails_the_work_is_done_here(monkeypatch):
+    def no_fork():
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(forked.os, "fork", no_fork)
+    answer = forked.start("work", _touch_and_return, 5)
+    assert answer.result() == {"pid": os.getpid(), "value": 5} and _STATE.pop("touched") is True
+    with pytest.raises(KeyError):
+        forked.start("work", _fail, KeyError("k")).result()
+
+
+def test_the_cli_resolves_the_repo_in_a_child_while_it_imports_the_pipeline(fresh_hub, tmp_path, monkeypatch):
+    from hfstream import hub
+
+    real = hub.resolve_with_token
+    pid_file = tmp_path / "pid"
+
+    def recording(*args, **kw):
+        pid_file.write_text(str(os.getpid()))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(hub, "resolve_with_token", recording)
+    assert cli.main(["convert", REPO, "--outtype", "q8_0", "-o", str(tmp_path / "cli.gguf"), "-q"]) == 0
+    assert int(pid_file.read_text()) != os.getpid()
+    hfstream.convert(REPO, outtype="q8_0", outfile=tmp_path / "api.gguf")  # the API resolves here
+    assert int(pid_file.read_text()) == os.getpid()
+    assert (tmp_path / "cli.gguf").read_bytes() == (tmp_path / "api.gguf").read_bytes()
+
+
+def test_importing_the_cli_leaves_the_pipeline_for_after_the_fork():
+    """What the resolving child saves depends on it: the parent imports the pipeline meanwhile."""
+    import subprocess
+    import sys
+
+    code = "import sys, hfstream.cli; print(sorted(m for m in ('aiohttp', 'huggingface_hub', 'hfstream.pipeline') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_a_killed_resolver_exits_70(fresh_hub, tmp_path, monkeypatch, capsys):
+    from hfstream import hub
+
+    monkeypatch.setattr(hub, "resolve_with_token", lambda *a, **k: _die())
+    rc = cli.main(["convert", REPO, "--outtype", "q8_0", "-o", str(tmp_path / "out.gguf"), "-q"])
+    assert rc == 70
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"resolving {REPO}: the child process was killed" in err
+    assert list(tmp_path.iterdir()) == []
