@@ -197,8 +197,8 @@ class PublishConflictError(PublishError):
 
 
 class HelperDiedError(HfstreamError):
-    """The helper process that builds the vocabulary and header ended without an answer (killed,
-    e.g. by the kernel when memory ran out). Nothing was written; a rerun starts over."""
+    """A helper process (resolving the repo, building the vocabulary and header) ended without an
+    answer (killed, e.g. by the kernel when memory ran out). Nothing was written; a rerun starts over."""
 
     exit_code = 70
 
