@@ -219,3 +219,35 @@ def test_units_written_directly_from_several_threads_are_all_there_and_resume_ch
     again.pwrite(b"\0" * 96, 0)
     again.commit()
     assert final.read_bytes() == b"\0" * 96 + b"".join(blobs)
+
+
+def test_a_conversion_writes_its_big_tensors_directly_and_the_same_bytes_as_through_the_page_cache(
+        fresh_hub, tmp_path, monkeypatch):
+    import os
+
+    import hfstream
+    from hfstream import writer
+
+    real = writer.OutputFile._direct
+    direct_bytes = []
+
+    def counting(self, view, offset):
+        done = real(self, view, offset)
+        direct_bytes.append(done)
+        return done
+
+    probe = tmp_path / "probe"
+    probe.write_bytes(b"")
+    fd = writer._open_direct(probe)
+    if fd < 0:
+        pytest.skip("the temporary directory's filesystem refuses O_DIRECT")
+    os.close(fd)
+    monkeypatch.setattr(writer.OutputFile, "_direct", counting)
+    repo = "hfs-test/tiny-llama-sharded"  # its embedding and the two biggest matrices are over DIRECT_MIN
+    direct = hfstream.convert(repo, outtype="bf16", outfile=tmp_path / "direct.gguf")
+    assert sum(direct_bytes) > direct.path.stat().st_size // 2
+    monkeypatch.setattr(writer, "_O_DIRECT", 0)  # as on macOS: no direct descriptor at all
+    direct_bytes.clear()
+    plain = hfstream.convert(repo, outtype="bf16", outfile=tmp_path / "plain.gguf")
+    assert direct_bytes == []
+    assert direct.path.read_bytes() == plain.path.read_bytes()
