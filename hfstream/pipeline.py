@@ -44,7 +44,6 @@ from .writer import OutputFile, check_destination, part_path
 from .settings import DEFAULT_MAX_MEMORY
 
 
-
 @dataclass
 class ConvertResult:
     """What a conversion did."""
