@@ -124,7 +124,9 @@ def quantize(array: np.ndarray, qt: QT, engine: str | None = None, weights: Weig
     Rows are encoded independently, so any block of rows gives the same bytes as the same
     rows of the whole tensor. ``engine``: "ggml" (libggml's ggml_quantize_chunk, which releases
     the GIL, so threads use every core) or "numpy" (the gguf package); both give the same bytes
-    for finite values. Default: ggml when its library loads, else numpy.
+    for finite values. Default: ggml when its library loads, else numpy. Under "ggml", Q8_0 goes
+    through hfstream's compiled encoder (``_q8_0.c``, ten times faster, the same bytes) when it was
+    built and this CPU can run it.
 
     ``weights``: the tensor's importance weights; ``array`` is then rows ``first_row...`` of the
     tensor, and each row is encoded with its matrix's (expert's) vector, as llama-quantize does.
@@ -135,6 +137,10 @@ def quantize(array: np.ndarray, qt: QT, engine: str | None = None, weights: Weig
         return floats.f32_to_f16(array) if array.dtype == np.float32 else array.astype(np.float16, copy=False)
     engine = engine or default_engine()
     if engine == "ggml":
+        if qt == QT.Q8_0 and (kernel := _q8_0_kernel()) is not None:
+            encoded = _kernel_q8_0(kernel, array)  # Q8_0 takes no importance weights, in ggml either
+            if encoded is not None:
+                return encoded
         if weights is None:
             return _ggml_quantize(array, qt)
         rows = array.reshape(-1, array.shape[-1]) if array.ndim != 2 else array
@@ -280,6 +286,30 @@ def ggml_version() -> str | None:
     """The version of the ggml library quantization uses (None: not loaded; numpy engine)."""
     lib = _ggml_lib()
     return lib.ggml_version().decode() if lib is not None and hasattr(lib, "ggml_version") else None
+
+
+_KERNEL = None
+_KERNEL_TRIED = False
+
+
+def _q8_0_kernel():
+    """hfstream's compiled Q8_0 encoder (``_q8_0.c``), when it was built and this CPU runs it."""
+    global _KERNEL, _KERNEL_TRIED
+    if not _KERNEL_TRIED:
+        try:
+            from . import _q8_0
+        except ImportError:
+            _q8_0 = None
+        _KERNEL = _q8_0 if _q8_0 is not None and _q8_0.available() else None
+        _KERNEL_TRIED = True
+    return _KERNEL
+
+
+def _kernel_q8_0(kernel, array: np.ndarray) -> np.ndarray | None:
+    """``array`` as Q8_0 through the compiled encoder, or None when ggml must encode it (see _q8_0.c)."""
+    src = floats.f16_to_f32(array) if array.dtype == np.float16 else np.ascontiguousarray(array, dtype=np.float32)
+    out = np.empty(gguf.quant_shape_to_byte_shape(src.shape, QT.Q8_0), dtype=np.uint8)
+    return out if kernel.quantize(src.reshape(-1), out.reshape(-1)) == 0 else None
 
 
 def _ggml_quantize(array: np.ndarray, qt: QT, imatrix: np.ndarray | None = None) -> np.ndarray:
