@@ -40,7 +40,7 @@ class _VersionAction(argparse.Action):
     """``--version``: ours, and which ggml quantizes (loaded only when asked)."""
 
     def __call__(self, parser, namespace, values, option_string=None):
-        from .quant import _q8_0_kernel, default_engine, ggml_origin, ggml_version
+        from .quant import compiled_q8_0, default_engine, ggml_origin, ggml_version
 
         try:
             engine = default_engine()
@@ -48,7 +48,7 @@ class _VersionAction(argparse.Action):
             engine = f"no quantization engine: {e}"
         if engine == "ggml":
             engine = f"ggml {ggml_version() or '(unknown version)'} from {ggml_origin()}"
-            if _q8_0_kernel() is not None:
+            if compiled_q8_0():
                 engine += "; Q8_0 by hfstream's AVX2 encoder"
         elif engine == "numpy":
             engine = "gguf's numpy quantization"

@@ -137,8 +137,8 @@ def quantize(array: np.ndarray, qt: QT, engine: str | None = None, weights: Weig
         return floats.f32_to_f16(array) if array.dtype == np.float32 else array.astype(np.float16, copy=False)
     engine = engine or default_engine()
     if engine == "ggml":
-        if qt == QT.Q8_0 and (kernel := _q8_0_kernel()) is not None:
-            encoded = _kernel_q8_0(kernel, array)  # Q8_0 takes no importance weights, in ggml either
+        if qt == QT.Q8_0 and _KERNEL is not None:
+            encoded = _kernel_q8_0(_KERNEL, array)  # Q8_0 takes no importance weights, in ggml either
             if encoded is not None:
                 return encoded
         if weights is None:
@@ -288,33 +288,33 @@ def ggml_version() -> str | None:
     return lib.ggml_version().decode() if lib is not None and hasattr(lib, "ggml_version") else None
 
 
-_KERNEL = None
-_KERNEL_TRIED = False
+try:
+    from . import _q8_0
+except ImportError:  # not built (no C compiler at install)
+    _q8_0 = None
+#: hfstream's compiled Q8_0 encoder (``_q8_0.c``), when it was built and this CPU runs it
+_KERNEL = _q8_0 if _q8_0 is not None and _q8_0.available() else None
 
 
-def _q8_0_kernel():
-    """hfstream's compiled Q8_0 encoder (``_q8_0.c``), when it was built and this CPU runs it."""
-    global _KERNEL, _KERNEL_TRIED
-    if not _KERNEL_TRIED:
-        try:
-            from . import _q8_0
-        except ImportError:
-            _q8_0 = None
-        _KERNEL = _q8_0 if _q8_0 is not None and _q8_0.available() else None
-        _KERNEL_TRIED = True
-    return _KERNEL
+def compiled_q8_0() -> bool:
+    """Whether Q8_0 goes through hfstream's compiled encoder (under the ggml engine)."""
+    return _KERNEL is not None
 
 
 def _kernel_q8_0(kernel, array: np.ndarray) -> np.ndarray | None:
     """``array`` as Q8_0 through the compiled encoder, or None when ggml must encode it (see _q8_0.c)."""
-    src = floats.f16_to_f32(array) if array.dtype == np.float16 else np.ascontiguousarray(array, dtype=np.float32)
+    src = _contiguous_f32(array)
     out = np.empty(gguf.quant_shape_to_byte_shape(src.shape, QT.Q8_0), dtype=np.uint8)
     return out if kernel.quantize(src.reshape(-1), out.reshape(-1)) == 0 else None
 
 
+def _contiguous_f32(array: np.ndarray) -> np.ndarray:
+    return floats.f16_to_f32(array) if array.dtype == np.float16 else np.ascontiguousarray(array, dtype=np.float32)
+
+
 def _ggml_quantize(array: np.ndarray, qt: QT, imatrix: np.ndarray | None = None) -> np.ndarray:
     lib = _ggml_lib()
-    src = floats.f16_to_f32(array) if array.dtype == np.float16 else np.ascontiguousarray(array, dtype=np.float32)
+    src = _contiguous_f32(array)
     n_per_row = src.shape[-1] if src.ndim else 1
     nrows = src.size // n_per_row if n_per_row else 0
     out = np.empty(gguf.quant_shape_to_byte_shape(src.shape, qt), dtype=np.uint8)

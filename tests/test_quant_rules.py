@@ -150,6 +150,6 @@ def test_version_names_the_quantization_engine():
     assert out.returncode == 0
     if quant.default_engine() == "ggml":
         assert f"ggml {quant.ggml_version()} from {quant.ggml_origin()}" in out.stdout
-        assert ("Q8_0 by hfstream's AVX2 encoder" in out.stdout) == (quant._q8_0_kernel() is not None)
+        assert ("Q8_0 by hfstream's AVX2 encoder" in out.stdout) == quant.compiled_q8_0()
     else:
         assert "numpy" in out.stdout
