@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -57,3 +59,16 @@ def test_measure_counts_the_memory_of_a_forked_child(tmp_path):
     run = measure([sys.executable, "-c", script], dict(os.environ), ROOT, tmp_path)
     assert run.returncode == 0, run.stderr
     assert run.maxrss_kib > 380 * 1024
+
+
+def test_bench_q8_0_compares_the_two_encoders(tmp_path):
+    """`python -m bench.q8_0` prints both timings and that the bytes are identical (no timing asserted)."""
+    from hfstream import quant
+
+    if quant._KERNEL is None:
+        pytest.skip("no compiled Q8_0 encoder on this machine")
+    proc = subprocess.run([sys.executable, "-m", "bench.q8_0", "--values", str(1 << 20), "--repeat", "1"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "ggml reference" in proc.stdout and "hfstream compiled" in proc.stdout
+    assert "bytes identical: True" in proc.stdout
