@@ -1,4 +1,5 @@
-"""The forked child that builds the vocabulary and header while units stream."""
+"""Forked children: the one that builds the vocabulary and header while units stream, and the CLI's
+one that resolves the repo while the pipeline is imported."""
 
 from __future__ import annotations
 

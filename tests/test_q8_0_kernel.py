@@ -12,26 +12,22 @@ import pytest
 from gguf import GGMLQuantizationType as QT
 
 from hfstream import quant
+from hfstream.floats import _cpu_flags
 
 
-def _can_build_here() -> bool:
-    return platform.system() == "Linux" and platform.machine() == "x86_64" and shutil.which("cc") is not None
+def _can_build_and_run_here() -> bool:
+    return (platform.system() == "Linux" and platform.machine() == "x86_64" and shutil.which("cc") is not None
+            and {"avx2", "f16c"} <= _cpu_flags())
 
 
 @pytest.fixture
 def kernel():
     k = quant._KERNEL
     if k is None:
-        if _can_build_here() and "avx2" in _cpu_flags():
+        if _can_build_and_run_here():
             pytest.fail("hfstream._q8_0 was not built or does not run, on a machine that can build and run it")
         pytest.skip("no compiled Q8_0 encoder on this machine")
     return k
-
-
-def _cpu_flags() -> set[str]:
-    from hfstream import floats
-
-    return floats._cpu_flags()
 
 
 def _reference(x: np.ndarray) -> bytes:
