@@ -11,9 +11,9 @@ import os
 from pathlib import Path
 
 from . import errors
-from .fetch import FetchStats
 from .hub import Snapshot
 from .settings import MAX_SMALL_FILE_BYTES
+from .source import ByteSource
 
 
 def local_snapshot(path: Path) -> Snapshot:
@@ -31,15 +31,15 @@ def local_snapshot(path: Path) -> Snapshot:
     return Snapshot(repo_id=str(root), revision="", sha="", endpoint=root.as_uri(), files=files, local_root=root)
 
 
-class LocalSource:
+class LocalSource(ByteSource):
     """A ByteSource over a directory, with one open descriptor per file."""
 
     def __init__(self, snapshot: Snapshot):
         assert snapshot.local_root is not None
+        super().__init__()
         self.snapshot = snapshot
         self.root = snapshot.local_root
         self._fds: dict[str, int] = {}
-        self.stats = FetchStats()
 
     async def __aenter__(self) -> "LocalSource":
         return self

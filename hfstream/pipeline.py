@@ -33,13 +33,14 @@ from gguf import GGMLQuantizationType as QT
 from . import errors, forked, hub, mixplan, settings
 from .arch import family_for
 from .hfconfig import load_config
-from .fetch import ByteSource, HubSource
+from .fetch import HubSource
 from .layout import Layout, layout
 from .plan import Plan, PlannedTensor, draft_plan, weight_files, with_vocab
 from .quant import quantize
 from .graph import Load, Span, Stack
 from .localdir import LocalSource, local_snapshot
 from .safetensors import SourceTensor, read_header
+from .source import ByteSource, HeadCachedSource
 from .writer import OutputFile, check_destination, part_path
 from .settings import DEFAULT_MAX_MEMORY
 
@@ -126,7 +127,7 @@ async def _convert(repo_id: str, opts: Options, resolved: Resolved | None = None
     started = time.monotonic()
     quant_opts = mixplan.options_from(opts.tensor_types, opts.output_tensor_type, opts.token_embedding_type,
                                       os.fspath(opts.imatrix) if opts.imatrix is not None else None)
-    source: HubSource | LocalSource
+    source: ByteSource
     if hub.is_local(repo_id):
         snapshot = local_snapshot(Path(repo_id))
         source = LocalSource(snapshot)
@@ -149,7 +150,7 @@ async def _convert(repo_id: str, opts: Options, resolved: Resolved | None = None
                           split_max_tensors=opts.split_max_tensors, split_max_size=opts.split_max_size)
         del files, headers
         final = output_path(opts.outfile, plan)
-        cached = _HeadCachedSource(source, heads)
+        cached = HeadCachedSource(source, heads)
         workers = _Workers(opts)
         early = None
         try:
@@ -168,7 +169,7 @@ async def _convert(repo_id: str, opts: Options, resolved: Resolved | None = None
                 tensors=[(t.name, tuple(reversed(t.shape)), t.qtype.name, t.nbytes) for t in plan.tensors],
                 source_bytes=plan.source_bytes)
             if not opts.dry_run:
-                stats = await _execute(plan, lay, result.paths, cached, opts, workers, early, source.stats)
+                stats = await _execute(plan, lay, result.paths, cached, opts, workers, early)
                 result.bytes_written = stats.bytes_written
                 result.peak_bytes_in_flight = stats.peak
                 result.units_total = stats.units_total
@@ -252,34 +253,6 @@ async def _headers(source: ByteSource, snapshot: hub.Snapshot,
     """Every shard's header, all at once; also the bytes read from each file's start."""
     parsed = await asyncio.gather(*(read_header(source, s, snapshot.files.get(s)) for s in shards))
     return {s: p[0] for s, p in zip(shards, parsed)}, {s: p[1] for s, p in zip(shards, parsed)}
-
-
-class _HeadCachedSource:
-    """A ByteSource that serves ranges already read with the header before asking the real one.
-
-    A header read takes ~100 KB; on small shards that includes tensor data, which is
-    then not fetched a second time.
-    """
-
-    def __init__(self, source: ByteSource, heads: dict[str, bytes]):
-        self._source = source
-        self._heads = heads
-
-    async def get(self, path: str) -> bytes | None:
-        return await self._source.get(path)
-
-    def copy_to(self, path: str, start: int, length: int, out_fd: int, out_offset: int) -> bool:
-        copy = getattr(self._source, "copy_to", None)
-        return bool(copy and start >= len(self._heads.get(path, b"")) and copy(path, start, length, out_fd, out_offset))
-
-    async def read(self, path: str, start: int, length: int) -> bytes:
-        head = self._heads.get(path, b"")
-        if start + length <= len(head):
-            return head[start:start + length]
-        if start < len(head):
-            cached = head[start:]
-            return b"".join((cached, await self._source.read(path, len(head), length - len(cached))))
-        return await self._source.read(path, start, length)
 
 
 def output_path(outfile: str | os.PathLike | None, plan: Plan) -> Path:
@@ -449,8 +422,8 @@ def output_paths(final: Path, lay: Layout) -> list[Path]:
     return [final.with_name(f"{final.stem}-{i + 1:05d}-of-{n:05d}{final.suffix}") for i in range(n)]
 
 
-async def _execute(plan: Plan, lay: Layout, finals: list[Path], source, opts: Options, workers: _Workers,
-                   early: _Early | None = None, fetch_stats=None) -> _ExecStats:
+async def _execute(plan: Plan, lay: Layout, finals: list[Path], source: ByteSource, opts: Options,
+                   workers: _Workers, early: _Early | None = None) -> _ExecStats:
     """Write every file of the layout. With ``opts.on_shard_written`` the shards of a split output are
     done one after another, each committed and handed to the callback (e.g. upload, then delete) before
     the next one is even created, so the disk holds one shard at a time. Units ``early`` already
@@ -470,7 +443,7 @@ async def _execute(plan: Plan, lay: Layout, finals: list[Path], source, opts: Op
 
     def report() -> None:
         progress.bytes_written = resumed_bytes + stats.bytes_written + sum(o.bytes_written for o in outs if o)
-        progress.bytes_fetched = fetch_stats.bytes_fetched if fetch_stats else 0
+        progress.bytes_fetched = source.stats.bytes_fetched
         if opts.on_progress is not None:
             opts.on_progress(progress)
 
