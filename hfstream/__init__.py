@@ -11,14 +11,14 @@ import os
 from typing import TYPE_CHECKING
 
 from . import errors
+from ._version import __version__
 from .errors import HfstreamError
 from .settings import DEFAULT_MAX_MEMORY, parse_size
 
 if TYPE_CHECKING:
     from .pipeline import ConvertResult, Progress
 
-__all__ = ["convert", "ConvertResult", "Progress", "HfstreamError", "errors"]
-__version__ = "0.1.0"
+__all__ = ["convert", "ConvertResult", "Progress", "HfstreamError", "errors", "__version__"]
 
 
 def __getattr__(name: str):

@@ -8,7 +8,8 @@ import os
 import sys
 from typing import TYPE_CHECKING, Sequence
 
-from . import __version__, errors, forked, hub, settings
+from . import errors, forked, hub, settings
+from ._version import __version__
 from .mixes import MIXES
 from .quant import OUTTYPE_CHOICES
 from .settings import DEFAULT_MAX_MEMORY

@@ -34,7 +34,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from . import __version__, errors
+from . import errors
+from ._version import __version__
 
 EXIT_OK = 0
 EXIT_RETRYABLE = 75  # EX_TEMPFAIL: a scheduler should retry later
