@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from . import errors
+from . import errors, options
 from ._version import __version__
 
 EXIT_OK = 0
@@ -43,12 +43,9 @@ EXIT_PERMANENT = 76
 
 #: manifest keys that are not convert options
 _ENTRY_KEYS = {"repo", "revision", "outtypes", "target_dir", "target_repo"}
-#: convert options a manifest may set, with their types
-_OPTION_TYPES: dict[str, type | tuple[type, ...]] = {
-    "bpe_pre": str, "max_memory": int, "connections": int, "threads": int, "token": str,
-    "imatrix": str, "tensor_types": list, "output_tensor_type": str, "token_embedding_type": str,
-    "split_max_size": (int, str), "split_max_tensors": int, "retries": int,
-}
+#: convert options a manifest may set, with the TOML types each takes (declared with the option)
+_OPTION_TYPES: dict[str, tuple[type, ...]] = {f.name: f.metadata["manifest"] for f in options.fields()
+                                              if f.metadata["manifest"]}
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import time
 import zlib
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -35,6 +35,7 @@ from .arch import family_for
 from .hfconfig import load_config
 from .fetch import HubSource
 from .layout import Layout, layout
+from .options import ConvertResult, Options, Progress
 from .plan import Plan, PlannedTensor, draft_plan, weight_files, with_vocab
 from .quant import quantize
 from .graph import Load, Span, Stack
@@ -42,76 +43,6 @@ from .localdir import LocalSource, local_snapshot
 from .safetensors import SourceTensor, read_header
 from .source import ByteSource, HeadCachedSource
 from .writer import OutputFile, check_destination, part_path
-from .settings import DEFAULT_MAX_MEMORY
-
-
-@dataclass
-class ConvertResult:
-    """What a conversion did."""
-
-    #: the written GGUF, the first shard of a split output (for a dry run: where it would be written)
-    path: Path
-    repo_id: str
-    revision: str
-    commit_sha: str
-    outtype: str
-    tensor_count: int
-    bytes_fetched: int
-    bytes_written: int
-    seconds: float
-    output_size: int
-    dry_run: bool = False
-    #: every file written: [path], or the shards of a split output in order
-    paths: list[Path] = field(default_factory=list)
-    #: (name, GGUF shape, type name, bytes) per tensor, in file order
-    tensors: list[tuple[str, tuple[int, ...], str, int]] = field(default_factory=list)
-    #: bytes of tensor data the conversion fetches (the dry run's estimate, the real run's need)
-    source_bytes: int = 0
-    #: the most bytes (fetched, decoded, encoded) held by units in flight at once
-    peak_bytes_in_flight: int = 0
-    #: work units of the conversion, and how many an earlier interrupted run had already finished
-    units_total: int = 0
-    units_resumed: int = 0
-
-
-@dataclass
-class Progress:
-    """Counters a progress display can poll."""
-
-    total_bytes: int = 0
-    bytes_written: int = 0
-    bytes_fetched: int = 0
-    started: float = field(default_factory=time.monotonic)
-
-
-@dataclass
-class Options:
-    outtype: str = "auto"
-    revision: str = "main"
-    outfile: str | os.PathLike | None = None
-    token: str | None = None
-    endpoint: str | None = None
-    dry_run: bool = False
-    force: bool = False
-    bpe_pre: str | None = None
-    connections: int = 8
-    threads: int | None = None
-    max_memory: int = DEFAULT_MAX_MEMORY
-    retries: int = 8
-    connect_timeout: float = 30.0
-    #: seconds without a byte before a connection counts as stalled and is retried
-    read_timeout: float = 60.0
-    on_progress: Callable[[Progress], None] | None = None
-    #: split the output into shards of at most this many bytes / tensors (0: no limit), as gguf-split does
-    split_max_size: int = 0
-    split_max_tensors: int = 0
-    #: called with each finished file's path, in order; shards are then written one at a time
-    on_shard_written: Callable[[Path], None] | None = None
-    #: llama-quantize mixes only: an importance matrix file, PATTERN=TYPE overrides, output/embedding types
-    imatrix: str | os.PathLike | None = None
-    tensor_types: tuple[str, ...] = ()
-    output_tensor_type: str | None = None
-    token_embedding_type: str | None = None
 
 
 Resolved = Callable[[], "tuple[hub.Snapshot, str | None]"]
