@@ -110,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _fail("interrupted; rerun the same command to resume")
         return errors.InterruptedError_.exit_code
     except Exception as e:  # a bug: still one line, unless asked for the traceback
-        if os.environ.get("HFSTREAM_DEBUG"):
+        if settings.debug():
             raise
         _fail(f"internal error: {type(e).__name__}: {e} (set HFSTREAM_DEBUG=1 for a traceback)")
         return 1

@@ -10,7 +10,7 @@ import asyncio
 import os
 from pathlib import Path
 
-from . import errors
+from . import errors, settings
 from .hub import Snapshot
 from .settings import MAX_SMALL_FILE_BYTES
 from .source import ByteSource
@@ -40,6 +40,8 @@ class LocalSource(ByteSource):
         self.snapshot = snapshot
         self.root = snapshot.local_root
         self._fds: dict[str, int] = {}
+        #: raw copies go file to file (``copy_to``)
+        self._copies = hasattr(os, "copy_file_range") and settings.linux_path("copy_file_range")
 
     async def __aenter__(self) -> "LocalSource":
         return self
@@ -83,7 +85,7 @@ class LocalSource(ByteSource):
 
     def copy_to(self, path: str, start: int, length: int, out_fd: int, out_offset: int) -> bool:
         """Copy bytes straight into the output file; False when the platform cannot (caller reads instead)."""
-        if not hasattr(os, "copy_file_range"):
+        if not self._copies:
             return False
         fd = self._fd(path)
         done = 0

@@ -138,6 +138,8 @@ def _return_freed_memory() -> None:
     import gc
 
     gc.collect()
+    if not settings.linux_path("malloc_trim"):
+        return
     try:
         import ctypes
 
