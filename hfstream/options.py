@@ -153,6 +153,12 @@ def default(f: dataclasses.Field) -> Any:
     return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
+def default_of(name: str) -> Any:
+    """The default value of the option called ``name``."""
+    (f,) = [f for f in fields() if f.name == name]
+    return default(f)
+
+
 def fields() -> tuple[dataclasses.Field, ...]:
     """The options, in declaration order."""
     return dataclasses.fields(Options)
