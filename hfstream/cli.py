@@ -217,7 +217,7 @@ class _ProgressBar:
         self._bar = None
 
     def update(self, p: Progress) -> None:
-        from tqdm import tqdm
+        from tqdm import tqdm  # type: ignore[import-untyped]
 
         if self._bar is None:
             self._bar = tqdm(total=p.total_bytes, unit="B", unit_scale=True, unit_divisor=1024,

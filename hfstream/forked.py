@@ -100,6 +100,7 @@ class Pending(Generic[T]):
             with open(self._read_fd, "rb") as pipe:  # blocks without the GIL
                 payload = pipe.read()
         finally:
+            status: int | None
             try:
                 _, status = os.waitpid(self._pid, 0)
             except ChildProcessError:  # reaped by someone else's SIGCHLD handler: its status is gone

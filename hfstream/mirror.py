@@ -222,6 +222,7 @@ def run_entry(entry: Entry, sha: str, convert: Callable[..., Any] | None = None)
         def shard_written(path: Path) -> None:
             # each shard goes up as soon as it is complete and, without a target_dir, leaves the disk
             # right after, before the next shard is even created: one shard on disk at a time
+            assert publisher is not None
             publisher.upload(Path(path), delete_after=entry.target_dir is None)
             uploaded.append(Path(path))
 
