@@ -62,7 +62,7 @@ def convert(
         repo_id: ``org/name`` on the Hub (``HF_ENDPOINT`` or ``endpoint`` selects the Hub).
         outtype: ``f32``, ``f16``, ``bf16``, ``q8_0`` or ``auto`` (bf16 for bf16 checkpoints, else f16), as
             llama.cpp's converter writes them; or a llama-quantize type (``q4_k_m``, ``iq4_xs``, ... see
-            ``hfstream.mixes.MIXES``): the bytes llama-quantize writes from the converter's f32 output.
+            ``hfstream.quant.MIXES``): the bytes llama-quantize writes from the converter's f32 output.
         revision: branch, tag or commit sha; resolved to one commit sha before anything is read.
         outfile: output path; a directory gets the default name ``{Name}-{SizeLabel}-{FTYPE}.gguf``,
             and ``{ftype}`` in a file name is replaced by the output type. Default: that name in the cwd.

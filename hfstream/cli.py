@@ -9,8 +9,7 @@ import sys
 from typing import TYPE_CHECKING, Sequence
 
 from . import __version__, errors, forked, hub, settings
-from .mixes import MIXES
-from .quant import OUTTYPE_CHOICES
+from .quant import MIXES, OUTTYPE_CHOICES
 from .settings import DEFAULT_MAX_MEMORY
 
 if TYPE_CHECKING:
@@ -212,7 +211,7 @@ def _mirror(args: argparse.Namespace) -> int:
 
 
 def _print_plan(result: ConvertResult) -> None:
-    from .mixplan import bits_per_weight
+    from .quant import bits_per_weight
 
     width = max((len(t[0]) for t in result.tensors), default=10)
     for name, shape, qtype, nbytes in result.tensors:

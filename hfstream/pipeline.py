@@ -30,13 +30,13 @@ import gguf
 import numpy as np
 from gguf import GGMLQuantizationType as QT
 
-from . import errors, forked, hub, mixplan, settings
+from . import errors, forked, hub, settings
 from .arch import family_for
 from .hfconfig import load_config
 from .fetch import ByteSource, HubSource
 from .layout import Layout, layout
 from .plan import Plan, PlannedTensor, draft_plan, weight_files, with_vocab
-from .quant import quantize
+from .quant import options_from, quantize
 from .graph import Load, Span, Stack
 from .localdir import LocalSource, local_snapshot
 from .safetensors import SourceTensor, read_header
@@ -124,8 +124,8 @@ def run(repo_id: str, opts: Options, resolved: Resolved | None = None) -> Conver
 
 async def _convert(repo_id: str, opts: Options, resolved: Resolved | None = None) -> ConvertResult:
     started = time.monotonic()
-    quant_opts = mixplan.options_from(opts.tensor_types, opts.output_tensor_type, opts.token_embedding_type,
-                                      os.fspath(opts.imatrix) if opts.imatrix is not None else None)
+    quant_opts = options_from(opts.tensor_types, opts.output_tensor_type, opts.token_embedding_type,
+                              os.fspath(opts.imatrix) if opts.imatrix is not None else None)
     source: HubSource | LocalSource
     if hub.is_local(repo_id):
         snapshot = local_snapshot(Path(repo_id))

@@ -23,6 +23,9 @@ import threading
 
 import numpy as np
 
+from .. import settings
+from . import ggml
+
 #: ggml_cpu_has_<name> -> the /proc/cpuinfo flag the CPU needs for it
 _X86_FLAGS = {
     "sse3": "pni", "ssse3": "ssse3", "avx": "avx", "avx2": "avx2", "avx_vnni": "avx_vnni", "f16c": "f16c",
@@ -90,15 +93,12 @@ def _lib():
 
 
 def _load():
-    from . import quant, settings
-
     if settings.quant_engine() == "numpy" or not _runs_here_at_all():
         return None
-    base = quant._ggml_lib()
-    path = getattr(base, "_name", None)
-    if not path:
+    base = ggml.library_path()
+    if base is None:
         return None
-    path = os.path.join(os.path.dirname(path), "libggml-cpu.so")
+    path = os.path.join(os.path.dirname(base), "libggml-cpu.so")  # beside it: one build of ggml
     if not os.path.exists(path):
         return None
     try:
