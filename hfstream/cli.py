@@ -10,8 +10,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 from . import errors, forked, hub, options, settings
 from ._version import __version__
-from .mixes import MIXES
-from .quant import OUTTYPE_CHOICES
+from .quant import MIXES, OUTTYPE_CHOICES
 
 if TYPE_CHECKING:
     from .options import ConvertResult, Progress
@@ -208,7 +207,7 @@ def _mirror(args: argparse.Namespace) -> int:
 
 
 def _print_plan(result: ConvertResult) -> None:
-    from .mixplan import bits_per_weight
+    from .quant import bits_per_weight
 
     width = max((len(t[0]) for t in result.tensors), default=10)
     for name, shape, qtype, nbytes in result.tensors:

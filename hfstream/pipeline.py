@@ -23,12 +23,13 @@ from typing import Callable
 
 import gguf
 
-from . import errors, forked, hub, mixplan, settings
+from . import errors, forked, hub, settings
 from .arch import family_class
 from .execute import Early, Workers, execute
 from .fetch import HubSource
 from .hfconfig import load_config, prepare as prepare_config_reader
 from .layout import Layout, layout
+from .quant import options_from
 from .localdir import LocalSource, local_snapshot
 from .options import ConvertResult, Options
 from .plan import Plan, draft_plan, weight_files, with_vocab
@@ -48,8 +49,8 @@ def run(repo_id: str, opts: Options, resolved: Resolved | None = None) -> Conver
 async def _convert(repo_id: str, opts: Options, resolved: Resolved | None = None) -> ConvertResult:
     started = time.monotonic()
     prepare_config_reader()  # transformers' import, while the repo is resolved and its headers read
-    quant_opts = mixplan.options_from(opts.tensor_types, opts.output_tensor_type, opts.token_embedding_type,
-                                      os.fspath(opts.imatrix) if opts.imatrix is not None else None)
+    quant_opts = options_from(opts.tensor_types, opts.output_tensor_type, opts.token_embedding_type,
+                              os.fspath(opts.imatrix) if opts.imatrix is not None else None)
     source: ByteSource
     if hub.is_local(repo_id):
         snapshot = local_snapshot(Path(repo_id))
