@@ -61,6 +61,13 @@ def apply(out: quant.OutType, planned: list, writer: gguf.GGUFWriter, opts: Quan
     ordered = []
     for c in choices:
         t, ne = by_name[c.name], ne_of[c.name]
+        if t.node.encoded is not None and c.qtype != t.qtype:
+            # the reference's F32 file keeps these bytes (gpt-oss's MXFP4 experts), and llama-quantize
+            # stops there: "requantizing from type mxfp4 is disabled"
+            raise errors.UnsupportedOptionError(
+                f"--outtype {out.name} would requantize {c.name}, which the source stores as {t.qtype.name} "
+                f"(kept as it is, as the reference converter keeps it); llama-quantize refuses to requantize "
+                f"{t.qtype.name}: use --outtype f32, f16, bf16, q8_0 or auto")
         if ne[0] % mixes.block_size(c.qtype):
             raise errors.UnsupportedOptionError(
                 f"{c.name} cannot be {c.qtype.name}: its rows of {ne[0]} values do not split into "

@@ -697,7 +697,9 @@ def _encode(u: Unit, data: dict[Span, bytes]) -> memoryview:
             encoded = _quiet_bf16_nans(encoded)
     else:
         array = u.tensor.node.eval_rows(data, u.r0, u.r1)
-        q = quantize(array, u.tensor.qtype, weights=u.tensor.weights, first_row=u.r0)
+        # a node may give its rows in the tensor's GGUF type already (repacked MXFP4): written as they are
+        q = array if u.tensor.node.encoded is not None else quantize(array, u.tensor.qtype, weights=u.tensor.weights,
+                                                                     first_row=u.r0)
         encoded = memoryview(q if q.flags["C_CONTIGUOUS"] else np.ascontiguousarray(q)).cast("B")
     if encoded.nbytes != u.nbytes:
         raise errors.InvalidHeaderError(f"{u.tensor.name}: encoded {encoded.nbytes} bytes, planned {u.nbytes}")

@@ -185,12 +185,14 @@ def draft_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[s
         out = quant.auto_outtype(first)
     else:
         out = quant.outtype(outtype)
+    out = family.output_type(out)
     mixplan.check_options(out, quant_opts)
 
     # the writer also decides where a split output starts a new shard, as the reference's does
     writer = gguf.GGUFWriter(path=None, arch=gguf.MODEL_ARCH_NAMES[family.gguf_arch],
                              split_max_tensors=split_max_tensors, split_max_size=split_max_size)
     planned: list[PlannedTensor] = []
+    family.use_sources(sources)
     generated = ((name, node) for name, node in family.extra_tensors())
     from_sources = ((name, Load(src)) for name, src in sources)
     for name, node in chain(generated, from_sources):
@@ -227,7 +229,9 @@ def draft_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[s
 
 def _add(planned, writer, family, out, name, node, bid) -> None:
     shape = tuple(int(d) for d in node.shape)
-    qt = quant.tensor_type(out, family.tensor_kind(name, bid), name, shape)
+    # bytes already in a GGUF type (repacked MXFP4) keep it, whatever the outtype, as in the reference
+    qt = node.encoded if node.encoded is not None else quant.tensor_type(out, family.tensor_kind(name, bid), name,
+                                                                          shape)
     size = quant.nbytes(qt, shape)
     try:
         writer.add_tensor_info(name, shape, np.dtype(np.float32), size, raw_dtype=qt)
