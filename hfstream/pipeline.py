@@ -420,17 +420,25 @@ class _ExecStats:
 
 def batches(units: list[Unit], target: int) -> list[list[Unit]]:
     """Coalesce neighbours: consecutive single-span units whose bytes are adjacent in the same file
-    share one Range request, up to ``target`` bytes of cost (small tensors: norms, biases)."""
+    share one Range request, up to ``target`` bytes of cost (small tensors: norms, biases). A unit
+    that reads the very bytes an earlier one reads (the gate and up halves of the same rows of a
+    fused expert tensor) joins that unit's batch, so those bytes are fetched once."""
     out: list[list[Unit]] = []
+    reading: dict[tuple[Span, ...], list[Unit]] = {}
     for u in units:
+        if u.spans and u.spans in reading:
+            reading[u.spans].append(u)
+            continue
         if out and len(u.spans) == 1 and all(len(v.spans) == 1 for v in out[-1]):
             last = out[-1][-1].spans[0]
             here = u.spans[0]
             if (here.file == last.file and here.start == last.end
                     and sum(v.cost for v in out[-1]) + u.cost <= target):
                 out[-1].append(u)
+                reading[u.spans] = out[-1]
                 continue
         out.append([u])
+        reading[u.spans] = out[-1]
     return out
 
 
@@ -647,7 +655,7 @@ async def _fetch_batch(batch: list[Unit], source, outs: list[OutputFile] | None)
                                                                                 batch[0].offset)))
             return None
     spans = list(dict.fromkeys(s for u in batch for s in u.spans))
-    if len(batch) > 1:
+    if len(batch) > 1 and all(a.file == b.file and a.end == b.start for a, b in zip(spans, spans[1:])):
         first, last = spans[0], spans[-1]
         blob = await source.read(first.file, first.start, last.end - first.start)
         view = memoryview(blob)
