@@ -463,9 +463,9 @@ class StrideRows(Node):
     """Rows ``start::step`` of each matrix of a stack ([..., R, n] -> [..., R / step, n]): one half of
     gpt-oss's fused ``gate_up`` experts, whose gate and up rows alternate.
 
-    Output rows [r0, r1) need the input rows from the pair (of ``step`` rows) holding the first to
-    the pair holding the last: the same span for every ``start``, so the gate and up halves of a
-    block read the very same bytes.
+    As R is a multiple of ``step``, output row r is input row r * step + start across the whole
+    stack: rows [r0, r1) need input rows [r0 * step, r1 * step), the same span for every ``start``,
+    so the gate and up halves of a block read the very same bytes.
     """
 
     x: Node
@@ -488,33 +488,19 @@ class StrideRows(Node):
         return self.x.leaves()
 
     def row_align(self):
-        inner, per_matrix = self.x.row_align(), self.x.shape[-2]
-        if inner is None or per_matrix % inner:
-            return None
-        return 1 if self.step % inner == 0 else self.shape[-2]
-
-    def _pairs(self, r0: int, r1: int) -> tuple[int, int]:
-        """Input rows [lo, hi): from the start of the pair of output row r0 to the end of r1 - 1's."""
-        n_out, n_in = self.shape[-2], self.x.shape[-2]
-        first, last = r0, r1 - 1
-        lo = first // n_out * n_in + first % n_out * self.step
-        hi = last // n_out * n_in + last % n_out * self.step + self.step
-        return lo, hi
+        inner = self.x.row_align()
+        # r0 * step must be a cut point of the input
+        return None if inner is None else inner // math.gcd(inner, self.step)
 
     def spans(self, r0, r1):
         if self.row_align() is None:
             return self.x.spans(0, self.x.rows)
-        return self.x.spans(*self._pairs(r0, r1))
+        return self.x.spans(r0 * self.step, r1 * self.step)
 
     def eval_rows(self, data, r0, r1):
         if self.row_align() is None:
-            lo, w = 0, self.x.eval_rows(data, 0, self.x.rows)
-        else:
-            lo, hi = self._pairs(r0, r1)
-            w = self.x.eval_rows(data, lo, hi)
-        out = np.arange(r0, r1)
-        n_out, n_in = self.shape[-2], self.x.shape[-2]
-        return w[out // n_out * n_in + out % n_out * self.step + self.start - lo]
+            return self.x.eval_rows(data, 0, self.x.rows)[self.start::self.step][r0:r1]
+        return self.x.eval_rows(data, r0 * self.step, r1 * self.step)[self.start::self.step]
 
 
 @dataclass(frozen=True, eq=False)
@@ -604,11 +590,16 @@ class MXFP4(Node):
 
 
 def repack_mxfp4(blocks: np.ndarray, scales: np.ndarray) -> np.ndarray:
-    """(n, nb * 16) code bytes and (n, nb) exponents -> (n, nb * 17) bytes of ``block_mxfp4`` (see ``MXFP4``)."""
+    """(n, nb * 16) code bytes and (n, nb) exponents -> (n, nb * 17) bytes of ``block_mxfp4`` (see ``MXFP4``).
+
+    Source byte i holds values 2i (low nibble) and 2i + 1; GGML byte j holds values j and j + 16. So
+    GGML byte 2i is the low nibbles of source bytes i and i + 8, and byte 2i + 1 their high nibbles.
+    """
     n, nb = scales.shape
     codes = blocks.reshape(n, nb, 16)
-    values = np.stack((codes & 0x0F, codes >> 4), axis=-1).reshape(n, nb, 32)  # value order
+    first, second = codes[:, :, :8], codes[:, :, 8:]  # values 0..15 and 16..31
     out = np.empty((n, nb, 17), dtype=np.uint8)
     out[:, :, 0] = scales
-    out[:, :, 1:] = values[:, :, :16] | (values[:, :, 16:] << 4)
+    out[:, :, 1::2] = (first & 0x0F) | (second << 4)
+    out[:, :, 2::2] = (first >> 4) | (second & 0xF0)
     return out.reshape(n, nb * 17)
