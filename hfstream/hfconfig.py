@@ -37,7 +37,7 @@ _DATA_PATH = Path(__file__).with_name("data") / "config_defaults.json"
 #: model types whose AutoConfig dict is reproduced (ministral: a mistral config with layer_types;
 #: siglip_vision_model: Gemma3's vision sub-config)
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "ministral", "mixtral", "qwen2", "qwen3", "qwen2_moe", "qwen3_moe",
-                         "gemma", "gemma2", "gemma3", "gemma3_text", "siglip_vision_model", "phi3", "gpt2", "gpt_oss")
+                         "gemma", "gemma2", "gemma3", "gemma3_text", "siglip_vision_model", "phi3", "gpt2")
 
 # keys PreTrainedConfig._remove_keys_not_serialized drops, at every depth
 _NOT_SERIALIZED = ("_is_quantized", "_auto_class", "_commit_hash", "_attn_implementation_internal",
@@ -604,21 +604,6 @@ def _post_init_gemma3_text(c: _Config, kwargs: dict) -> None:
     _base_post_init(c, kwargs)
 
 
-def _post_init_gpt_oss(c: _Config, kwargs: dict) -> None:
-    # GptOssConfig.__post_init__: alternating sliding/full layers; yarn (factor 32 over 4096) unless
-    # the config sets rope_parameters (a rope_scaling key replaces it in the base post-init)
-    _default_kv_heads(c)
-    c.set("head_dim", c.get("head_dim") if c.get("head_dim") is not None
-          else c.get("hidden_size") // c.get("num_attention_heads"))
-    if c.get("layer_types") is None:
-        c.set("layer_types", ["sliding_attention" if bool((i + 1) % 2) else "full_attention"
-                              for i in range(c.get("num_hidden_layers"))])
-    if c.get("rope_parameters") is None:
-        c.set("rope_parameters", {"rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0, "beta_slow": 1.0,
-                                  "truncate": False, "original_max_position_embeddings": 4096})
-    _base_post_init(c, kwargs)
-
-
 _POST_INIT: dict[str, Callable[[_Config, dict], None]] = {
     "PreTrainedConfig.__post_init__": _base_post_init,
     "LlamaConfig.__post_init__": _post_init_llama,
@@ -633,7 +618,6 @@ _POST_INIT: dict[str, Callable[[_Config, dict], None]] = {
     "GemmaConfig.__post_init__": _post_init_gemma,
     "Gemma2Config.__post_init__": _post_init_gemma2,
     "Gemma3TextConfig.__post_init__": _post_init_gemma3_text,
-    "GptOssConfig.__post_init__": _post_init_gpt_oss,
 }
 
 
