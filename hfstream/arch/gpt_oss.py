@@ -15,7 +15,7 @@ transposed per expert, gate/up split by alternate columns, then the outtype as u
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import gguf
 from gguf import LlamaFileType as FT
@@ -25,16 +25,27 @@ from ..graph import MXFP4, Bytes, Node, StrideCols, StrideRows, SwapLastAxes
 from ..quant import OutType
 from ..safetensors import SourceTensor
 from . import register
-from .base import TextFamily
+from .base import DECODER_SHAPES, LAYER, SIZES, TextFamily
 
 _PACKED = ("_blocks", "_scales")
+_EXPERTS = LAYER + r"mlp\.experts\."
 
 
 @register
 class GptOss(TextFamily):
     hf_architectures = ("GptOssForCausalLM",)
+    model_types = ("gpt_oss",)
     gguf_arch = gguf.MODEL_ARCH.GPT_OSS
     vocab_strategies = ("bpe",)
+    shape_sizes = {**SIZES, "experts": ("num_local_experts",)}
+    shape_rules = DECODER_SHAPES + (
+        (LAYER + r"self_attn\.o_proj\.bias", ("hidden",)),
+        (LAYER + r"self_attn\.sinks\.weight", ("heads",)),
+        (LAYER + r"mlp\.router\.weight", ("experts", "hidden")),
+        (LAYER + r"mlp\.router\.bias", ("experts",)),
+        (_EXPERTS + r"down_proj", ("experts", "ffn", "hidden")),
+        (_EXPERTS + r"down_proj_bias", ("experts", "hidden")),
+    )
 
     def __init__(self, hparams, hf_arch):
         super().__init__(hparams, hf_arch)
@@ -46,6 +57,27 @@ class GptOss(TextFamily):
         if self.mxfp4 and out.file_type in (FT.ALL_F32, FT.MOSTLY_F16, FT.MOSTLY_BF16):
             return dataclasses.replace(out, file_type=FT.MOSTLY_MXFP4_MOE)
         return out
+
+    def check_shapes(self, sources: Iterable[tuple[str, SourceTensor]]) -> None:
+        """The rules, then the fused and packed expert tensors: twice the ffn rows for gate_up, and
+        for MXFP4 rows of blocks of 32 values (16 code bytes, one exponent)."""
+        sources = list(sources)
+        super().check_shapes(sources)
+        n_exp, hidden, ffn = (self.find((key,)) for key in ("num_local_experts", "hidden_size", "intermediate_size"))
+        want = {"gate_up_proj": (n_exp, hidden, 2 * ffn), "gate_up_proj_bias": (n_exp, 2 * ffn),
+                "gate_up_proj_blocks": (n_exp, 2 * ffn, hidden // 32, 16),
+                "gate_up_proj_scales": (n_exp, 2 * ffn, hidden // 32),
+                "down_proj_blocks": (n_exp, hidden, ffn // 32, 16), "down_proj_scales": (n_exp, hidden, ffn // 32)}
+        for name, src in sources:
+            kind = name.rpartition(".mlp.experts.")[2] if ".mlp.experts." in name else None
+            if kind not in want:
+                continue
+            blocked = kind.endswith(_PACKED) and (hidden if kind.startswith("gate_up") else ffn) % 32
+            if tuple(src.shape) != want[kind] or blocked:
+                raise errors.ConfigMismatchError(
+                    f"{src.file}: tensor {src.name!r} has shape {list(src.shape)} but config.json makes it "
+                    f"{list(want[kind])} (num_local_experts {n_exp}, hidden_size {hidden}, intermediate_size {ffn}"
+                    f"{', MXFP4 rows in blocks of 32' if kind.endswith(_PACKED) else ''})")
 
     def source_name(self, name: str) -> str | None:
         kept = super().source_name(name)
