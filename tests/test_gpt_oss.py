@@ -243,3 +243,19 @@ def test_a_llama_quantize_type_that_would_requantize_mxfp4_is_refused(fresh_hub,
             if e["path"] == blob and e["range"]:
                 a, b = (int(x) for x in e["range"].removeprefix("bytes=").split("-"))
                 assert a == 0 or b < header_end, e  # the first header read, or the rest of the header
+
+
+@pytest.mark.parametrize("repo, tensor, shape", [
+    (BF16_REPO, "model.layers.0.mlp.experts.gate_up_proj", (4, 64, 255)),  # 2 * ffn is 256
+    (MXFP4_REPO, "model.layers.1.mlp.experts.down_proj_scales", (4, 64, 3)),  # ffn 128 is 4 blocks of 32
+    (MXFP4_REPO, "model.layers.0.self_attn.sinks", (8,)),  # one per head
+])
+def test_expert_and_sink_shapes_must_fit_the_config(fixture_root, repo, tensor, shape):
+    info = json.loads((fixture_root / repo / "repo.json").read_text())
+    snap = fixture_root / repo / "commits" / info["refs"]["main"]
+    files = {p.name: p.read_bytes() for p in snap.iterdir() if p.suffix != ".safetensors"}
+    shards = sorted(p.name for p in snap.glob("model*.safetensors"))
+    headers = {s: [t if t.name != tensor else SourceTensor(t.file, t.name, t.dtype, shape, t.start, t.end)
+                   for t in parse_header(s, (snap / s).read_bytes(), (snap / s).stat().st_size)] for s in shards}
+    with pytest.raises(errors.ConfigMismatchError, match=tensor.replace(".", r"\.")):
+        draft_plan(repo_name="x", files=files, headers=headers, shards=shards, outtype="f16")
