@@ -252,7 +252,7 @@ async def _fetch_batch(batch: list[Unit], source: ByteSource,
                                                                                 batch[0].offset)))
             return None
     spans = list(dict.fromkeys(s for u in batch for s in u.spans))
-    if len(batch) > 1:
+    if len(batch) > 1 and all(a.file == b.file and a.end == b.start for a, b in zip(spans, spans[1:])):
         first, last = spans[0], spans[-1]
         blob = await source.read(first.file, first.start, last.end - first.start)
         view = memoryview(blob)
@@ -303,7 +303,9 @@ def _encode(u: Unit, data: dict[Span, bytes | memoryview]) -> memoryview:
             encoded = _quiet_bf16_nans(encoded)
     else:
         array = u.tensor.node.eval_rows(data, u.r0, u.r1)
-        q = quantize(array, u.tensor.qtype, weights=u.tensor.weights, first_row=u.r0)
+        # a node may give its rows in the tensor's GGUF type already (repacked MXFP4): written as they are
+        q = array if u.tensor.node.encoded is not None else quantize(array, u.tensor.qtype, weights=u.tensor.weights,
+                                                                     first_row=u.r0)
         encoded = np.ascontiguousarray(q).data.cast("B")  # no copy when it is contiguous already
     if encoded.nbytes != u.nbytes:
         raise errors.InvalidHeaderError(f"{u.tensor.name}: encoded {encoded.nbytes} bytes, planned {u.nbytes}")

@@ -182,9 +182,11 @@ def draft_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[s
         out = quant.auto_outtype(first)
     else:
         out = quant.outtype(outtype)
+    out = family.output_type(out)
     quant.check_options(out, quant_opts)
 
     outputs: dict[str, tuple[quant.OutputTensor, Node]] = {}
+    family.use_sources(sources)
     generated = ((name, node) for name, node in family.extra_tensors())
     from_sources = ((name, Load(src)) for name, src in sources)
     for name, node in chain(generated, from_sources):
@@ -240,8 +242,9 @@ def _add(outputs: dict[str, tuple[quant.OutputTensor, Node]], family: TextFamily
     if name in outputs:
         raise errors.InvalidHeaderError(f"two source tensors map to {name!r}")
     shape = tuple(int(d) for d in node.shape)
-    tensor = quant.OutputTensor(name, shape, kind=family.tensor_kind(name, bid),
-                                forced=family.forced_type(name, bid, source))
+    # bytes already in a GGUF type (repacked MXFP4) keep it whatever the outtype, as in the reference
+    forced = node.encoded if node.encoded is not None else family.forced_type(name, bid, source)
+    tensor = quant.OutputTensor(name, shape, kind=family.tensor_kind(name, bid), forced=forced)
     outputs[name] = (tensor, node)
 
 

@@ -79,24 +79,46 @@ def iter_batches(units: Iterable[Unit], target: int) -> Iterator[list[Unit]]:
     """Coalesce neighbours: consecutive single-span units whose bytes are adjacent in the same file
     share one Range request, up to ``target`` bytes of cost (small tensors: norms, biases).
 
-    Each batch is yielded once complete, so a caller that stops early has cut only what it used.
+    A unit that reads the very bytes a unit of the same or the previous tensor reads (the gate and up
+    halves of the same rows of a fused expert tensor, which a family gives as two tensors one after
+    the other) joins that unit's batch, so those bytes are fetched once. A batch is therefore yielded
+    once the units of the tensor after its last one are cut, so a caller that stops early has cut
+    only a tensor more than it used.
     """
+    done: list[tuple[int, list[Unit]]] = []  # (index of its last tensor, batch), oldest first
+    readers: dict[tuple[Span, ...], list[Unit]] = {}  # spans -> the batch, not yet yielded, that reads them
     batch: list[Unit] = []
     cost = 0
     #: whether ``batch`` takes neighbours: only a batch of single-span units does
     open_ = False
+    tensor, index = None, -1
     for u in units:
+        if u.tensor is not tensor:
+            tensor, index = u.tensor, index + 1
+            while done and done[0][0] < index - 1:
+                for v in done[0][1]:
+                    readers.pop(v.spans, None)
+                yield done.pop(0)[1]
+        if u.spans and (sharing := readers.get(u.spans)) is not None:
+            sharing.append(u)
+            if sharing is batch:
+                cost += u.cost
+            continue
         if open_ and len(u.spans) == 1:
             last, here = batch[-1].spans[0], u.spans[0]
             if here.file == last.file and here.start == last.end and cost + u.cost <= target:
                 batch.append(u)
+                readers[u.spans] = batch
                 cost += u.cost
                 continue
         if batch:
-            yield batch
+            done.append((index if batch[-1].tensor is tensor else index - 1, batch))
         batch, cost, open_ = [u], u.cost, len(u.spans) == 1
+        readers[u.spans] = batch
     if batch:
-        yield batch
+        done.append((index, batch))
+    for _, b in done:
+        yield b
 
 
 def batches(units: Iterable[Unit], target: int) -> list[list[Unit]]:
