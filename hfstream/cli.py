@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 from . import errors, forked, hub, options, settings
 from ._version import __version__
-from .quant import MIXES, OUTTYPE_CHOICES
+from .quant import OUTTYPE_CHOICES
 
 if TYPE_CHECKING:
-    from .options import ConvertResult, Progress
+    from .options import ConvertResult, OutputResult, Progress
 
 
 def _argument_type(parse: Callable[[str], object]) -> Callable[[str], object]:
@@ -97,7 +97,7 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
             if f.metadata["parse"] is not None:
                 kwargs["type"] = _argument_type(f.metadata["parse"])
         if f.name == "outtype":
-            kwargs.update(choices=OUTTYPE_CHOICES, help=f"{help}: {', '.join(MIXES)}")
+            kwargs.update(help=f"{help}. Types: {', '.join(OUTTYPE_CHOICES)}")
         parser.add_argument(*flags, **kwargs)
 
 
@@ -180,12 +180,14 @@ def _convert_resolving(args: argparse.Namespace, resolving: forked.Pending | Non
         if bar:
             bar.close()
     if args.dry_run:
-        _print_plan(result)
+        for output in result.outputs:
+            _print_plan(result, output)
     else:
         mb = result.bytes_fetched / 1e6
-        shown = result.path if len(result.paths) <= 1 else f"{result.path} (+{len(result.paths) - 1} more shards)"
-        print(f"{shown}  ({result.tensor_count} tensors, {result.output_size / 1e6:.1f} MB written, "
-              f"{mb:.1f} MB fetched, {result.seconds:.1f} s, commit {result.commit_sha[:12]})")
+        for output in result.outputs:
+            shown = output.path if len(output.paths) <= 1 else f"{output.path} (+{len(output.paths) - 1} more shards)"
+            print(f"{shown}  ({output.tensor_count} tensors, {output.output_size / 1e6:.1f} MB written, "
+                  f"{mb:.1f} MB fetched, {result.seconds:.1f} s, commit {result.commit_sha[:12]})")
     return 0
 
 
@@ -206,18 +208,18 @@ def _mirror(args: argparse.Namespace) -> int:
     return code
 
 
-def _print_plan(result: ConvertResult) -> None:
+def _print_plan(result: ConvertResult, output: OutputResult) -> None:
     from .quant import bits_per_weight
 
-    width = max((len(t[0]) for t in result.tensors), default=10)
-    for name, shape, qtype, nbytes in result.tensors:
+    width = max((len(t[0]) for t in output.tensors), default=10)
+    for name, shape, qtype, nbytes in output.tensors:
         dims = "x".join(str(d) for d in shape)
         bpw = bits_per_weight([(shape, nbytes)])
         print(f"{name:<{width}}  {dims:>20}  {qtype:>7}  {nbytes:>14,d}  {bpw:6.2f} bpw")
-    data = sum(t[3] for t in result.tensors)
-    bpw = bits_per_weight([(t[1], t[3]) for t in result.tensors])
-    print(f"{len(result.tensors)} tensors, {data:,d} bytes of tensor data ({bpw:.2f} bpw), "
-          f"output {result.output_size:,d} bytes -> {result.path}")
+    data = sum(t[3] for t in output.tensors)
+    bpw = bits_per_weight([(t[1], t[3]) for t in output.tensors])
+    print(f"{len(output.tensors)} tensors, {data:,d} bytes of tensor data ({bpw:.2f} bpw), "
+          f"output {output.output_size:,d} bytes -> {output.path}")
     print(f"would fetch {result.source_bytes:,d} bytes of tensor data from {result.repo_id}@{result.commit_sha}")
 
 
