@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import errors
+from .errors import NotReproducibleError
 
 __all__ = ["normalize", "SUPPORTED_MODEL_TYPES", "NotReproducibleError", "is_supported"]
 
@@ -50,11 +51,6 @@ _HARMLESS_CLASS_ATTRIBUTES = frozenset({
     "ignore_keys_at_rope_validation", "extra_files", "extra_config_files", "sub_configs_defaults",
     "has_no_defaults_at_init", "is_composition",
 })
-
-
-class NotReproducibleError(errors.UnsupportedArchitectureError):
-    """config.json uses a transformers feature hfstream does not reproduce, so the hparams the
-    reference converter would see are unknown."""
 
 
 class _Fallback(Exception):
