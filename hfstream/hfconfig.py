@@ -28,7 +28,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from . import errors
+from . import errors, jsonfile
 from .errors import NotReproducibleError
 
 __all__ = ["normalize", "SUPPORTED_MODEL_TYPES", "NotReproducibleError", "is_supported"]
@@ -981,43 +981,12 @@ def _dict_dtype_to_str(d: dict) -> None:
 
 # --- reading config.json, and the sanity of what families read from it ----------------------------
 
-#: deeper than any real config.json (they nest 2-4 levels); deeper ones would overflow the recursion
-#: of copy.deepcopy and of the JSON encoder later
-MAX_CONFIG_DEPTH = 32
-
-
 def load_config(blob: bytes, name: str = "config.json") -> dict:
     """config.json bytes -> the parsed object; every way it can be unusable is an InvalidConfigError.
 
     Duplicate keys keep the last value, as ``json.load`` (and so transformers) does.
     """
-    try:
-        config = json.loads(blob)
-    except UnicodeDecodeError as e:
-        raise errors.InvalidConfigError(f"{name} is not valid UTF-8 (byte {e.start})") from None
-    except RecursionError:
-        raise errors.InvalidConfigError(f"{name} is not valid JSON (nested too deeply)") from None
-    except ValueError as e:  # JSONDecodeError, and ints longer than Python's int_max_str_digits
-        reason = f"{e.msg} at line {e.lineno}" if isinstance(e, json.JSONDecodeError) else "a number is too long"
-        raise errors.InvalidConfigError(f"{name} is not valid JSON ({reason})") from None
-    if not isinstance(config, dict):
-        raise errors.InvalidConfigError(f"{name} is not a JSON object")
-    if _depth(config) > MAX_CONFIG_DEPTH:
-        raise errors.InvalidConfigError(f"{name} is nested more than {MAX_CONFIG_DEPTH} levels deep")
-    return config
-
-
-def _depth(value: Any) -> int:
-    """Nesting depth of parsed JSON, without recursion."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        v, d = stack.pop()
-        if isinstance(v, dict):
-            v = list(v.values())
-        if isinstance(v, list):
-            deepest = max(deepest, d)
-            stack.extend((item, d + 1) for item in v)
-    return deepest
+    return jsonfile.load(blob, name, jsonfile.CONFIG, expect=dict)
 
 
 #: Integer hyperparameters families read, by meaning: (the config.json spellings, smallest, largest).

@@ -39,7 +39,7 @@ import json
 import re
 from pathlib import Path
 
-from . import errors, settings
+from . import errors, jsonfile, settings
 
 #: the record of published files inside the card (an HTML comment, invisible on the Hub's page)
 _RECORD_RE = re.compile(r"<!-- hfstream-files: (\{.*?\}) -->", re.S)
@@ -204,8 +204,8 @@ def _read_record(card: str) -> dict[str, dict[str, str]]:
     """The per-file record an earlier publish left in the card ({} if none or unreadable)."""
     match = _RECORD_RE.search(card)
     try:
-        record = json.loads(match.group(1)) if match else {}
-    except ValueError:
+        record = jsonfile.load(match.group(1), "README.md's file record") if match else {}
+    except errors.HfstreamError:
         return {}
     if not isinstance(record, dict):
         return {}
