@@ -16,6 +16,7 @@ from .settings import DEFAULT_MAX_MEMORY, parse_size
 
 if TYPE_CHECKING:
     from .pipeline import ConvertResult, Progress
+    from .retry import RetryPolicy
 
 __all__ = ["convert", "ConvertResult", "Progress", "HfstreamError", "errors"]
 __version__ = "0.1.0"
@@ -52,7 +53,7 @@ def convert(
     token_embedding_type: str | None = None,
     split_max_size: int | str = 0,
     split_max_tensors: int = 0,
-    retries: int = 8,
+    retries: int | RetryPolicy = 8,
     read_timeout: float = 60.0,
     on_shard_written=None,
 ) -> ConvertResult:
@@ -77,8 +78,9 @@ def convert(
         output_tensor_type, token_embedding_type: types of ``output.weight`` / ``token_embd.weight``.
         split_max_size, split_max_tensors: write shards of at most this many bytes (``"2G"`` works) /
             tensors, in llama.cpp's split format (``-00001-of-0000N.gguf``); ``result.paths`` lists them.
-        retries, read_timeout: attempts per request on transient failures; seconds of silence that
-            count as a stalled connection.
+        retries, read_timeout: retries per request on transient failures (connection errors, stalls,
+            408, 429, 5xx), or a ``hfstream.retry.RetryPolicy`` (backoff, clock and sleep of your own);
+            seconds of silence that count as a stalled connection.
         on_shard_written: called with each finished file (shard) as soon as it is complete; shards are
             then written one at a time, so a callback that uploads and deletes keeps one on disk.
 

@@ -206,7 +206,8 @@ def run_entry(entry: Entry, sha: str, convert: Callable[..., Any] | None = None)
             from .publish import Publisher
 
             # before converting: a repo we may not write to fails now, not after the conversion
-            publisher = Publisher(entry.fill(entry.target_repo), token=options.get("token"))
+            publisher = Publisher(entry.fill(entry.target_repo), token=options.get("token"),
+                                  retries=options.get("retries", 8))
         if entry.target_dir is not None:
             out_dir = Path(entry.fill(entry.target_dir))
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -266,7 +267,8 @@ def mirror(manifest: Path, *, state_path: Path | None = None, report_path: Path 
             try:
                 tok = dict(entry.options).get("token") or settings.token(token)
                 if (entry.repo, entry.revision) not in shas:
-                    snap = hub.resolve(entry.repo, entry.revision, endpoint, tok)
+                    snap = hub.resolve(entry.repo, entry.revision, endpoint, tok,
+                                       retries=dict(entry.options).get("retries", 8))
                     shas[(entry.repo, entry.revision)] = snap.sha
                 sha = shas[(entry.repo, entry.revision)]
             except errors.HfstreamError as e:

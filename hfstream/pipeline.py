@@ -37,6 +37,7 @@ from .fetch import ByteSource, HubSource
 from .layout import Layout, layout
 from .plan import Plan, PlannedTensor, draft_plan, weight_files, with_vocab
 from .quant import quantize
+from .retry import RetryPolicy
 from .graph import Load, Span, Stack
 from .localdir import LocalSource, local_snapshot
 from .safetensors import SourceTensor, read_header
@@ -96,7 +97,8 @@ class Options:
     connections: int = 8
     threads: int | None = None
     max_memory: int = DEFAULT_MAX_MEMORY
-    retries: int = 8
+    #: retries per request on transient failures, or the whole policy (a test's fake clock)
+    retries: int | RetryPolicy = 8
     connect_timeout: float = 30.0
     #: seconds without a byte before a connection counts as stalled and is retried
     read_timeout: float = 60.0

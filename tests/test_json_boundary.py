@@ -82,7 +82,7 @@ def plant(base: Path, target: Path, file: str, bomb: bytes) -> None:
 
 def test_every_base_converts_before_a_bomb_is_planted(bases, tmp_path, capsys):
     for name, base in bases.items():
-        code, out, err = run_cli(["convert", str(base), "--dry-run", "-o", str(tmp_path)], capsys)
+        code, _, err = run_cli(["convert", str(base), "--dry-run", "-o", str(tmp_path)], capsys)
         assert code == 0, (name, err)
 
 
@@ -92,7 +92,7 @@ def test_the_same_bomb_in_each_file_is_that_files_one_line_error(file, bomb, bas
     error, base = FILES[file]
     model = tmp_path / "model"
     plant(bases[base], model, file, BOMBS[bomb])
-    code, out, err = run_cli(["convert", str(model), "--dry-run", "-o", str(tmp_path)], capsys)
+    code, _, err = run_cli(["convert", str(model), "--dry-run", "-o", str(tmp_path)], capsys)
     lines = err.strip().splitlines()
     assert code == error.exit_code, err
     assert len(lines) == 1 and lines[0].startswith("hfstream: error: "), err
@@ -106,7 +106,7 @@ def test_a_bomb_in_generation_config_is_ignored_as_the_reference_ignores_a_bad_o
     generation_config.json"): hfstream converts without its sampling keys."""
     model = tmp_path / "model"
     plant(bases["llama"], model, "generation_config.json", BOMBS[bomb])
-    code, out, err = run_cli(["convert", str(model), "-q", "-o", str(tmp_path / "out.gguf")], capsys)
+    code, _, err = run_cli(["convert", str(model), "-q", "-o", str(tmp_path / "out.gguf")], capsys)
     assert code == 0, err
     import gguf
 
@@ -121,7 +121,7 @@ def test_the_same_bomb_in_the_mirror_state_file_is_exit_60(bomb, tmp_path, capsy
     manifest.write_text('[[model]]\nrepo = "org/model"\ntarget_dir = "out"\n')
     state = tmp_path / "state.json"
     state.write_bytes(BOMBS[bomb])
-    code, out, err = run_cli(["mirror", str(manifest), "--state", str(state)], capsys)
+    code, _, err = run_cli(["mirror", str(manifest), "--state", str(state)], capsys)
     lines = err.strip().splitlines()
     assert code == errors.ManifestError.exit_code == 60, err
     assert len(lines) == 1 and f"{state}: the state file {SAYS[bomb]}" in lines[0], err
@@ -139,7 +139,7 @@ def test_a_mirror_state_of_the_wrong_shape_is_exit_60_not_an_internal_error(stat
     manifest = tmp_path / "mirror.toml"
     manifest.write_text('[[model]]\nrepo = "org/model"\ntarget_dir = "out"\n')
     (tmp_path / "state.json").write_bytes(state)
-    code, out, err = run_cli(["mirror", str(manifest), "--state", str(tmp_path / "state.json")], capsys)
+    code, _, err = run_cli(["mirror", str(manifest), "--state", str(tmp_path / "state.json")], capsys)
     assert code == 60, err
     assert says in err and len(err.strip().splitlines()) == 1
 
