@@ -7,6 +7,10 @@ file and ``get(path)`` for a whole small file. The pipeline only sees that seam.
 signed storage URL) is kept and reused for every later range of that file, since
 the Hub rate-limits ``/resolve/`` requests. The token goes only to the endpoint's
 own origin, never to a host a redirect points at.
+
+Failures are ours before they leave a request: a status becomes its error in
+``httperrors``, an aiohttp failure a NetworkError, and ``retry.RetryPolicy`` tries
+the NetworkError family again, a range continuing from the byte it reached.
 """
 
 from __future__ import annotations
@@ -252,7 +256,7 @@ class HubSource:
                 return await attempt()
             except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as e:
                 # aiohttp's timeouts are asyncio's; its payload errors are truncated bodies
-                raise errors.NetworkError(f"{path}: {type(e).__name__}: {httperrors.first_line(e)}") from None
+                raise errors.NetworkError(f"{path}: {httperrors.describe(e)}") from None
 
         return await self._retry.acall(translated)
 

@@ -138,8 +138,7 @@ def from_exception(e: BaseException, request: Request, *,
         return for_status(response.status_code if response is not None else None,
                           response.headers if response is not None else {}, request, error_code=code, clock=clock)
     if isinstance(e, OSError) or type(e).__module__.startswith(("httpx", "httpcore")):
-        return errors.NetworkError(f"{request.what}: cannot reach {request.endpoint} "
-                                   f"({type(e).__name__}: {first_line(e)})")
+        return errors.NetworkError(f"{request.what}: cannot reach {request.endpoint} ({describe(e)})")
     return None
 
 
@@ -166,3 +165,9 @@ def asked_wait(headers: Mapping[str, str], clock: Callable[[], float] = time.tim
 def first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return text[0] if text else type(e).__name__
+
+
+def describe(e: BaseException) -> str:
+    """``Type: first line of the message`` (just the type when the message is empty, as for timeouts)."""
+    line = first_line(e)
+    return type(e).__name__ if line == type(e).__name__ else f"{type(e).__name__}: {line}"

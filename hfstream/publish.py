@@ -230,5 +230,4 @@ def _translate(e: BaseException, request: httperrors.Request, policy: RetryPolic
         if ours is not None:
             return ours
         seen = seen.__cause__
-    return errors.PublishError(f"publishing to {request.repo_id} failed: {type(e).__name__}: "
-                               f"{httperrors.first_line(e)}")
+    return errors.PublishError(f"publishing to {request.repo_id} failed: {httperrors.describe(e)}")
