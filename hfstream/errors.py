@@ -115,8 +115,9 @@ class UnsupportedArchitectureError(InputError):
 
 
 class NotReproducibleError(UnsupportedArchitectureError):
-    """config.json uses a transformers feature hfstream does not reproduce, so the hparams the
-    reference converter would see are unknown."""
+    """config.json needs something hfstream cannot give transformers (another configuration file,
+    or a model type the installed transformers does not know although the family reads it), so the
+    hparams the reference converter would see are unknown."""
 
 
 class UnsupportedTokenizerError(InputError):
