@@ -73,6 +73,10 @@ class UnsupportedArchitectureError(HfstreamError):
     exit_code = 20
 
 
+class UnsupportedQuantizationError(UnsupportedArchitectureError):
+    """The checkpoint is pre-quantized (``quantization_config``) with a method hfstream does not convert."""
+
+
 class UnsupportedTokenizerError(HfstreamError):
     """The tokenizer cannot be converted (e.g. an unknown BPE pre-tokenizer)."""
 

@@ -17,7 +17,7 @@ from gguf import GGMLQuantizationType as QT
 
 from . import errors, meta, mixplan, quant
 from .arch import family_for
-from .graph import Load, Node
+from .graph import Node
 from .hfconfig import load_config, normalize
 from .safetensors import DuplicateKeyError, SourceTensor, loads_unique
 
@@ -179,6 +179,8 @@ def draft_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[s
             if name is not None:
                 sources.append((name, src))
     check_shapes(family.hparams, sources)
+    # pre-quantized weights (FP8 + block scales) as weight x scale; refuses methods it cannot convert
+    nodes = family.source_nodes(sources)
 
     if outtype == "auto":
         first = next((s.dtype for _, s in sources if len(s.shape) >= 2 and s.dtype in ("BF16", "F16")), None)
@@ -192,7 +194,7 @@ def draft_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[s
                              split_max_tensors=split_max_tensors, split_max_size=split_max_size)
     planned: list[PlannedTensor] = []
     generated = ((name, node) for name, node in family.extra_tensors())
-    from_sources = ((name, Load(src)) for name, src in sources)
+    from_sources = iter(nodes)
     for name, node in chain(generated, from_sources):
         bid = _block_id(name)
         outputs = list(family.convert(name, node, bid))

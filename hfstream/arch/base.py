@@ -10,9 +10,10 @@ from typing import Any, ClassVar, Iterable, Iterator, Mapping, Sequence
 
 import gguf
 
-from .. import errors
+from .. import errors, prequant
 from ..graph import Node, Stack
 from ..hfconfig import check_hparams
+from ..safetensors import SourceTensor
 
 #: Source tensors the reference drops without mapping them.
 _IGNORED_SUFFIXES = (".attention.masked_bias", ".attention.bias", ".rotary_emb.inv_freq")
@@ -212,6 +213,11 @@ class TextFamily:
         if name.endswith(_IGNORED_SUFFIXES):
             return None
         return name
+
+    def source_nodes(self, sources: Sequence[tuple[str, SourceTensor]]) -> list[tuple[str, Node]]:
+        """Each source tensor (name after ``source_name``) as the node ``convert`` gets, in order: a load,
+        or for a pre-quantized checkpoint the dequantized weight, its scales dropped (``prequant``)."""
+        return prequant.source_nodes(self.hparams, sources)
 
     def use_files(self, files: Mapping[str, bytes]) -> None:
         """Called once with the repo's small files (config, tokenizer, ...) before any tensor is
