@@ -38,3 +38,4 @@ from . import qwen  # noqa: E402,F401
 from . import gemma  # noqa: E402,F401
 from . import phi3  # noqa: E402,F401
 from . import gpt2  # noqa: E402,F401
+from . import deepseek  # noqa: E402,F401
