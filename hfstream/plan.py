@@ -5,6 +5,7 @@ Pure: no network, no files. The pipeline fetches what the plan needs and execute
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -178,7 +179,8 @@ def draft_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[s
             name = family.source_name(src.name)
             if name is not None:
                 sources.append((name, src))
-    check_shapes(family.hparams, sources)
+    check_shapes(family.hparams, sources, rules=family.shape_rules or SHAPE_RULES,
+                 sizes={**_SIZES, **family.shape_sizes})
     # pre-quantized weights (FP8 + block scales) as weight x scale; refuses methods it cannot convert
     nodes = family.source_nodes(sources)
 
@@ -275,7 +277,8 @@ def _check_unique_names(shards: Sequence[str], headers: Mapping[str, Sequence[So
 
 # --- tensor shapes that config.json fixes ------------------------------------------------------
 
-#: Sizes a source tensor's shape is made of: the config.json spellings (first one set wins).
+#: Sizes a source tensor's shape is made of: the config.json spellings (first one set wins). A family
+#: with other shapes adds its own (``TextFamily.shape_sizes``).
 _SIZES: dict[str, tuple[str, ...]] = {
     "vocab": ("vocab_size",),
     "hidden": ("hidden_size", "n_embd"),
@@ -290,8 +293,10 @@ _L = r"model\.layers\.\d+\."
 #: Source tensors (standard transformers names, after the family's ``source_name``) whose shape
 #: config.json fixes, as transformers builds the modules: a checkpoint that disagrees would not load
 #: there, and here it would crash a transform (the q/k permute) or write a GGUF llama.cpp refuses.
-#: Each dimension is a product of _SIZES; a dimension whose sizes the config does not set is skipped.
-#: Names of other families (fused qkv, GPT-2's c_attn, ...) match no rule.
+#: Each dimension is a product of factors, each a size of _SIZES or a sum of them (``heads*nope+rope`` is
+#: heads x (nope + rope)); a dimension whose sizes the config does not set is skipped. Names of other
+#: families (fused qkv, GPT-2's c_attn, ...) match no rule; a family with its own shapes has its own
+#: rules (``TextFamily.shape_rules``).
 SHAPE_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     (r"model\.embed_tokens\.weight", ("vocab", "hidden")),
     (r"lm_head\.weight", ("vocab", "hidden")),
@@ -312,28 +317,35 @@ SHAPE_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     (r"model\.norm\.weight", ("hidden",)),
     (_L + r"(input|post_attention|pre_feedforward|post_feedforward)_layernorm\.weight", ("hidden",)),
 )
-_SHAPE_PATTERNS = [(re.compile(p), dims) for p, dims in SHAPE_RULES]
 
 
-def check_shapes(hparams: Mapping[str, object], sources: Iterable[tuple[str, SourceTensor]]) -> None:
+@functools.cache
+def _patterns(rules: tuple[tuple[str, tuple[str, ...]], ...]) -> list[tuple[re.Pattern, tuple[str, ...]]]:
+    return [(re.compile(p), dims) for p, dims in rules]
+
+
+def check_shapes(hparams: Mapping[str, object], sources: Iterable[tuple[str, SourceTensor]], *,
+                 rules: tuple[tuple[str, tuple[str, ...]], ...] = SHAPE_RULES,
+                 sizes: Mapping[str, tuple[str, ...]] = _SIZES) -> None:
     """Refuse a source tensor whose shape disagrees with config.json (ConfigMismatchError)."""
-    sizes: dict[str, tuple[str, int]] = {}
-    for size, keys in _SIZES.items():
+    known: dict[str, tuple[str, int]] = {}
+    for size, keys in sizes.items():
         key = next((k for k in keys if type(hparams.get(k)) is int), None)
         if key is not None:
-            sizes[size] = (key, hparams[key])
-    if "head_dim" not in sizes and "hidden" in sizes and "heads" in sizes and sizes["heads"][1] > 0:
-        sizes["head_dim"] = (f"{sizes['hidden'][0]} / {sizes['heads'][0]}", sizes["hidden"][1] // sizes["heads"][1])
+            known[size] = (key, hparams[key])
+    if "head_dim" not in known and "hidden" in known and "heads" in known and known["heads"][1] > 0:
+        known["head_dim"] = (f"{known['hidden'][0]} / {known['heads'][0]}", known["hidden"][1] // known["heads"][1])
     for name, src in sources:
-        dims = next((d for pattern, d in _SHAPE_PATTERNS if pattern.fullmatch(name)), None)
+        dims = next((d for pattern, d in _patterns(rules) if pattern.fullmatch(name)), None)
         if dims is None:
             continue
-        factors = [dim.split("*") for dim in dims]
-        if any(f not in sizes for fs in factors for f in fs):
+        factors = [[f.split("+") for f in dim.split("*")] for dim in dims]
+        used_sizes = [s for fs in factors for f in fs for s in f]
+        if any(s not in known for s in used_sizes):
             continue
-        want = [math.prod(sizes[f][1] for f in fs) for fs in factors]
+        want = [math.prod(sum(known[s][1] for s in f) for f in fs) for fs in factors]
         if list(src.shape) != want:
-            used = ", ".join(dict.fromkeys(f"{sizes[f][0]} {sizes[f][1]}" for fs in factors for f in fs))
+            used = ", ".join(dict.fromkeys(f"{known[s][0]} {known[s][1]}" for s in used_sizes))
             raise errors.ConfigMismatchError(
                 f"{src.file}: tensor {_short(src.name)} has shape {list(src.shape)} but config.json "
                 f"makes it {want} ({used})")

@@ -75,6 +75,10 @@ class TextFamily:
     gguf_arch: ClassVar[gguf.MODEL_ARCH]
     #: vocab kinds to try, in order (see ``hfstream.vocab.add_vocab``)
     vocab_strategies: ClassVar[tuple[str, ...]] = ("bpe",)
+    #: (source name pattern, dimensions) that config.json fixes, for shapes the generic rules of
+    #: ``plan.SHAPE_RULES`` do not describe; with the extra sizes they use (config.json spellings)
+    shape_rules: ClassVar[tuple[tuple[str, tuple[str, ...]], ...] | None] = None
+    shape_sizes: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     def __init__(self, hparams: Mapping[str, Any], hf_arch: str):
         self.hf_arch = hf_arch

@@ -41,11 +41,39 @@ _MLA_HPARAMS = {
 }
 
 
+_L = r"model\.layers\.\d+\."
+
+
 @register
 class DeepseekV2(TextFamily):
     hf_architectures = ("DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM")
     gguf_arch = gguf.MODEL_ARCH.DEEPSEEK2
     vocab_strategies = ("bpe",)
+    shape_sizes = {"nope": ("qk_nope_head_dim",), "rope": ("qk_rope_head_dim",), "v": ("v_head_dim",),
+                   "q_rank": ("q_lora_rank",), "kv_rank": ("kv_lora_rank",), "experts": ("n_routed_experts",),
+                   "moe_ffn": ("moe_intermediate_size",), "n_shared": ("n_shared_experts",)}
+    shape_rules = (
+        (r"model\.embed_tokens\.weight", ("vocab", "hidden")),
+        (r"lm_head\.weight", ("vocab", "hidden")),
+        (_L + r"self_attn\.q_proj\.weight", ("heads*nope+rope", "hidden")),
+        (_L + r"self_attn\.q_a_proj\.weight", ("q_rank", "hidden")),
+        (_L + r"self_attn\.q_a_layernorm\.weight", ("q_rank",)),
+        (_L + r"self_attn\.q_b_proj\.weight", ("heads*nope+rope", "q_rank")),
+        (_L + r"self_attn\.kv_a_proj_with_mqa\.weight", ("kv_rank+rope", "hidden")),
+        (_L + r"self_attn\.kv_a_layernorm\.weight", ("kv_rank",)),
+        (_L + r"self_attn\.kv_b_proj\.weight", ("kv_heads*nope+v", "kv_rank")),
+        (_L + r"self_attn\.o_proj\.weight", ("hidden", "heads*v")),
+        (_L + r"mlp\.(gate|up)_proj\.weight", ("ffn", "hidden")),
+        (_L + r"mlp\.down_proj\.weight", ("hidden", "ffn")),
+        (_L + r"mlp\.experts\.\d+\.(gate|up)_proj\.weight", ("moe_ffn", "hidden")),
+        (_L + r"mlp\.experts\.\d+\.down_proj\.weight", ("hidden", "moe_ffn")),
+        (_L + r"mlp\.shared_experts\.(gate|up)_proj\.weight", ("moe_ffn*n_shared", "hidden")),
+        (_L + r"mlp\.shared_experts\.down_proj\.weight", ("hidden", "moe_ffn*n_shared")),
+        (_L + r"mlp\.gate\.weight", ("experts", "hidden")),
+        (_L + r"mlp\.gate\.e_score_correction\.bias", ("experts",)),
+        (r"model\.norm\.weight", ("hidden",)),
+        (_L + r"(input|post_attention)_layernorm\.weight", ("hidden",)),
+    )
 
     def __init__(self, hparams, hf_arch):
         super().__init__(hparams, hf_arch)
