@@ -37,7 +37,8 @@ _DATA_PATH = Path(__file__).with_name("data") / "config_defaults.json"
 #: model types whose AutoConfig dict is reproduced (ministral: a mistral config with layer_types;
 #: siglip_vision_model: Gemma3's vision sub-config)
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "ministral", "mixtral", "qwen2", "qwen3", "qwen2_moe", "qwen3_moe",
-                         "gemma", "gemma2", "gemma3", "gemma3_text", "siglip_vision_model", "phi3", "gpt2")
+                         "gemma", "gemma2", "gemma3", "gemma3_text", "siglip_vision_model", "phi3", "gpt2",
+                         "deepseek_v2", "deepseek_v3")
 
 # keys PreTrainedConfig._remove_keys_not_serialized drops, at every depth
 _NOT_SERIALIZED = ("_is_quantized", "_auto_class", "_commit_hash", "_attn_implementation_internal",
@@ -604,6 +605,22 @@ def _post_init_gemma3_text(c: _Config, kwargs: dict) -> None:
     _base_post_init(c, kwargs)
 
 
+def _post_init_deepseek_v2(c: _Config, kwargs: dict) -> None:
+    # MLA: qk_head_dim = nope + rope, and head_dim is the rotary part
+    c.set("qk_head_dim", c.get("qk_nope_head_dim") + c.get("qk_rope_head_dim"))
+    c.set("head_dim", c.get("qk_rope_head_dim"))
+    _default_head_dim(c)
+    _default_kv_heads(c)
+    _base_post_init(c, kwargs)
+
+
+def _post_init_deepseek_v3(c: _Config, kwargs: dict) -> None:
+    _default_kv_heads(c)
+    c.set("qk_head_dim", c.get("qk_nope_head_dim") + c.get("qk_rope_head_dim"))
+    c.set("head_dim", c.get("qk_rope_head_dim"))
+    _base_post_init(c, kwargs)
+
+
 _POST_INIT: dict[str, Callable[[_Config, dict], None]] = {
     "PreTrainedConfig.__post_init__": _base_post_init,
     "LlamaConfig.__post_init__": _post_init_llama,
@@ -618,6 +635,8 @@ _POST_INIT: dict[str, Callable[[_Config, dict], None]] = {
     "GemmaConfig.__post_init__": _post_init_gemma,
     "Gemma2Config.__post_init__": _post_init_gemma2,
     "Gemma3TextConfig.__post_init__": _post_init_gemma3_text,
+    "DeepseekV2Config.__post_init__": _post_init_deepseek_v2,
+    "DeepseekV3Config.__post_init__": _post_init_deepseek_v3,
 }
 
 
@@ -876,7 +895,7 @@ def _validate_architecture_base(c: _Config) -> None:
 
 
 def _validate_architecture_heads(c: _Config) -> None:
-    # Llama, Gemma2, Gemma3Text
+    # Llama, Gemma2, Gemma3Text, DeepseekV2
     if c.get("hidden_size") % c.get("num_attention_heads") != 0:
         raise ValueError("hidden_size is not a multiple of num_attention_heads")
 
@@ -917,6 +936,7 @@ def _validate_token_ids(c: _Config) -> None:
 _VALIDATORS: dict[str, Callable[[_Config], None]] = {
     "PreTrainedConfig.validate_architecture": _validate_architecture_base,
     "LlamaConfig.validate_architecture": _validate_architecture_heads,
+    "DeepseekV2Config.validate_architecture": _validate_architecture_heads,
     "Gemma2Config.validate_architecture": _validate_architecture_heads,
     "Gemma3TextConfig.validate_architecture": _validate_architecture_heads,
     "PreTrainedConfig.validate_layer_type": _validate_layer_type,
