@@ -93,10 +93,14 @@ def weight_map(index: bytes) -> dict[str, str]:
         raise errors.InvalidIndexError(f"{_INDEX} has no 'weight_map' object")
     if not wm:
         raise errors.InvalidIndexError(f"{_INDEX}: 'weight_map' is empty")
+    checked: set[str] = set()  # a few hundred shard names among ~100k tensors (DeepSeek-V3): each checked once
     for name, shard in wm.items():
+        if isinstance(shard, str) and shard in checked:
+            continue
         if not isinstance(shard, str) or not _plain_file_name(shard):
             raise errors.InvalidIndexError(
                 f"{_INDEX}: shard {_short(shard)} for {_short(name)} is not a plain file name")
+        checked.add(shard)
     return wm
 
 
@@ -320,8 +324,10 @@ SHAPE_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 
 @functools.cache
-def _patterns(rules: tuple[tuple[str, tuple[str, ...]], ...]) -> list[tuple[re.Pattern, tuple[str, ...]]]:
-    return [(re.compile(p), dims) for p, dims in rules]
+def _patterns(rules: tuple[tuple[str, tuple[str, ...]], ...]) -> tuple[re.Pattern, list[tuple[str, ...]]]:
+    """One regex for a rule table (a group per rule, the first rule that matches wins): checking a
+    name is one match, not one per rule (DeepSeek-V3 has ~92k source tensors)."""
+    return re.compile("|".join(f"(?P<r{i}>{p})" for i, (p, _) in enumerate(rules))), [d for _, d in rules]
 
 
 def check_shapes(hparams: Mapping[str, object], sources: Iterable[tuple[str, SourceTensor]], *,
@@ -335,10 +341,12 @@ def check_shapes(hparams: Mapping[str, object], sources: Iterable[tuple[str, Sou
             known[size] = (key, hparams[key])
     if "head_dim" not in known and "hidden" in known and "heads" in known and known["heads"][1] > 0:
         known["head_dim"] = (f"{known['hidden'][0]} / {known['heads'][0]}", known["hidden"][1] // known["heads"][1])
+    pattern, rule_dims = _patterns(rules)
     for name, src in sources:
-        dims = next((d for pattern, d in _patterns(rules) if pattern.fullmatch(name)), None)
-        if dims is None:
+        match = pattern.fullmatch(name)
+        if match is None:
             continue
+        dims = rule_dims[int(match.lastgroup[1:])]
         factors = [[f.split("+") for f in dim.split("*")] for dim in dims]
         used_sizes = [s for fs in factors for f in fs for s in f]
         if any(s not in known for s in used_sizes):
