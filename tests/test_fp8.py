@@ -220,3 +220,29 @@ def test_mla_split_of_an_fp8_kv_b_dequantizes_first():
         per_head = node.row_align()
         blocks = [node.eval_rows(f.data(node, r0, r0 + per_head), r0, r0 + per_head) for r0 in range(0, node.rows, per_head)]
         assert np.array_equal(bits(np.concatenate(blocks).reshape(want.shape)), bits(want))
+
+
+def test_a_refused_quant_method_fetches_no_weight_byte(tmp_path, monkeypatch, capsys):
+    """Refused while planning: the weights file is read up to its header's first range, no further."""
+    import hashlib
+
+    from fixtures.hostile import CASES_BY_NAME, base_files, write_repo
+    from fixtures.hub import FixtureHub
+    from hfstream import cli
+
+    case = CASES_BY_NAME["quant-method-awq"]
+    files = case.make(base_files())
+    write_repo(tmp_path / "repos", case.repo_id, files)
+    with FixtureHub(tmp_path / "repos") as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+        monkeypatch.delenv("HF_TOKEN", raising=False)
+        rc = cli.main(["convert", case.repo_id, "-o", str(tmp_path / "out.gguf")])
+        log = hub.log
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == errors.UnsupportedQuantizationError.exit_code
+    assert len(err) == 1 and "'awq'" in err[0]
+    weights = "/lfs/" + hashlib.sha256(files["model.safetensors"]).hexdigest()
+    assert len(files["model.safetensors"]) > 100_000
+    assert [e["range"] for e in log if e["path"] == weights] == ["bytes=0-99999"]  # the header read, nothing more
+    assert not (tmp_path / "out.gguf").exists()
