@@ -70,7 +70,15 @@ TAIL_KEYS = ("general.quantization_version", "general.file_type")
 
 #: fixture models: rows that are multiples of 256 (the K and IQ types are used) and two with 64-wide
 #: rows, where every 256-block type falls back (tensor_type_fallback)
-MODELS = ("tiny-llama-k", "tiny-qwen3-k", "tiny-mixtral-k", "tiny-llama-spm", "tiny-mixtral")
+MODELS = ("tiny-llama-k", "tiny-qwen3-k", "tiny-mixtral-k", "tiny-llama-spm", "tiny-mixtral", "tiny-deepseek-v3-k",
+          "tiny-deepseek-v2-lite", "tiny-deepseek-v3")
+
+#: models whose goldens cover only some types (recorded as the golden's "types"); the others cover every mix
+TYPES: dict[str, tuple[str, ...]] = {
+    "tiny-deepseek-v3-k": ("q4_k_m", "q6_k"),
+    "tiny-deepseek-v2-lite": ("q4_k_m", "q6_k"),
+    "tiny-deepseek-v3": ("q4_k_m", "q6_k"),
+}
 
 #: llama-quantize's names for hfstream's mixes (as its QUANT_OPTIONS spell them)
 def mix_names() -> list[str]:
@@ -106,7 +114,7 @@ OVERRIDES: dict[str, dict[str, tuple[str, bool, list[str]]]] = {
 def case_ids(model: str) -> list[tuple[str, str, bool, list[str]]]:
     """(case id, type, imatrix, extra options) for every case of a model."""
     out = []
-    for name in mix_names():
+    for name in TYPES.get(model, mix_names()):
         out.append((name, name, False, []))
         out.append((f"{name}+imatrix", name, True, []))
     for cid, (t, im, opts) in OVERRIDES.get(model, {}).items():
@@ -253,6 +261,7 @@ def make_model_golden(model: str, spec: dict, snapshot: Path, commit: str, llama
                                for n in (gguf_name, dat_name)},
                     "dat_checked_with": check_type},
         "library_checked_with": check_type,
+        **({"types": list(TYPES[model])} if model in TYPES else {}),
         "sha_hex_digits": SHA_HEX,
         **base,
         "cases": golden_cases,
