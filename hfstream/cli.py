@@ -52,8 +52,17 @@ class _VersionAction(argparse.Action):
                 engine += "; Q8_0 by hfstream's AVX2 encoder"
         elif engine == "numpy":
             engine = "gguf's numpy quantization"
-        print(f"hfstream {__version__} ({engine})")
+        print(f"hfstream {__version__} ({engine}; config.json read by transformers {_transformers_version()})")
         parser.exit()
+
+
+def _transformers_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("transformers")
+    except PackageNotFoundError:
+        return "(not installed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -148,7 +157,10 @@ def _fail(message: str) -> None:
 
 
 def _convert(args: argparse.Namespace) -> int:
+    from . import hfconfig
+
     resolving = _start_resolving(args)
+    hfconfig.prepare()  # transformers' import (~2 s) under way while the repo is resolved and read
     try:
         return _convert_resolving(args, resolving)
     finally:

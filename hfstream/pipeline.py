@@ -31,8 +31,8 @@ import numpy as np
 from gguf import GGMLQuantizationType as QT
 
 from . import errors, forked, hub, mixplan, settings
-from .arch import family_for
-from .hfconfig import load_config
+from .arch import family_class
+from .hfconfig import load_config, prepare as prepare_config_reader
 from .fetch import ByteSource, HubSource
 from .layout import Layout, layout
 from .plan import Plan, PlannedTensor, draft_plan, weight_files, with_vocab
@@ -124,6 +124,7 @@ def run(repo_id: str, opts: Options, resolved: Resolved | None = None) -> Conver
 
 async def _convert(repo_id: str, opts: Options, resolved: Resolved | None = None) -> ConvertResult:
     started = time.monotonic()
+    prepare_config_reader()  # transformers' import, while the repo is resolved and its headers read
     quant_opts = mixplan.options_from(opts.tensor_types, opts.output_tensor_type, opts.token_embedding_type,
                                       os.fspath(opts.imatrix) if opts.imatrix is not None else None)
     source: HubSource | LocalSource
@@ -230,7 +231,7 @@ async def _small_files(source: ByteSource, snapshot: hub.Snapshot) -> dict[str, 
     if "config.json" not in files:
         raise errors.MissingFileError(f"{snapshot.repo_id} has no config.json")
     # Refuse an unsupported model before reading any weight header.
-    family_for(load_config(files["config.json"]))
+    family_class(load_config(files["config.json"]))
     return files
 
 

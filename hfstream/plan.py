@@ -5,9 +5,6 @@ Pure: no network, no files. The pipeline fetches what the plan needs and execute
 
 from __future__ import annotations
 
-import functools
-import math
-import re
 from dataclasses import dataclass
 from itertools import chain
 from typing import Callable, Iterable, Mapping, Sequence
@@ -17,7 +14,7 @@ import numpy as np
 from gguf import GGMLQuantizationType as QT
 
 from . import errors, meta, mixplan, quant
-from .arch import family_for
+from .arch import family_class
 from .graph import Node
 from .hfconfig import load_config, normalize
 from .safetensors import DuplicateKeyError, SourceTensor, loads_unique
@@ -167,9 +164,10 @@ def draft_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[s
     config_blob = files.get("config.json")
     if config_blob is None:
         raise errors.MissingFileError(f"{repo_name}: config.json is missing")
-    hparams = load_config(config_blob)
+    family_cls = family_class(load_config(config_blob))
     # the reference reads config.json through transformers' AutoConfig: defaults and rope normalization
-    family = family_for(normalize(hparams, name_or_path=repo_name))
+    hparams = normalize(config_blob, name_or_path=repo_name, model_types=family_cls.model_types)
+    family = family_cls(hparams, hparams["architectures"][0])
     family.use_files(files)
 
     _check_unique_names(shards, headers)
@@ -183,8 +181,7 @@ def draft_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[s
             name = family.source_name(src.name)
             if name is not None:
                 sources.append((name, src))
-    check_shapes(family.hparams, sources, rules=family.shape_rules or SHAPE_RULES,
-                 sizes={**_SIZES, **family.shape_sizes})
+    family.check_shapes(sources)
     # pre-quantized weights (FP8 + block scales) as weight x scale; refuses methods it cannot convert
     nodes = family.source_nodes(sources)
 
@@ -277,83 +274,3 @@ def _check_unique_names(shards: Sequence[str], headers: Mapping[str, Sequence[So
             if t.name in owner:
                 raise errors.InvalidHeaderError(f"tensor {_short(t.name)} is in both {owner[t.name]} and {shard}")
             owner[t.name] = shard
-
-
-# --- tensor shapes that config.json fixes ------------------------------------------------------
-
-#: Sizes a source tensor's shape is made of: the config.json spellings (first one set wins). A family
-#: with other shapes adds its own (``TextFamily.shape_sizes``).
-_SIZES: dict[str, tuple[str, ...]] = {
-    "vocab": ("vocab_size",),
-    "hidden": ("hidden_size", "n_embd"),
-    "heads": ("num_attention_heads", "n_head"),
-    "kv_heads": ("num_key_value_heads", "n_head_kv", "num_attention_heads", "n_head"),
-    "head_dim": ("head_dim",),  # hidden / heads when not set
-    "ffn": ("intermediate_size",),
-    "moe_ffn": ("moe_intermediate_size", "intermediate_size"),
-    "shared_ffn": ("shared_expert_intermediate_size",),
-}
-_L = r"model\.layers\.\d+\."
-#: Source tensors (standard transformers names, after the family's ``source_name``) whose shape
-#: config.json fixes, as transformers builds the modules: a checkpoint that disagrees would not load
-#: there, and here it would crash a transform (the q/k permute) or write a GGUF llama.cpp refuses.
-#: Each dimension is a product of factors, each a size of _SIZES or a sum of them (``heads*nope+rope`` is
-#: heads x (nope + rope)); a dimension whose sizes the config does not set is skipped. Names of other
-#: families (fused qkv, GPT-2's c_attn, ...) match no rule; a family with its own shapes has its own
-#: rules (``TextFamily.shape_rules``).
-SHAPE_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    (r"model\.embed_tokens\.weight", ("vocab", "hidden")),
-    (r"lm_head\.weight", ("vocab", "hidden")),
-    (_L + r"self_attn\.q_proj\.weight", ("heads*head_dim", "hidden")),
-    (_L + r"self_attn\.[kv]_proj\.weight", ("kv_heads*head_dim", "hidden")),
-    (_L + r"self_attn\.o_proj\.weight", ("hidden", "heads*head_dim")),
-    (_L + r"self_attn\.q_proj\.bias", ("heads*head_dim",)),
-    (_L + r"self_attn\.[kv]_proj\.bias", ("kv_heads*head_dim",)),
-    (_L + r"self_attn\.[qk]_norm\.weight", ("head_dim",)),
-    (_L + r"mlp\.(gate|up)_proj\.weight", ("ffn", "hidden")),
-    (_L + r"mlp\.down_proj\.weight", ("hidden", "ffn")),
-    (_L + r"mlp\.experts\.\d+\.(gate|up)_proj\.weight", ("moe_ffn", "hidden")),
-    (_L + r"mlp\.experts\.\d+\.down_proj\.weight", ("hidden", "moe_ffn")),
-    (_L + r"mlp\.shared_expert\.(gate|up)_proj\.weight", ("shared_ffn", "hidden")),
-    (_L + r"mlp\.shared_expert\.down_proj\.weight", ("hidden", "shared_ffn")),
-    (_L + r"block_sparse_moe\.experts\.\d+\.w[13]\.weight", ("ffn", "hidden")),
-    (_L + r"block_sparse_moe\.experts\.\d+\.w2\.weight", ("hidden", "ffn")),
-    (r"model\.norm\.weight", ("hidden",)),
-    (_L + r"(input|post_attention|pre_feedforward|post_feedforward)_layernorm\.weight", ("hidden",)),
-)
-
-
-@functools.cache
-def _patterns(rules: tuple[tuple[str, tuple[str, ...]], ...]) -> tuple[re.Pattern, list[tuple[str, ...]]]:
-    """One regex for a rule table (a group per rule, the first rule that matches wins): checking a
-    name is one match, not one per rule (DeepSeek-V3 has ~92k source tensors)."""
-    return re.compile("|".join(f"(?P<r{i}>{p})" for i, (p, _) in enumerate(rules))), [d for _, d in rules]
-
-
-def check_shapes(hparams: Mapping[str, object], sources: Iterable[tuple[str, SourceTensor]], *,
-                 rules: tuple[tuple[str, tuple[str, ...]], ...] = SHAPE_RULES,
-                 sizes: Mapping[str, tuple[str, ...]] = _SIZES) -> None:
-    """Refuse a source tensor whose shape disagrees with config.json (ConfigMismatchError)."""
-    known: dict[str, tuple[str, int]] = {}
-    for size, keys in sizes.items():
-        key = next((k for k in keys if type(hparams.get(k)) is int), None)
-        if key is not None:
-            known[size] = (key, hparams[key])
-    if "head_dim" not in known and "hidden" in known and "heads" in known and known["heads"][1] > 0:
-        known["head_dim"] = (f"{known['hidden'][0]} / {known['heads'][0]}", known["hidden"][1] // known["heads"][1])
-    pattern, rule_dims = _patterns(rules)
-    for name, src in sources:
-        match = pattern.fullmatch(name)
-        if match is None:
-            continue
-        dims = rule_dims[int(match.lastgroup[1:])]
-        factors = [[f.split("+") for f in dim.split("*")] for dim in dims]
-        used_sizes = [s for fs in factors for f in fs for s in f]
-        if any(s not in known for s in used_sizes):
-            continue
-        want = [math.prod(sum(known[s][1] for s in f) for f in fs) for fs in factors]
-        if list(src.shape) != want:
-            used = ", ".join(dict.fromkeys(f"{known[s][0]} {known[s][1]}" for s in used_sizes))
-            raise errors.ConfigMismatchError(
-                f"{src.file}: tensor {_short(src.name)} has shape {list(src.shape)} but config.json "
-                f"makes it {want} ({used})")

@@ -52,7 +52,7 @@ def test_the_result_comes_back_from_another_process_whose_changes_stay_there():
     assert _STATE["touched"] is False  # the child's memory is its own
     assert _open_fds() == fds  # the pipe is closed
     with pytest.raises(ChildProcessError):
-        os.waitpid(-1, os.WNOHANG)  # and the child reaped: no zombie
+        os.waitpid(answer["pid"], os.WNOHANG)  # and the child reaped: no zombie
 
 
 def test_an_error_in_the_child_is_raised_here_with_its_type_and_message():
@@ -130,7 +130,7 @@ def test_a_started_child_answers_later_and_a_cancelled_one_is_gone():
     sleeper = forked.start("sleeping", _sleep_forever)
     sleeper.cancel()
     with pytest.raises(ChildProcessError):
-        os.waitpid(-1, os.WNOHANG)  # killed and reaped
+        os.waitpid(sleeper._pid, os.WNOHANG)  # killed and reaped
     with pytest.raises(RuntimeError, match="sleeping: cancelled"):
         sleeper.result()
 

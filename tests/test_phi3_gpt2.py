@@ -96,7 +96,7 @@ def _phi3_config(fixture_root, **changes) -> dict:
     files, _ = _snapshot(fixture_root, "hfs-test/tiny-phi3-128k")
     config = json.loads(files["config.json"])
     config.update(changes)
-    return normalize(config)
+    return normalize(json.dumps(config).encode())
 
 
 def test_phi3_longrope_tensors_and_attention_factor(fixture_root):
@@ -129,7 +129,7 @@ def test_phi3_bad_rope_scaling_is_refused(fixture_root, scaling, error):
     files, _ = _snapshot(fixture_root, "hfs-test/tiny-phi3-128k")
     config = json.loads(files["config.json"])
     config["rope_scaling"] = scaling
-    family = Phi3(normalize(config), "Phi3ForCausalLM")
+    family = Phi3(normalize(json.dumps(config).encode()), "Phi3ForCausalLM")
     with pytest.raises(error):
         list(family.extra_tensors())
 

@@ -13,8 +13,10 @@ import pytest
 
 from hfstream import errors, meta
 from hfstream.arch import family_for
+from hfstream.arch.base import DECODER_SHAPES, SIZES
+from hfstream.arch.base import check_shapes as _check_shapes
 from hfstream.hfconfig import check_hparams, load_config, normalize
-from hfstream.plan import check_shapes, weight_files, weight_map
+from hfstream.plan import weight_files, weight_map
 from hfstream.safetensors import SourceTensor, parse_header
 
 LLAMA = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64, "num_attention_heads": 4,
@@ -87,19 +89,24 @@ def test_every_fixture_repo_passes_the_hparam_and_shape_checks(fixture_root):
         raw = load_config((snap / "config.json").read_bytes())
         if raw.get("architectures") == ["FooBarForCausalLM"]:
             continue
-        family = family_for(normalize(raw, name_or_path=snap.parts[-3]))
+        family = family_for(normalize((snap / "config.json").read_bytes(), name_or_path=snap.parts[-3]))
         sources = []
         for f in sorted(snap.glob("*.safetensors")):
             blob = f.read_bytes()
             for t in parse_header(f.name, blob, len(blob)):
                 if (name := family.source_name(t.name)) is not None:
                     sources.append((name, t))
-        check_shapes(family.hparams, sources)
+        family.check_shapes(sources)
         checked += 1
     assert checked >= 10
 
 
 # --- tensor shapes vs config.json ------------------------------------------------------------------
+
+
+def check_shapes(hparams, sources):
+    """The shape check every decoder family starts from (``TextFamily.shape_rules``)."""
+    _check_shapes(hparams, DECODER_SHAPES, SIZES, sources)
 
 
 def _t(name: str, shape: tuple[int, ...]) -> tuple[str, SourceTensor]:
@@ -208,3 +215,29 @@ def test_front_matter_that_does_not_load_is_ignored_as_before(yaml_text):
 
 def test_a_benign_alias_is_fine():
     assert meta.model_card(_card("base: &b [x, y]\ntags: *b"))["tags"] == ["x", "y"]
+
+
+# --- the refusal of an architecture ---------------------------------------------------------------
+
+
+def test_an_unsupported_architecture_is_named_with_what_the_reference_does_and_what_hfstream_supports():
+    from hfstream.arch import family_class, supported
+
+    with pytest.raises(errors.UnsupportedArchitectureError) as e:
+        family_class({"architectures": ["BloomForCausalLM"]})  # the reference converts Bloom
+    message = str(e.value)
+    assert message.startswith("architecture BloomForCausalLM is not supported; llama.cpp's convert_hf_to_gguf.py "
+                              "converts it, hfstream does not yet; hfstream supports: ")
+    assert all(name in message for name in supported())
+    with pytest.raises(errors.UnsupportedArchitectureError) as e:
+        family_class({"architectures": ["FooBarForCausalLM"]})  # nobody does
+    assert "llama.cpp" not in str(e.value) and "LlamaForCausalLM" in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_every_family_module_registers_itself_with_what_it_reads():
+    from hfstream.arch import families
+
+    for family in families():
+        assert family.hf_architectures and family.model_types, family.__name__
+        assert family.__module__.startswith("hfstream.arch."), family.__name__

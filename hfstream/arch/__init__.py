@@ -1,41 +1,80 @@
-"""Model families, one module each, registered by the HF ``architectures[0]`` they convert."""
+"""Model families, one module each, registered by the HF ``architectures[0]`` they convert.
+
+Every module of this package is a family (or a few close ones) and is imported when the package
+is: adding a family is adding its module (plus its fixture and goldens), nothing else. A module
+registers its classes with ``@register``; ``base.py`` holds what they share.
+"""
 
 from __future__ import annotations
 
+import importlib
+import json
+import pkgutil
+from functools import cache
+from pathlib import Path
 from typing import Any, Mapping
 
 from .. import errors
+from .base import TextFamily
 
-_REGISTRY: dict[str, type] = {}
+_REGISTRY: dict[str, type[TextFamily]] = {}
+_SHARED_MODULES = frozenset({"base"})
 
 
-def register(family: type) -> type:
+def register(family: type[TextFamily]) -> type[TextFamily]:
     """Class decorator: make ``family`` convert each of its ``hf_architectures``."""
+    if not family.hf_architectures:
+        raise TypeError(f"{family.__name__} names no hf_architectures")
     for name in family.hf_architectures:
+        if name in _REGISTRY and _REGISTRY[name] is not family:
+            raise TypeError(f"{name} is registered by both {_REGISTRY[name].__name__} and {family.__name__}")
         _REGISTRY[name] = family
     return family
 
 
 def supported() -> list[str]:
+    """Every HF architecture name hfstream converts, sorted."""
     return sorted(_REGISTRY)
 
 
-def family_for(hparams: Mapping[str, Any]):
-    """An instance of the family for this config.json, or UnsupportedArchitectureError."""
-    archs = hparams.get("architectures")
+def families() -> list[type[TextFamily]]:
+    """Every family class, once each, in registration order."""
+    return list(dict.fromkeys(_REGISTRY.values()))
+
+
+@cache
+def reference_architectures() -> frozenset[str]:
+    """The architecture names llama.cpp's reference converter registers for text models (data file
+    written by ``tests/goldens/make_reference_architectures.py``)."""
+    path = Path(__file__).resolve().parents[1] / "data" / "reference_architectures.json"
+    return frozenset(json.loads(path.read_text(encoding="utf-8"))["text"])
+
+
+def family_class(config: Mapping[str, Any]) -> type[TextFamily]:
+    """The family for this config.json (parsed, not yet normalized), or UnsupportedArchitectureError."""
+    archs = config.get("architectures")
     if not isinstance(archs, list) or not archs or not isinstance(archs[0], str):
         raise errors.InvalidConfigError("config.json: 'architectures' must be a non-empty list of names")
     cls = _REGISTRY.get(archs[0])
     if cls is None:
+        name = archs[0] if len(archs[0]) <= 80 else archs[0][:80] + "..."
+        by_reference = ("; llama.cpp's convert_hf_to_gguf.py converts it, hfstream does not yet"
+                        if archs[0] in reference_architectures() else "")
         raise errors.UnsupportedArchitectureError(
-            f"architecture {archs[0]} is not supported; supported: {', '.join(supported())}")
-    return cls(hparams, archs[0])
+            f"architecture {name} is not supported{by_reference}; hfstream supports: {', '.join(supported())}")
+    return cls
 
 
-# Importing a family module registers it.
-from . import llama  # noqa: E402,F401
-from . import qwen  # noqa: E402,F401
-from . import gemma  # noqa: E402,F401
-from . import phi3  # noqa: E402,F401
-from . import gpt2  # noqa: E402,F401
-from . import deepseek  # noqa: E402,F401
+def family_for(hparams: Mapping[str, Any]) -> TextFamily:
+    """An instance of the family for this (normalized) config, or UnsupportedArchitectureError."""
+    cls = family_class(hparams)
+    return cls(hparams, hparams["architectures"][0])
+
+
+def _import_families() -> None:
+    for module in pkgutil.iter_modules(__path__):
+        if module.name not in _SHARED_MODULES and not module.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{module.name}")
+
+
+_import_families()

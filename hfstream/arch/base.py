@@ -1,11 +1,15 @@
-"""What every text model family shares: hyperparameter keys, tensor naming, vocab choice.
+"""What every text model family shares: hyperparameter keys, tensor naming, shape checks, vocab choice.
 
-A family module subclasses ``TextFamily``, names the HF architectures it takes, and
-overrides only what differs (extra hyperparameters, tensor transforms).
+A family module subclasses ``TextFamily``, names the HF architectures and config ``model_type``s it
+takes, and overrides only what differs (extra hyperparameters, shape rules, tensor transforms,
+expert stacks, vocabulary).
 """
 
 from __future__ import annotations
 
+import functools
+import math
+import re
 from typing import Any, ClassVar, Iterable, Iterator, Mapping, Sequence
 
 import gguf
@@ -23,6 +27,92 @@ _MULTIMODAL_PREFIXES = ("mlp", "vit.", "vpm.", "siglip2.", "conformer.", "merger
 _MULTIMODAL_PARTS = ("visual.", "vision.", "audio.", "talker.", "vision_", "audio_", "token2wav.",
                      "code2wav.", "projector.", "pre_mm_projector_norm", "image_newline", "view_seperator",
                      "patch_embed", "patch_embedding", "patch_merger.", "patch_merge_mlp.", "model.connector.")
+
+
+# --- tensor shapes that config.json fixes ------------------------------------------------------
+
+#: Sizes a source tensor's shape is made of: the config.json spellings (first one set wins).
+SIZES: Mapping[str, tuple[str, ...]] = {
+    "vocab": ("vocab_size",),
+    "hidden": ("hidden_size", "n_embd"),
+    "heads": ("num_attention_heads", "n_head"),
+    "kv_heads": ("num_key_value_heads", "n_head_kv", "num_attention_heads", "n_head"),
+    "head_dim": ("head_dim",),  # hidden / heads when not set
+    "ffn": ("intermediate_size",),
+    "moe_ffn": ("moe_intermediate_size", "intermediate_size"),
+    "shared_ffn": ("shared_expert_intermediate_size",),
+}
+LAYER = r"model\.layers\.\d+\."
+#: A shape rule: a regular expression matched against a whole source tensor name (after the family's
+#: ``source_name``), and the tensor's dimensions, each a product of SIZES joined by ``*``, where a factor
+#: may be a sum joined by ``+`` (``heads*nope+rope`` is heads x (nope + rope): MLA's query heads).
+ShapeRule = tuple[str, tuple[str, ...]]
+#: The standard transformers names of a llama-like decoder. A checkpoint that disagrees with config.json
+#: would not load in transformers, and here it would crash a transform (the q/k permute) or write a
+#: GGUF llama.cpp refuses. A dimension whose sizes the config does not set is not checked; names of
+#: other layouts (fused qkv, GPT-2's c_attn, ...) match no rule.
+DECODER_SHAPES: tuple[ShapeRule, ...] = (
+    (r"model\.embed_tokens\.weight", ("vocab", "hidden")),
+    (r"lm_head\.weight", ("vocab", "hidden")),
+    (LAYER + r"self_attn\.q_proj\.weight", ("heads*head_dim", "hidden")),
+    (LAYER + r"self_attn\.[kv]_proj\.weight", ("kv_heads*head_dim", "hidden")),
+    (LAYER + r"self_attn\.o_proj\.weight", ("hidden", "heads*head_dim")),
+    (LAYER + r"self_attn\.q_proj\.bias", ("heads*head_dim",)),
+    (LAYER + r"self_attn\.[kv]_proj\.bias", ("kv_heads*head_dim",)),
+    (LAYER + r"self_attn\.[qk]_norm\.weight", ("head_dim",)),
+    (LAYER + r"mlp\.(gate|up)_proj\.weight", ("ffn", "hidden")),
+    (LAYER + r"mlp\.down_proj\.weight", ("hidden", "ffn")),
+    (LAYER + r"mlp\.experts\.\d+\.(gate|up)_proj\.weight", ("moe_ffn", "hidden")),
+    (LAYER + r"mlp\.experts\.\d+\.down_proj\.weight", ("hidden", "moe_ffn")),
+    (LAYER + r"mlp\.shared_expert\.(gate|up)_proj\.weight", ("shared_ffn", "hidden")),
+    (LAYER + r"mlp\.shared_expert\.down_proj\.weight", ("hidden", "shared_ffn")),
+    (LAYER + r"block_sparse_moe\.experts\.\d+\.w[13]\.weight", ("ffn", "hidden")),
+    (LAYER + r"block_sparse_moe\.experts\.\d+\.w2\.weight", ("hidden", "ffn")),
+    (r"model\.norm\.weight", ("hidden",)),
+    (LAYER + r"(input|post_attention|pre_feedforward|post_feedforward)_layernorm\.weight", ("hidden",)),
+)
+
+
+def check_shapes(hparams: Mapping[str, Any], rules: Sequence[ShapeRule], sizes: Mapping[str, tuple[str, ...]],
+                 sources: Iterable[tuple[str, SourceTensor]]) -> None:
+    """Refuse a source tensor whose shape disagrees with config.json (ConfigMismatchError)."""
+    known: dict[str, tuple[str, int]] = {}
+    for size, keys in sizes.items():
+        key = next((k for k in keys if type(hparams.get(k)) is int), None)
+        if key is not None:
+            known[size] = (key, hparams[key])
+    if "head_dim" not in known and "hidden" in known and "heads" in known and known["heads"][1] > 0:
+        known["head_dim"] = (f"{known['hidden'][0]} / {known['heads'][0]}", known["hidden"][1] // known["heads"][1])
+    pattern, rule_dims = _compiled(tuple(rules))
+    for name, src in sources:
+        match = pattern.fullmatch(name)
+        if match is None:
+            continue
+        dims = rule_dims[int(match.lastgroup[1:])]
+        factors = [[f.split("+") for f in dim.split("*")] for dim in dims]
+        used_sizes = [s for fs in factors for f in fs for s in f]
+        if any(s not in known for s in used_sizes):
+            continue
+        want = [math.prod(sum(known[s][1] for s in f) for f in fs) for fs in factors]
+        if list(src.shape) != want:
+            used = ", ".join(dict.fromkeys(f"{known[s][0]} {known[s][1]}" for s in used_sizes))
+            raise errors.ConfigMismatchError(
+                f"{src.file}: tensor {_short(src.name)} has shape {list(src.shape)} but config.json "
+                f"makes it {want} ({used})")
+
+
+@functools.cache
+def _compiled(rules: tuple[ShapeRule, ...]) -> tuple[re.Pattern[str], list[tuple[str, ...]]]:
+    """One regex for a rule table, a group per rule (the first rule that matches wins): checking a name
+    is one match, not one per rule (DeepSeek-V3 has ~92k source tensors)."""
+    return re.compile("|".join(f"(?P<r{i}>{p})" for i, (p, _) in enumerate(rules))), [d for _, d in rules]
+
+
+def _short(value: object, limit: int = 60) -> str:
+    """repr of a value from a file, cut so a hostile one cannot flood the error line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
 
 
 class ExpertStacks:
@@ -71,14 +161,19 @@ class TextFamily:
 
     #: HF ``architectures[0]`` values this family converts
     hf_architectures: ClassVar[tuple[str, ...]] = ()
+    #: config.json ``model_type``s this family is written for. transformers' config class of each
+    #: gives the hparams (``hfconfig.normalize``); if the installed transformers does not know one, the
+    #: conversion is refused rather than done on the raw config.json the reference would fall back to.
+    model_types: ClassVar[tuple[str, ...]] = ()
     #: the llama.cpp architecture written to ``general.architecture``
     gguf_arch: ClassVar[gguf.MODEL_ARCH]
     #: vocab kinds to try, in order (see ``hfstream.vocab.add_vocab``)
     vocab_strategies: ClassVar[tuple[str, ...]] = ("bpe",)
-    #: (source name pattern, dimensions) that config.json fixes, for shapes the generic rules of
-    #: ``plan.SHAPE_RULES`` do not describe; with the extra sizes they use (config.json spellings)
-    shape_rules: ClassVar[tuple[tuple[str, tuple[str, ...]], ...] | None] = None
-    shape_sizes: ClassVar[dict[str, tuple[str, ...]]] = {}
+
+    #: shapes config.json fixes, checked on every source tensor before anything is fetched
+    shape_rules: ClassVar[tuple[ShapeRule, ...]] = DECODER_SHAPES
+    #: the config.json spellings of the sizes ``shape_rules`` use
+    shape_sizes: ClassVar[Mapping[str, tuple[str, ...]]] = SIZES
 
     def __init__(self, hparams: Mapping[str, Any], hf_arch: str):
         self.hf_arch = hf_arch
@@ -206,6 +301,10 @@ class TextFamily:
         # "dynamic" and "llama3" are handled by the families that use them
 
     # -- tensors --------------------------------------------------------------
+
+    def check_shapes(self, sources: Iterable[tuple[str, SourceTensor]]) -> None:
+        """Refuse a source tensor (converted name, tensor) whose shape disagrees with config.json."""
+        check_shapes(self.hparams, self.shape_rules, self.shape_sizes, sources)
 
     def source_name(self, name: str) -> str | None:
         """The name a source tensor is converted under, or None to leave it out."""

@@ -23,7 +23,7 @@ from .. import errors
 from ..graph import HeadSlice, Node
 from ..hfconfig import INT_HPARAMS, check_hparams
 from . import register
-from .base import ExpertStacks, TextFamily
+from .base import LAYER, SIZES, ExpertStacks, TextFamily
 
 #: the projections of one expert, in the order the reference writes their stacks
 _EXPERT_PROJS = ("down_proj", "gate_proj", "up_proj")
@@ -41,7 +41,7 @@ _MLA_HPARAMS = {
 }
 
 
-_L = r"model\.layers\.\d+\."
+_L = LAYER
 
 
 @register
@@ -49,7 +49,8 @@ class DeepseekV2(TextFamily):
     hf_architectures = ("DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM")
     gguf_arch = gguf.MODEL_ARCH.DEEPSEEK2
     vocab_strategies = ("bpe",)
-    shape_sizes = {"nope": ("qk_nope_head_dim",), "rope": ("qk_rope_head_dim",), "v": ("v_head_dim",),
+    model_types = ("deepseek_v2", "deepseek_v3")
+    shape_sizes = {**SIZES, "nope": ("qk_nope_head_dim",), "rope": ("qk_rope_head_dim",), "v": ("v_head_dim",),
                    "q_rank": ("q_lora_rank",), "kv_rank": ("kv_lora_rank",), "experts": ("n_routed_experts",),
                    "moe_ffn": ("moe_intermediate_size",), "n_shared": ("n_shared_experts",)}
     shape_rules = (

@@ -43,6 +43,7 @@ def _norm_shift(name: str, node: Node) -> Node:
 @register
 class Gemma(TextFamily):
     hf_architectures = ("GemmaForCausalLM",)
+    model_types = ("gemma",)
     gguf_arch = gguf.MODEL_ARCH.GEMMA
     vocab_strategies = ("spm",)
     #: CodeGemma's fill-in-the-middle and end-of-turn ids, written for every Gemma (1)
@@ -86,6 +87,7 @@ class Gemma(TextFamily):
 @register
 class Gemma2(Gemma):
     hf_architectures = ("Gemma2ForCausalLM",)
+    model_types = ("gemma2",)
     gguf_arch = gguf.MODEL_ARCH.GEMMA2
     fixed_special_ids: Mapping[str, int] = {}
 
@@ -99,6 +101,7 @@ class Gemma2(Gemma):
 @register
 class Gemma3(TextFamily):
     hf_architectures = ("Gemma3ForCausalLM", "Gemma3ForConditionalGeneration")
+    model_types = ("gemma3", "gemma3_text")
     gguf_arch = gguf.MODEL_ARCH.GEMMA3
 
     def __init__(self, hparams, hf_arch):

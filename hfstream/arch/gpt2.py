@@ -22,6 +22,7 @@ _MASK_BUFFERS = (".attn.bias", ".attn.masked_bias")
 @register
 class GPT2(TextFamily):
     hf_architectures = ("GPT2LMHeadModel",)
+    model_types = ("gpt2",)
     gguf_arch = gguf.MODEL_ARCH.GPT2
     vocab_strategies = ("bpe",)
 

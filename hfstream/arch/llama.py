@@ -17,6 +17,7 @@ from .base import ExpertStacks, TextFamily
 @register
 class Llama(TextFamily):
     hf_architectures = ("LlamaForCausalLM", "LLaMAForCausalLM", "MistralForCausalLM", "MixtralForCausalLM")
+    model_types = ("llama", "mistral", "ministral", "mixtral")
     gguf_arch = gguf.MODEL_ARCH.LLAMA
     vocab_strategies = ("spm", "llama_hf", "bpe")
 

@@ -33,6 +33,7 @@ _T = gguf.TokenType
 @register
 class Phi3(TextFamily):
     hf_architectures = ("Phi3ForCausalLM",)
+    model_types = ("phi3",)
     gguf_arch = gguf.MODEL_ARCH.PHI3
     vocab_strategies = ("bpe",)  # only for GPT2Tokenizer repos; see add_vocab
 

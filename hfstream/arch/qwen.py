@@ -23,6 +23,7 @@ from .base import ExpertStacks, TextFamily
 @register
 class Qwen2(TextFamily):
     hf_architectures = ("Qwen2ForCausalLM",)
+    model_types = ("qwen2",)
     gguf_arch = gguf.MODEL_ARCH.QWEN2
     vocab_strategies = ("spm", "bpe")
 
@@ -45,6 +46,7 @@ class Qwen2(TextFamily):
 @register
 class Qwen3(Qwen2):
     hf_architectures = ("Qwen3ForCausalLM",)
+    model_types = ("qwen3",)
     gguf_arch = gguf.MODEL_ARCH.QWEN3
 
     def __init__(self, hparams, hf_arch):
@@ -107,6 +109,7 @@ _EXPERT_PROJS = ("down_proj", "gate_proj", "up_proj")
 @register
 class Qwen2Moe(TextFamily):
     hf_architectures = ("Qwen2MoeForCausalLM",)
+    model_types = ("qwen2_moe",)
     gguf_arch = gguf.MODEL_ARCH.QWEN2MOE
     # unlike dense Qwen, the reference's MoE classes only read tokenizer.json (never tokenizer.model)
     vocab_strategies = ("bpe",)
@@ -149,4 +152,5 @@ class Qwen2Moe(TextFamily):
 @register
 class Qwen3Moe(Qwen2Moe):
     hf_architectures = ("Qwen3MoeForCausalLM",)
+    model_types = ("qwen3_moe",)
     gguf_arch = gguf.MODEL_ARCH.QWEN3MOE

@@ -1,37 +1,24 @@
-"""Regenerate ``hfstream/data/config_defaults.json`` and ``tests/goldens/hfconfig/*.json`` from transformers.
+"""Regenerate ``tests/goldens/hfconfig/*.json``: realistic config.json variants (and every fixture's
+config) with the hparams the reference converter sees for them.
 
-    python -m tests.goldens.make_config_defaults [--check]
+    python -m tests.goldens.make_config_goldens [--check]
 
-The reference converter reads hparams through ``AutoConfig.from_pretrained(dir).to_dict()``.
-``hfstream.hfconfig`` reproduces that without transformers, from two halves:
-
-* data (this script writes it): for every config class hfstream emulates, its dataclass fields in
-  order with their defaults, type annotations and value validators; ``attribute_map``;
-  ``default_theta``; sub-config specs; and the name of the transformers function behind every
-  behaviour that differs between classes (``__post_init__``, rope conversion, validators,
-  ``to_dict``). Plus the global tables: generation parameters popped from kwargs, torch dtype
-  names, every model type ``AutoConfig`` knows.
-* code (``hfstream/hfconfig.py``): one small function per behaviour name. When a transformers
-  upgrade points a class at a behaviour the code does not implement, this script stops with the
-  name, so the data can never silently outrun the code.
-
-The goldens are realistic config.json variants (and every fixture's config) with the dict
-``AutoConfig`` gives for them, so the fast test suite checks ``normalize`` without transformers.
-Needs transformers (and torch, as in the reference environment); golden time only.
+The reference reads hparams through ``AutoConfig.from_pretrained(dir).to_dict()`` (``reference_hparams``
+below does exactly that, on a temporary directory). ``hfstream.hfconfig`` reads config.json through
+the same transformers classes in a worker process, on the bytes in memory; the goldens pin what
+transformers 5.23 gives, so a change of behaviour in another transformers version shows up as a
+failing test rather than as silently different metadata. Needs transformers (and torch, as in the
+reference environment); golden time only.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
-import inspect
 import json
 import logging
 import sys
 import tempfile
-import types
-import typing
 import warnings
 from pathlib import Path
 
@@ -39,206 +26,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-DATA_PATH = REPO_ROOT / "hfstream" / "data" / "config_defaults.json"
 GOLDENS_DIR = Path(__file__).resolve().parent / "hfconfig"
 FIXTURE_MODELS = REPO_ROOT / "fixtures" / "models"
-
-#: model types hfstream emulates (``ministral``: AutoConfig turns a mistral config with
-#: ``layer_types`` into one; ``siglip_vision_model``: Gemma3's vision sub-config)
-MODEL_TYPES = ("llama", "mistral", "ministral", "mixtral", "qwen2", "qwen3", "qwen2_moe", "qwen3_moe",
-               "gemma", "gemma2", "gemma3", "gemma3_text", "siglip_vision_model", "phi3", "gpt2", "deepseek_v2",
-               "deepseek_v3")
-
-#: behaviours implemented in hfstream/hfconfig.py, by the qualified name of the transformers function
-IMPLEMENTED = {
-    "post_init": {"PreTrainedConfig.__post_init__", "LlamaConfig.__post_init__", "MistralConfig.__post_init__",
-                  "MinistralConfig.__post_init__", "MixtralConfig.__post_init__", "Qwen2Config.__post_init__",
-                  "Qwen3Config.__post_init__", "Qwen2MoeConfig.__post_init__", "Qwen3MoeConfig.__post_init__",
-                  "GemmaConfig.__post_init__", "Gemma2Config.__post_init__", "Gemma3TextConfig.__post_init__",
-                  "Phi3Config.__post_init__", "DeepseekV2Config.__post_init__", "DeepseekV3Config.__post_init__"},
-    "convert_rope": {"RotaryEmbeddingConfigMixin.convert_rope_params_to_dict", "Phi3Config.convert_rope_params_to_dict",
-                     "Gemma3TextConfig.convert_rope_params_to_dict"},
-    "standardize_rope": {"RotaryEmbeddingConfigMixin.standardize_rope_params"},
-    "nested_rope_keys": {"RotaryEmbeddingConfigMixin.nested_rope_parameter_keys"},
-    "to_dict": {"PreTrainedConfig.to_dict", "Gemma3TextConfig.to_dict"},
-    "validators": {"PreTrainedConfig.validate_architecture", "LlamaConfig.validate_architecture",
-                   "DeepseekV2Config.validate_architecture",
-                   "Gemma2Config.validate_architecture", "Gemma3TextConfig.validate_architecture",
-                   "PreTrainedConfig.validate_layer_type", "PreTrainedConfig.validate_output_attentions",
-                   "PreTrainedConfig.validate_token_ids", "RotaryEmbeddingConfigMixin.validate_rope",
-                   "Phi3Config.validate_rope"},
-}
-#: properties the code knows how to set (everything else on a config is a plain attribute)
-PROPERTIES_WITH_SETTER = {"_attn_implementation", "_experts_implementation", "allow_global_per_layer_attribute_access",
-                          "name_or_path", "num_labels", "output_attentions", "per_layer_config", "rope_scaling",
-                          "serialize_explicit_per_layer_config", "torch_dtype"}
-
-
-# --- data -------------------------------------------------------------------------------------
-
-
-def type_spec(tp) -> object:
-    """A JSON form of a field annotation, as huggingface_hub's ``@strict`` checks it."""
-    from transformers.configuration_utils import PreTrainedConfig
-
-    if isinstance(tp, (str, typing.ForwardRef)):
-        return "unchecked"  # string annotations are not validated by @strict
-    if tp is typing.Any:
-        return "any"
-    if tp is None or tp is type(None):
-        return "none"
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        return {"union": [type_spec(a) for a in args]}
-    if origin is typing.Literal:
-        return {"literal": list(args)}
-    if origin is list or tp is list:
-        return {"list": type_spec(args[0]) if args else "any"}
-    if origin is dict or tp is dict:
-        return {"dict": [type_spec(args[0]), type_spec(args[1])] if args else ["any", "any"]}
-    if origin is tuple:
-        if len(args) == 2 and args[1] is Ellipsis:
-            return {"tuple_of": type_spec(args[0])}
-        return {"tuple": [type_spec(a) for a in args]}
-    if typing.is_typeddict(tp):
-        return "typeddict"  # isinstance() on a TypedDict raises TypeError: it never matches
-    if isinstance(tp, type) and issubclass(tp, PreTrainedConfig):
-        return "config"
-    simple = {int: "int", float: "float", str: "str", bool: "bool"}
-    if tp in simple:
-        return simple[tp]
-    raise SystemExit(f"unsupported annotation {tp!r}: teach type_spec and hfconfig._check_type")
-
-
-def validator_spec(fn) -> dict:
-    """A JSON form of a field's extra validator (only ``interval`` is in use)."""
-    name = fn.__qualname__
-    if name == "interval.<locals>._inner":
-        cells = dict(zip(fn.__code__.co_freevars, (c.cell_contents for c in fn.__closure__)))
-        return {"interval": [cells["min"], cells["max"], cells["exclude_min"], cells["exclude_max"]]}
-    raise SystemExit(f"unsupported field validator {name}: teach validator_spec and hfconfig")
-
-
-def json_default(value, where: str):
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    raise SystemExit(f"{where}: default {value!r} is not a JSON scalar; teach the data format")
-
-
-def behaviour(cls, attr: str, kind: str) -> str:
-    name = getattr(cls, attr).__qualname__
-    if name not in IMPLEMENTED[kind]:
-        raise SystemExit(f"{cls.__name__}.{attr} is {name}, which hfstream/hfconfig.py does not implement")
-    return name
-
-
-def class_data(model_type: str) -> dict:
-    from transformers.models.auto.configuration_auto import AutoConfig, CONFIG_MAPPING
-
-    cls = CONFIG_MAPPING[model_type]
-    fields = []
-    for f in dataclasses.fields(cls):
-        if f.default is not dataclasses.MISSING:
-            default = json_default(f.default, f"{cls.__name__}.{f.name}")
-        elif f.default_factory is not dataclasses.MISSING:
-            raise SystemExit(f"{cls.__name__}.{f.name} has a default_factory; teach the data format")
-        else:
-            raise SystemExit(f"{cls.__name__}.{f.name} has no default")
-        extra = f.metadata.get("validator") or []
-        extra = extra if isinstance(extra, list) else [extra]
-        fields.append({"name": f.name, "default": default, "type": type_spec(f.type),
-                       "validators": [validator_spec(v) for v in extra]})
-    subs = {}
-    for key, spec in cls.sub_configs_defaults.items():
-        auto = spec.config_class is AutoConfig
-        subs[key] = {"model_type": spec.model_type, "auto": auto, "optional": spec.optional,
-                     "init_kwargs": copy.deepcopy(spec.init_kwargs)}
-        if key == "backbone_config":
-            raise SystemExit(f"{cls.__name__}: backbone sub-configs are not emulated")
-    properties = {}
-    for name in dir(cls):
-        attr = inspect.getattr_static(cls, name)
-        if isinstance(attr, property):
-            has_setter = attr.fset is not None
-            if has_setter and name not in PROPERTIES_WITH_SETTER:
-                raise SystemExit(f"{cls.__name__}.{name} is a property with a setter hfconfig does not know")
-            properties[name] = has_setter
-    validators = [behaviour(cls, n, "validators") for n in dir(cls)
-                  if n.startswith("validate_") and callable(getattr(cls, n))]
-    theta = cls.default_theta
-    return {
-        "class": cls.__name__,
-        "fields": fields,
-        "attribute_map": dict(cls.attribute_map),
-        "default_theta": theta,
-        "default_rope_type": cls.default_rope_type,
-        "sub_configs": subs,
-        "post_init": behaviour(cls, "__post_init__", "post_init"),
-        "convert_rope": behaviour(cls, "convert_rope_params_to_dict", "convert_rope"),
-        "standardize_rope": behaviour(cls, "standardize_rope_params", "standardize_rope"),
-        "nested_rope_keys": behaviour(cls, "nested_rope_parameter_keys", "nested_rope_keys"),
-        "to_dict": behaviour(cls, "to_dict", "to_dict"),
-        "validators": validators,
-        "properties": properties,
-        "ignore_keys_at_rope_validation": sorted(cls.ignore_keys_at_rope_validation or ()),
-        "class_members": members(cls),
-        "class_attributes": sorted(n for n in READ_BY_HFCONFIG if hasattr(cls, n) and n not in fields_of(cls)),
-    }
-
-
-#: attribute names hfconfig reads with getattr/hasattr semantics: none may be a class attribute
-#: (hfconfig would miss the class-level value) unless it is a field
-READ_BY_HFCONFIG = ("_rope_type_labels", "rope_theta", "partial_rotary_factor", "layer_types", "mtp_layer_types",
-                    "head_dim", "num_heads", "embed_dim", "original_max_position_embeddings", "max_position_embeddings",
-                    "hidden_size", "num_attention_heads", "num_hidden_layers", "quantization_config",
-                    "use_bidirectional_attention", "sliding_window", "vocab_size", "decoder", "generator",
-                    "text_config", "_post_init_done", "rope_parameters", "id2label", "dtype", "problem_type")
-
-
-def fields_of(cls) -> set[str]:
-    return {f.name for f in dataclasses.fields(cls)}
-
-
-def members(cls) -> list[str]:
-    """Names a config.json key would shadow on the instance: methods and class attributes that are
-    neither fields nor properties."""
-    return sorted(n for n in dir(cls) if n not in fields_of(cls) and not (n.startswith("__") and n.endswith("__"))
-                  and not isinstance(inspect.getattr_static(cls, n), property))
-
-
-def build_data() -> dict:
-    import torch
-    import transformers
-    from transformers import GenerationConfig
-    from transformers.configuration_utils import ALLOWED_ATTN_LAYER_TYPES, ALLOWED_MLP_LAYER_TYPES, _LEGACY_LAYER_TYPE_REMAP
-    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
-
-    classes = {mt: class_data(mt) for mt in MODEL_TYPES}
-    for mt, data in classes.items():
-        if data["class_attributes"]:
-            raise SystemExit(f"{mt}: class attributes {data['class_attributes']} are not emulated")
-        del data["class_attributes"]
-    # methods and class attributes: the ones every class has once, the rest per class
-    common = set.intersection(*(set(d["class_members"]) for d in classes.values()))
-    for data in classes.values():
-        data["class_members"] = sorted(set(data["class_members"]) - common)
-    dtypes = {name: str(getattr(torch, name)).split(".")[1] for name in dir(torch)
-              if isinstance(getattr(torch, name, None), torch.dtype)}
-    return {
-        "_about": "Generated by tests/goldens/make_config_defaults.py from transformers; do not edit.",
-        "transformers_version": transformers.__version__,
-        "classes": classes,
-        "generation_parameters": list(GenerationConfig._get_default_generation_params()),
-        "torch_dtypes": dict(sorted(dtypes.items())),
-        "allowed_attn_layer_types": list(ALLOWED_ATTN_LAYER_TYPES),
-        "allowed_mlp_layer_types": list(ALLOWED_MLP_LAYER_TYPES),
-        "legacy_layer_type_remap": dict(_LEGACY_LAYER_TYPE_REMAP),
-        "known_model_types": sorted(CONFIG_MAPPING.keys()),
-        "class_members": sorted(common),
-    }
-
-
-# --- goldens ----------------------------------------------------------------------------------
 
 LLAMA2_7B = {
     "architectures": ["LlamaForCausalLM"], "bos_token_id": 1, "eos_token_id": 2, "hidden_act": "silu",
@@ -675,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     from transformers.utils import logging as hf_logging
     hf_logging.set_verbosity_error()
 
-    outputs = {DATA_PATH: dump(build_data())}
+    outputs = {}
     import transformers
     for name, config in {**CASES, **fixture_cases()}.items():
         golden = {"transformers_version": transformers.__version__, "config": config,
