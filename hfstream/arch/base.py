@@ -86,7 +86,7 @@ def check_shapes(hparams: Mapping[str, Any], rules: Sequence[ShapeRule], sizes: 
     pattern, rule_dims = _compiled(tuple(rules))
     for name, src in sources:
         match = pattern.fullmatch(name)
-        if match is None:
+        if match is None or match.lastgroup is None:  # (every alternative is a named group)
             continue
         dims = rule_dims[int(match.lastgroup[1:])]
         factors = [[f.split("+") for f in dim.split("*")] for dim in dims]
