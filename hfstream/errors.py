@@ -76,6 +76,8 @@ class UnsupportedArchitectureError(HfstreamError):
 class UnsupportedQuantizationError(UnsupportedArchitectureError):
     """The checkpoint is pre-quantized (``quantization_config``) with a method hfstream does not convert."""
 
+    exit_code = 24
+
 
 class UnsupportedTokenizerError(HfstreamError):
     """The tokenizer cannot be converted (e.g. an unknown BPE pre-tokenizer)."""
