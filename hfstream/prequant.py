@@ -12,14 +12,16 @@ is fetched.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from . import errors
 from .graph import BlockScale, Load, Node
 from .safetensors import SourceTensor
 
 #: quant_method values the reference converter handles that hfstream does not (yet)
-_NOT_YET = ("bitnet", "gptq", "compressed-tensors", "modelopt")
+_NOT_YET = ("bitnet", "gptq", "modelopt")
+#: compressed-tensors formats whose weights are a tensor times ``weight_scale`` (FP8, int8, naive)
+_CT_SCALED = ("float-quantized", "int-quantized", "naive-quantized")
 
 
 def quant_method(hparams: Mapping[str, Any]) -> str | None:
@@ -42,9 +44,12 @@ def source_nodes(hparams: Mapping[str, Any], sources: Sequence[tuple[str, Source
         return [(name, Load(src)) for name, src in sources]
     if method == "fp8":
         return _fp8(hparams["quantization_config"], sources)
+    if method == "compressed-tensors":
+        return _compressed_tensors(hparams["quantization_config"], sources)
     if method in _NOT_YET:
         raise errors.UnsupportedQuantizationError(
-            f"config.json: quantization method {method!r} is not supported by hfstream yet (fp8 is)")
+            f"config.json: quantization method {method!r} is not supported by hfstream yet (fp8 and "
+            "compressed-tensors are)")
     raise errors.UnsupportedQuantizationError(
         f"config.json: quantization method {method!r} is not supported (nor by llama.cpp's converter)")
 
@@ -52,23 +57,72 @@ def source_nodes(hparams: Mapping[str, Any], sources: Sequence[tuple[str, Source
 def _fp8(config: Mapping[str, Any], sources: Sequence[tuple[str, SourceTensor]]) -> list[tuple[str, Node]]:
     """``quant_method: fp8``: ``W_scale_inv`` (and Mistral's ``qscale_weight``) scale ``W`` per block of
     ``weight_block_size`` (per channel or per tensor without it); activation scales are unused."""
-    block = config.get("weight_block_size")
+    block = _block_size(config.get("weight_block_size"), "quantization_config.weight_block_size")
+
+    def weight_of(name: str) -> str | None:
+        if name.endswith("_scale_inv"):
+            return name.removesuffix("_scale_inv")
+        if name.endswith(".qscale_weight"):
+            return name.removesuffix("qscale_weight") + "weight"
+        return None
+
+    return _dequantized(sources, weight_of, (".activation_scale", "_activation_scale", ".qscale_act"), block)
+
+
+def _compressed_tensors(config: Mapping[str, Any], sources: Sequence[tuple[str, SourceTensor]]) -> list[tuple[str, Node]]:
+    """``quant_method: compressed-tensors`` (llm-compressor's checkpoints): one config group whose weights
+    are FP8 or int8 times ``weight_scale``, per channel or per ``block_structure`` block."""
+    fmt = config.get("format")
+    groups = config.get("config_groups")
+    if not isinstance(groups, dict) or not groups or not all(isinstance(g, dict) for g in groups.values()):
+        raise errors.InvalidConfigError("config.json: compressed-tensors quantization_config has no config_groups")
+    if fmt == "nvfp4-pack-quantized" or (fmt == "mixed-precision" and all(
+            g.get("format") == "nvfp4-pack-quantized" for g in groups.values())):
+        raise errors.UnsupportedQuantizationError(
+            f"config.json: compressed-tensors format {fmt!r} (NVFP4) is not supported by hfstream yet")
+    if len(groups) > 1:
+        raise errors.UnsupportedQuantizationError(
+            f"config.json: compressed-tensors with {len(groups)} config groups is not supported "
+            "(nor by llama.cpp's converter)")
+    weights = next(iter(groups.values())).get("weights")
+    if not isinstance(weights, dict):
+        raise errors.InvalidConfigError("config.json: compressed-tensors config group without 'weights'")
+    if fmt == "pack-quantized":
+        raise errors.UnsupportedQuantizationError(
+            "config.json: compressed-tensors format 'pack-quantized' is not supported by hfstream yet")
+    if fmt not in _CT_SCALED:
+        raise errors.UnsupportedQuantizationError(
+            f"config.json: compressed-tensors format {fmt!r} is not supported (nor by llama.cpp's converter)")
+    strategy = weights.get("strategy")
+    if strategy not in ("channel", "block") or weights.get("group_size") is not None:
+        raise errors.UnsupportedQuantizationError(
+            f"config.json: compressed-tensors {fmt} with strategy {strategy!r} and group_size "
+            f"{weights.get('group_size')!r} is not supported (nor by llama.cpp's converter)")
+    block = _block_size(weights.get("block_structure"), "compressed-tensors block_structure")
+    return _dequantized(sources, lambda n: n.removesuffix("_scale") if n.endswith(".weight_scale") else None, (),
+                        block)
+
+
+def _block_size(block: Any, where: str) -> list[int] | None:
     if block is not None and (not isinstance(block, list) or not block
                               or not all(type(b) is int and b > 0 for b in block)):
-        raise errors.InvalidConfigError(
-            f"config.json: quantization_config.weight_block_size must be a list of positive integers, not {block!r}")
+        raise errors.InvalidConfigError(f"config.json: {where} must be a list of positive integers, not {block!r}")
+    return block
+
+
+def _dequantized(sources: Sequence[tuple[str, SourceTensor]], weight_of: Callable[[str], str | None],
+                 unused: tuple[str, ...], block: list[int] | None) -> list[tuple[str, Node]]:
+    """The sources with each scale's weight replaced by weight x scale, in place; scales and the
+    ``unused`` suffixes dropped."""
     by_name = dict(sources)
     scaled: dict[str, SourceTensor] = {}  # weight name -> its scale
     dropped: set[str] = set()
     for name, _ in sources:
-        if name.endswith("_scale_inv"):
-            weight = name.removesuffix("_scale_inv")
-        elif name.endswith(".qscale_weight"):
-            weight = name.removesuffix("qscale_weight") + "weight"
-        elif name.endswith((".activation_scale", "_activation_scale", ".qscale_act")):
+        if unused and name.endswith(unused):
             dropped.add(name)
             continue
-        else:
+        weight = weight_of(name)
+        if weight is None:
             continue
         if weight not in by_name:
             raise errors.InvalidHeaderError(f"{by_name[name].file}: scale {name!r} has no weight {weight!r}")

@@ -153,6 +153,42 @@ def test_other_quant_methods_are_refused_naming_the_method(config, message):
         source_nodes({"quantization_config": config}, [])
 
 
+def _ct(fmt="float-quantized", groups=1, **weights) -> dict:
+    w = {"block_structure": None, "group_size": None, "num_bits": 8, "strategy": "channel", "type": "float", **weights}
+    return {"quantization_config": {"quant_method": "compressed-tensors", "format": fmt,
+                                    "config_groups": {f"group_{i}": {"weights": w} for i in range(groups)}}}
+
+
+def test_compressed_tensors_weight_scale_per_channel_and_per_block():
+    rng = np.random.default_rng(9)
+    codes = f8_codes(rng, (40, 24))
+    f = FakeFile()
+    w = f.add("a.weight", codes, "F8_E4M3")
+    per_channel = rng.random((40, 1)).astype(np.float32)
+    s = f.add("a.weight_scale", per_channel, "F32")
+    ((name, node),) = source_nodes(_ct(), [("a.weight", w), ("a.weight_scale", s)])
+    assert name == "a.weight" and node.block == (1, 24)
+    want = FLOAT8_VALUES["F8_E4M3"][codes] * per_channel
+    assert np.array_equal(bits(node.evaluate(f.data(node, 0, 40))), bits(want))
+    blocks = rng.random((3, 2)).astype(np.float32)
+    s = f.add("a.weight_scale", blocks, "F32")
+    ((_, node),) = source_nodes(_ct(strategy="block", block_structure=[16, 16]), [("a.weight", w), ("a.weight_scale", s)])
+    assert np.array_equal(bits(node.evaluate(f.data(node, 0, 40))), bits(expected_dequant(codes, "F8_E4M3", blocks, (16, 16))))
+
+
+@pytest.mark.parametrize("config,message", [
+    (_ct(groups=2), "2 config groups is not supported"),
+    (_ct("pack-quantized", type="int", num_bits=4, strategy="group", group_size=128), "'pack-quantized' is not supported by hfstream yet"),
+    (_ct("nvfp4-pack-quantized"), "(NVFP4) is not supported by hfstream yet"),
+    (_ct(strategy="group", group_size=128), "strategy 'group' and group_size 128 is not supported"),
+    (_ct("marlin-24"), "format 'marlin-24' is not supported"),
+])
+def test_compressed_tensors_the_reference_does_not_convert_are_refused(config, message):
+    with pytest.raises(errors.UnsupportedQuantizationError) as e:
+        source_nodes(config, [])
+    assert message in str(e.value)
+
+
 def test_a_scale_that_does_not_fit_its_weight_is_refused():
     f = FakeFile()
     w = f.add("a.weight", np.zeros((20, 8), np.uint8), "F8_E4M3")
