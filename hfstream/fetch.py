@@ -1,7 +1,7 @@
 """Bytes from the Hub by HTTP Range, on one pooled aiohttp session.
 
-A byte source has two operations: ``read(path, start, length)`` for a range of a
-file and ``get(path)`` for a whole small file. The pipeline only sees that seam.
+A byte source (``source.py``) has two operations: ``read(path, start, length)`` for a
+range of a file and ``get(path)`` for a whole small file. The pipeline only sees that seam.
 
 ``/resolve/{sha}/{path}`` is asked once per file: its redirect ``Location`` (the
 signed storage URL) is kept and reused for every later range of that file, since
@@ -14,8 +14,6 @@ from __future__ import annotations
 import asyncio
 import random
 import re
-from dataclasses import dataclass
-from typing import Protocol
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
@@ -26,23 +24,7 @@ from yarl import URL
 from . import errors
 from .hub import Snapshot, asked_wait
 from .settings import MAX_SMALL_FILE_BYTES
-
-
-class ByteSource(Protocol):
-    """Where bytes come from: the Hub, a local directory, a test double."""
-
-    async def read(self, path: str, start: int, length: int) -> bytes | memoryview:
-        """Exactly ``length`` bytes of ``path`` from offset ``start`` (any bytes-like object)."""
-
-    async def get(self, path: str) -> bytes | None:
-        """The whole (small) file, or None when the repo has no such file."""
-
-
-@dataclass
-class FetchStats:
-    bytes_fetched: int = 0
-    requests: int = 0
-    resolves: int = 0
+from .source import ByteSource
 
 
 #: metadata files of at least twice this size are fetched in parallel ranges of about this size
@@ -52,11 +34,12 @@ _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 _RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 
 
-class HubSource:
+class HubSource(ByteSource):
     """A ByteSource reading one pinned snapshot of a Hub repo."""
 
     def __init__(self, snapshot: Snapshot, token: str | None, *, connections: int = 8, retries: int = 8,
                  connect_timeout: float = 30.0, read_timeout: float = 60.0, max_wait: float = 300.0):
+        super().__init__()
         self.snapshot = snapshot
         self._token = token
         self._connections = connections
@@ -69,7 +52,6 @@ class HubSource:
         self._resolve_locks: dict[str, asyncio.Lock] = {}
         self._proxies: dict[tuple[str, str], dict] = {}
         self._endpoint_origin = _origin(snapshot.endpoint)
-        self.stats = FetchStats()
 
     async def __aenter__(self) -> "HubSource":
         connector = aiohttp.TCPConnector(limit=self._connections)

@@ -30,11 +30,12 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from . import __version__, errors
+from . import errors, fanout, options
+from ._version import __version__
 
 EXIT_OK = 0
 EXIT_RETRYABLE = 75  # EX_TEMPFAIL: a scheduler should retry later
@@ -42,12 +43,9 @@ EXIT_PERMANENT = 76
 
 #: manifest keys that are not convert options
 _ENTRY_KEYS = {"repo", "revision", "outtypes", "target_dir", "target_repo"}
-#: convert options a manifest may set, with their types
-_OPTION_TYPES: dict[str, type | tuple[type, ...]] = {
-    "bpe_pre": str, "max_memory": int, "connections": int, "threads": int, "token": str,
-    "imatrix": str, "tensor_types": list, "output_tensor_type": str, "token_embedding_type": str,
-    "split_max_size": (int, str), "split_max_tensors": int, "retries": int,
-}
+#: convert options a manifest may set, with the TOML types each takes (declared with the option)
+_OPTION_TYPES: dict[str, tuple[type, ...]] = {f.name: f.metadata["manifest"] for f in options.fields()
+                                              if f.metadata["manifest"]}
 
 
 @dataclass(frozen=True)
@@ -174,6 +172,27 @@ def locked(state_path: Path) -> Iterator[None]:
         os.close(fd)
 
 
+@dataclass(frozen=True)
+class Job:
+    """One entry to convert at one commit: what a mirror engine (``fanout``) runs."""
+
+    entry: Entry
+    sha: str
+
+    @property
+    def connections(self) -> int:
+        return int(dict(self.entry.options).get("connections", options.default_of("connections")))
+
+    def with_connections(self, n: int) -> Job:
+        opts = {**dict(self.entry.options), "connections": n}
+        return replace(self, entry=replace(self.entry, options=tuple(sorted(opts.items()))))
+
+
+def run_job(job: Job) -> Outcome:
+    """An engine's work: ``run_entry`` for the job's entry and commit."""
+    return run_entry(job.entry, job.sha)
+
+
 def run_entry(entry: Entry, sha: str, convert: Callable[..., Any] | None = None) -> Outcome:
     """Convert (and publish) one entry at one commit. Never raises for an expected failure."""
     import hfstream
@@ -203,6 +222,7 @@ def run_entry(entry: Entry, sha: str, convert: Callable[..., Any] | None = None)
         def shard_written(path: Path) -> None:
             # each shard goes up as soon as it is complete and, without a target_dir, leaves the disk
             # right after, before the next shard is even created: one shard on disk at a time
+            assert publisher is not None
             publisher.upload(Path(path), delete_after=entry.target_dir is None)
             uploaded.append(Path(path))
 
@@ -231,12 +251,18 @@ def run_entry(entry: Entry, sha: str, convert: Callable[..., Any] | None = None)
 
 
 def mirror(manifest: Path, *, state_path: Path | None = None, report_path: Path | None = None,
-           engine: str = "serial", workers: int = 2, hub_connections: int = 16, dry_run: bool = False,
-           endpoint: str | None = None, token: str | None = None) -> tuple[int, list[Outcome]]:
-    """Run a manifest. Returns the exit code and one Outcome per entry (also written as the report)."""
+           engine: str | fanout.Engine = "serial", workers: int = 2, hub_connections: int = 16,
+           dry_run: bool = False, endpoint: str | None = None,
+           token: str | None = None) -> tuple[int, list[Outcome]]:
+    """Run a manifest. Returns the exit code and one Outcome per entry (also written as the report).
+
+    ``engine``: a ``fanout`` engine, or the name of one (``serial``, ``dask``; ``workers`` and
+    ``hub_connections`` are the Dask engine's)."""
     from . import hub, settings
 
     entries = load_manifest(manifest)
+    if isinstance(engine, str):
+        engine = fanout.engine(engine, workers=workers, hub_connections=hub_connections)
     state_path = state_path or manifest.with_name(manifest.name + ".state.json")
     endpoint = (endpoint or settings.endpoint()).rstrip("/")
     with locked(state_path):
@@ -276,17 +302,10 @@ def mirror(manifest: Path, *, state_path: Path | None = None, report_path: Path 
                                    "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
                 state.save()
 
-        if engine == "serial":
-            for i, entry, sha, key in todo:
-                record(i, key, run_entry(entry, sha))
-        elif engine == "dask":
-            from .fanout import run_on_dask
-
-            for (i, _, _, key), outcome in zip(todo, run_on_dask([(e, s) for _, e, s, _ in todo], workers=workers,
-                                                                 hub_connections=hub_connections)):
-                record(i, key, outcome)
-        else:
-            raise errors.UnsupportedOptionError(f"unknown engine {engine!r}; choose serial or dask")
+        # each outcome is recorded (and the state saved) as soon as its job is done, in any order
+        for n, outcome in engine.run(run_job, [Job(entry, sha) for _, entry, sha, _ in todo]):
+            i, _, _, key = todo[n]
+            record(i, key, outcome)
 
     final = [o for o in outcomes if o is not None]
     if report_path is not None:

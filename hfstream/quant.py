@@ -20,7 +20,7 @@ from gguf import GGMLQuantizationType as QT
 from gguf import LlamaFileType as FT
 from gguf import MODEL_TENSOR as MT
 
-from . import errors, floats
+from . import errors, floats, settings
 from .mixes import MIXES
 
 
@@ -137,7 +137,7 @@ def quantize(array: np.ndarray, qt: QT, engine: str | None = None, weights: Weig
         return floats.f32_to_f16(array) if array.dtype == np.float32 else array.astype(np.float16, copy=False)
     engine = engine or default_engine()
     if engine == "ggml":
-        if qt == QT.Q8_0 and _KERNEL is not None:
+        if qt == QT.Q8_0 and compiled_q8_0():
             encoded = _kernel_q8_0(_KERNEL, array)  # Q8_0 takes no importance weights, in ggml either
             if encoded is not None:
                 return encoded
@@ -297,8 +297,9 @@ _KERNEL = _q8_0 if _q8_0 is not None and _q8_0.available() else None
 
 
 def compiled_q8_0() -> bool:
-    """Whether Q8_0 goes through hfstream's compiled encoder (under the ggml engine)."""
-    return _KERNEL is not None
+    """Whether Q8_0 goes through hfstream's compiled encoder (under the ggml engine): built, run by
+    this CPU, and not switched off (``settings.linux_path("q8_0_avx2")``)."""
+    return _KERNEL is not None and settings.linux_path("q8_0_avx2")
 
 
 def _kernel_q8_0(kernel, array: np.ndarray) -> np.ndarray | None:

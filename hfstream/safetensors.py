@@ -14,7 +14,7 @@ import struct
 from dataclasses import dataclass
 
 from . import errors
-from .fetch import ByteSource
+from .source import ByteSource
 from .settings import FIRST_HEADER_READ, MAX_HEADER_BYTES
 
 #: the most dimensions a tensor may have (GGUF/ggml: 4; safetensors itself sets no limit, 8 is generous)

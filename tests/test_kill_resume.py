@@ -21,7 +21,8 @@ import pytest
 from hfstream import hub as hubmod
 from hfstream.fetch import HubSource
 from hfstream.layout import layout
-from hfstream.pipeline import _headers, _shards, _small_files, _unit_target, units_for
+from hfstream.pipeline import _headers, _shards, _small_files
+from hfstream.units import unit_target, units_for
 from hfstream.plan import make_plan
 from hfstream.writer import journal_path, part_path
 
@@ -55,7 +56,7 @@ def _units(endpoint: str):
             plan = make_plan(repo_name=snap.name, files=files, headers=headers, shards=shards, outtype="q8_0",
                              source=(snap.repo_id, snap.sha))
         lay = layout(plan)
-        return [u for t in plan.tensors for u in units_for(t, lay.offsets[t.name], _unit_target(BUDGET))]
+        return [u for t in plan.tensors for u in units_for(t, lay.offsets[t.name], unit_target(BUDGET))]
 
     return asyncio.run(plan_units())
 

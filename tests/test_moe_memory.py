@@ -91,7 +91,7 @@ def test_an_fp8_expert_unit_fetches_its_weight_rows_and_only_its_own_scales(fixt
     """A unit of an FP8 stack: one expert's F8 bytes and that expert's scale rows (another tensor, maybe
     another shard), nothing of the other experts."""
     from hfstream.graph import BlockScale
-    from hfstream.pipeline import units_for
+    from hfstream.units import units_for
 
     plan = _plan(fixture_root, "q8_0", "hfs-test/tiny-deepseek-v3")
     stacks = [t for t in plan.tensors if isinstance(t.node, Stack)]

@@ -41,8 +41,6 @@ _MLA_HPARAMS = {
 }
 
 
-_L = LAYER
-
 
 @register
 class DeepseekV2(TextFamily):
@@ -56,24 +54,24 @@ class DeepseekV2(TextFamily):
     shape_rules = (
         (r"model\.embed_tokens\.weight", ("vocab", "hidden")),
         (r"lm_head\.weight", ("vocab", "hidden")),
-        (_L + r"self_attn\.q_proj\.weight", ("heads*nope+rope", "hidden")),
-        (_L + r"self_attn\.q_a_proj\.weight", ("q_rank", "hidden")),
-        (_L + r"self_attn\.q_a_layernorm\.weight", ("q_rank",)),
-        (_L + r"self_attn\.q_b_proj\.weight", ("heads*nope+rope", "q_rank")),
-        (_L + r"self_attn\.kv_a_proj_with_mqa\.weight", ("kv_rank+rope", "hidden")),
-        (_L + r"self_attn\.kv_a_layernorm\.weight", ("kv_rank",)),
-        (_L + r"self_attn\.kv_b_proj\.weight", ("kv_heads*nope+v", "kv_rank")),
-        (_L + r"self_attn\.o_proj\.weight", ("hidden", "heads*v")),
-        (_L + r"mlp\.(gate|up)_proj\.weight", ("ffn", "hidden")),
-        (_L + r"mlp\.down_proj\.weight", ("hidden", "ffn")),
-        (_L + r"mlp\.experts\.\d+\.(gate|up)_proj\.weight", ("moe_ffn", "hidden")),
-        (_L + r"mlp\.experts\.\d+\.down_proj\.weight", ("hidden", "moe_ffn")),
-        (_L + r"mlp\.shared_experts\.(gate|up)_proj\.weight", ("moe_ffn*n_shared", "hidden")),
-        (_L + r"mlp\.shared_experts\.down_proj\.weight", ("hidden", "moe_ffn*n_shared")),
-        (_L + r"mlp\.gate\.weight", ("experts", "hidden")),
-        (_L + r"mlp\.gate\.e_score_correction\.bias", ("experts",)),
+        (LAYER + r"self_attn\.q_proj\.weight", ("heads*nope+rope", "hidden")),
+        (LAYER + r"self_attn\.q_a_proj\.weight", ("q_rank", "hidden")),
+        (LAYER + r"self_attn\.q_a_layernorm\.weight", ("q_rank",)),
+        (LAYER + r"self_attn\.q_b_proj\.weight", ("heads*nope+rope", "q_rank")),
+        (LAYER + r"self_attn\.kv_a_proj_with_mqa\.weight", ("kv_rank+rope", "hidden")),
+        (LAYER + r"self_attn\.kv_a_layernorm\.weight", ("kv_rank",)),
+        (LAYER + r"self_attn\.kv_b_proj\.weight", ("kv_heads*nope+v", "kv_rank")),
+        (LAYER + r"self_attn\.o_proj\.weight", ("hidden", "heads*v")),
+        (LAYER + r"mlp\.(gate|up)_proj\.weight", ("ffn", "hidden")),
+        (LAYER + r"mlp\.down_proj\.weight", ("hidden", "ffn")),
+        (LAYER + r"mlp\.experts\.\d+\.(gate|up)_proj\.weight", ("moe_ffn", "hidden")),
+        (LAYER + r"mlp\.experts\.\d+\.down_proj\.weight", ("hidden", "moe_ffn")),
+        (LAYER + r"mlp\.shared_experts\.(gate|up)_proj\.weight", ("moe_ffn*n_shared", "hidden")),
+        (LAYER + r"mlp\.shared_experts\.down_proj\.weight", ("hidden", "moe_ffn*n_shared")),
+        (LAYER + r"mlp\.gate\.weight", ("experts", "hidden")),
+        (LAYER + r"mlp\.gate\.e_score_correction\.bias", ("experts",)),
         (r"model\.norm\.weight", ("hidden",)),
-        (_L + r"(input|post_attention)_layernorm\.weight", ("hidden",)),
+        (LAYER + r"(input|post_attention)_layernorm\.weight", ("hidden",)),
     )
 
     def __init__(self, hparams, hf_arch):
