@@ -123,6 +123,11 @@ class Options:
                                              flags=("--output-tensor-type",), metavar="TYPE", manifest=(str,))
     token_embedding_type: str | None = _option(None, "type of token_embd.weight (llama-quantize types)",
                                                flags=("--token-embedding-type",), metavar="TYPE", manifest=(str,))
+    mmproj: bool = _option(False, "write the vision projector (mmproj-*.gguf, llama.cpp's clip model) of a "
+                                  "vision-language repo instead of its text model, as the reference's --mmproj",
+                           flags=("--mmproj",))
+    with_mmproj: bool = _option(False, "write both the text model and its vision projector, from one pass over the "
+                                       "repo (-o a directory)", flags=("--with-mmproj",), manifest=(bool,))
     dry_run: bool = _option(False, "plan only: fetch the headers and small files, no tensor data; write nothing",
                             flags=("--dry-run",))
     force: bool = _option(False, "overwrite an existing output file", flags=("--force",))

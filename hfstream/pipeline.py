@@ -24,7 +24,7 @@ from typing import Callable
 import gguf
 
 from . import errors, forked, hub, quant, settings
-from .arch import family_class
+from .arch import family_class, projector_class
 from .execute import Early, Target, Workers, execute
 from .fetch import HubSource
 from .hfconfig import load_config, prepare as prepare_config_reader
@@ -51,6 +51,11 @@ async def _convert(repo_id: str, opts: Options, resolved: Resolved | None = None
     for name in opts.outtypes():
         if name.lower() != "auto":
             quant.outtype(name)  # an unknown type is refused before anything is asked of the Hub
+    if opts.mmproj and opts.with_mmproj:
+        raise errors.UnsupportedOptionError("--mmproj writes the projector alone, --with-mmproj both files: "
+                                            "give one of them")
+    #: which files each outtype gives: the text model, its vision projector, or both
+    kinds = [False] if not (opts.mmproj or opts.with_mmproj) else [True] if opts.mmproj else [False, True]
     prepare_config_reader()  # transformers' import, while the repo is resolved and its headers read
     quant_opts = options_from(opts.tensor_types, opts.output_tensor_type, opts.token_embedding_type,
                               os.fspath(opts.imatrix) if opts.imatrix is not None else None)
@@ -68,14 +73,14 @@ async def _convert(repo_id: str, opts: Options, resolved: Resolved | None = None
                            connect_timeout=opts.connect_timeout, read_timeout=opts.read_timeout)
 
     async with source:
-        files = await _small_files(source, snapshot)
+        files = await _small_files(source, snapshot, projector_only=opts.mmproj, with_projector=opts.with_mmproj)
         shards = _shards(snapshot, files)
         headers, heads = await _headers(source, snapshot, shards)
         plans = [draft_plan(repo_name=snapshot.name, files=files, headers=headers, shards=shards, outtype=outtype,
                             bpe_pre=opts.bpe_pre, source=(snapshot.repo_id, snapshot.sha) if snapshot.sha else None,
                             quant_opts=quant_opts, split_max_tensors=opts.split_max_tensors,
-                            split_max_size=opts.split_max_size)
-                 for outtype in opts.outtypes()]
+                            split_max_size=opts.split_max_size, projector=projector)
+                 for projector in kinds for outtype in opts.outtypes()]
         del files, headers
         finals = output_paths_of(opts.outfile, plans)
         cached = HeadCachedSource(source, heads)
@@ -135,8 +140,9 @@ def _finish_plans(drafts: list[Plan], *, elsewhere: bool) -> list[Layout]:
     """The layouts of the drafts (one per outtype, of one model: the vocabulary is built once)."""
     if len(drafts) == 1:
         return [_finish_plan(drafts[0], elsewhere=elsewhere)]
-    vocab = build_vocab(drafts[0])
-    layouts = [layout(with_vocab(draft, vocab)) for draft in drafts]
+    sharing = [d for d in drafts if d.shares_vocab]
+    vocab = build_vocab(sharing[0]) if sharing else None
+    layouts = [layout(with_vocab(d, vocab if d.shares_vocab else None)) for d in drafts]
     _return_freed_memory()
     return layouts
 
@@ -184,14 +190,19 @@ def _return_freed_memory() -> None:
         pass
 
 
-async def _small_files(source: ByteSource, snapshot: hub.Snapshot) -> dict[str, bytes]:
+async def _small_files(source: ByteSource, snapshot: hub.Snapshot, *, projector_only: bool = False,
+                       with_projector: bool = False) -> dict[str, bytes]:
     names = [n for n in settings.SMALL_FILES if n in snapshot.files]
     blobs = await asyncio.gather(*(source.get(n) for n in names))
     files = {n: b for n, b in zip(names, blobs) if b is not None}
     if "config.json" not in files:
         raise errors.MissingFileError(f"{snapshot.repo_id} has no config.json")
     # Refuse an unsupported model before reading any weight header.
-    family_class(load_config(files["config.json"]))
+    config = load_config(files["config.json"])
+    if not projector_only:
+        family_class(config)
+    if projector_only or with_projector:
+        projector_class(config)
     return files
 
 

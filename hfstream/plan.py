@@ -14,7 +14,7 @@ import gguf
 from gguf import GGMLQuantizationType as QT
 
 from . import errors, jsonfile, meta, quant
-from .arch import family_class
+from .arch import family_class, projector_class
 from .arch.base import TextFamily
 from .graph import Node
 from .hfconfig import load_config, normalize
@@ -56,6 +56,9 @@ class Plan:
     #: a draft plan's vocabulary, still to be built (``with_vocab``), and the keys that go after it
     pending_vocab: Callable[[KeyWriter], None] | None = None
     after_vocab: Metadata = field(default_factory=Metadata)
+    #: the vocabulary is the model's, whatever the outtype: drafts of one model share one (``with_vocab``);
+    #: a projector has none
+    shares_vocab: bool = True
 
     @property
     def source_tensors(self) -> list[SourceTensor]:
@@ -157,17 +160,19 @@ def build_vocab(plan: Plan) -> Metadata:
 def draft_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[str, Sequence[SourceTensor]],
                shards: Sequence[str], outtype: str, bpe_pre: str | None = None,
                source: tuple[str, str] | None = None, quant_opts: quant.QuantOptions | None = None,
-               split_max_tensors: int = 0, split_max_size: int = 0) -> Plan:
+               split_max_tensors: int = 0, split_max_size: int = 0, projector: bool = False) -> Plan:
     """Every output tensor (name, shape, type, order: final) and all metadata but the vocabulary.
 
     ``files``: small repo files by name; ``headers``: parsed tensors per shard; ``shards``:
     shard order; ``source``: (repo id, commit sha) to record in our own keys; ``quant_opts``:
-    type overrides and importance matrix of a llama-quantize mix (``quant.mixplan``).
+    type overrides and importance matrix of a llama-quantize mix (``quant.mixplan``); ``projector``:
+    the vision projector (``mmproj-*.gguf``) of a multimodal repo instead of its text model.
     """
     config_blob = files.get("config.json")
     if config_blob is None:
         raise errors.MissingFileError(f"{repo_name}: config.json is missing")
-    family_cls = family_class(load_config(config_blob))
+    config = load_config(config_blob)
+    family_cls: type[TextFamily] = projector_class(config) if projector else family_class(config)
     # the reference reads config.json through transformers' AutoConfig: defaults and rope normalization
     hparams = normalize(config_blob, name_or_path=repo_name, model_types=family_cls.model_types)
     family = family_cls(hparams, hparams["architectures"][0])
@@ -195,6 +200,11 @@ def draft_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[s
         out = quant.outtype(outtype)
     out = family.output_type(out)
     quant.check_options(out, quant_opts)
+    if projector and out.mix:
+        raise errors.UnsupportedOptionError(
+            f"--outtype {out.name}: a vision projector is written as f32, f16, bf16 or q8_0, as the reference's "
+            "--mmproj writes it")
+    family.use_outtype(out)
 
     outputs: dict[str, tuple[quant.OutputTensor, Node]] = {}
     family.use_sources(sources)
@@ -220,7 +230,7 @@ def draft_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[s
     if md.size_label is None and total > 0:
         md.size_label = gguf.size_label(total, shared, expert, expert_count)
 
-    w.add_type(gguf.GGUFType.MODEL)
+    w.add_type(family.gguf_type)
     md.set_gguf_meta_model(w)
     family.add_hparams(w, int(out.file_type))
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
@@ -241,10 +251,13 @@ def draft_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[s
         planned.append(PlannedTensor(name=choice.name, node=node, qtype=choice.qtype, shape=tensor.shape,
                                      nbytes=quant.nbytes(choice.qtype, tensor.shape), weights=choice.weights))
 
-    filename = gguf.naming_convention(md.name, md.basename, md.finetune, md.version, md.size_label, out.label) + ".gguf"
+    size_label = md.size_label if family.size_label_in_filename else None
+    filename = family.filename_prefix + gguf.naming_convention(md.name, md.basename, md.finetune, md.version,
+                                                               size_label, out.label) + ".gguf"
     return Plan(tensors=planned, metadata=metadata, outtype=out, default_filename=filename, hf_arch=family.hf_arch,
                 arch=arch, split_max_tensors=split_max_tensors, split_max_size=split_max_size,
-                pending_vocab=lambda writer: family.add_vocab(writer, files, bpe_pre), after_vocab=after_vocab)
+                pending_vocab=lambda writer: family.add_vocab(writer, files, bpe_pre), after_vocab=after_vocab,
+                shares_vocab=not projector)
 
 
 def _add(outputs: dict[str, tuple[quant.OutputTensor, Node]], family: TextFamily, name: str, node: Node,

@@ -28,6 +28,9 @@ SMALL_FILES = (
     # sentence-transformers: the pooling of an embedding model (Qwen3-Embedding, gte-Qwen2, ...)
     "modules.json",
     "1_Pooling/config.json",
+    # a vision projector's image processing (mean, std, sizes): --mmproj
+    "preprocessor_config.json",
+    "processor_config.json",
 )
 #: ``--max-memory``: bytes in flight (fetched, decoded, encoded, waiting to be written).
 DEFAULT_MAX_MEMORY = 256 * 1024 * 1024
