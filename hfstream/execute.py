@@ -59,7 +59,7 @@ class ExecStats:
 
 
 async def execute(plan: Plan, lay: Layout, finals: list[Path], source: ByteSource, opts: Options, workers: Workers,
-                  early: Early | None = None) -> ExecStats:
+                  early: Early | None = None, progress: Progress | None = None) -> ExecStats:
     """Write every file of the layout. With ``opts.on_shard_written`` the shards of a split output are
     done one after another, each committed and handed to the callback (e.g. upload, then delete) before
     the next one is even created, so the disk holds one shard at a time. Units ``early`` already
@@ -68,14 +68,14 @@ async def execute(plan: Plan, lay: Layout, finals: list[Path], source: ByteSourc
     n_files = len(lay.files)
     outs: list[OutputFile | None] = [None] * n_files
     stats = ExecStats()
-    progress = Progress(total_bytes=lay.total_size)
+    progress = progress or Progress(total_bytes=lay.total_size)
     budget, pool = workers.budget, workers.pool
     loop = asyncio.get_running_loop()
     target = workers.target
     by_file: list[list[Unit]] = [[] for _ in range(n_files)]
     for t in plan.tensors:
         by_file[lay.file_of[t.name]].extend(units_for(t, lay.offsets[t.name], target, lay.file_of[t.name]))
-    stats.units_total = sum(len(units) for units in by_file)
+    stats.units_total = progress.units_total = sum(len(units) for units in by_file)
     groups = [[i] for i in range(n_files)] if opts.on_shard_written else [list(range(n_files))]
     resumed_bytes = 0
 
@@ -90,6 +90,7 @@ async def execute(plan: Plan, lay: Layout, finals: list[Path], source: ByteSourc
             grant, blobs = await encoded
             try:
                 await loop.run_in_executor(pool, _write_all, batch, blobs, outs)
+                progress.units_done += len(batch)
                 report()
             finally:
                 budget.release(grant)
@@ -97,11 +98,10 @@ async def execute(plan: Plan, lay: Layout, finals: list[Path], source: ByteSourc
         grant = await budget.acquire(sum(u.cost for u in batch))
         try:
             data = await _fetch_batch(batch, source, outs)
-            if data is None:  # copied file to file, nothing to compute
+            if data is not None:  # else copied file to file, nothing to compute
                 report()
-                return
-            report()
-            await loop.run_in_executor(pool, _compute_and_write_all, batch, data, outs)
+                await loop.run_in_executor(pool, _compute_and_write_all, batch, data, outs)
+            progress.units_done += len(batch)
             report()
         finally:
             budget.release(grant)
@@ -114,8 +114,15 @@ async def execute(plan: Plan, lay: Layout, finals: list[Path], source: ByteSourc
                 out.pwrite(lay.files[i].header, 0)
             mine = [u for i in group for u in by_file[i]]
             todo = [u for u in mine if not _out(outs, u).is_done(u.offset, u.nbytes)]
-            stats.units_resumed += len(mine) - len(todo)
+            resumed = len(mine) - len(todo)
+            stats.units_resumed += resumed
+            progress.units_resumed += resumed
+            progress.units_done += resumed
             resumed_bytes += sum(u.nbytes for u in mine) - sum(u.nbytes for u in todo)
+            if resumed:  # their source bytes will not be fetched
+                progress.bytes_to_fetch -= sum(s.nbytes for u in mine for s in u.spans) - \
+                    sum(s.nbytes for u in todo for s in u.spans)
+            report()
             tasks = [asyncio.ensure_future(run_batch(b, early.claim(b) if early is not None else None))
                      for b in batches(todo, target)]
             if early is not None:

@@ -41,6 +41,13 @@ def size(value: str | int) -> int:
     return parse_size(value)
 
 
+def _lower(value: str) -> str:
+    """A type name as llama.cpp's tools take it, in any case (``Q4_K_M``, ``q4_k_m``)."""
+    if not isinstance(value, str):
+        raise ValueError(f"not a type name: {value!r}")
+    return value.lower()
+
+
 def seconds(value: str | float) -> float:
     try:
         return float(value)
@@ -63,13 +70,32 @@ def _option(default: Any, help: str, *, flags: tuple[str, ...] = (), metavar: st
     return field(default=default, metadata=meta)
 
 
+#: what a conversion does, in order (``Progress.phase``)
+PHASES = ("resolving", "headers", "vocabulary", "tensors", "done")
+
+
 @dataclass
 class Progress:
-    """Counters a progress display can poll."""
+    """Where a conversion is: ``on_progress`` gets it at every change of phase, then as bytes are
+    fetched and written (a few times a second, and as units finish). Byte counts are exact, not rounded."""
 
+    #: one of ``PHASES``: resolving the repo, reading the small files and headers, building the
+    #: vocabulary and header (while the first tensors already stream), the tensors, done
+    phase: str = "resolving"
+    #: the repo (``org/name@revision``) or directory being converted
+    source: str = ""
+    #: bytes of the output file(s): 0 until the vocabulary phase has laid them out
     total_bytes: int = 0
+    #: of ``total_bytes``, what is in the output (units an earlier run finished included); equal to it when done
     bytes_written: int = 0
+    #: bytes this run fetched (read, from a local directory): small files, headers and tensor data
     bytes_fetched: int = 0
+    #: what ``bytes_fetched`` is expected to reach once every tensor is in (0 until the plan is made)
+    bytes_to_fetch: int = 0
+    #: work units of the output, done (resumed ones included), and done by an earlier run
+    units_total: int = 0
+    units_done: int = 0
+    units_resumed: int = 0
     started: float = field(default_factory=time.monotonic)
 
 
@@ -82,7 +108,7 @@ class Options:
         "auto", "output type: f32, f16, bf16, q8_0 as llama.cpp's converter writes them; auto (default: bf16 for "
                 "bf16 checkpoints, else f16); or a llama-quantize type, as llama-quantize writes it from the "
                 "converter's f32 output",
-        flags=("--outtype",), metavar="TYPE")
+        flags=("--outtype",), metavar="TYPE", parse=_lower)
     revision: str = _option("main", "branch, tag or commit sha, pinned to one commit sha before anything is read",
                             flags=("--revision",))
     outfile: str | os.PathLike | None = _option(
@@ -102,9 +128,11 @@ class Options:
         flags=("--tensor-type",), metavar="PATTERN=TYPE", parse=lambda v: (v,) if isinstance(v, str) else tuple(v),
         manifest=(list,))
     output_tensor_type: str | None = _option(None, "type of output.weight (llama-quantize types)",
-                                             flags=("--output-tensor-type",), metavar="TYPE", manifest=(str,))
+                                             flags=("--output-tensor-type",), metavar="TYPE", parse=_lower,
+                                             manifest=(str,))
     token_embedding_type: str | None = _option(None, "type of token_embd.weight (llama-quantize types)",
-                                               flags=("--token-embedding-type",), metavar="TYPE", manifest=(str,))
+                                               flags=("--token-embedding-type",), metavar="TYPE", parse=_lower,
+                                               manifest=(str,))
     dry_run: bool = _option(False, "plan only: fetch the headers and small files, no tensor data; write nothing",
                             flags=("--dry-run",))
     force: bool = _option(False, "overwrite an existing output file", flags=("--force",))

@@ -15,11 +15,12 @@ write into a file laid out in full.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import time
 from pathlib import Path
-from typing import Callable
+from typing import AsyncIterator, Callable
 
 import gguf
 
@@ -30,7 +31,7 @@ from .fetch import HubSource
 from .hfconfig import load_config, prepare as prepare_config_reader
 from .layout import Layout, layout
 from .localdir import LocalSource, local_snapshot
-from .options import ConvertResult, Options
+from .options import ConvertResult, Options, Progress
 from .plan import Plan, draft_plan, weight_files, with_vocab
 from .safetensors import SourceTensor, read_header
 from .source import ByteSource, HeadCachedSource
@@ -40,8 +41,9 @@ Resolved = Callable[[], "tuple[hub.Snapshot, str | None]"]
 
 
 def run(repo_id: str, opts: Options, resolved: Resolved | None = None) -> ConvertResult:
-    """Convert ``repo_id``. ``resolved``: returns the Hub snapshot and token, resolved already (or being
-    resolved: the CLI starts that in a child process before it imports this module)."""
+    """Convert ``repo_id`` (any form ``hub.parse_source`` reads). ``resolved``: returns the Hub snapshot
+    and token, resolved already (or being resolved: the CLI starts that in a child process before it
+    imports this module)."""
     return asyncio.run(_convert(repo_id, opts, resolved))
 
 
@@ -50,33 +52,31 @@ async def _convert(repo_id: str, opts: Options, resolved: Resolved | None = None
     prepare_config_reader()  # transformers' import, while the repo is resolved and its headers read
     quant_opts = mixplan.options_from(opts.tensor_types, opts.output_tensor_type, opts.token_embedding_type,
                                       os.fspath(opts.imatrix) if opts.imatrix is not None else None)
-    source: ByteSource
-    if hub.is_local(repo_id):
-        snapshot = local_snapshot(Path(repo_id))
-        source = LocalSource(snapshot)
-    else:
-        if resolved is None:
-            endpoint = (opts.endpoint or settings.endpoint()).rstrip("/")
-            resolved = functools.partial(hub.resolve_with_token, repo_id, opts.revision, endpoint, opts.token,
-                                         retries=opts.retries)
-        snapshot, token = await asyncio.to_thread(resolved)
-        source = HubSource(snapshot, token, connections=opts.connections, retries=opts.retries,
-                           connect_timeout=opts.connect_timeout, read_timeout=opts.read_timeout)
+    endpoint = (opts.endpoint or settings.endpoint()).rstrip("/")
+    asked = hub.parse_source(repo_id, endpoint)
+    revision = "" if asked.directory is not None else hub.pick_revision(asked.revision, opts.revision)
+    report = _Reporter(opts, asked.directory or f"{asked.repo_id}@{revision}")
+    report.phase("resolving")
+    snapshot, source = await open_source(asked, revision, opts, endpoint, resolved)
 
-    async with source:
-        files = await _small_files(source, snapshot)
-        shards = _shards(snapshot, files)
-        headers, heads = await _headers(source, snapshot, shards)
+    async with source, report.ticking(source):
+        report.phase("headers")
+        files = await small_files(source, snapshot)
+        family_class(load_config(files["config.json"]))  # an unsupported model is refused before any header
+        shards = weight_shards(snapshot, files)
+        headers, heads = await read_headers(source, snapshot, shards)
         plan = draft_plan(repo_name=snapshot.name, files=files, headers=headers, shards=shards,
                           outtype=opts.outtype, bpe_pre=opts.bpe_pre,
                           source=(snapshot.repo_id, snapshot.sha) if snapshot.sha else None, quant_opts=quant_opts,
                           split_max_tensors=opts.split_max_tensors, split_max_size=opts.split_max_size)
         del files, headers
-        final = output_path(opts.outfile, plan)
+        final = output_path(opts.outfile, plan, create=not opts.dry_run)
         cached = HeadCachedSource(source, heads)
         workers = Workers(opts)
         early = None
         try:
+            report.progress.bytes_to_fetch = source.stats.bytes_fetched + _still_to_fetch(plan, heads)
+            report.phase("vocabulary")
             if _starts_early(opts, source, final):
                 early = Early(plan.tensors, cached, workers)
             # The vocabulary and the header take a second of CPU on big tokenizers: a child process
@@ -86,13 +86,15 @@ async def _convert(repo_id: str, opts: Options, resolved: Resolved | None = None
                 early.stop()
             paths = output_paths(final, lay)
             result = ConvertResult(
-                path=paths[0], paths=paths, repo_id=repo_id, revision=opts.revision, commit_sha=snapshot.sha,
-                outtype=plan.outtype.name, tensor_count=len(plan.tensors), bytes_fetched=0, bytes_written=0,
-                seconds=0.0, output_size=lay.total_size, dry_run=opts.dry_run,
+                path=paths[0], paths=paths, repo_id=snapshot.repo_id, revision=revision or snapshot.revision,
+                commit_sha=snapshot.sha, outtype=plan.outtype.name, tensor_count=len(plan.tensors), bytes_fetched=0,
+                bytes_written=0, seconds=0.0, output_size=lay.total_size, dry_run=opts.dry_run,
                 tensors=[(t.name, tuple(reversed(t.shape)), t.qtype.name, t.nbytes) for t in plan.tensors],
                 source_bytes=plan.source_bytes)
             if not opts.dry_run:
-                stats = await execute(plan, lay, result.paths, cached, opts, workers, early)
+                report.progress.total_bytes = lay.total_size
+                report.phase("tensors")
+                stats = await execute(plan, lay, result.paths, cached, opts, workers, early, report.progress)
                 result.bytes_written = stats.bytes_written
                 result.peak_bytes_in_flight = stats.peak
                 result.units_total = stats.units_total
@@ -103,7 +105,61 @@ async def _convert(repo_id: str, opts: Options, resolved: Resolved | None = None
             workers.pool.shutdown(wait=True, cancel_futures=True)
         result.bytes_fetched = source.stats.bytes_fetched
     result.seconds = time.monotonic() - started
+    report.progress.bytes_fetched = result.bytes_fetched
+    report.progress.bytes_written = report.progress.total_bytes  # alignment padding is in the file too
+    report.phase("done")
     return result
+
+
+class _Reporter:
+    """Tells ``opts.on_progress`` where the conversion is: each phase as it starts, and the bytes fetched
+    a few times a second meanwhile (``execute`` also reports as units finish)."""
+
+    #: seconds between two reports of the bytes fetched
+    TICK = 0.25
+
+    def __init__(self, opts: Options, source: object):
+        self._callback = opts.on_progress
+        self.progress = Progress(source=str(source))
+
+    def phase(self, name: str) -> None:
+        self.progress.phase = name
+        self.emit()
+
+    def emit(self) -> None:
+        if self._callback is not None:
+            self._callback(self.progress)
+
+    @contextlib.asynccontextmanager
+    async def ticking(self, source: ByteSource) -> AsyncIterator[None]:
+        """Report ``source``'s bytes fetched while the body runs, from its first request on."""
+        if self._callback is None:
+            yield
+            return
+
+        async def tick() -> None:
+            while True:
+                await asyncio.sleep(self.TICK)
+                if source.stats.bytes_fetched != self.progress.bytes_fetched:
+                    self.progress.bytes_fetched = source.stats.bytes_fetched
+                    self.emit()
+
+        ticker = asyncio.ensure_future(tick())
+        try:
+            yield
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+
+
+def _still_to_fetch(plan: Plan, heads: dict[str, bytes]) -> int:
+    """Tensor bytes the plan reads that did not come with the headers (what is left to fetch)."""
+    total = 0
+    for t in plan.tensors:
+        for span in t.node.spans(0, t.node.rows):
+            total += max(0, span.end - max(span.start, len(heads.get(span.file, b""))))
+    return total
 
 
 def _finish_plan(draft: Plan, *, elsewhere: bool) -> Layout:
@@ -149,18 +205,38 @@ def _return_freed_memory() -> None:
         pass
 
 
-async def _small_files(source: ByteSource, snapshot: hub.Snapshot) -> dict[str, bytes]:
+async def open_source(asked: hub.Source, revision: str, opts: Options, endpoint: str,
+                      resolved: Resolved | None = None) -> tuple[hub.Snapshot, ByteSource]:
+    """The snapshot of what the user named (``hub.parse_source``) and the byte source to read it with
+    (not yet entered): the Hub pinned at one commit, or a directory (also the cached snapshot that
+    ``HF_HUB_OFFLINE`` reads instead of the Hub)."""
+    token = None
+    if asked.directory is not None:
+        snapshot = local_snapshot(asked.directory)
+    else:
+        assert asked.repo_id is not None
+        if resolved is None:
+            resolved = functools.partial(hub.resolve_with_token, asked.repo_id, revision, endpoint, opts.token,
+                                         retries=opts.retries)
+        snapshot, token = await asyncio.to_thread(resolved)
+    if snapshot.local_root is not None:
+        return snapshot, LocalSource(snapshot)
+    return snapshot, HubSource(snapshot, token, connections=opts.connections, retries=opts.retries,
+                               connect_timeout=opts.connect_timeout, read_timeout=opts.read_timeout)
+
+
+async def small_files(source: ByteSource, snapshot: hub.Snapshot) -> dict[str, bytes]:
+    """The small files of ``settings.SMALL_FILES`` the snapshot has, by name; config.json must be one."""
     names = [n for n in settings.SMALL_FILES if n in snapshot.files]
     blobs = await asyncio.gather(*(source.get(n) for n in names))
     files = {n: b for n, b in zip(names, blobs) if b is not None}
     if "config.json" not in files:
         raise errors.MissingFileError(f"{snapshot.repo_id} has no config.json")
-    # Refuse an unsupported model before reading any weight header.
-    family_class(load_config(files["config.json"]))
     return files
 
 
-def _shards(snapshot: hub.Snapshot, files: dict[str, bytes]) -> list[str]:
+def weight_shards(snapshot: hub.Snapshot, files: dict[str, bytes]) -> list[str]:
+    """The safetensors files, in order; NoWeightsError / MissingFileError when there are none or one is missing."""
     shards = weight_files(snapshot.files, files.get("model.safetensors.index.json"))
     if not shards:
         others = sorted(f for f in snapshot.files if f.endswith((".bin", ".pt", ".pth", ".gguf")))
@@ -173,18 +249,29 @@ def _shards(snapshot: hub.Snapshot, files: dict[str, bytes]) -> list[str]:
     return shards
 
 
-async def _headers(source: ByteSource, snapshot: hub.Snapshot,
-                   shards: list[str]) -> tuple[dict[str, list[SourceTensor]], dict[str, bytes]]:
+async def read_headers(source: ByteSource, snapshot: hub.Snapshot,
+                       shards: list[str]) -> tuple[dict[str, list[SourceTensor]], dict[str, bytes]]:
     """Every shard's header, all at once; also the bytes read from each file's start."""
     parsed = await asyncio.gather(*(read_header(source, s, snapshot.files.get(s)) for s in shards))
     return {s: p[0] for s, p in zip(shards, parsed)}, {s: p[1] for s, p in zip(shards, parsed)}
 
 
-def output_path(outfile: str | os.PathLike | None, plan: Plan) -> Path:
-    """``-o`` as given: a directory gets the default name; ``{ftype}`` in a name is filled in."""
+def output_path(outfile: str | os.PathLike | None, plan: Plan, *, create: bool = False) -> Path:
+    """``-o`` as given: a directory gets the default name; ``{ftype}`` in a name is filled in.
+
+    A trailing slash (``-o out/``) says a directory: one that is not there yet is made (with
+    ``create``), as the user asked for a directory and would get a file named ``out`` otherwise.
+    """
     if outfile is None:
         return Path.cwd() / plan.default_filename
     path = Path(outfile)
+    if os.fspath(outfile).endswith(("/", os.sep)):
+        if create and not path.is_dir():
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise errors.OutputWriteError(f"cannot make the output directory {path}: {e.strerror}") from None
+        return path / plan.default_filename
     if path.is_dir():
         return path / plan.default_filename
     return path.parent / gguf.fill_templated_filename(path.name, plan.outtype.label)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hfstream.layout import _serialize_header, _serialize_header_with_writer, layout
-from hfstream.pipeline import _headers, _shards, _small_files
+from hfstream.pipeline import read_headers, small_files, weight_shards
 
 from .goldens.cases import cases
 
@@ -23,9 +23,9 @@ def test_fast_header_packing_equals_gguf_writer(repo, fresh_hub):
     async def plan_for():
         snap = hub.resolve(repo, "main", fresh_hub.endpoint, None)
         async with HubSource(snap, None) as src:
-            files = await _small_files(src, snap)
-            shards = _shards(snap, files)
-            headers, _ = await _headers(src, snap, shards)
+            files = await small_files(src, snap)
+            shards = weight_shards(snap, files)
+            headers, _ = await read_headers(src, snap, shards)
             return make_plan(repo_name=snap.name, files=files, headers=headers, shards=shards, outtype="q8_0",
                              source=(snap.repo_id, snap.sha))
 
