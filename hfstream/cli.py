@@ -186,13 +186,16 @@ def _convert(args: argparse.Namespace) -> int:
     from . import hfconfig
 
     asked = hub.parse_source(args.repo, settings.endpoint())
+    display = _display(args.quiet)  # before the fork: the resolving child says its retries there too
     resolving = _start_resolving(asked, args)
     hfconfig.prepare()  # transformers' import (~2 s) under way while the repo is resolved and read
     try:
-        return _convert_resolving(args, resolving)
+        return _convert_resolving(args, resolving, display)
     finally:
         if resolving is not None:
             resolving.cancel()
+        if display is not None:
+            display.close()
 
 
 def _start_resolving(asked: hub.Source, args: argparse.Namespace) -> forked.Pending | None:
@@ -208,17 +211,14 @@ def _start_resolving(asked: hub.Source, args: argparse.Namespace) -> forked.Pend
         hub.resolve_with_token, asked.repo_id, revision, settings.endpoint(), args.token, retries=args.retries))
 
 
-def _convert_resolving(args: argparse.Namespace, resolving: forked.Pending | None) -> int:
+def _convert_resolving(args: argparse.Namespace, resolving: forked.Pending | None, display: Display | None) -> int:
     from .pipeline import run
 
-    display = _display(args.quiet)
     opts = options.Options(**{f.name: getattr(args, f.name) for f in options.fields() if f.metadata["flags"]},
                            on_progress=display.update if display else None)
-    try:
-        result = run(args.repo, opts, resolving.result if resolving is not None else None)
-    finally:
-        if display:
-            display.close()
+    result = run(args.repo, opts, resolving.result if resolving is not None else None)
+    if display:
+        display.close()
     if args.json:
         import dataclasses
 

@@ -151,9 +151,11 @@ class Display:
         if self._width:
             return self._width
         try:  # the stream's own terminal: stdout may be a file while stderr is the screen
-            return os.get_terminal_size(self._stream.fileno()).columns
+            columns = os.get_terminal_size(self._stream.fileno()).columns
         except (AttributeError, OSError, ValueError):
-            return shutil.get_terminal_size((80, 24)).columns
+            columns = 0
+        # 0 from a terminal whose size is not set yet (a pane just made)
+        return columns if columns > 0 else shutil.get_terminal_size((80, 24)).columns
 
     def _draw(self, line: str) -> None:
         line = line[:max(1, self._columns() - 1)]

@@ -22,7 +22,7 @@ from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
 from . import errors
-from .hub import Snapshot, asked_wait
+from .hub import Snapshot, asked_wait, note_retry
 from .settings import MAX_SMALL_FILE_BYTES
 from .source import ByteSource
 
@@ -257,12 +257,16 @@ class HubSource(ByteSource):
                     continue
                 asked = e.wait_seconds()
                 wait = max(asked, delay) if asked is not None else delay * (0.5 + random.random())
+                reason = f"{path}: HTTP {e.status} from {self.snapshot.endpoint}"
             except (_Truncated, aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as e:
                 last = e
                 wait = delay * (0.5 + random.random())
+                reason = f"{path}: {type(e).__name__}" + (f": {e}" if str(e) else "")
             if n == self._retries:
                 break
-            await asyncio.sleep(min(wait, self._max_wait) * (1 + 0.1 * random.random()))
+            wait = min(wait, self._max_wait) * (1 + 0.1 * random.random())
+            note_retry(wait, n, self._retries, reason)
+            await asyncio.sleep(wait)
             delay = min(delay * 2, 30.0)
         if isinstance(last, _Retryable):
             if last.status == 429:

@@ -6,6 +6,7 @@ upstream during a run cannot mix two versions of a model.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -183,10 +184,21 @@ def resolve(repo_id: str, revision: str, endpoint: str, token: str | None, *, re
         except errors.NetworkError as e:
             if attempt == retries:
                 raise
-            wait = getattr(e, "wait_seconds", None) or delay * (0.5 + random.random())
-            time.sleep(min(wait, max_wait))
+            wait = min(getattr(e, "wait_seconds", None) or delay * (0.5 + random.random()), max_wait)
+            note_retry(wait, attempt, retries, e.message)
+            time.sleep(wait)
             delay = min(delay * 2, 30.0)
     raise AssertionError("unreachable")
+
+
+#: where retries are told (``note_retry``): the CLI prints them above its progress line
+log = logging.getLogger("hfstream")
+
+
+def note_retry(wait: float, attempt: int, retries: int, reason: str) -> None:
+    """Say, once per wait, that a request failed and will be tried again: ``retrying in 4 s (3/8): <reason>``."""
+    shown = f"{wait:.1f}" if wait < 10 else f"{wait:.0f}"
+    log.warning("retrying in %s s (%d/%d): %s", shown, attempt + 1, retries, reason)
 
 
 def _resolve_once(repo_id: str, revision: str, endpoint: str, token: str | None) -> Snapshot:
@@ -233,12 +245,22 @@ def _resolve_once(repo_id: str, revision: str, endpoint: str, token: str | None)
             err = errors.ServerError(f"{endpoint} answered {status} while resolving {repo_id}")
             err.wait_seconds = asked_wait(e.response.headers)  # type: ignore[attr-defined]
             raise err from None
-        raise errors.NetworkError(f"resolving {repo_id}@{revision} failed: HTTP {status}") from None
+        if status == 408:
+            raise errors.NetworkError(f"{endpoint} answered 408 while resolving {repo_id}") from None
+        if status == 404:  # without the Hub's X-Error-Code (a mirror, a proxy): the repo is not there
+            hint = "" if token else " (if it is private, log in with `hf auth login` or set HF_TOKEN)"
+            raise errors.RepoNotFoundError(f"repository {repo_id} not found on {endpoint}{hint}") from None
+        # any other answer would be the same next time
+        raise errors.ProtocolError(f"resolving {repo_id}@{revision}: {endpoint} answered HTTP {status}") from None
     except OSError as e:  # connection refused, DNS, timeouts (httpx errors subclass neither; see below)
         raise errors.NetworkError(f"cannot reach {endpoint}: {_first_line(e)}") from None
     except Exception as e:  # httpx transport errors
         if type(e).__module__.startswith(("httpx", "httpcore")):
             raise errors.NetworkError(f"cannot reach {endpoint}: {type(e).__name__}") from None
+        if isinstance(e, (ValueError, KeyError, TypeError, AttributeError)):  # not JSON, or not a model's info
+            raise errors.ProtocolError(
+                f"{endpoint} answered something that is not a model's info for {repo_id}@{revision} "
+                f"({type(e).__name__})") from None
         raise
 
     if not info.sha:

@@ -120,6 +120,7 @@ class _Reporter:
 
     def __init__(self, opts: Options, source: object):
         self._callback = opts.on_progress
+        self._source: ByteSource | None = None
         self.progress = Progress(source=str(source))
 
     def phase(self, name: str) -> None:
@@ -127,12 +128,15 @@ class _Reporter:
         self.emit()
 
     def emit(self) -> None:
+        if self._source is not None:
+            self.progress.bytes_fetched = self._source.stats.bytes_fetched
         if self._callback is not None:
             self._callback(self.progress)
 
     @contextlib.asynccontextmanager
     async def ticking(self, source: ByteSource) -> AsyncIterator[None]:
         """Report ``source``'s bytes fetched while the body runs, from its first request on."""
+        self._source = source
         if self._callback is None:
             yield
             return
@@ -141,7 +145,6 @@ class _Reporter:
             while True:
                 await asyncio.sleep(self.TICK)
                 if source.stats.bytes_fetched != self.progress.bytes_fetched:
-                    self.progress.bytes_fetched = source.stats.bytes_fetched
                     self.emit()
 
         ticker = asyncio.ensure_future(tick())
