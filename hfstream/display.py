@@ -23,7 +23,8 @@ from typing import Callable, TextIO
 
 from .options import Progress
 
-_LABELS = {"resolving": "resolving", "headers": "reading headers", "vocabulary": "building the vocabulary",
+_LABELS = {"resolving": "resolving", "headers": "reading config, tokenizer and headers",
+           "vocabulary": "building the vocabulary",
            "tensors": "tensors", "done": "done"}
 
 

@@ -105,10 +105,18 @@ def parse_source(text: str, endpoint: str) -> Source:
 
 
 def _hub_source(text: str, repo: str, revision: str | None) -> Source:
-    # one part is a legacy id the Hub may still know (gpt2); the Hub and huggingface_hub judge the rest
-    if repo.count("/") > 1 or not all(repo.split("/")):
-        raise errors.RepoNotFoundError(f"{text!r} is not a valid repo id (expected org/name, e.g. Qwen/Qwen3-8B)")
+    # one part is a legacy id the Hub may still know (gpt2)
+    parts = repo.split("/")
+    if len(parts) > 2 or not all(_REPO_PART.fullmatch(p) and "--" not in p and ".." not in p for p in parts) \
+            or len(parts[-1]) > 96:
+        raise errors.RepoNotFoundError(
+            f"{text!r} is not a valid repo id (expected org/name of letters, digits, '-', '_' and '.', "
+            "e.g. Qwen/Qwen3-8B)")
     return Source(repo_id=repo, revision=revision)
+
+
+#: one part of a repo id, as the Hub allows it (huggingface_hub's validate_repo_id)
+_REPO_PART = re.compile(r"[A-Za-z0-9](?:[\w.-]*[A-Za-z0-9])?")
 
 
 def pick_revision(named: str | None, option: str) -> str:

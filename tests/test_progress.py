@@ -274,7 +274,7 @@ def test_the_screen_shows_progress_from_the_first_request_and_ends_at_100_percen
     # held before any tensor byte arrived: the screen already says what it does and what it fetched
     fetched = re.compile(r"[1-9][\d.]* [kM]B fetched")
     held = tmux.wait_until(lambda s: any(fetched.search(line) for line in s), "the bytes fetched")
-    assert len(held) == 1 and re.match(r"(reading headers|building the vocabulary|tensors +0%)", held[0]), held
+    assert len(held) == 1 and re.match(r"(reading config, tokenizer and headers|building the vocabulary|tensors +0%)", held[0]), held
     own_hub.gate.open()
     tmux.wait_for(done)
     screen = tmux.screen()
