@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 from . import errors, forked, hub, options, settings
 from ._version import __version__
-from .mixes import MIXES
-from .quant import OUTTYPE_CHOICES
+from .quant import MIXES, OUTTYPE_CHOICES
 
 if TYPE_CHECKING:
     from .display import Display
@@ -304,7 +303,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _print_plan(result: ConvertResult) -> None:
-    from .mixplan import bits_per_weight
+    from .quant import bits_per_weight
 
     width = max((len(t[0]) for t in result.tensors), default=10)
     print(f"{'tensor':<{width}}  {'shape':>20}  {'type':>7}  {'bytes':>14}  {'bits/weight':>10}")

@@ -23,7 +23,7 @@ from typing import Iterator, Mapping, NamedTuple
 
 import numpy as np
 
-from . import floats
+from .quant import floats
 from .safetensors import DTYPE_SIZES, SourceTensor
 
 _NUMPY_DTYPES = {

@@ -159,9 +159,7 @@ async def _inspect_model(text: str, opts: Options) -> ModelInspection:
 
 def _outtype_sizes(result: ModelInspection, snapshot: hub.Snapshot, files: dict[str, bytes], headers: dict,
                    shards: list[str], opts: Options) -> None:
-    import gguf
-
-    from .layout import layout
+    from .layout import ALIGNMENT, layout
     from .plan import draft_plan, with_vocab
     from .quant import OUTTYPES
 
@@ -172,7 +170,6 @@ def _outtype_sizes(result: ModelInspection, snapshot: hub.Snapshot, files: dict[
     auto = plan("auto")
     result.auto = auto.outtype.name
     lay = layout(with_vocab(auto))
-    align = auto.writer.data_alignment
     # the same keys and tensor infos (only their types and offsets differ) in every outtype's file
     data_offset = lay.data_offset
     fallbacks: dict[tuple[int, str, str], list[str]] = {}
@@ -185,7 +182,7 @@ def _outtype_sizes(result: ModelInspection, snapshot: hub.Snapshot, files: dict[
         except errors.HfstreamError as e:
             result.outtypes[name] = f"cannot: {e.message}"
             continue
-        result.outtypes[name] = data_offset + sum(gguf.GGUFWriter.ggml_pad(t.nbytes, align) for t in p.tensors)
+        result.outtypes[name] = data_offset + sum(-(-t.nbytes // ALIGNMENT) * ALIGNMENT for t in p.tensors)
         off = _fallback(name, [(t.name, tuple(reversed(t.shape)), t.qtype.name, t.nbytes) for t in p.tensors])
         if off is not None:
             fallbacks.setdefault(off[1:], []).append(name)
@@ -211,7 +208,8 @@ def mix_fallback(outtype: str, tensors: Sequence[tuple[str, tuple[int, ...], str
 
 def _fallback(outtype: str, tensors: Sequence[tuple[str, tuple[int, ...], str, int]]) -> tuple[str, int, str, str] | None:
     """(the mix's type, its block, which matrices, their row lengths) when some rows do not fit its blocks."""
-    from .mixes import MIXES, block_size
+    from .quant import MIXES
+    from .quant.mixes import block_size
 
     mix = MIXES.get(outtype)
     if mix is None:

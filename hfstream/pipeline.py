@@ -24,12 +24,13 @@ from typing import AsyncIterator, Callable
 
 import gguf
 
-from . import errors, forked, hub, mixplan, settings
+from . import errors, forked, hub, settings
 from .arch import family_class
 from .execute import Early, Workers, execute
 from .fetch import HubSource
 from .hfconfig import load_config, prepare as prepare_config_reader
 from .layout import Layout, layout
+from .quant import options_from
 from .localdir import LocalSource, local_snapshot
 from .options import ConvertResult, Options, Progress
 from .plan import Plan, draft_plan, weight_files, with_vocab
@@ -50,8 +51,8 @@ def run(repo_id: str, opts: Options, resolved: Resolved | None = None) -> Conver
 async def _convert(repo_id: str, opts: Options, resolved: Resolved | None = None) -> ConvertResult:
     started = time.monotonic()
     prepare_config_reader()  # transformers' import, while the repo is resolved and its headers read
-    quant_opts = mixplan.options_from(opts.tensor_types, opts.output_tensor_type, opts.token_embedding_type,
-                                      os.fspath(opts.imatrix) if opts.imatrix is not None else None)
+    quant_opts = options_from(opts.tensor_types, opts.output_tensor_type, opts.token_embedding_type,
+                              os.fspath(opts.imatrix) if opts.imatrix is not None else None)
     endpoint = (opts.endpoint or settings.endpoint()).rstrip("/")
     asked = hub.parse_source(repo_id, endpoint)
     revision = "" if asked.directory is not None else hub.pick_revision(asked.revision, opts.revision)

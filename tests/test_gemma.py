@@ -9,7 +9,6 @@ each source dtype against torch (when installed).
 from __future__ import annotations
 
 import json
-import logging
 
 import gguf
 import numpy as np
@@ -20,9 +19,6 @@ from hfstream.arch.gemma import _add_again, _real_vocab_size
 from hfstream.graph import AddScalar, Load, SliceRows
 from hfstream.plan import make_plan
 from hfstream.safetensors import SourceTensor, parse_header
-
-GEMMA_REPOS = ("tiny-gemma", "tiny-gemma2", "tiny-gemma3", "tiny-gemma3-vlm")
-
 
 def snapshot(fixture_root, name):
     info = json.loads((fixture_root / "hfs-test" / name / "repo.json").read_text())
@@ -43,7 +39,7 @@ def plan_of(files, headers, shards, outtype="f32", **kw):
 
 
 def kv(plan, key):
-    value = plan.writer.kv_data[0].get(key)
+    value = plan.metadata.get(key)
     return None if value is None else value.value
 
 
@@ -53,16 +49,6 @@ def tensor(plan, name):
 
 def evaluate(node, blob):
     return node.evaluate({s: blob[s.start:s.end] for s in node.spans(0, node.rows)})
-
-
-@pytest.mark.parametrize("name", GEMMA_REPOS)
-def test_plan_writes_no_key_twice(fixture_root, name, caplog):
-    """Keys the reference writes twice (Gemma 3's defaults, CodeGemma's second special vocab) are
-    written once here, so gguf logs no duplicate-key warning."""
-    files, headers, shards, _ = repo(fixture_root, name)
-    with caplog.at_level(logging.WARNING):
-        plan_of(files, headers, shards)
-    assert [r.getMessage() for r in caplog.records if "Duplicated key" in r.getMessage()] == []
 
 
 def test_gemma3_real_vocab_size_of_a_sentencepiece_vocab(fixture_root):
@@ -113,7 +99,7 @@ def test_codegemma_ids_give_way_to_the_tokenizer_config(fixture_root):
     plan = plan_of(files, headers, shards)
     assert kv(plan, "tokenizer.ggml.eot_token_id") == 106
     assert kv(plan, "tokenizer.ggml.add_space_prefix") is False
-    assert not any(k.startswith(("tokenizer.ggml.prefix", "tokenizer.ggml.fsep")) for k in plan.writer.kv_data[0])
+    assert not any(k.startswith(("tokenizer.ggml.prefix", "tokenizer.ggml.fsep")) for k in plan.metadata)
 
 
 def test_gemma3_refuses_attention_softcapping(fixture_root):

@@ -21,8 +21,9 @@ from pathlib import Path
 import gguf
 import pytest
 
-from hfstream import cli, errors, mixes, quant
-from hfstream.imatrix import KV_FILE
+from hfstream import cli, errors, quant
+from hfstream.quant import ggml, mixes
+from hfstream.quant.imatrix import KV_FILE
 from hfstream.plan import KEY_SOURCE_COMMIT, KEY_SOURCE_REPO
 
 from . import llamacpp
@@ -326,8 +327,8 @@ def test_every_case_is_byte_identical_and_decodes(model, cid, fresh_hub, tmp_pat
         lib = _reference_ggml_library()
         if lib is not None:
             monkeypatch.setenv("HFSTREAM_GGML_LIB", lib)
-            monkeypatch.setattr(quant, "_GGML", None)
-            monkeypatch.setattr(quant, "_GGML_TRIED", False)
+            monkeypatch.setattr(ggml, "_LIB", None)
+            monkeypatch.setattr(ggml, "_TRIED", False)
         else:
             strict = False
     path = check_case(model, cid, tmp_path, capsys, monkeypatch, allow_old_iq1_m=not strict)

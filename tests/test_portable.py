@@ -20,7 +20,9 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as QT
 
-from hfstream import cli, errors, floats, forked, quant, settings, writer
+from hfstream import cli, errors, forked, settings, writer
+from hfstream.quant import encode as quant
+from hfstream.quant import floats
 from hfstream.localdir import LocalSource, local_snapshot
 
 from .goldens.cases import cases

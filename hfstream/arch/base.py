@@ -360,6 +360,17 @@ class TextFamily:
                 return kind
         return None
 
+    def forced_type(self, gguf_name: str, bid: int | None, source_name: str | None) -> gguf.GGMLQuantizationType | None:
+        """The type output tensor ``gguf_name`` must have whatever the outtype, or None to follow the
+        type rules (``hfstream.quant``). The reference's ``tensor_force_quant``: e.g. MXFP4 experts
+        repacked from the checkpoint stay MXFP4, a projector's patch embedding stays F16/F32. 1-D
+        tensors and ``*_norm.weight`` are F32 even so, as there.
+
+        ``source_name``: the source tensor it was converted from (None for one a family builds in
+        ``finish``); ``bid``: that tensor's block id.
+        """
+        return None
+
     # -- vocab ----------------------------------------------------------------
 
     def add_vocab(self, w: gguf.GGUFWriter, files: Mapping[str, bytes], bpe_pre: str | None) -> None:

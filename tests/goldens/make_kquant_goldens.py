@@ -74,7 +74,7 @@ MODELS = ("tiny-llama-k", "tiny-qwen3-k", "tiny-mixtral-k", "tiny-llama-spm", "t
 
 #: llama-quantize's names for hfstream's mixes (as its QUANT_OPTIONS spell them)
 def mix_names() -> list[str]:
-    from hfstream.mixes import MIXES
+    from hfstream.quant import MIXES
 
     return list(MIXES)
 

@@ -24,7 +24,8 @@ import threading
 
 import numpy as np
 
-from . import settings
+from .. import settings
+from . import ggml
 
 #: ggml_cpu_has_<name> -> the /proc/cpuinfo flag the CPU needs for it
 _X86_FLAGS = {
@@ -95,15 +96,12 @@ def _lib():
 
 
 def _load():
-    from . import quant
-
     if settings.quant_engine() == "numpy" or not _runs_here_at_all():
         return None
-    base = quant._ggml_lib()
-    path = getattr(base, "_name", None)
-    if not path:
+    base = ggml.library_path()
+    if base is None:
         return None
-    path = os.path.join(os.path.dirname(path), "libggml-cpu.so")
+    path = os.path.join(os.path.dirname(base), "libggml-cpu.so")  # beside it: one build of ggml
     if not os.path.exists(path):
         return None
     try:
