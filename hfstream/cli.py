@@ -203,7 +203,7 @@ def _start_resolving(asked: hub.Source, args: argparse.Namespace) -> forked.Pend
     Importing huggingface_hub and asking the Hub take ~0.2 s, and so do the pipeline's imports
     (numpy, aiohttp, gguf); one after the other they were the first 0.5 s of every conversion, on one core.
     """
-    if asked.directory is not None or not forked.available():
+    if asked.repo_id is None or not forked.available():
         return None
     revision = hub.pick_revision(asked.revision, args.revision)
     return forked.start(f"resolving {asked.repo_id}@{revision}", functools.partial(

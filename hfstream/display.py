@@ -196,7 +196,8 @@ def size(n: float, scale_of: float | None = None) -> str:
 
 
 def duration(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
+    """``42 s``, ``3 min 05 s``, ``2 h 07 min``."""
+    seconds = max(0, round(seconds))
     if seconds < 60:
         return f"{seconds} s"
     if seconds < 3600:

@@ -94,8 +94,8 @@ class GGUFInspection:
     def text(self) -> str:
         from .display import size
 
-        lines = [f"{self.path}: GGUF v{self.version}, {size(self.size)}, {len(self.keys)} keys, "
-                 f"{len(self.tensors)} tensors", "keys:"]
+        lines = [(f"{self.path}: GGUF v{self.version}, {size(self.size)}, {len(self.keys)} keys, "
+                  f"{len(self.tensors)} tensors"), "keys:"]
         width = max((len(k) for k in self.keys), default=0)
         for key, value in self.keys.items():
             if isinstance(value, dict) and "length" in value:

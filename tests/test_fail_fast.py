@@ -47,7 +47,7 @@ class _NotTheHub(BaseHTTPRequestHandler):
 
     asked: list[str] = []
 
-    def do_GET(self):  # noqa: N802 - http.server's name
+    def do_GET(self):  # http.server's name
         type(self).asked.append(self.path)
         body = b"<html>please log in to the wifi</html>"
         self.send_response(200)

@@ -8,7 +8,6 @@ after it ends; a log (stderr not a terminal) gets no carriage returns.
 from __future__ import annotations
 
 import io
-import os
 import re
 import shutil
 import signal
@@ -23,7 +22,7 @@ import hfstream
 from hfstream.display import Display
 from hfstream.options import PHASES, Progress
 
-from .conftest import ROOT, cli_env
+from .conftest import cli_env
 
 REPO = "hfs-test/tiny-llama-sharded"
 
