@@ -264,6 +264,7 @@ def _mirror(args: argparse.Namespace) -> int:
 
     from .mirror import Outcome, mirror
 
+    _display(quiet=False)  # for the retry notes (no progress line: entries print their own lines)
     def finished(o: Outcome) -> None:
         if args.json:
             return
@@ -294,6 +295,7 @@ def _mirror(args: argparse.Namespace) -> int:
 def _inspect(args: argparse.Namespace) -> int:
     from .inspection import inspect_source
 
+    _display(quiet=False)  # for the retry notes
     report = inspect_source(args.repo, revision=args.revision, token=args.token, bpe_pre=args.bpe_pre)
     if args.json:
         _print_json(report.as_dict())
