@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 from . import errors, forked, hub, options, settings
 from ._version import __version__
-from .quant import MIXES, OUTTYPE_CHOICES
+from .quant import OUTTYPE_CHOICES
 
 if TYPE_CHECKING:
     from .display import Display
-    from .options import ConvertResult
+    from .options import ConvertResult, OutputResult
 
 
 def _argument_type(parse: Callable[[str], object]) -> Callable[[str], object]:
@@ -116,7 +116,7 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
             if f.metadata["parse"] is not None:
                 kwargs["type"] = _argument_type(f.metadata["parse"])
         if f.name == "outtype":
-            kwargs.update(choices=OUTTYPE_CHOICES, help=f"{help}: {', '.join(MIXES)}")
+            kwargs.update(help=f"{help}. Types: {', '.join(OUTTYPE_CHOICES)}")
         parser.add_argument(*flags, **kwargs)
 
 
@@ -223,16 +223,18 @@ def _convert_resolving(args: argparse.Namespace, resolving: forked.Pending | Non
 
         _print_json(dataclasses.asdict(result))
     elif args.dry_run:
-        _print_plan(result)
+        for output in result.outputs:
+            _print_plan(result, output)
     else:
-        shown = result.path if len(result.paths) <= 1 else f"{result.path} (+{len(result.paths) - 1} more shards)"
-        what = [f"{result.tensor_count} tensors", f"{_size(result.output_size)} written",
-                f"{_size(result.bytes_fetched)} fetched", f"{result.seconds:.1f} s"]
-        if result.units_resumed:
-            what.append(f"resumed {result.units_resumed} of {result.units_total} units")
-        if result.commit_sha:
-            what.append(f"commit {result.commit_sha[:12]}")
-        print(f"{shown}  ({', '.join(what)})")
+        for output in result.outputs:
+            shown = output.path if len(output.paths) <= 1 else f"{output.path} (+{len(output.paths) - 1} more shards)"
+            what = [f"{output.tensor_count} tensors", f"{_size(output.output_size)} written",
+                    f"{_size(result.bytes_fetched)} fetched", f"{result.seconds:.1f} s"]
+            if output.units_resumed:
+                what.append(f"resumed {output.units_resumed} of {output.units_total} units")
+            if result.commit_sha:
+                what.append(f"commit {result.commit_sha[:12]}")
+            print(f"{shown}  ({', '.join(what)})")
     return 0
 
 
@@ -304,22 +306,21 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_plan(result: ConvertResult) -> None:
+def _print_plan(result: ConvertResult, output: OutputResult) -> None:
+    from .inspection import mix_fallback
     from .quant import bits_per_weight
 
-    width = max((len(t[0]) for t in result.tensors), default=10)
+    width = max((len(t[0]) for t in output.tensors), default=10)
     print(f"{'tensor':<{width}}  {'shape':>20}  {'type':>7}  {'bytes':>14}  {'bits/weight':>10}")
-    for name, shape, qtype, nbytes in result.tensors:
+    for name, shape, qtype, nbytes in output.tensors:
         dims = "x".join(str(d) for d in shape)
         bpw = bits_per_weight([(shape, nbytes)])
         print(f"{name:<{width}}  {dims:>20}  {qtype:>7}  {nbytes:>14,d}  {bpw:6.2f} bpw")
-    data = sum(t[3] for t in result.tensors)
-    bpw = bits_per_weight([(t[1], t[3]) for t in result.tensors])
-    print(f"{len(result.tensors)} tensors, {data:,d} bytes of tensor data ({bpw:.2f} bpw), "
-          f"output {result.output_size:,d} bytes -> {result.path}")
-    from .inspection import mix_fallback
-
-    fallback = mix_fallback(result.outtype, result.tensors)
+    data = sum(t[3] for t in output.tensors)
+    bpw = bits_per_weight([(t[1], t[3]) for t in output.tensors])
+    print(f"{len(output.tensors)} tensors, {data:,d} bytes of tensor data ({bpw:.2f} bpw), "
+          f"output {output.output_size:,d} bytes -> {output.path}")
+    fallback = mix_fallback(output.outtype, output.tensors)
     if fallback:
         print(fallback)
     where = f"{result.repo_id}@{result.commit_sha}" if result.commit_sha else result.repo_id

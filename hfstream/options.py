@@ -48,6 +48,18 @@ def _lower(value: str) -> str:
     return value.lower()
 
 
+def outtype_list(value: str | list[str] | tuple[str, ...]) -> str:
+    """One outtype, or several (``"q8_0,q4_k_m"``, or a list from the API): one run, one file each.
+    In any case, as llama.cpp's tools take them (``Q4_K_M``)."""
+    names = value.split(",") if isinstance(value, str) else list(value)
+    if not names or not all(isinstance(n, str) and n.strip() for n in names):
+        raise ValueError(f"not an output type or a comma-separated list of them: {value!r}")
+    names = [n.strip().lower() for n in names]
+    if len(set(names)) != len(names):
+        raise ValueError(f"a type is named twice: {value!r}")
+    return ",".join(names)
+
+
 def seconds(value: str | float) -> float:
     try:
         return float(value)
@@ -107,8 +119,9 @@ class Options:
     outtype: str = _option(
         "auto", "output type: f32, f16, bf16, q8_0 as llama.cpp's converter writes them; auto (default: bf16 for "
                 "bf16 checkpoints, else f16); or a llama-quantize type, as llama-quantize writes it from the "
-                "converter's f32 output",
-        flags=("--outtype",), metavar="TYPE", parse=_lower)
+                "converter's f32 output. Several, comma-separated (q8_0,q4_k_m,q6_k), write one file each from "
+                "one pass over the source (-o a directory, or a name with {ftype}); any case",
+        flags=("--outtype",), metavar="TYPE[,TYPE...]", parse=outtype_list)
     revision: str = _option("main", "branch, tag or commit sha, pinned to one commit sha before anything is read",
                             flags=("--revision",))
     outfile: str | os.PathLike | None = _option(
@@ -160,6 +173,10 @@ class Options:
         None, "called with each finished file (shard), in order, as soon as it is complete; shards are then "
               "written one at a time, so a callback that uploads and deletes keeps one on disk")
 
+    def outtypes(self) -> list[str]:
+        """The output types asked for, in order (one file each)."""
+        return self.outtype.split(",")
+
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             parse = f.metadata["parse"]
@@ -207,8 +224,29 @@ def describe() -> str:
 
 
 @dataclass
+class OutputResult:
+    """One output file (or split output) of a conversion."""
+
+    outtype: str
+    #: the written GGUF, the first shard of a split output (for a dry run: where it would be written)
+    path: Path
+    #: every file written: [path], or the shards of a split output in order
+    paths: list[Path]
+    tensor_count: int
+    output_size: int
+    bytes_written: int = 0
+    #: (name, GGUF shape, type name, bytes) per tensor, in file order
+    tensors: list[tuple[str, tuple[int, ...], str, int]] = field(default_factory=list)
+    units_total: int = 0
+    units_resumed: int = 0
+    #: every output of the run, in the order of the outtypes asked for
+    outputs: list[OutputResult] = field(default_factory=list)
+
+
+@dataclass
 class ConvertResult:
-    """What a conversion did."""
+    """What a conversion did. Its own fields describe the first output; ``outputs`` has every one
+    (several when several outtypes were asked for)."""
 
     #: the written GGUF, the first shard of a split output (for a dry run: where it would be written)
     path: Path
@@ -233,3 +271,5 @@ class ConvertResult:
     #: work units of the conversion, and how many an earlier interrupted run had already finished
     units_total: int = 0
     units_resumed: int = 0
+    #: every output of the run, in the order of the outtypes asked for
+    outputs: list[OutputResult] = field(default_factory=list)

@@ -24,16 +24,16 @@ from typing import AsyncIterator, Callable
 
 import gguf
 
-from . import errors, forked, hub, settings
+from . import errors, forked, hub, quant, settings
 from .arch import family_class
-from .execute import Early, Workers, execute
+from .execute import Early, Target, Workers, execute
 from .fetch import HubSource
 from .hfconfig import load_config, prepare as prepare_config_reader
 from .layout import Layout, layout
 from .quant import options_from
 from .localdir import LocalSource, local_snapshot
-from .options import ConvertResult, Options, Progress
-from .plan import Plan, draft_plan, weight_files, with_vocab
+from .options import ConvertResult, Options, OutputResult, Progress
+from .plan import Plan, build_vocab, draft_plan, weight_files, with_vocab
 from .safetensors import SourceTensor, read_header
 from .source import ByteSource, HeadCachedSource
 from .writer import check_destination, part_path
@@ -50,6 +50,9 @@ def run(repo_id: str, opts: Options, resolved: Resolved | None = None) -> Conver
 
 async def _convert(repo_id: str, opts: Options, resolved: Resolved | None = None) -> ConvertResult:
     started = time.monotonic()
+    for name in opts.outtypes():
+        if name.lower() != "auto":
+            quant.outtype(name)  # an unknown type is refused before anything is asked of the Hub
     prepare_config_reader()  # transformers' import, while the repo is resolved and its headers read
     quant_opts = options_from(opts.tensor_types, opts.output_tensor_type, opts.token_embedding_type,
                               os.fspath(opts.imatrix) if opts.imatrix is not None else None)
@@ -66,40 +69,52 @@ async def _convert(repo_id: str, opts: Options, resolved: Resolved | None = None
         family_class(load_config(files["config.json"]))  # an unsupported model is refused before any header
         shards = weight_shards(snapshot, files)
         headers, heads = await read_headers(source, snapshot, shards)
-        plan = draft_plan(repo_name=snapshot.name, files=files, headers=headers, shards=shards,
-                          outtype=opts.outtype, bpe_pre=opts.bpe_pre,
-                          source=(snapshot.repo_id, snapshot.sha) if snapshot.sha else None, quant_opts=quant_opts,
-                          split_max_tensors=opts.split_max_tensors, split_max_size=opts.split_max_size)
+        plans = [draft_plan(repo_name=snapshot.name, files=files, headers=headers, shards=shards, outtype=outtype,
+                            bpe_pre=opts.bpe_pre, source=(snapshot.repo_id, snapshot.sha) if snapshot.sha else None,
+                            quant_opts=quant_opts, split_max_tensors=opts.split_max_tensors,
+                            split_max_size=opts.split_max_size)
+                 for outtype in opts.outtypes()]
         del files, headers
-        final = output_path(opts.outfile, plan, create=not opts.dry_run)
+        finals = output_paths_of(opts.outfile, plans, create=not opts.dry_run)
         cached = HeadCachedSource(source, heads)
         workers = Workers(opts)
         early = None
         try:
-            report.progress.bytes_to_fetch = source.stats.bytes_fetched + _still_to_fetch(plan, heads)
+            # every outtype reads the same source bytes: what is left to fetch is one plan's
+            report.progress.bytes_to_fetch = source.stats.bytes_fetched + _still_to_fetch(plans[0], heads)
             report.phase("vocabulary")
-            if _starts_early(opts, source, final):
-                early = Early(plan.tensors, cached, workers)
+            if len(plans) == 1 and _starts_early(opts, source, finals[0]):
+                early = Early(plans[0].tensors, cached, workers)
+            elif not opts.dry_run:
+                for final in finals:  # refused before any tensor byte is fetched
+                    check_destination(final, opts.force)
             # The vocabulary and the header take a second of CPU on big tokenizers: a child process
             # builds them while the first units are fetched and encoded here.
-            lay = await asyncio.to_thread(_finish_plan, plan, elsewhere=early is not None)
+            layouts = await asyncio.to_thread(_finish_plans, plans, elsewhere=early is not None)
             if early is not None:
                 early.stop()
-            paths = output_paths(final, lay)
+            targets = [Target(plan, lay, output_paths(final, lay)) for plan, lay, final in zip(plans, layouts, finals)]
+            outputs = [OutputResult(outtype=tg.plan.outtype.name, path=tg.paths[0], paths=tg.paths,
+                                    tensor_count=len(tg.plan.tensors), output_size=tg.layout.total_size,
+                                    tensors=[(t.name, tuple(reversed(t.shape)), t.qtype.name, t.nbytes)
+                                             for t in tg.plan.tensors])
+                       for tg in targets]
+            first = outputs[0]
             result = ConvertResult(
-                path=paths[0], paths=paths, repo_id=snapshot.repo_id, revision=revision or snapshot.revision,
-                commit_sha=snapshot.sha, outtype=plan.outtype.name, tensor_count=len(plan.tensors), bytes_fetched=0,
-                bytes_written=0, seconds=0.0, output_size=lay.total_size, dry_run=opts.dry_run,
-                tensors=[(t.name, tuple(reversed(t.shape)), t.qtype.name, t.nbytes) for t in plan.tensors],
-                source_bytes=plan.source_bytes)
+                path=first.path, paths=first.paths, repo_id=snapshot.repo_id, revision=revision or snapshot.revision,
+                commit_sha=snapshot.sha, outtype=first.outtype, tensor_count=first.tensor_count, bytes_fetched=0,
+                bytes_written=0, seconds=0.0, output_size=first.output_size, dry_run=opts.dry_run,
+                tensors=first.tensors, source_bytes=_source_bytes(plans), outputs=outputs)
             if not opts.dry_run:
-                report.progress.total_bytes = lay.total_size
+                report.progress.total_bytes = sum(o.output_size for o in outputs)
                 report.phase("tensors")
-                stats = await execute(plan, lay, result.paths, cached, opts, workers, early, report.progress)
-                result.bytes_written = stats.bytes_written
+                stats = await execute(targets, cached, opts, workers, early, report.progress)
+                for out, st in zip(outputs, stats.targets):
+                    out.bytes_written, out.units_total, out.units_resumed = st.bytes_written, st.units_total, st.units_resumed
+                result.bytes_written = first.bytes_written
                 result.peak_bytes_in_flight = stats.peak
-                result.units_total = stats.units_total
-                result.units_resumed = stats.units_resumed
+                result.units_total = first.units_total
+                result.units_resumed = first.units_resumed
         finally:
             if early is not None:
                 await early.cancel()
@@ -164,6 +179,26 @@ def _still_to_fetch(plan: Plan, heads: dict[str, bytes]) -> int:
         for span in t.node.spans(0, t.node.rows):
             total += max(0, span.end - max(span.start, len(heads.get(span.file, b""))))
     return total
+
+
+def _source_bytes(plans: list[Plan]) -> int:
+    """Bytes of tensor data the plans read together (each source tensor once)."""
+    seen: dict[SourceTensor, None] = {}
+    for plan in plans:
+        for t in plan.tensors:
+            for leaf in t.node.leaves():
+                seen.setdefault(leaf, None)
+    return sum(s.nbytes for s in seen)
+
+
+def _finish_plans(drafts: list[Plan], *, elsewhere: bool) -> list[Layout]:
+    """The layouts of the drafts (one per outtype, of one model: the vocabulary is built once)."""
+    if len(drafts) == 1:
+        return [_finish_plan(drafts[0], elsewhere=elsewhere)]
+    vocab = build_vocab(drafts[0])
+    layouts = [layout(with_vocab(draft, vocab)) for draft in drafts]
+    _return_freed_memory()
+    return layouts
 
 
 def _finish_plan(draft: Plan, *, elsewhere: bool) -> Layout:
@@ -269,7 +304,7 @@ def output_path(outfile: str | os.PathLike | None, plan: Plan, *, create: bool =
     if outfile is None:
         return Path.cwd() / plan.default_filename
     path = Path(outfile)
-    if os.fspath(outfile).endswith(("/", os.sep)):
+    if _names_a_directory(outfile):
         if create and not path.is_dir():
             try:
                 path.mkdir(parents=True, exist_ok=True)
@@ -279,6 +314,26 @@ def output_path(outfile: str | os.PathLike | None, plan: Plan, *, create: bool =
     if path.is_dir():
         return path / plan.default_filename
     return path.parent / gguf.fill_templated_filename(path.name, plan.outtype.label)
+
+
+def _names_a_directory(outfile: str | os.PathLike) -> bool:
+    return os.fspath(outfile).endswith(("/", os.sep))
+
+
+def output_paths_of(outfile: str | os.PathLike | None, plans: list[Plan], *, create: bool = False) -> list[Path]:
+    """Where each plan's output goes. Several outputs need a directory (default names) or a name
+    with ``{ftype}``, and may not land on one path (``auto`` and the type it picks, say).
+    ``create``: make a directory named with a trailing slash (``output_path``)."""
+    if len(plans) > 1 and outfile is not None and not Path(outfile).is_dir() and not _names_a_directory(outfile) \
+            and "{ftype}" not in str(outfile).lower():
+        raise errors.UnsupportedOptionError(
+            f"--outtype {','.join(p.outtype.name for p in plans)} writes {len(plans)} files: -o must be a "
+            f"directory or a file name with {{ftype}} in it, not {os.fspath(outfile)!r}")
+    finals = [output_path(outfile, plan, create=create) for plan in plans]
+    if len(set(finals)) != len(finals):
+        dup = next(f for f in finals if finals.count(f) > 1)
+        raise errors.UnsupportedOptionError(f"two of the output types would both be written to {dup}")
+    return finals
 
 
 def output_paths(final: Path, lay: Layout) -> list[Path]:

@@ -132,17 +132,29 @@ def make_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[st
                                  split_max_tensors=split_max_tensors, split_max_size=split_max_size))
 
 
-def with_vocab(plan: Plan) -> Plan:
+def with_vocab(plan: Plan, vocab: Metadata | None = None) -> Plan:
     """Build a draft plan's vocabulary (the slow part of planning: ~1 s for a 128k-token BPE) into its
-    metadata, in place; the keys land where the reference writes them, as if added in order."""
+    metadata, in place; the keys land where the reference writes them, as if added in order.
+
+    ``vocab``: the keys already built for another draft of the same model (another outtype): the
+    vocabulary does not depend on the outtype.
+    """
     if plan.pending_vocab is None:
         return plan
-    vocab = Metadata()
-    plan.pending_vocab(KeyWriter(vocab, plan.arch))
+    if vocab is None:
+        vocab = build_vocab(plan)
     plan.metadata.merge(vocab)
     plan.metadata.merge(plan.after_vocab)
     plan.pending_vocab, plan.after_vocab = None, Metadata()
     return plan
+
+
+def build_vocab(plan: Plan) -> Metadata:
+    """A draft plan's vocabulary keys, built but not merged."""
+    vocab = Metadata()
+    if plan.pending_vocab is not None:
+        plan.pending_vocab(KeyWriter(vocab, plan.arch))
+    return vocab
 
 
 def draft_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[str, Sequence[SourceTensor]],
@@ -182,9 +194,11 @@ def draft_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[s
         out = quant.auto_outtype(first)
     else:
         out = quant.outtype(outtype)
+    out = family.output_type(out)
     quant.check_options(out, quant_opts)
 
     outputs: dict[str, tuple[quant.OutputTensor, Node]] = {}
+    family.use_sources(sources)
     generated = ((name, node) for name, node in family.extra_tensors())
     from_sources = ((name, Load(src)) for name, src in sources)
     for name, node in chain(generated, from_sources):
@@ -240,8 +254,9 @@ def _add(outputs: dict[str, tuple[quant.OutputTensor, Node]], family: TextFamily
     if name in outputs:
         raise errors.InvalidHeaderError(f"two source tensors map to {name!r}")
     shape = tuple(int(d) for d in node.shape)
-    tensor = quant.OutputTensor(name, shape, kind=family.tensor_kind(name, bid),
-                                forced=family.forced_type(name, bid, source))
+    # bytes already in a GGUF type (repacked MXFP4) keep it whatever the outtype, as in the reference
+    forced = node.encoded if node.encoded is not None else family.forced_type(name, bid, source)
+    tensor = quant.OutputTensor(name, shape, kind=family.tensor_kind(name, bid), forced=forced)
     outputs[name] = (tensor, node)
 
 

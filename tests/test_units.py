@@ -34,12 +34,13 @@ def _adjacent_units(n: int, size: int = 256) -> list[Unit]:
 
 
 class _Counted:
-    """A unit whose cost reads are counted (batching uses only ``spans`` and ``cost``)."""
+    """A unit whose cost reads are counted (batching uses only ``tensor``, ``spans`` and ``cost``)."""
 
     reads = 0
 
     def __init__(self, unit: Unit):
         self.unit = unit
+        self.tensor = unit.tensor
         self.spans = unit.spans
 
     @property
@@ -135,3 +136,20 @@ def test_a_hub_conversion_that_starts_early_computes_each_cost_at_most_twice(fre
     monkeypatch.setattr(units, "_cost", counting)
     result = hfstream.convert("hfs-test/tiny-llama-sharded", outtype="q8_0", outfile=tmp_path / "out.gguf")
     assert result.units_total <= calls["n"] <= 2 * result.units_total
+
+
+def test_units_that_read_the_same_bytes_share_a_batch_and_nothing_else_moves():
+    """The gate and up halves of a fused tensor are two tensors whose units read the same spans: one batch each."""
+    src = SourceTensor("model.safetensors", "fused", "F32", (8, 64), 0, 8 * 64 * 4)
+    load = Load(src)
+    gate = PlannedTensor(name="gate", node=load, qtype=QT.F32, shape=(8, 64), nbytes=8 * 64 * 4)
+    up = PlannedTensor(name="up", node=load, qtype=QT.F32, shape=(8, 64), nbytes=8 * 64 * 4)
+    norm_src = SourceTensor("model.safetensors", "norm", "F32", (64,), 8 * 64 * 4, 8 * 64 * 4 + 256)
+    norm = PlannedTensor(name="norm", node=Load(norm_src), qtype=QT.F32, shape=(64,), nbytes=256)
+    g = units_for(gate, 0, target=1024)
+    u = units_for(up, 4096, target=1024)
+    n = units_for(norm, 8192, target=1024)
+    assert len(g) == len(u) > 1
+    got = batches([*g, *u, *n], target=1024)
+    assert [[x.tensor.name for x in b] for b in got] == [["gate", "up"]] * len(g) + [["norm"]]
+    assert all(b[0].spans == b[1].spans for b in got[:-1])

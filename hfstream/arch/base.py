@@ -16,6 +16,7 @@ import gguf
 from .. import errors
 from ..graph import Node, Stack
 from ..hfconfig import check_hparams
+from ..quant import OutType
 from ..safetensors import SourceTensor
 
 #: Source tensors the reference drops without mapping them.
@@ -320,9 +321,19 @@ class TextFamily:
         converted, for families whose tensors depend on them (e.g. Gemma 3 cuts the embedding to the
         tokenizer's size)."""
 
+    def use_sources(self, sources: Sequence[tuple[str, SourceTensor]]) -> None:
+        """Called once with every source tensor (its ``source_name`` and header entry), in the
+        reference's order, before ``extra_tensors``: for families whose generated tensors are made
+        from source tensors (gpt-oss repacks its MXFP4 experts ahead of every other tensor)."""
+
     def extra_tensors(self) -> Iterable[tuple[str, Node]]:
-        """Tensors generated from the config alone; they come first in the file."""
+        """Tensors generated from the config (and the sources); they come first in the file."""
         return ()
+
+    def output_type(self, out: OutType) -> OutType:
+        """The ``--outtype`` as this model writes it (gpt-oss's MXFP4 checkpoints record another
+        ``general.file_type`` for f32, f16 and bf16)."""
+        return out
 
     def add_tensor_time_hparams(self, w: gguf.GGUFWriter) -> None:
         """Keys the reference writes while it converts tensors, hence right after ``general.architecture``
