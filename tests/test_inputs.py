@@ -206,3 +206,10 @@ def test_a_local_directory_result_line_names_no_commit(fresh_hub, fixture_root, 
     line = capsys.readouterr().out.strip()
     assert line.startswith(str(tmp_path / "Model-227K-Q8_0.gguf") + "  (21 tensors, ")
     assert "commit" not in line and line.endswith(" s)")
+
+
+def test_a_trailing_slash_takes_several_outputs(fresh_hub, tmp_path, capsys):
+    target = tmp_path / "several"
+    assert cli.main(["convert", SPM, "--outtype", "Q8_0,f16", "-q", "-o", f"{target}/"]) == 0
+    assert sorted(p.name for p in target.iterdir()) == ["Tiny-Llama-Spm-227K-F16.gguf", "Tiny-Llama-Spm-227K-Q8_0.gguf"]
+    assert len(capsys.readouterr().out.splitlines()) == 2  # a result line per file
