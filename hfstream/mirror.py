@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from . import errors, fanout, options
+from . import errors, fanout, jsonfile, options
 from ._version import __version__
 
 EXIT_OK = 0
@@ -154,16 +154,34 @@ class State:
         self.done: dict[str, dict[str, Any]] = {}
         if path.exists():
             try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                raise errors.ManifestError(f"{path}: the state file is not valid JSON (move it away to start over)") \
-                    from None
-            self.done = data.get("done", {}) if isinstance(data, dict) else {}
+                self.done = _done_entries(path)
+            except errors.ManifestError as e:
+                raise errors.ManifestError(f"{e.message} (move it away to start over)") from None
 
     def save(self) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")
         tmp.write_text(json.dumps({"version": 1, "done": self.done}, indent=1, sort_keys=True), encoding="utf-8")
         os.replace(tmp, self.path)
+
+
+def _done_entries(path: Path) -> dict[str, dict[str, Any]]:
+    """The ``done`` map of a state file, each entry checked for the fields a run reads."""
+    try:
+        with open(path, "rb") as f:
+            blob = f.read(jsonfile.STATE.max_bytes + 1)  # one byte more than allowed is enough to refuse it
+    except OSError as e:
+        raise errors.ManifestError(f"{path}: cannot read the state file ({e.strerror})") from None
+    data = jsonfile.load(blob, f"{path}: the state file", jsonfile.STATE, expect=dict)
+    done = data.get("done", {})
+    jsonfile.check_type(done, f"{path}: 'done'", dict, jsonfile.STATE)
+    for key, entry in done.items():
+        jsonfile.check_type(entry, f"{path}: entry {key[:40]!r}", dict, jsonfile.STATE)
+        outputs = entry.get("outputs", [])
+        if not isinstance(outputs, list) or not all(isinstance(p, str) for p in outputs) \
+                or not isinstance(entry.get("published", ""), str):
+            raise errors.ManifestError(f"{path}: entry {key[:40]!r} has 'outputs' that are not paths, "
+                                       "or a 'published' that is not a commit")
+    return done
 
 
 @contextlib.contextmanager
@@ -234,7 +252,8 @@ def run_entry(entry: Entry, sha: str, convert: Callable[..., Any] | None = None)
             from .publish import Publisher
 
             # before converting: a repo we may not write to fails now, not after the conversion
-            publisher = Publisher(entry.fill(entry.target_repo), token=options.get("token"))
+            publisher = Publisher(entry.fill(entry.target_repo), token=options.get("token"),
+                                  retries=options.get("retries", 8))
         if entry.target_dir is not None:
             out_dir = Path(entry.fill(entry.target_dir))
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -331,7 +350,8 @@ def mirror(manifest: Path, *, state_path: Path | None = None, report_path: Path 
             try:
                 tok = dict(entry.options).get("token") or settings.token(token)
                 if (entry.repo, entry.revision) not in shas:
-                    snap = hub.resolve(entry.repo, entry.revision, endpoint, tok)
+                    snap = hub.resolve(entry.repo, entry.revision, endpoint, tok,
+                                       retries=dict(entry.options).get("retries", 8))
                     shas[(entry.repo, entry.revision)] = snap.sha
                 sha = shas[(entry.repo, entry.revision)]
             except errors.HfstreamError as e:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import errors
+from .retry import RetryPolicy
 from .settings import DEFAULT_MAX_MEMORY, parse_size
 
 
@@ -58,6 +59,11 @@ def outtype_list(value: str | list[str] | tuple[str, ...]) -> str:
     if len(set(names)) != len(names):
         raise ValueError(f"a type is named twice: {value!r}")
     return ",".join(names)
+
+
+def retries(value: str | int | RetryPolicy) -> int | RetryPolicy:
+    """A count of retries (at least 1), or a whole ``RetryPolicy`` as it is."""
+    return value if isinstance(value, RetryPolicy) else positive(value)
 
 
 def seconds(value: str | float) -> float:
@@ -162,8 +168,10 @@ class Options:
            "(-00001-of-0000N.gguf)", flags=("--split-max-size",), metavar="SIZE", parse=size, manifest=(int, str))
     split_max_tensors: int = _option(0, "split the output into shards of at most N tensors",
                                      flags=("--split-max-tensors",), metavar="N", parse=positive, manifest=(int,))
-    retries: int = _option(8, "attempts per request on connection errors, 408/429/5xx and truncated bodies (default 8)",
-                           flags=("--retries",), parse=positive, manifest=(int,))
+    retries: int | RetryPolicy = _option(
+        8, "retries per request on connection errors, stalls, truncated bodies, 408/429/5xx (default 8); from "
+        "Python also a hfstream.retry.RetryPolicy (its backoff, clock and sleep)", flags=("--retries",),
+        parse=retries, manifest=(int,))
     connect_timeout: float = _option(30.0, "seconds to wait for a connection (default 30)", parse=seconds)
     read_timeout: float = _option(60.0, "seconds without a byte before a connection counts as stalled and is retried (default 60)",
                                   flags=("--timeout",), metavar="SECONDS", parse=seconds)

@@ -13,13 +13,13 @@ from typing import Callable, Iterable, Mapping, Sequence
 import gguf
 from gguf import GGMLQuantizationType as QT
 
-from . import errors, meta, quant
+from . import errors, jsonfile, meta, quant
 from .arch import family_class
 from .arch.base import TextFamily
 from .graph import Load, Node
 from .hfconfig import load_config, normalize
 from .kv import KeyWriter, Metadata
-from .safetensors import DuplicateKeyError, SourceTensor, loads_unique
+from .safetensors import SourceTensor
 
 #: Keys of our own: where the bytes came from (the reference records neither).
 KEY_SOURCE_REPO = "hfstream.source.repo"
@@ -87,15 +87,8 @@ def weight_map(index: bytes) -> dict[str, str]:
     A tensor listed twice is refused (json.loads would keep the last silently), and so is an
     empty map; shard names must be plain file names (no path, no URL) ending in ``.safetensors``.
     """
-    try:
-        data = loads_unique(index)
-    except DuplicateKeyError as e:
-        raise errors.InvalidIndexError(f"{_INDEX}: the key {_short(e.args[0])} appears twice") from None
-    except UnicodeDecodeError as e:
-        raise errors.InvalidIndexError(f"{_INDEX} is not valid UTF-8 (byte {e.start})") from None
-    except (ValueError, RecursionError):  # JSONDecodeError, too deep, ints over int_max_str_digits
-        raise errors.InvalidIndexError(f"{_INDEX} is not valid JSON") from None
-    wm = data.get("weight_map") if isinstance(data, dict) else None
+    data = jsonfile.load(index, _INDEX, expect=dict)
+    wm = data.get("weight_map")
     if not isinstance(wm, dict):
         raise errors.InvalidIndexError(f"{_INDEX} has no 'weight_map' object")
     if not wm:
@@ -107,7 +100,7 @@ def weight_map(index: bytes) -> dict[str, str]:
     return wm
 
 
-_INDEX = "model.safetensors.index.json"
+_INDEX = jsonfile.INDEX_FILE
 
 
 def _short(value: object, limit: int = 60) -> str:

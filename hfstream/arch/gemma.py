@@ -23,12 +23,11 @@ What the reference does for them:
 
 from __future__ import annotations
 
-import json
 from typing import Any, Callable, Iterator, Mapping
 
 import gguf
 
-from .. import errors
+from .. import errors, jsonfile
 from ..graph import AddScalar, Node, SliceRows
 from . import register
 from .base import TextFamily
@@ -193,9 +192,9 @@ def _real_vocab_size(files: Mapping[str, bytes], hparams: Mapping[str, Any]) -> 
     if blob is None:
         raise errors.UnsupportedTokenizerError(
             "no usable tokenizer in the repo: expected tokenizer.model or tokenizer.json")
+    tj = jsonfile.load(blob, "tokenizer.json")
     try:
-        tj = json.loads(blob)
         return len(tj["model"]["vocab"]) + len(tj["added_tokens"])
-    except (ValueError, RecursionError, KeyError, TypeError):  # bad JSON or UTF-8, too deep, wrong shape
+    except (KeyError, TypeError):
         raise errors.UnsupportedTokenizerError(
             "tokenizer.json: expected an object with model.vocab and added_tokens") from None
