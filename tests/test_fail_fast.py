@@ -93,7 +93,7 @@ def test_each_wait_of_a_retry_is_said_once(fresh_hub, tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 3, proc.stderr
     for n, line in enumerate(lines[:2], 1):
-        assert re.fullmatch(rf"hfstream: retrying in [\d.]+ s \({n}/2\): cannot reach http://127\.0\.0\.1:{port}.*",
+        assert re.fullmatch(rf"hfstream: retrying in [\d.]+ s \({n}/2\): org/model@main: cannot reach http://127\.0\.0\.1:{port} .*",
                             line), line
     assert lines[2].startswith("hfstream: error: ")
 
