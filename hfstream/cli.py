@@ -267,6 +267,7 @@ def _mirror(args: argparse.Namespace) -> int:
     from .mirror import Outcome, mirror
 
     _display(quiet=False)  # for the retry notes (no progress line: entries print their own lines)
+
     def finished(o: Outcome) -> None:
         if args.json:
             return
