@@ -15,7 +15,8 @@ A caller can catch a whole group; the five groups are the first level of the tre
     │   ├── NoWeightsError                 14
     │   ├── MissingFileError               15
     │   ├── UnsupportedArchitectureError   20
-    │   │   └── NotReproducibleError       20
+    │   │   ├── NotReproducibleError       20
+    │   │   └── UnsupportedQuantizationError 24
     │   ├── UnsupportedTokenizerError      21
     │   ├── UnsupportedOptionError         22
     │   ├── ImatrixRequiredError           23
@@ -118,6 +119,12 @@ class NotReproducibleError(UnsupportedArchitectureError):
     """config.json needs something hfstream cannot give transformers (another configuration file,
     or a model type the installed transformers does not know although the family reads it), so the
     hparams the reference converter would see are unknown."""
+
+
+class UnsupportedQuantizationError(UnsupportedArchitectureError):
+    """The checkpoint is pre-quantized (``quantization_config``) with a method hfstream does not convert."""
+
+    exit_code = 24
 
 
 class UnsupportedTokenizerError(InputError):

@@ -16,7 +16,7 @@ from gguf import GGMLQuantizationType as QT
 from . import errors, jsonfile, meta, quant
 from .arch import family_class
 from .arch.base import TextFamily
-from .graph import Load, Node
+from .graph import Node
 from .hfconfig import load_config, normalize
 from .kv import KeyWriter, Metadata
 from .safetensors import SourceTensor
@@ -93,10 +93,14 @@ def weight_map(index: bytes) -> dict[str, str]:
         raise errors.InvalidIndexError(f"{_INDEX} has no 'weight_map' object")
     if not wm:
         raise errors.InvalidIndexError(f"{_INDEX}: 'weight_map' is empty")
+    checked: set[str] = set()  # a few hundred shard names among ~100k tensors (DeepSeek-V3): each checked once
     for name, shard in wm.items():
+        if isinstance(shard, str) and shard in checked:
+            continue
         if not isinstance(shard, str) or not _plain_file_name(shard):
             raise errors.InvalidIndexError(
                 f"{_INDEX}: shard {_short(shard)} for {_short(name)} is not a plain file name")
+        checked.add(shard)
     return wm
 
 
@@ -181,6 +185,8 @@ def draft_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[s
             if name is not None:
                 sources.append((name, src))
     family.check_shapes(sources)
+    # pre-quantized weights (FP8 + block scales) as weight x scale; refuses methods it cannot convert
+    nodes = family.source_nodes(sources)
 
     if outtype == "auto":
         first = next((s.dtype for _, s in sources if len(s.shape) >= 2 and s.dtype in ("BF16", "F16")), None)
@@ -193,7 +199,7 @@ def draft_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[s
     outputs: dict[str, tuple[quant.OutputTensor, Node]] = {}
     family.use_sources(sources)
     generated = ((name, node) for name, node in family.extra_tensors())
-    from_sources = ((name, Load(src)) for name, src in sources)
+    from_sources = iter(nodes)
     for name, node in chain(generated, from_sources):
         bid = _block_id(name)
         for new_name, new_node in list(family.convert(name, node, bid)):

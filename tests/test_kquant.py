@@ -76,6 +76,7 @@ FAST_K_CASES: tuple[tuple[str, str, str], ...] = (
     ("tiny-mixtral-k", "q4_1", "gguf"),
     # gpt-oss (bf16 experts transposed and de-interleaved, 64-wide rows: the fallback types)
     ("tiny-gpt-oss-bf16", "q4_k_m+imatrix", "gguf"),
+    ("tiny-deepseek-v3-k", "q4_k_m+imatrix", "gguf"),  # FP8 source, MLA, 8 experts (all its cases: slow suite)
 )
 
 

@@ -7,13 +7,14 @@ expert stacks, vocabulary).
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from typing import Any, ClassVar, Iterable, Iterator, Mapping, Sequence
 
 import gguf
 
-from .. import errors
+from .. import errors, prequant
 from ..graph import Node, Stack
 from ..hfconfig import check_hparams
 from ..quant import OutType
@@ -44,7 +45,8 @@ SIZES: Mapping[str, tuple[str, ...]] = {
 }
 LAYER = r"model\.layers\.\d+\."
 #: A shape rule: a regular expression matched against a whole source tensor name (after the family's
-#: ``source_name``), and the tensor's dimensions, each a product of SIZES joined by ``*``.
+#: ``source_name``), and the tensor's dimensions, each a product of SIZES joined by ``*``, where a factor
+#: may be a sum joined by ``+`` (``heads*nope+rope`` is heads x (nope + rope): MLA's query heads).
 ShapeRule = tuple[str, tuple[str, ...]]
 #: The standard transformers names of a llama-like decoder. A checkpoint that disagrees with config.json
 #: would not load in transformers, and here it would crash a transform (the q/k permute) or write a
@@ -82,29 +84,29 @@ def check_shapes(hparams: Mapping[str, Any], rules: Sequence[ShapeRule], sizes: 
             known[size] = (key, hparams[key])
     if "head_dim" not in known and "hidden" in known and "heads" in known and known["heads"][1] > 0:
         known["head_dim"] = (f"{known['hidden'][0]} / {known['heads'][0]}", known["hidden"][1] // known["heads"][1])
-    patterns = [(_compiled(p), dims) for p, dims in rules]
+    pattern, rule_dims = _compiled(tuple(rules))
     for name, src in sources:
-        dims = next((d for pattern, d in patterns if pattern.fullmatch(name)), None)
-        if dims is None:
+        match = pattern.fullmatch(name)
+        if match is None or match.lastgroup is None:  # (every alternative is a named group)
             continue
-        factors = [dim.split("*") for dim in dims]
-        if any(f not in known for fs in factors for f in fs):
+        dims = rule_dims[int(match.lastgroup[1:])]
+        factors = [[f.split("+") for f in dim.split("*")] for dim in dims]
+        used_sizes = [s for fs in factors for f in fs for s in f]
+        if any(s not in known for s in used_sizes):
             continue
-        want = [math.prod(known[f][1] for f in fs) for fs in factors]
+        want = [math.prod(sum(known[s][1] for s in f) for f in fs) for fs in factors]
         if list(src.shape) != want:
-            used = ", ".join(dict.fromkeys(f"{known[f][0]} {known[f][1]}" for fs in factors for f in fs))
+            used = ", ".join(dict.fromkeys(f"{known[s][0]} {known[s][1]}" for s in used_sizes))
             raise errors.ConfigMismatchError(
                 f"{src.file}: tensor {_short(src.name)} has shape {list(src.shape)} but config.json "
                 f"makes it {want} ({used})")
 
 
-_PATTERNS: dict[str, re.Pattern[str]] = {}
-
-
-def _compiled(pattern: str) -> re.Pattern[str]:
-    if pattern not in _PATTERNS:
-        _PATTERNS[pattern] = re.compile(pattern)
-    return _PATTERNS[pattern]
+@functools.cache
+def _compiled(rules: tuple[ShapeRule, ...]) -> tuple[re.Pattern[str], list[tuple[str, ...]]]:
+    """One regex for a rule table, a group per rule (the first rule that matches wins): checking a name
+    is one match, not one per rule (DeepSeek-V3 has ~92k source tensors)."""
+    return re.compile("|".join(f"(?P<r{i}>{p})" for i, (p, _) in enumerate(rules))), [d for _, d in rules]
 
 
 def _short(value: object, limit: int = 60) -> str:
@@ -315,6 +317,11 @@ class TextFamily:
         if name.endswith(_IGNORED_SUFFIXES):
             return None
         return name
+
+    def source_nodes(self, sources: Sequence[tuple[str, SourceTensor]]) -> list[tuple[str, Node]]:
+        """Each source tensor (name after ``source_name``) as the node ``convert`` gets, in order: a load,
+        or for a pre-quantized checkpoint the dequantized weight, its scales dropped (``prequant``)."""
+        return prequant.source_nodes(self.hparams, sources)
 
     def use_files(self, files: Mapping[str, bytes]) -> None:
         """Called once with the repo's small files (config, tokenizer, ...) before any tensor is
