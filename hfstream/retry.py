@@ -8,6 +8,9 @@ asked for when it said (``NetworkError.retry_after``: ``Retry-After``, the Hub's
 else exponential backoff (``first_backoff`` doubling up to ``max_backoff``, times 0.5-1.5 so that
 parallel connections do not retry in step); never more than ``max_wait``.
 
+Each wait is said once, before it, as a warning on the ``hfstream`` logger (``retrying in 4 s (3/8):
+<what failed>``): the CLI prints it above its progress line, ``-q`` silences it.
+
 The clock and both sleeps are fields, so a test injects its own: a fault test that would spend 30 s
 in backoff takes none, and can still read what was waited::
 
@@ -18,6 +21,7 @@ in backoff takes none, and can still read what was waited::
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -27,6 +31,9 @@ from typing import Any, TypeVar
 from . import errors
 
 T = TypeVar("T")
+
+#: where each wait is said (``RetryPolicy._announce``)
+log = logging.getLogger("hfstream")
 
 
 @dataclass(frozen=True)
@@ -69,7 +76,7 @@ class RetryPolicy:
             except errors.NetworkError as e:
                 if n == self.retries:
                     raise self._spent(e) from None
-                self.sleep(self.wait(n, e.retry_after))
+                self.sleep(self._announce(n, e))
         raise AssertionError("unreachable")
 
     async def acall(self, attempt: Callable[[], Awaitable[T]]) -> T:
@@ -86,8 +93,16 @@ class RetryPolicy:
             except errors.NetworkError as e:
                 if n == self.retries:
                     raise self._spent(e) from None
-                await sleep(self.wait(n, e.retry_after))
+                await sleep(self._announce(n, e))
         raise AssertionError("unreachable")
+
+    def _announce(self, attempt: int, e: errors.NetworkError) -> float:
+        """The wait after failed attempt ``attempt``, said once on the ``hfstream`` logger first:
+        ``retrying in 4 s (3/8): <what failed>`` (the CLI prints it above its progress line)."""
+        wait = self.wait(attempt, e.retry_after)
+        shown = f"{wait:.1f}" if wait < 10 else f"{wait:.0f}"
+        log.warning("retrying in %s s (%d/%d): %s", shown, attempt + 1, self.retries, e.message)
+        return wait
 
     def _spent(self, e: errors.NetworkError) -> errors.NetworkError:
         """The last failure, saying that it was the last."""

@@ -38,7 +38,7 @@ def test_the_cli_and_the_api_build_the_same_options():
 def test_every_cli_flag_of_convert_is_an_option():
     parser = cli.build_parser()
     convert = next(a for a in parser._subparsers._group_actions[0].choices.items() if a[0] == "convert")[1]
-    dests = {a.dest for a in convert._actions} - {"help", "repo", "quiet"}
+    dests = {a.dest for a in convert._actions} - {"help", "repo", "quiet", "json"}
     assert dests == {f.name for f in options.fields() if f.metadata["flags"]}
 
 
