@@ -1,15 +1,18 @@
 """Gemma family details the golden conversions do not reach.
 
-The goldens (tiny-gemma, tiny-gemma2, tiny-gemma3, tiny-gemma3-vlm) check whole files against the
-reference. Here: the embedding cut of Gemma 3 when it really cuts, the stray ``lm_head.weight``,
-CodeGemma's fixed ids giving way to the tokenizer's, keys written twice, and the +1 on norms in
-each source dtype against torch (when installed).
+The goldens (tiny-gemma, tiny-gemma2, tiny-gemma3, tiny-gemma3-vlm, tiny-gemma4, tiny-gemma4-vlm,
+tiny-gemma3n, tiny-gemma3n-vlm) check whole files against the reference. Here: the embedding cut of
+Gemma 3 when it really cuts, the stray ``lm_head.weight``, CodeGemma's fixed ids giving way to the
+tokenizer's, keys written twice, the +1 on norms in each source dtype against torch (when
+installed); Gemma 3n's AltUp stacks, zero padding and sparsity quantiles (against torch), Gemma 4's
+per-layer keys, generated rope_freqs, visible chat tokens, and the refusals of both.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 
 import gguf
 import numpy as np
@@ -17,6 +20,7 @@ import pytest
 
 from hfstream import errors
 from hfstream.arch.gemma import _add_again, _real_vocab_size
+from hfstream.arch.gemma3n import normal_quantile_f32
 from hfstream.graph import AddScalar, Load, SliceRows
 from hfstream.plan import make_plan
 from hfstream.safetensors import SourceTensor, parse_header
@@ -159,3 +163,166 @@ def test_norm_plus_one_is_computed_as_torch_does(dtype):
     got = ours.evaluate({s: raw[s.start:s.end] for s in ours.spans(0, ours.rows)})
     want = (t + 1).numpy()
     assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
+
+
+# --- Gemma 3n and Gemma 4 --------------------------------------------------------------------------
+
+NEW_REPOS = ("tiny-gemma4", "tiny-gemma4-vlm", "tiny-gemma3n", "tiny-gemma3n-vlm")
+
+
+@pytest.mark.parametrize("name", NEW_REPOS)
+def test_gemma3n_and_4_write_no_key_twice(fixture_root, name, caplog):
+    """Gemma 4 writes key_length, head_count_kv and feed_forward_length again over Gemma 3's (as
+    arrays for the last two); in place, without gguf's duplicate-key warning."""
+    files, headers, shards, _ = repo(fixture_root, name)
+    with caplog.at_level(logging.WARNING):
+        plan_of(files, headers, shards)
+    assert [r.getMessage() for r in caplog.records if "Duplicated key" in r.getMessage()] == []
+
+
+def test_a_key_added_again_with_another_type_takes_it_in_place(caplog):
+    w = gguf.GGUFWriter(path=None, arch="gemma4")
+    w.add_head_count_kv(2)
+    w.add_sliding_window(16)
+    with caplog.at_level(logging.WARNING):
+        _add_again(w, w.add_head_count_kv, gguf.Keys.Attention.HEAD_COUNT_KV, [2, 2, 1])
+    kv_data = w.kv_data[0]
+    assert list(kv_data) == ["general.architecture", "gemma4.attention.head_count_kv", "gemma4.attention.sliding_window"]
+    assert kv_data["gemma4.attention.head_count_kv"].value == [2, 2, 1]
+    assert kv_data["gemma4.attention.head_count_kv"].type == gguf.GGUFValueType.ARRAY
+    assert caplog.records == []
+
+
+@pytest.mark.parametrize("p, want", [(0.95, 1.6448535919189453), (0.0, -math.inf), (1.0, math.inf), (0.5, 0.0),
+                                     (0, -math.inf)])
+def test_sparsity_scale_of_known_values(p, want):
+    """Values torch 2.13 gives for Normal(0, 1).icdf(tensor(p, float32)) (0.95 is what gemma-3n uses)."""
+    assert normal_quantile_f32(p) == want
+
+
+def test_sparsity_scale_is_torchs_float32_normal_quantile():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(5)
+    ps = np.concatenate([rng.random(3000), rng.random(300) * 1e-6, 1 - rng.random(300) * 1e-6,
+                         np.linspace(0, 1, 101)])
+    normal = torch.distributions.normal.Normal(0, 1)
+    for p in ps.tolist():
+        want = normal.icdf(torch.tensor(p, dtype=torch.float32)).item()
+        assert normal_quantile_f32(p) == want, p
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, "0.9", None, True])
+def test_sparsity_pattern_values_outside_0_1_are_refused(bad):
+    with pytest.raises(errors.InvalidConfigError):
+        normal_quantile_f32(bad)
+
+
+def with_config(files, edit):
+    config = json.loads(files["config.json"])
+    edit(config.get("text_config", config))
+    files["config.json"] = json.dumps(config).encode()
+    return files
+
+
+def test_gemma3n_stacks_the_altup_projections_and_pads_the_embeddings_with_zeros(fixture_root):
+    files, headers, shards, blob = repo(fixture_root, "tiny-gemma3n")
+    plan = plan_of(files, headers, shards)
+    src = {s.name: s for s in headers["model.safetensors"]}
+    for out, kind in (("altup_proj.weight", "altup_projections"), ("altup_unembd_proj.weight", "altup_unembed_projections")):
+        want = np.stack([evaluate(Load(src[f"model.{kind}.{i}.weight"]), blob) for i in range(3)])
+        got = evaluate(tensor(plan, out).node, blob)
+        assert got.shape == (3, 64, 64) and got.dtype == np.float16 and np.array_equal(got, want)
+    per_layer = evaluate(tensor(plan, "per_layer_token_embd.weight").node, blob)
+    assert per_layer.shape == (1088, 4 * 256) and per_layer.dtype == np.float16
+    assert np.array_equal(per_layer[:1024], evaluate(Load(src["model.embed_tokens_per_layer.weight"]), blob))
+    assert not per_layer[1024:].any()
+    assert tensor(plan, "token_embd.weight").shape == (1088, 64)  # already vocab_size rows: as it is
+
+
+def test_gemma3n_refuses_a_missing_altup_projection_and_other_stream_counts(fixture_root):
+    files, headers, shards, _ = repo(fixture_root, "tiny-gemma3n")
+    short = {"model.safetensors": [s for s in headers["model.safetensors"] if s.name != "model.altup_projections.1.weight"]}
+    with pytest.raises(errors.InvalidHeaderError, match="altup_projections.1"):
+        plan_of(files, short, shards)
+    config = json.loads(files["config.json"])
+    config["altup_num_inputs"] = 2
+    files["config.json"] = json.dumps(config).encode()
+    with pytest.raises(errors.UnsupportedArchitectureError, match="AltUp"):
+        plan_of(files, headers, shards)
+
+
+def test_gemma3n_checks_each_layer_against_its_own_mlp_width(fixture_root):
+    files, headers, shards, _ = repo(fixture_root, "tiny-gemma3n-vlm")
+    with_config(files, lambda c: c.update(intermediate_size=[128, 128, 128, 256, 128]))
+    with pytest.raises(errors.ConfigMismatchError, match=r"layers\.3\.mlp.*intermediate_size 256"):
+        plan_of(files, headers, shards)
+
+
+def test_gemma4_writes_what_its_two_kinds_of_layers_need(fixture_root):
+    files, headers, shards, _ = repo(fixture_root, "tiny-gemma4")
+    plan = plan_of(files, headers, shards)
+    assert kv(plan, "gemma4.attention.head_count_kv") == [2, 2, 2, 1]
+    assert (kv(plan, "gemma4.attention.key_length"), kv(plan, "gemma4.attention.key_length_swa")) == (32, 16)
+    assert kv(plan, "gemma4.attention.sliding_window_pattern") == [True, True, True, False]
+    assert kv(plan, "gemma4.expert_feed_forward_length") == 32
+    assert plan.tensors[0].name == "rope_freqs.weight"
+    freqs = plan.tensors[0].node.evaluate({})
+    assert freqs.tolist() == [1.0] * 4 + [np.float32(1e30)] * 12  # a quarter of 32 rotates: 4 of 16 pairs
+    names = [t.name for t in plan.tensors]
+    assert {"blk.0.ffn_gate_inp.scale", "blk.0.ffn_down_exps.scale", "blk.0.ffn_gate_up_exps.weight",
+            "blk.0.layer_output_scale.weight"} <= set(names)
+    assert "blk.3.attn_v.weight" not in names and "blk.2.attn_v.weight" in names  # k = v on the full layer
+    assert tensor(plan, "blk.0.ffn_gate_up_exps.weight").shape == (4, 64, 64)
+
+
+def test_gemma4_double_wide_mlps_of_the_kv_sharing_layers(fixture_root):
+    files, headers, shards, _ = repo(fixture_root, "tiny-gemma4-vlm")
+    plan = plan_of(files, headers, shards)
+    assert kv(plan, "gemma4.feed_forward_length") == [96, 96, 96, 192, 192]
+    assert kv(plan, "gemma4.attention.shared_kv_layers") == 2
+    assert kv(plan, "gemma4.attention.head_count_kv") == 1  # no num_global_key_value_heads: one number
+    assert kv(plan, "gemma4.embedding_length_per_layer_input") == 32
+    assert not any(t.name.startswith(("v.", "a.", "mm.")) for t in plan.tensors)
+
+
+def test_gemma4_checks_full_layers_against_their_own_head_size(fixture_root):
+    files, headers, shards, _ = repo(fixture_root, "tiny-gemma4")
+    with_config(files, lambda c: c.update(global_head_dim=64))
+    with pytest.raises(errors.ConfigMismatchError, match=r"layers\.3\.self_attn.*global_head_dim 64"):
+        plan_of(files, headers, shards)
+
+
+def test_gemma4_refuses_full_layers_with_the_sliding_head_size(fixture_root):
+    """transformers leaves such a head size out of per_layer_config and the reference stops (assert)."""
+    files, headers, shards, _ = repo(fixture_root, "tiny-gemma4")
+    with_config(files, lambda c: c.update(global_head_dim=16))
+    with pytest.raises(errors.UnsupportedArchitectureError, match="global_head_dim = head_dim"):
+        plan_of(files, headers, shards)
+
+
+def test_gemma4_refuses_full_attention_rope_other_than_proportional(fixture_root):
+    files, headers, shards, _ = repo(fixture_root, "tiny-gemma4")
+    with_config(files, lambda c: c["rope_parameters"]["full_attention"].update(rope_type="default"))
+    with pytest.raises(errors.UnsupportedArchitectureError, match="proportional"):
+        plan_of(files, headers, shards)
+
+
+def test_gemma4_vocab_shows_the_chat_parser_tokens_and_keeps_merges(fixture_root):
+    files, headers, shards, _ = repo(fixture_root, "tiny-gemma4")
+    plan = plan_of(files, headers, shards)
+    tokens, types = kv(plan, "tokenizer.ggml.tokens"), kv(plan, "tokenizer.ggml.token_type")
+    kind = {t: types[tokens.index(t.encode() if isinstance(tokens[0], bytes) else t)] for t in
+            ("<|tool_call>", '<|"|>', "<|channel>", "<|turn>", "<|think|>", "[multimodal]", "<|video|>")}
+    user, control, normal = int(gguf.TokenType.USER_DEFINED), int(gguf.TokenType.CONTROL), int(gguf.TokenType.NORMAL)
+    assert kind == {"<|tool_call>": user, '<|"|>': user, "<|channel>": user, "<|turn>": control,
+                    "<|think|>": control, "[multimodal]": normal, "<|video|>": control}
+    assert kv(plan, "tokenizer.ggml.model") == "gemma4" and kv(plan, "tokenizer.ggml.pre") is None
+    assert len(kv(plan, "tokenizer.ggml.merges")) > 0
+    assert kv(plan, "tokenizer.ggml.add_bos_token") is True and kv(plan, "tokenizer.ggml.add_space_prefix") is False
+    # a *_token key of tokenizer_config.json is what makes <|think|> special (transformers 5)
+    config = json.loads(files["tokenizer_config.json"])
+    del config["think_token"]
+    files["tokenizer_config.json"] = json.dumps(config).encode()
+    plan = plan_of(files, headers, shards)
+    tokens, types = kv(plan, "tokenizer.ggml.tokens"), kv(plan, "tokenizer.ggml.token_type")
+    assert types[98] == normal

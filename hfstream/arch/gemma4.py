@@ -120,9 +120,13 @@ class Gemma4(Gemma3):
         hd = self.hparams.get("global_head_dim")
         if hd is None:
             hd = self._full_layer_value("head_dim")
+        if hd is None:
+            # transformers leaves a per-layer value equal to the model's out of per_layer_config
+            raise errors.UnsupportedArchitectureError(
+                "config.json: full-attention layers with the head size of sliding ones (global_head_dim = "
+                "head_dim): llama.cpp's converter finds no head size for them and stops")
         if type(hd) is not int or hd <= 0:
-            raise errors.InvalidConfigError(
-                "config.json: the head size of full-attention layers (global_head_dim) is not set")
+            raise errors.InvalidConfigError(f"config.json: global_head_dim must be a positive integer, not {hd!r}")
         return hd
 
     def full_kv_heads(self) -> int | None:
