@@ -70,7 +70,7 @@ TAIL_KEYS = ("general.quantization_version", "general.file_type")
 
 #: fixture models: rows that are multiples of 256 (the K and IQ types are used) and two with 64-wide
 #: rows, where every 256-block type falls back (tensor_type_fallback)
-MODELS = ("tiny-llama-k", "tiny-qwen3-k", "tiny-mixtral-k", "tiny-llama-spm", "tiny-mixtral")
+MODELS = ("tiny-llama-k", "tiny-qwen3-k", "tiny-mixtral-k", "tiny-llama-spm", "tiny-mixtral", "tiny-gemma4", "tiny-gemma3n")
 
 #: llama-quantize's names for hfstream's mixes (as its QUANT_OPTIONS spell them)
 def mix_names() -> list[str]:
