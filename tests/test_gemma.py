@@ -22,7 +22,7 @@ from hfstream import errors
 from hfstream.arch.gemma import _add_again, _real_vocab_size
 from hfstream.arch.gemma3n import normal_quantile_f32
 from hfstream.graph import AddScalar, Load, SliceRows
-from hfstream.plan import make_plan
+from hfstream.plan import draft_plan, make_plan
 from hfstream.safetensors import SourceTensor, parse_header
 
 GEMMA_REPOS = ("tiny-gemma", "tiny-gemma2", "tiny-gemma3", "tiny-gemma3-vlm")
@@ -326,3 +326,58 @@ def test_gemma4_vocab_shows_the_chat_parser_tokens_and_keeps_merges(fixture_root
     plan = plan_of(files, headers, shards)
     tokens, types = kv(plan, "tokenizer.ggml.tokens"), kv(plan, "tokenizer.ggml.token_type")
     assert types[98] == normal
+
+
+#: google/gemma-4-26B-A4B-it's text config (from its model card and config.json)
+GEMMA4_26B_A4B = {
+    "architectures": ["Gemma4ForCausalLM"], "model_type": "gemma4_text", "attention_bias": False,
+    "attention_k_eq_v": True, "enable_moe_block": True, "final_logit_softcapping": 30.0, "global_head_dim": 512,
+    "head_dim": 256, "hidden_activation": "gelu_pytorch_tanh", "hidden_size": 2816, "hidden_size_per_layer_input": 0,
+    "intermediate_size": 2112, "layer_types": (["sliding_attention"] * 5 + ["full_attention"]) * 5,
+    "max_position_embeddings": 262144, "moe_intermediate_size": 704, "num_attention_heads": 16, "num_experts": 128,
+    "num_global_key_value_heads": 2, "num_hidden_layers": 30, "num_key_value_heads": 8, "num_kv_shared_layers": 0,
+    "rms_norm_eps": 1e-06, "sliding_window": 1024, "tie_word_embeddings": True, "top_k_experts": 8,
+    "rope_parameters": {"full_attention": {"partial_rotary_factor": 0.25, "rope_theta": 1000000.0,
+                                           "rope_type": "proportional"},
+                        "sliding_attention": {"rope_theta": 10000.0, "rope_type": "default"}},
+    "use_bidirectional_attention": "vision", "use_double_wide_mlp": False, "vocab_size": 262144,
+    "vocab_size_per_layer_input": 262144,
+}
+#: the gemma4.* keys llama.cpp's own conversion of gemma-4-26B-A4B-it holds, in its order
+#: (models/ggml-vocab-gemma-4.gguf in llama.cpp, the sdist of llama-cpp-python 0.3.36)
+GEMMA4_26B_A4B_KEYS = [
+    ("block_count", 30), ("context_length", 262144), ("embedding_length", 2816), ("feed_forward_length", 2112),
+    ("attention.head_count", 16), ("attention.head_count_kv", [8, 8, 8, 8, 8, 2] * 5),
+    ("rope.freq_base", 1000000.0), ("rope.freq_base_swa", 10000.0), ("attention.layer_norm_rms_epsilon", 1e-06),
+    ("expert_count", 128), ("expert_used_count", 8), ("attention.key_length", 512), ("attention.value_length", 512),
+    ("final_logit_softcapping", 30.0), ("attention.sliding_window", 1024), ("attention.shared_kv_layers", 0),
+    ("embedding_length_per_layer_input", 0), ("attention.sliding_window_pattern", ([True] * 5 + [False]) * 5),
+    ("attention.key_length_swa", 256), ("attention.value_length_swa", 256), ("expert_feed_forward_length", 704),
+    ("rope.dimension_count", 512), ("rope.dimension_count_swa", 256),
+]
+
+
+def test_gemma4_26b_a4b_gives_the_keys_of_llama_cpps_own_conversion():
+    """The real model's config and tensor shapes (no data: the plan needs headers only) give the
+    gemma4.* keys, values and order of the conversion llama.cpp ships as its Gemma 4 vocab file."""
+    from fixtures.layouts.gemma import gemma4_text_tensors
+
+    tensors, offset = [], 0
+    for name, shape in gemma4_text_tensors(GEMMA4_26B_A4B):
+        n = 2 * math.prod(shape)
+        tensors.append(SourceTensor("model.safetensors", name, "BF16", shape, offset, offset + n))
+        offset += n
+    # the embedding is cut to tokenizer.json's size: the real one has a token per row
+    vocab = {"model": {"vocab": {f"t{i}": i for i in range(262144)}}, "added_tokens": []}
+    files = {"config.json": json.dumps(GEMMA4_26B_A4B).encode(), "tokenizer.json": json.dumps(vocab).encode()}
+    plan = draft_plan(repo_name="gemma-4-26B-A4B-it", files=files, headers={"model.safetensors": tensors},
+                      shards=["model.safetensors"], outtype="bf16")
+    ours = [(k.removeprefix("gemma4."), v.value) for k, v in plan.writer.kv_data[0].items() if k.startswith("gemma4.")]
+    assert [k for k, _ in ours] == [k for k, _ in GEMMA4_26B_A4B_KEYS]
+    for (key, got), (_, value) in zip(ours, GEMMA4_26B_A4B_KEYS):
+        assert got == (pytest.approx(value, rel=1e-7) if isinstance(value, float) else value), key
+    freqs = tensor(plan, "rope_freqs.weight").node.evaluate({})
+    assert freqs.shape == (256,) and (freqs[:64] == 1).all() and (freqs[64:] == np.float32(1e30)).all()
+    assert tensor(plan, "blk.5.attn_k.weight").shape == (2 * 512, 2816)
+    assert not any(t.name == "blk.5.attn_v.weight" for t in plan.tensors)
+    assert tensor(plan, "blk.0.ffn_gate_up_exps.weight").shape == (128, 2 * 704, 2816)
