@@ -187,7 +187,8 @@ def test_a_key_added_again_with_another_type_takes_it_in_place(caplog):
     with caplog.at_level(logging.WARNING):
         _add_again(w, w.add_head_count_kv, gguf.Keys.Attention.HEAD_COUNT_KV, [2, 2, 1])
     kv_data = w.kv_data[0]
-    assert list(kv_data) == ["general.architecture", "gemma4.attention.head_count_kv", "gemma4.attention.sliding_window"]
+    assert list(kv_data) == ["general.architecture", "gemma4.attention.head_count_kv",
+                             "gemma4.attention.sliding_window"]
     assert kv_data["gemma4.attention.head_count_kv"].value == [2, 2, 1]
     assert kv_data["gemma4.attention.head_count_kv"].type == gguf.GGUFValueType.ARRAY
     assert caplog.records == []
@@ -228,7 +229,8 @@ def test_gemma3n_stacks_the_altup_projections_and_pads_the_embeddings_with_zeros
     files, headers, shards, blob = repo(fixture_root, "tiny-gemma3n")
     plan = plan_of(files, headers, shards)
     src = {s.name: s for s in headers["model.safetensors"]}
-    for out, kind in (("altup_proj.weight", "altup_projections"), ("altup_unembd_proj.weight", "altup_unembed_projections")):
+    for out, kind in (("altup_proj.weight", "altup_projections"),
+                      ("altup_unembd_proj.weight", "altup_unembed_projections")):
         want = np.stack([evaluate(Load(src[f"model.{kind}.{i}.weight"]), blob) for i in range(3)])
         got = evaluate(tensor(plan, out).node, blob)
         assert got.shape == (3, 64, 64) and got.dtype == np.float16 and np.array_equal(got, want)
@@ -241,7 +243,8 @@ def test_gemma3n_stacks_the_altup_projections_and_pads_the_embeddings_with_zeros
 
 def test_gemma3n_refuses_a_missing_altup_projection_and_other_stream_counts(fixture_root):
     files, headers, shards, _ = repo(fixture_root, "tiny-gemma3n")
-    short = {"model.safetensors": [s for s in headers["model.safetensors"] if s.name != "model.altup_projections.1.weight"]}
+    gone = "model.altup_projections.1.weight"
+    short = {"model.safetensors": [s for s in headers["model.safetensors"] if s.name != gone]}
     with pytest.raises(errors.InvalidHeaderError, match="altup_projections.1"):
         plan_of(files, short, shards)
     config = json.loads(files["config.json"])
@@ -381,3 +384,11 @@ def test_gemma4_26b_a4b_gives_the_keys_of_llama_cpps_own_conversion():
     assert tensor(plan, "blk.5.attn_k.weight").shape == (2 * 512, 2816)
     assert not any(t.name == "blk.5.attn_v.weight" for t in plan.tensors)
     assert tensor(plan, "blk.0.ffn_gate_up_exps.weight").shape == (128, 2 * 704, 2816)
+
+
+def test_a_layer_past_num_hidden_layers_is_refused_before_its_sizes_are_asked(fixture_root):
+    files, headers, shards, _ = repo(fixture_root, "tiny-gemma4")
+    q = next(s for s in headers["model.safetensors"] if s.name == "model.layers.0.self_attn.q_proj.weight")
+    extra = SourceTensor(q.file, "model.layers.7.self_attn.q_proj.weight", q.dtype, q.shape, q.start, q.end)
+    with pytest.raises(errors.ConfigMismatchError, match="layer 7 but config.json has 4 layers"):
+        plan_of(files, {"model.safetensors": [*headers["model.safetensors"], extra]}, shards)
