@@ -21,7 +21,7 @@ if str(REPO_ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 from gguf import GGMLQuantizationType as QT  # noqa: E402
 
-from hfstream import quant  # noqa: E402
+from hfstream.quant import encode, ggml  # noqa: E402
 
 
 def weights(values: int) -> np.ndarray:
@@ -34,21 +34,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--values", type=int, default=1 << 24, help="values to encode (a multiple of 4096)")
     p.add_argument("--repeat", type=int, default=5, help="timed rounds of each (best one kept)")
     args = p.parse_args(argv)
-    if quant._ggml_lib() is None:
+    if ggml.library() is None:
         print("q8_0: ggml could not be loaded", file=sys.stderr)
         return 1
-    if quant._KERNEL is None:
+    if encode._KERNEL is None:
         print("q8_0: hfstream's compiled encoder is not built or does not run on this CPU", file=sys.stderr)
         return 1
     x = weights(args.values)
-    encoders = {"ggml reference": lambda: quant._ggml_quantize(x, QT.Q8_0),
-                "hfstream compiled": lambda: quant._kernel_q8_0(quant._KERNEL, x)}
+    encoders = {"ggml reference": lambda: encode._ggml_quantize(x, QT.Q8_0),
+                "hfstream compiled": lambda: encode._kernel_q8_0(encode._KERNEL, x)}
     best = dict.fromkeys(encoders, float("inf"))
     out = {}
     for _ in range(args.repeat):
-        for name, encode in encoders.items():
+        for name, run in encoders.items():
             t0 = time.perf_counter()
-            out[name] = encode()
+            out[name] = run()
             best[name] = min(best[name], time.perf_counter() - t0)
     ref, ours = (out[n] for n in encoders)
     same = ours is not None and ref.tobytes() == ours.tobytes()

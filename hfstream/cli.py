@@ -6,34 +6,27 @@ import argparse
 import functools
 import os
 import sys
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
-from . import __version__, errors, forked, hub, settings
-from .mixes import MIXES
+from . import errors, forked, hub, options, settings
+from ._version import __version__
 from .quant import OUTTYPE_CHOICES
-from .settings import DEFAULT_MAX_MEMORY
 
 if TYPE_CHECKING:
-    from .pipeline import ConvertResult, Progress
+    from .options import ConvertResult, OutputResult, Progress
 
 
-def _size(text: str) -> int:
-    from .settings import parse_size
+def _argument_type(parse: Callable[[str], object]) -> Callable[[str], object]:
+    """An option's parser as argparse wants it: its ValueError's reason becomes the usage error."""
 
-    try:
-        return parse_size(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+    def parse_argument(text: str) -> object:
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
 
-
-def _positive(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return n
+    parse_argument.__name__ = parse.__name__
+    return parse_argument
 
 
 class _VersionAction(argparse.Action):
@@ -72,35 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("convert", help="convert one repo to GGUF")
     c.add_argument("repo", help="org/name on the Hub, or a path to a local model directory")
-    c.add_argument("--outtype", default="auto", choices=OUTTYPE_CHOICES, metavar="TYPE",
-                   help="output type: f32, f16, bf16, q8_0 (as llama.cpp's converter), auto (default: bf16 for "
-                        "bf16 checkpoints, else f16), or a llama-quantize type: " + ", ".join(MIXES))
-    c.add_argument("--imatrix", metavar="FILE",
-                   help="importance matrix from llama.cpp's llama-imatrix (GGUF or legacy .dat), for the "
-                        "llama-quantize types; iq1_s, iq1_m, iq2_*, iq3_xxs and q2_k_s need one")
-    c.add_argument("--tensor-type", dest="tensor_types", action="append", default=[], metavar="PATTERN=TYPE",
-                   help="quantize the tensors whose GGUF name matches the regular expression PATTERN (searched, "
-                        "lowercased; first match wins) as TYPE, as llama-quantize's --tensor-type; repeatable")
-    c.add_argument("--output-tensor-type", metavar="TYPE", help="type of output.weight (llama-quantize types)")
-    c.add_argument("--token-embedding-type", metavar="TYPE", help="type of token_embd.weight (llama-quantize types)")
-    c.add_argument("--revision", default="main", help="branch, tag or commit sha (default: main)")
-    c.add_argument("-o", "--outfile", help="output file or directory; '{ftype}' in the name is replaced")
-    c.add_argument("--token", help="Hub token (default: HF_TOKEN, else the `hf auth login` token)")
-    c.add_argument("--dry-run", action="store_true", help="print the plan; fetch no tensor data, write nothing")
-    c.add_argument("--force", action="store_true", help="overwrite an existing output file")
-    c.add_argument("--bpe-pre", metavar="NAME", help="tokenizer.ggml.pre to use when the BPE pre-tokenizer is not recognised")
-    c.add_argument("--connections", type=_positive, default=8, help="concurrent HTTP connections (default 8)")
-    c.add_argument("--threads", type=_positive, default=None, help="CPU threads (default: all cores)")
-    c.add_argument("--max-memory", type=_size, default=DEFAULT_MAX_MEMORY,
-                   help="bound on bytes in flight (default 256M)")
-    c.add_argument("--split-max-size", type=_size, default=0, metavar="SIZE",
-                   help="split the output into shards of at most SIZE (e.g. 2G), llama.cpp's gguf-split format")
-    c.add_argument("--split-max-tensors", type=_positive, default=0, metavar="N",
-                   help="split the output into shards of at most N tensors")
-    c.add_argument("--retries", type=_positive, default=8,
-                   help="attempts per request on connection errors, 408/429/5xx and truncated bodies (default 8)")
-    c.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
-                   help="a connection silent this long counts as stalled and is retried (default 60)")
+    _add_options(c)
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only the result line")
 
     m = sub.add_parser("mirror", help="convert (and publish) every repo of a TOML manifest that changed upstream")
@@ -114,6 +79,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="global cap on concurrent Hub connections across all workers (default 16)")
     m.add_argument("--dry-run", action="store_true", help="say what would be converted; convert nothing")
     return p
+
+
+def _add_options(parser: argparse.ArgumentParser) -> None:
+    """A flag for every option that has one (``options.Options``: each declared there, once)."""
+    for f in options.fields():
+        flags, help, default = f.metadata["flags"], f.metadata["help"], options.default(f)
+        if not flags:
+            continue
+        kwargs: dict = {"dest": f.name, "help": help}
+        if isinstance(default, bool):
+            kwargs.update(action="store_true")
+        elif isinstance(default, tuple):
+            kwargs.update(action="append", default=[], metavar=f.metadata["metavar"])
+        else:
+            kwargs.update(default=default, metavar=f.metadata["metavar"])
+            if f.metadata["parse"] is not None:
+                kwargs["type"] = _argument_type(f.metadata["parse"])
+        if f.name == "outtype":
+            kwargs.update(help=f"{help}. Types: {', '.join(OUTTYPE_CHOICES)}")
+        parser.add_argument(*flags, **kwargs)
+
+
+_positive = _argument_type(options.positive)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -130,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _fail("interrupted; rerun the same command to resume")
         return errors.InterruptedError_.exit_code
     except Exception as e:  # a bug: still one line, unless asked for the traceback
-        if os.environ.get("HFSTREAM_DEBUG"):
+        if settings.debug():
             raise
         _fail(f"internal error: {type(e).__name__}: {e} (set HFSTREAM_DEBUG=1 for a traceback)")
         return 1
@@ -181,28 +169,25 @@ def _start_resolving(args: argparse.Namespace) -> forked.Pending | None:
 
 
 def _convert_resolving(args: argparse.Namespace, resolving: forked.Pending | None) -> int:
-    from .pipeline import Options, run
+    from .pipeline import run
 
     bar = None if args.quiet or args.dry_run else _ProgressBar()
-    opts = Options(outtype=args.outtype, revision=args.revision, outfile=args.outfile, token=args.token,
-                   dry_run=args.dry_run, force=args.force, bpe_pre=args.bpe_pre, connections=args.connections,
-                   threads=args.threads, max_memory=args.max_memory, retries=args.retries,
-                   read_timeout=args.timeout, on_progress=bar.update if bar else None, imatrix=args.imatrix,
-                   tensor_types=tuple(args.tensor_types), output_tensor_type=args.output_tensor_type,
-                   token_embedding_type=args.token_embedding_type, split_max_size=args.split_max_size,
-                   split_max_tensors=args.split_max_tensors)
+    opts = options.Options(**{f.name: getattr(args, f.name) for f in options.fields() if f.metadata["flags"]},
+                           on_progress=bar.update if bar else None)
     try:
         result = run(args.repo, opts, resolving.result if resolving is not None else None)
     finally:
         if bar:
             bar.close()
     if args.dry_run:
-        _print_plan(result)
+        for output in result.outputs:
+            _print_plan(result, output)
     else:
         mb = result.bytes_fetched / 1e6
-        shown = result.path if len(result.paths) <= 1 else f"{result.path} (+{len(result.paths) - 1} more shards)"
-        print(f"{shown}  ({result.tensor_count} tensors, {result.output_size / 1e6:.1f} MB written, "
-              f"{mb:.1f} MB fetched, {result.seconds:.1f} s, commit {result.commit_sha[:12]})")
+        for output in result.outputs:
+            shown = output.path if len(output.paths) <= 1 else f"{output.path} (+{len(output.paths) - 1} more shards)"
+            print(f"{shown}  ({output.tensor_count} tensors, {output.output_size / 1e6:.1f} MB written, "
+                  f"{mb:.1f} MB fetched, {result.seconds:.1f} s, commit {result.commit_sha[:12]})")
     return 0
 
 
@@ -223,18 +208,18 @@ def _mirror(args: argparse.Namespace) -> int:
     return code
 
 
-def _print_plan(result: ConvertResult) -> None:
-    from .mixplan import bits_per_weight
+def _print_plan(result: ConvertResult, output: OutputResult) -> None:
+    from .quant import bits_per_weight
 
-    width = max((len(t[0]) for t in result.tensors), default=10)
-    for name, shape, qtype, nbytes in result.tensors:
+    width = max((len(t[0]) for t in output.tensors), default=10)
+    for name, shape, qtype, nbytes in output.tensors:
         dims = "x".join(str(d) for d in shape)
         bpw = bits_per_weight([(shape, nbytes)])
         print(f"{name:<{width}}  {dims:>20}  {qtype:>7}  {nbytes:>14,d}  {bpw:6.2f} bpw")
-    data = sum(t[3] for t in result.tensors)
-    bpw = bits_per_weight([(t[1], t[3]) for t in result.tensors])
-    print(f"{len(result.tensors)} tensors, {data:,d} bytes of tensor data ({bpw:.2f} bpw), "
-          f"output {result.output_size:,d} bytes -> {result.path}")
+    data = sum(t[3] for t in output.tensors)
+    bpw = bits_per_weight([(t[1], t[3]) for t in output.tensors])
+    print(f"{len(output.tensors)} tensors, {data:,d} bytes of tensor data ({bpw:.2f} bpw), "
+          f"output {output.output_size:,d} bytes -> {output.path}")
     print(f"would fetch {result.source_bytes:,d} bytes of tensor data from {result.repo_id}@{result.commit_sha}")
 
 
@@ -245,7 +230,7 @@ class _ProgressBar:
         self._bar = None
 
     def update(self, p: Progress) -> None:
-        from tqdm import tqdm
+        from tqdm import tqdm  # type: ignore[import-untyped]
 
         if self._bar is None:
             self._bar = tqdm(total=p.total_bytes, unit="B", unit_scale=True, unit_divisor=1024,

@@ -24,14 +24,15 @@ import signal
 import sys
 from typing import Any, Callable, Generic, TypeVar
 
-from . import errors
+from . import errors, settings
 
 T = TypeVar("T")
 
 
 def available() -> bool:
-    """Linux only: fork is cheap and safe enough there; macOS frameworks are not fork-safe."""
-    return sys.platform.startswith("linux") and hasattr(os, "fork")
+    """Linux only: fork is cheap and safe enough there; macOS frameworks are not fork-safe. Callers
+    do the work in this process instead (a thread) where it is not, or where ``settings`` says not."""
+    return sys.platform.startswith("linux") and hasattr(os, "fork") and settings.linux_path("fork")
 
 
 def call(what: str, fn: Callable[..., T], *args) -> T:
@@ -99,6 +100,7 @@ class Pending(Generic[T]):
             with open(self._read_fd, "rb") as pipe:  # blocks without the GIL
                 payload = pipe.read()
         finally:
+            status: int | None
             try:
                 _, status = os.waitpid(self._pid, 0)
             except ChildProcessError:  # reaped by someone else's SIGCHLD handler: its status is gone
@@ -143,7 +145,7 @@ def _child(write_fd: int, fn: Callable, args: tuple) -> None:
         try:
             answer = (True, fn(*args))
         except BaseException as e:  # noqa: B036 - every failure goes back to the parent
-            if os.environ.get("HFSTREAM_DEBUG"):
+            if settings.debug():
                 import traceback
 
                 traceback.print_exc()

@@ -13,17 +13,21 @@ fetched and processed one block (one expert) at a time.
 
 Numeric conventions follow the reference converter: a source that is neither F16 nor F32
 becomes F32 first (BF16 -> F32 is exact), F16 and F32 stay as they are.
+
+Some sources are already quantized in a layout GGML has (gpt-oss's MXFP4 experts): their node
+gives rows of bytes in that GGUF type (``encoded``), which pass to the file as they are.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator, Mapping, NamedTuple
+from typing import ClassVar, Iterator, Mapping, NamedTuple
 
 import numpy as np
+from gguf import GGMLQuantizationType as QT
 
-from . import floats
+from .quant import floats
 from .safetensors import DTYPE_SIZES, SourceTensor
 
 _NUMPY_DTYPES = {
@@ -69,6 +73,9 @@ class Node:
 
     shape: tuple[int, ...]
     dtype: np.dtype
+    #: the GGUF type whose bytes ``eval_rows`` already gives (one row of blocks per row of ``shape``),
+    #: or None for values still to be encoded. An encoded node is a root: nothing transforms its bytes.
+    encoded: ClassVar[QT | None] = None
 
     @property
     def ndim(self) -> int:
@@ -410,3 +417,230 @@ class PadRows(Node):
             else:
                 out[:end - r0] = self.x.eval_rows(data, r0, end)
         return out
+
+
+@dataclass(frozen=True, eq=False)
+class Bytes(Node):
+    """A U8 source tensor as it is stored, viewed with ``view`` as its shape (e.g. MXFP4 blocks
+    [E, R, nb, 16] as [E, R, nb * 16]: one row of bytes per weight row)."""
+
+    src: SourceTensor
+    view: tuple[int, ...]
+
+    def __post_init__(self):
+        if self.src.dtype != "U8" or math.prod(self.view) != math.prod(self.src.shape):
+            raise ValueError(f"{self.src.name!r} ({self.src.dtype} {list(self.src.shape)}) is not U8 of "
+                             f"{math.prod(self.view)} bytes")
+
+    @property
+    def shape(self):  # type: ignore[override]
+        return self.view
+
+    @property
+    def dtype(self):  # type: ignore[override]
+        return np.dtype(np.uint8)
+
+    def leaves(self):
+        yield self.src
+
+    def row_align(self):
+        return 1
+
+    def spans(self, r0, r1):
+        return [Span(self.src, self.src.start + r0 * self.cols, self.src.start + r1 * self.cols)]
+
+    def eval_rows(self, data, r0, r1):
+        (span,) = self.spans(r0, r1)
+        return np.frombuffer(data[span], dtype=np.uint8).reshape(r1 - r0, self.cols)
+
+
+@dataclass(frozen=True, eq=False)
+class SwapLastAxes(Node):
+    """Each matrix of a stack transposed: [..., a, b] -> [..., b, a] (gpt-oss's bf16 experts are
+    stored [in, out]). A block is whole matrices (one expert), which need the same source matrices."""
+
+    x: Node
+
+    @property
+    def shape(self):  # type: ignore[override]
+        return (*self.x.shape[:-2], self.x.shape[-1], self.x.shape[-2])
+
+    @property
+    def dtype(self):  # type: ignore[override]
+        return self.x.dtype
+
+    def leaves(self):
+        return self.x.leaves()
+
+    def row_align(self):
+        inner = self.x.row_align()
+        return self.shape[-2] if inner is not None and self.x.shape[-2] % inner == 0 else None
+
+    def spans(self, r0, r1):
+        if self.row_align() is None:
+            return self.x.spans(0, self.x.rows)
+        m0, m1 = self._matrices(r0, r1)
+        a = self.x.shape[-2]
+        return self.x.spans(m0 * a, m1 * a)
+
+    def _matrices(self, r0: int, r1: int) -> tuple[int, int]:
+        b = self.shape[-2]
+        return r0 // b, -(-r1 // b)
+
+    def eval_rows(self, data, r0, r1):
+        a, b = self.x.shape[-2], self.shape[-2]
+        if self.row_align() is None:
+            m0, m1 = 0, self.rows // b
+            w = self.x.eval_rows(data, 0, self.x.rows)
+        else:
+            m0, m1 = self._matrices(r0, r1)
+            w = self.x.eval_rows(data, m0 * a, m1 * a)
+        w = np.ascontiguousarray(w.reshape(m1 - m0, a, b).swapaxes(1, 2)).reshape(-1, a)
+        return w[r0 - m0 * b:r1 - m0 * b]
+
+
+@dataclass(frozen=True, eq=False)
+class StrideRows(Node):
+    """Rows ``start::step`` of each matrix of a stack ([..., R, n] -> [..., R / step, n]): one half of
+    gpt-oss's fused ``gate_up`` experts, whose gate and up rows alternate.
+
+    As R is a multiple of ``step``, output row r is input row r * step + start across the whole
+    stack: rows [r0, r1) need input rows [r0 * step, r1 * step), the same span for every ``start``,
+    so the gate and up halves of a block read the very same bytes.
+    """
+
+    x: Node
+    start: int
+    step: int
+
+    def __post_init__(self):
+        if self.x.shape[-2] % self.step or not 0 <= self.start < self.step:
+            raise ValueError(f"cannot take rows {self.start}::{self.step} of {self.x.shape[-2]}")
+
+    @property
+    def shape(self):  # type: ignore[override]
+        return (*self.x.shape[:-2], self.x.shape[-2] // self.step, self.x.shape[-1])
+
+    @property
+    def dtype(self):  # type: ignore[override]
+        return self.x.dtype
+
+    def leaves(self):
+        return self.x.leaves()
+
+    def row_align(self):
+        inner = self.x.row_align()
+        # r0 * step must be a cut point of the input
+        return None if inner is None else inner // math.gcd(inner, self.step)
+
+    def spans(self, r0, r1):
+        if self.row_align() is None:
+            return self.x.spans(0, self.x.rows)
+        return self.x.spans(r0 * self.step, r1 * self.step)
+
+    def eval_rows(self, data, r0, r1):
+        if self.row_align() is None:
+            return self.x.eval_rows(data, 0, self.x.rows)[self.start::self.step][r0:r1]
+        return self.x.eval_rows(data, r0 * self.step, r1 * self.step)[self.start::self.step]
+
+
+@dataclass(frozen=True, eq=False)
+class StrideCols(Node):
+    """Columns ``start::step`` of every row (the gate and up halves of gpt-oss's fused expert biases)."""
+
+    x: Node
+    start: int
+    step: int
+
+    def __post_init__(self):
+        if self.x.shape[-1] % self.step or not 0 <= self.start < self.step:
+            raise ValueError(f"cannot take columns {self.start}::{self.step} of {self.x.shape[-1]}")
+
+    @property
+    def shape(self):  # type: ignore[override]
+        return (*self.x.shape[:-1], self.x.shape[-1] // self.step)
+
+    @property
+    def dtype(self):  # type: ignore[override]
+        return self.x.dtype
+
+    def leaves(self):
+        return self.x.leaves()
+
+    def row_align(self):
+        return self.x.row_align()
+
+    def spans(self, r0, r1):
+        return self.x.spans(r0, r1) if self.row_align() is not None else self.x.spans(0, self.x.rows)
+
+    def eval_rows(self, data, r0, r1):
+        if self.row_align() is None:
+            w = self.x.eval_rows(data, 0, self.x.rows)[r0:r1]
+        else:
+            w = self.x.eval_rows(data, r0, r1)
+        return np.ascontiguousarray(w[:, self.start::self.step])
+
+
+@dataclass(frozen=True, eq=False)
+class MXFP4(Node):
+    """MX-format FP4 weights (OCP MX: per 32 values, one E8M0 exponent and 32 E2M1 codes) repacked,
+    bits only, into GGML's ``block_mxfp4`` rows.
+
+    ``blocks``: U8 rows of 16 bytes per 32 values, value 2i in the low nibble of byte i and 2i+1
+    in the high one (gpt-oss's ``*_blocks``); ``scales``: U8 rows of one exponent per 32 values.
+    A GGML block is the exponent byte, then 16 bytes holding values j (low nibble) and j + 16 (high
+    nibble). The codes index the same E2M1 table on both sides (ggml doubles the table and halves
+    the scale: the same values), so nothing is rounded: the output is the source's information.
+    """
+
+    blocks: Node
+    scales: Node
+    encoded = QT.MXFP4
+
+    def __post_init__(self):
+        if (self.blocks.rows != self.scales.rows or self.blocks.cols != 16 * self.scales.cols
+                or self.blocks.dtype != np.uint8 or self.scales.dtype != np.uint8):
+            raise ValueError(f"MXFP4 blocks {list(self.blocks.shape)} do not fit scales {list(self.scales.shape)}")
+
+    @property
+    def shape(self):  # type: ignore[override]
+        return (*self.scales.shape[:-1], 32 * self.scales.shape[-1])
+
+    @property
+    def dtype(self):  # type: ignore[override]
+        return np.dtype(np.uint8)
+
+    def leaves(self):
+        yield from self.blocks.leaves()
+        yield from self.scales.leaves()
+
+    def row_align(self):
+        a, b = self.blocks.row_align(), self.scales.row_align()
+        return None if a is None or b is None else math.lcm(a, b)
+
+    def spans(self, r0, r1):
+        if self.row_align() is None:
+            return self.blocks.spans(0, self.rows) + self.scales.spans(0, self.rows)
+        return self.blocks.spans(r0, r1) + self.scales.spans(r0, r1)
+
+    def eval_rows(self, data, r0, r1):
+        lo, hi = (r0, r1) if self.row_align() is not None else (0, self.rows)
+        blocks = self.blocks.eval_rows(data, lo, hi)[r0 - lo:r1 - lo]
+        scales = self.scales.eval_rows(data, lo, hi)[r0 - lo:r1 - lo]
+        return repack_mxfp4(blocks, scales)
+
+
+def repack_mxfp4(blocks: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """(n, nb * 16) code bytes and (n, nb) exponents -> (n, nb * 17) bytes of ``block_mxfp4`` (see ``MXFP4``).
+
+    Source byte i holds values 2i (low nibble) and 2i + 1; GGML byte j holds values j and j + 16. So
+    GGML byte 2i is the low nibbles of source bytes i and i + 8, and byte 2i + 1 their high nibbles.
+    """
+    n, nb = scales.shape
+    codes = blocks.reshape(n, nb, 16)
+    first, second = codes[:, :, :8], codes[:, :, 8:]  # values 0..15 and 16..31
+    out = np.empty((n, nb, 17), dtype=np.uint8)
+    out[:, :, 0] = scales
+    out[:, :, 1::2] = (first & 0x0F) | (second << 4)
+    out[:, :, 2::2] = (first >> 4) | (second & 0xF0)
+    return out.reshape(n, nb * 17)

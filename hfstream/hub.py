@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-from . import errors, settings
+from . import errors, httperrors, settings
+from .retry import RetryPolicy
 
 
 @dataclass(frozen=True)
@@ -46,107 +47,40 @@ def is_local(repo: str) -> bool:
 
 
 def resolve_with_token(repo_id: str, revision: str, endpoint: str, token: str | None, *,
-                       retries: int = 8) -> tuple[Snapshot, str | None]:
+                       retries: int | RetryPolicy = 8) -> tuple[Snapshot, str | None]:
     """``resolve`` with the token to use found first (``token``, else HF_TOKEN, else the cached login);
     returns the snapshot and that token. One call, so it can run in another process."""
     token = settings.token(token)
     return resolve(repo_id, revision, endpoint, token, retries=retries), token
 
 
-def resolve(repo_id: str, revision: str, endpoint: str, token: str | None, *, retries: int = 8,
-            max_wait: float = 300.0) -> Snapshot:
+def resolve(repo_id: str, revision: str, endpoint: str, token: str | None, *,
+            retries: int | RetryPolicy = 8) -> Snapshot:
     """Pin ``revision`` of ``repo_id`` to a commit sha and list its files with sizes.
 
-    Transient answers (429, 5xx, connection errors) are retried with backoff, honouring
-    ``Retry-After`` and the Hub's ``RateLimit: ...;t=N``. Raises RepoNotFoundError,
-    RevisionNotFoundError, AuthRequiredError (gated, no token), AccessDeniedError (token
-    without access), or a NetworkError subclass once the retries are spent.
+    Transient answers (429, 5xx, connection errors) are retried under ``retries`` (a number of
+    retries, or a ``RetryPolicy``). Raises RepoNotFoundError, RevisionNotFoundError,
+    AuthRequiredError (gated, no token), AccessDeniedError (token without access), or a NetworkError
+    subclass once the retries are spent (see ``httperrors`` for which answer is which).
     """
-    import random
-    import time
-
-    delay = 0.5
-    for attempt in range(retries + 1):
-        try:
-            return _resolve_once(repo_id, revision, endpoint, token)
-        except errors.NetworkError as e:
-            if attempt == retries:
-                raise
-            wait = getattr(e, "wait_seconds", None) or delay * (0.5 + random.random())
-            time.sleep(min(wait, max_wait))
-            delay = min(delay * 2, 30.0)
-    raise AssertionError("unreachable")
+    policy = RetryPolicy.of(retries)
+    request = httperrors.Request(repo_id, endpoint, token=bool(token), revision=revision)
+    return policy.call(lambda: _resolve_once(request, token, policy))
 
 
-def _resolve_once(repo_id: str, revision: str, endpoint: str, token: str | None) -> Snapshot:
+def _resolve_once(request: httperrors.Request, token: str | None, policy: RetryPolicy) -> Snapshot:
     from huggingface_hub import HfApi
-    from huggingface_hub import errors as hf_errors
 
+    repo_id, revision, endpoint = request.repo_id, request.revision or "main", request.endpoint
     api = HfApi(endpoint=endpoint, token=token if token else False, library_name="hfstream")
     try:
         info = api.model_info(repo_id, revision=revision, files_metadata=True, token=token if token else False)
-    except hf_errors.HFValidationError as e:
-        raise errors.RepoNotFoundError(f"{repo_id!r} is not a valid repo id ({_first_line(e)})") from None
-    except hf_errors.GatedRepoError:
-        if token:
-            raise errors.AccessDeniedError(
-                f"your token has no access to the gated repo {repo_id}: request access at {endpoint}/{repo_id}"
-            ) from None
-        raise errors.AuthRequiredError(
-            f"{repo_id} is gated: log in with `hf auth login`, set HF_TOKEN or pass --token"
-        ) from None
-    except hf_errors.RevisionNotFoundError:
-        raise errors.RevisionNotFoundError(f"revision {revision!r} not found in {repo_id}") from None
-    except hf_errors.RepositoryNotFoundError:
-        hint = "" if token else " (if it is private, log in with `hf auth login` or set HF_TOKEN)"
-        raise errors.RepoNotFoundError(f"repository {repo_id} not found on {endpoint}{hint}") from None
-    except hf_errors.HfHubHTTPError as e:
-        status = e.response.status_code if e.response is not None else None
-        if status == 401:
-            if token:
-                raise errors.AccessDeniedError(
-                    f"the Hub rejected the token for {repo_id} (invalid credentials); check HF_TOKEN or --token"
-                ) from None
-            raise errors.AuthRequiredError(
-                f"{repo_id} needs a token: log in with `hf auth login`, set HF_TOKEN or pass --token"
-            ) from None
-        if status == 403:
-            raise errors.AccessDeniedError(
-                f"your token has no access to {repo_id}: request access at {endpoint}/{repo_id}"
-            ) from None
-        if status == 429:
-            err: errors.NetworkError = errors.RateLimitedError(f"rate-limited by {endpoint} while resolving {repo_id}")
-            err.wait_seconds = asked_wait(e.response.headers)  # type: ignore[attr-defined]
-            raise err from None
-        if status is not None and status >= 500:
-            err = errors.ServerError(f"{endpoint} answered {status} while resolving {repo_id}")
-            err.wait_seconds = asked_wait(e.response.headers)  # type: ignore[attr-defined]
-            raise err from None
-        raise errors.NetworkError(f"resolving {repo_id}@{revision} failed: HTTP {status}") from None
-    except OSError as e:  # connection refused, DNS, timeouts (httpx errors subclass neither; see below)
-        raise errors.NetworkError(f"cannot reach {endpoint}: {_first_line(e)}") from None
-    except Exception as e:  # httpx transport errors
-        if type(e).__module__.startswith(("httpx", "httpcore")):
-            raise errors.NetworkError(f"cannot reach {endpoint}: {type(e).__name__}") from None
-        raise
-
+    except Exception as e:
+        ours = httperrors.from_exception(e, request, clock=policy.clock)
+        if ours is None:
+            raise
+        raise ours from None
     if not info.sha:
-        raise errors.NetworkError(f"{endpoint} did not return a commit sha for {repo_id}@{revision}")
+        raise errors.ProtocolError(f"{endpoint} did not return a commit sha for {repo_id}@{revision}")
     files = {s.rfilename: s.size for s in (info.siblings or [])}
     return Snapshot(repo_id=repo_id, revision=revision, sha=info.sha, endpoint=endpoint, files=files)
-
-
-def asked_wait(headers) -> float | None:
-    """Seconds the server asked for: ``Retry-After``, or the Hub's ``RateLimit: "api";r=0;t=N``."""
-    import re
-
-    retry_after = headers.get("Retry-After", "")
-    if retry_after.strip().isdigit():
-        return float(retry_after)
-    m = re.search(r"\bt=(\d+)", headers.get("RateLimit", ""))
-    return float(m.group(1)) if m else None
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__

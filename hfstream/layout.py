@@ -1,24 +1,27 @@
 """The whole GGUF file laid out before any tensor data moves.
 
-Header, metadata and tensor infos are serialized exactly as the ``gguf`` package's writer
-(what llama.cpp's converter uses) writes them; the data section starts at the next
+Header, metadata and tensor infos are serialized from the plan exactly as the ``gguf`` package's
+writer (what llama.cpp's converter uses) writes them; the data section starts at the next
 alignment boundary and every tensor sits at a padded offset. A split output is several
-files in llama.cpp's gguf-split format: all metadata in the first, ``split.*`` keys in each.
+files in llama.cpp's gguf-split format, cut where gguf's writer cuts: all metadata in the first,
+``split.*`` keys in each.
 """
 
 from __future__ import annotations
 
-import io
 import struct
 from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
 
 import gguf
 import numpy as np
 from gguf import GGUFValueType
-from gguf.gguf_writer import GGUFValue
-from gguf.gguf_writer import WriterState
 
-from .plan import Plan
+from .kv import Entry, Metadata
+from .plan import Plan, PlannedTensor
+
+#: ``general.alignment``, which hfstream never sets: gguf's default
+ALIGNMENT = gguf.GGUF_DEFAULT_ALIGNMENT
 
 
 @dataclass(frozen=True)
@@ -58,56 +61,70 @@ class Layout:
 def layout(plan: Plan) -> Layout:
     if plan.pending_vocab is not None:
         raise ValueError("a draft plan (vocabulary not built) has no layout")
-    w = plan.writer
-    align = w.data_alignment
+    shards = shard_tensors(plan.tensors, plan.split_max_tensors, plan.split_max_size)
     files = []
     offsets: dict[str, int] = {}
     file_of: dict[str, int] = {}
-    sizes = {t.name: t.nbytes for t in plan.tensors}
-    for i, shard in enumerate(w.tensors):
-        header = _serialize_header(w, i)
-        data_offset = gguf.GGUFWriter.ggml_pad(len(header), align)
+    for i, shard in enumerate(shards):
+        header = _serialize_header(_shard_kv(plan.metadata, shards, i), shard)
+        data_offset = _pad(len(header))
         pos = data_offset
-        for name in shard:
-            offsets[name] = pos
-            file_of[name] = i
-            pos += gguf.GGUFWriter.ggml_pad(sizes[name], align)
+        for t in shard:
+            offsets[t.name] = pos
+            file_of[t.name] = i
+            pos += _pad(t.nbytes)
         files.append(FileLayout(header=header, data_offset=data_offset, total_size=pos))
     return Layout(files=tuple(files), offsets=offsets, file_of=file_of)
 
 
-def _shard_kv(w: gguf.GGUFWriter, index: int) -> dict:
+def shard_tensors(tensors: Sequence[PlannedTensor], max_tensors: int = 0, max_size: int = 0) -> list[list[PlannedTensor]]:
+    """The tensors of each file of the output, cut as gguf's writer cuts a split output: a new file
+    when the current one holds ``max_tensors`` already, or when the tensor would take its data past
+    ``max_size`` bytes (unpadded); never an empty file. 0: no limit."""
+    shards: list[list[PlannedTensor]] = [[]]
+    size = 0
+    for t in tensors:
+        current = shards[-1]
+        if current and ((max_tensors and len(current) >= max_tensors) or (max_size and size + t.nbytes > max_size)):
+            shards.append([])
+            size = 0
+        shards[-1].append(t)
+        size += t.nbytes
+    return shards
+
+
+def _pad(n: int) -> int:
+    return -(-n // ALIGNMENT) * ALIGNMENT
+
+
+def _shard_kv(metadata: Metadata, shards: Sequence[Sequence[PlannedTensor]], index: int) -> Mapping[str, Entry]:
     """The KV pairs of one file: all of them in the first, and the split keys in every shard (as gguf-split)."""
-    if len(w.tensors) == 1:
-        return w.kv_data[0]
-    kv = dict(w.kv_data[0]) if index == 0 else {}
-    kv[gguf.Keys.Split.LLM_KV_SPLIT_NO] = GGUFValue(index, GGUFValueType.UINT16)
-    kv[gguf.Keys.Split.LLM_KV_SPLIT_COUNT] = GGUFValue(len(w.tensors), GGUFValueType.UINT16)
-    kv[gguf.Keys.Split.LLM_KV_SPLIT_TENSORS_COUNT] = GGUFValue(sum(len(t) for t in w.tensors), GGUFValueType.INT32)
+    if len(shards) == 1:
+        return metadata
+    kv: dict[str, Entry] = dict(metadata) if index == 0 else {}
+    kv[gguf.Keys.Split.LLM_KV_SPLIT_NO] = Entry(index, GGUFValueType.UINT16)
+    kv[gguf.Keys.Split.LLM_KV_SPLIT_COUNT] = Entry(len(shards), GGUFValueType.UINT16)
+    kv[gguf.Keys.Split.LLM_KV_SPLIT_TENSORS_COUNT] = Entry(sum(len(s) for s in shards), GGUFValueType.INT32)
     return kv
 
 
-def _serialize_header(w: gguf.GGUFWriter, index: int = 0) -> bytes:
-    """Magic, version, counts, KV pairs and tensor infos of file ``index``, byte for byte as ``GGUFWriter``.
+def _serialize_header(kv: Mapping[str, Entry], tensors: Sequence[PlannedTensor]) -> bytes:
+    """Magic, version, counts, KV pairs and tensor infos of one file, byte for byte as ``GGUFWriter``.
 
-    The KV block is packed here rather than by the writer's generic per-value ``_pack_val``: a
-    128k-token vocabulary with 280k merges took seconds that way. Values of a shape this fast path
-    does not know (nested arrays) go through the writer's own packer.
+    The KV block is packed here rather than value by value as the writer does: a 128k-token
+    vocabulary with 280k merges took seconds that way.
     """
-    if w.endianess != gguf.GGUFEndian.LITTLE:
-        raise ValueError("only little-endian GGUF is written")
-    tensors, kv = w.tensors[index], _shard_kv(w, index)
     parts = [struct.pack("<IIQQ", gguf.GGUF_MAGIC, gguf.GGUF_VERSION, len(tensors), len(kv))]
     for key, v in kv.items():
         parts.append(_pack_str(key))
         parts.append(struct.pack("<I", v.type))
-        parts.append(_pack_value(w, v.value, v.type, v.sub_type))
+        parts.append(_pack_value(v.value, v.type, v.sub_type))
     offset = 0
-    for name, ti in tensors.items():
-        dims = list(reversed([int(d) for d in ti.shape]))
-        parts.append(_pack_str(name))
-        parts.append(struct.pack(f"<I{len(dims)}QIQ", len(dims), *dims, int(ti.dtype), offset))
-        offset += gguf.GGUFWriter.ggml_pad(ti.nbytes, w.data_alignment)
+    for t in tensors:
+        dims = list(reversed([int(d) for d in t.shape]))
+        parts.append(_pack_str(t.name))
+        parts.append(struct.pack(f"<I{len(dims)}QIQ", len(dims), *dims, int(t.qtype), offset))
+        offset += _pad(t.nbytes)
     return b"".join(parts)
 
 
@@ -123,27 +140,39 @@ def _pack_str(value: str | bytes) -> bytes:
     return struct.pack("<Q", len(raw)) + raw
 
 
-def _pack_value(w: gguf.GGUFWriter, value, vtype: GGUFValueType, sub_type: GGUFValueType | None) -> bytes:
+def _pack_value(value: Any, vtype: GGUFValueType, sub_type: GGUFValueType | None = None) -> bytes:
+    """One value as gguf's writer packs it (without its type field)."""
     fmt = _SCALAR.get(vtype)
     if fmt is not None:
         return struct.pack("<" + fmt, value)
     if vtype == GGUFValueType.STRING:
         return _pack_str(value)
-    if vtype == GGUFValueType.ARRAY and isinstance(value, (list, tuple)) and value:
-        if sub_type is None:
-            sub_type = GGUFValueType.get_type(value[0])
-        head = struct.pack("<IQ", sub_type, len(value))
-        fmt = _SCALAR.get(sub_type)
-        if fmt is not None:
-            return head + struct.pack(f"<{len(value)}{fmt}", *value)
-        if sub_type == GGUFValueType.STRING:
-            packed = _pack_str_array(value)
-            if packed is not None:
-                return head + packed
-    return w._pack_val(value, vtype, add_vtype=False, sub_type=sub_type)
+    if vtype != GGUFValueType.ARRAY:
+        raise ValueError(f"a GGUF value of type {vtype!r} cannot be written")
+    if not isinstance(value, Sequence) or len(value) == 0:
+        raise ValueError("a GGUF array must be a non-empty sequence")
+    if sub_type is None:
+        if isinstance(value, bytes):
+            sub_type = GGUFValueType.UINT8
+        else:
+            one_of_each_class = dict(zip(map(type, value), value)).values()  # in C: 400k-item arrays are common
+            item_types = {GGUFValueType.get_type(v) for v in one_of_each_class}
+            if len(item_types) != 1:
+                raise ValueError("all items of a GGUF array must have one type")
+            (sub_type,) = item_types
+    head = struct.pack("<IQ", sub_type, len(value))
+    fmt = _SCALAR.get(sub_type)
+    if fmt is not None:
+        return head + struct.pack(f"<{len(value)}{fmt}", *value)
+    if sub_type == GGUFValueType.STRING:
+        packed = _pack_str_array(value)
+        if packed is not None:
+            return head + packed
+    # mixed str and bytes, nested arrays: item by item, each typed by itself
+    return head + b"".join(_pack_value(v, sub_type) for v in value)
 
 
-def _pack_str_array(value: list | tuple) -> bytes | None:
+def _pack_str_array(value: Sequence[Any]) -> bytes | None:
     """Strings (or bytes) each as a u64 byte length and its UTF-8 bytes; None for other items.
 
     In numpy rather than per item: a 128k-token vocabulary and its 280k merges are 400k strings.
@@ -158,7 +187,7 @@ def _pack_str_array(value: list | tuple) -> bytes | None:
 _PACK_CHUNK = 16384
 
 
-def _pack_strings(value: list | tuple) -> bytes:
+def _pack_strings(value: Sequence[Any]) -> bytes:
     if isinstance(value[0], bytes):
         blob, lengths = b"".join(value), np.fromiter(map(len, value), dtype=np.int64, count=len(value))
     else:
@@ -180,17 +209,3 @@ def _pack_strings(value: list | tuple) -> bytes:
     out[fields] = lengths.astype("<u8").view(np.uint8)
     out[is_text] = np.frombuffer(blob, dtype=np.uint8)
     return out.tobytes()
-
-
-def _serialize_header_with_writer(w: gguf.GGUFWriter) -> list[bytes]:
-    """Every file's header through gguf's own writer (slow on big vocabularies); the tests compare the two."""
-    import copy
-
-    w = copy.copy(w)
-    w.kv_data = [dict(w.kv_data[0])]
-    bufs = [io.BytesIO() for _ in w.tensors]
-    w.fout, w.state = bufs, WriterState.EMPTY
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_ti_data_to_file()
-    return [b.getvalue() for b in bufs]

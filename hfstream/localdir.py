@@ -10,10 +10,10 @@ import asyncio
 import os
 from pathlib import Path
 
-from . import errors
-from .fetch import FetchStats
+from . import errors, settings
 from .hub import Snapshot
 from .settings import MAX_SMALL_FILE_BYTES
+from .source import ByteSource
 
 
 def local_snapshot(path: Path) -> Snapshot:
@@ -31,15 +31,17 @@ def local_snapshot(path: Path) -> Snapshot:
     return Snapshot(repo_id=str(root), revision="", sha="", endpoint=root.as_uri(), files=files, local_root=root)
 
 
-class LocalSource:
+class LocalSource(ByteSource):
     """A ByteSource over a directory, with one open descriptor per file."""
 
     def __init__(self, snapshot: Snapshot):
         assert snapshot.local_root is not None
+        super().__init__()
         self.snapshot = snapshot
         self.root = snapshot.local_root
         self._fds: dict[str, int] = {}
-        self.stats = FetchStats()
+        #: raw copies go file to file (``copy_to``)
+        self._copies = hasattr(os, "copy_file_range") and settings.linux_path("copy_file_range")
 
     async def __aenter__(self) -> "LocalSource":
         return self
@@ -83,7 +85,7 @@ class LocalSource:
 
     def copy_to(self, path: str, start: int, length: int, out_fd: int, out_offset: int) -> bool:
         """Copy bytes straight into the output file; False when the platform cannot (caller reads instead)."""
-        if not hasattr(os, "copy_file_range"):
+        if not self._copies:
             return False
         fd = self._fd(path)
         done = 0

@@ -30,11 +30,12 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from . import __version__, errors
+from . import errors, fanout, jsonfile, options
+from ._version import __version__
 
 EXIT_OK = 0
 EXIT_RETRYABLE = 75  # EX_TEMPFAIL: a scheduler should retry later
@@ -42,12 +43,9 @@ EXIT_PERMANENT = 76
 
 #: manifest keys that are not convert options
 _ENTRY_KEYS = {"repo", "revision", "outtypes", "target_dir", "target_repo"}
-#: convert options a manifest may set, with their types
-_OPTION_TYPES: dict[str, type | tuple[type, ...]] = {
-    "bpe_pre": str, "max_memory": int, "connections": int, "threads": int, "token": str,
-    "imatrix": str, "tensor_types": list, "output_tensor_type": str, "token_embedding_type": str,
-    "split_max_size": (int, str), "split_max_tensors": int, "retries": int,
-}
+#: convert options a manifest may set, with the TOML types each takes (declared with the option)
+_OPTION_TYPES: dict[str, tuple[type, ...]] = {f.name: f.metadata["manifest"] for f in options.fields()
+                                              if f.metadata["manifest"]}
 
 
 @dataclass(frozen=True)
@@ -145,16 +143,34 @@ class State:
         self.done: dict[str, dict[str, Any]] = {}
         if path.exists():
             try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                raise errors.ManifestError(f"{path}: the state file is not valid JSON (move it away to start over)") \
-                    from None
-            self.done = data.get("done", {}) if isinstance(data, dict) else {}
+                self.done = _done_entries(path)
+            except errors.ManifestError as e:
+                raise errors.ManifestError(f"{e.message} (move it away to start over)") from None
 
     def save(self) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")
         tmp.write_text(json.dumps({"version": 1, "done": self.done}, indent=1, sort_keys=True), encoding="utf-8")
         os.replace(tmp, self.path)
+
+
+def _done_entries(path: Path) -> dict[str, dict[str, Any]]:
+    """The ``done`` map of a state file, each entry checked for the fields a run reads."""
+    try:
+        with open(path, "rb") as f:
+            blob = f.read(jsonfile.STATE.max_bytes + 1)  # one byte more than allowed is enough to refuse it
+    except OSError as e:
+        raise errors.ManifestError(f"{path}: cannot read the state file ({e.strerror})") from None
+    data = jsonfile.load(blob, f"{path}: the state file", jsonfile.STATE, expect=dict)
+    done = data.get("done", {})
+    jsonfile.check_type(done, f"{path}: 'done'", dict, jsonfile.STATE)
+    for key, entry in done.items():
+        jsonfile.check_type(entry, f"{path}: entry {key[:40]!r}", dict, jsonfile.STATE)
+        outputs = entry.get("outputs", [])
+        if not isinstance(outputs, list) or not all(isinstance(p, str) for p in outputs) \
+                or not isinstance(entry.get("published", ""), str):
+            raise errors.ManifestError(f"{path}: entry {key[:40]!r} has 'outputs' that are not paths, "
+                                       "or a 'published' that is not a commit")
+    return done
 
 
 @contextlib.contextmanager
@@ -174,6 +190,27 @@ def locked(state_path: Path) -> Iterator[None]:
         os.close(fd)
 
 
+@dataclass(frozen=True)
+class Job:
+    """One entry to convert at one commit: what a mirror engine (``fanout``) runs."""
+
+    entry: Entry
+    sha: str
+
+    @property
+    def connections(self) -> int:
+        return int(dict(self.entry.options).get("connections", options.default_of("connections")))
+
+    def with_connections(self, n: int) -> Job:
+        opts = {**dict(self.entry.options), "connections": n}
+        return replace(self, entry=replace(self.entry, options=tuple(sorted(opts.items()))))
+
+
+def run_job(job: Job) -> Outcome:
+    """An engine's work: ``run_entry`` for the job's entry and commit."""
+    return run_entry(job.entry, job.sha)
+
+
 def run_entry(entry: Entry, sha: str, convert: Callable[..., Any] | None = None) -> Outcome:
     """Convert (and publish) one entry at one commit. Never raises for an expected failure."""
     import hfstream
@@ -188,7 +225,8 @@ def run_entry(entry: Entry, sha: str, convert: Callable[..., Any] | None = None)
             from .publish import Publisher
 
             # before converting: a repo we may not write to fails now, not after the conversion
-            publisher = Publisher(entry.fill(entry.target_repo), token=options.get("token"))
+            publisher = Publisher(entry.fill(entry.target_repo), token=options.get("token"),
+                                  retries=options.get("retries", 8))
         if entry.target_dir is not None:
             out_dir = Path(entry.fill(entry.target_dir))
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -203,6 +241,7 @@ def run_entry(entry: Entry, sha: str, convert: Callable[..., Any] | None = None)
         def shard_written(path: Path) -> None:
             # each shard goes up as soon as it is complete and, without a target_dir, leaves the disk
             # right after, before the next shard is even created: one shard on disk at a time
+            assert publisher is not None
             publisher.upload(Path(path), delete_after=entry.target_dir is None)
             uploaded.append(Path(path))
 
@@ -231,12 +270,18 @@ def run_entry(entry: Entry, sha: str, convert: Callable[..., Any] | None = None)
 
 
 def mirror(manifest: Path, *, state_path: Path | None = None, report_path: Path | None = None,
-           engine: str = "serial", workers: int = 2, hub_connections: int = 16, dry_run: bool = False,
-           endpoint: str | None = None, token: str | None = None) -> tuple[int, list[Outcome]]:
-    """Run a manifest. Returns the exit code and one Outcome per entry (also written as the report)."""
+           engine: str | fanout.Engine = "serial", workers: int = 2, hub_connections: int = 16,
+           dry_run: bool = False, endpoint: str | None = None,
+           token: str | None = None) -> tuple[int, list[Outcome]]:
+    """Run a manifest. Returns the exit code and one Outcome per entry (also written as the report).
+
+    ``engine``: a ``fanout`` engine, or the name of one (``serial``, ``dask``; ``workers`` and
+    ``hub_connections`` are the Dask engine's)."""
     from . import hub, settings
 
     entries = load_manifest(manifest)
+    if isinstance(engine, str):
+        engine = fanout.engine(engine, workers=workers, hub_connections=hub_connections)
     state_path = state_path or manifest.with_name(manifest.name + ".state.json")
     endpoint = (endpoint or settings.endpoint()).rstrip("/")
     with locked(state_path):
@@ -248,7 +293,8 @@ def mirror(manifest: Path, *, state_path: Path | None = None, report_path: Path 
             try:
                 tok = dict(entry.options).get("token") or settings.token(token)
                 if (entry.repo, entry.revision) not in shas:
-                    snap = hub.resolve(entry.repo, entry.revision, endpoint, tok)
+                    snap = hub.resolve(entry.repo, entry.revision, endpoint, tok,
+                                       retries=dict(entry.options).get("retries", 8))
                     shas[(entry.repo, entry.revision)] = snap.sha
                 sha = shas[(entry.repo, entry.revision)]
             except errors.HfstreamError as e:
@@ -276,17 +322,10 @@ def mirror(manifest: Path, *, state_path: Path | None = None, report_path: Path 
                                    "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
                 state.save()
 
-        if engine == "serial":
-            for i, entry, sha, key in todo:
-                record(i, key, run_entry(entry, sha))
-        elif engine == "dask":
-            from .fanout import run_on_dask
-
-            for (i, _, _, key), outcome in zip(todo, run_on_dask([(e, s) for _, e, s, _ in todo], workers=workers,
-                                                                 hub_connections=hub_connections)):
-                record(i, key, outcome)
-        else:
-            raise errors.UnsupportedOptionError(f"unknown engine {engine!r}; choose serial or dask")
+        # each outcome is recorded (and the state saved) as soon as its job is done, in any order
+        for n, outcome in engine.run(run_job, [Job(entry, sha) for _, entry, sha, _ in todo]):
+            i, _, _, key = todo[n]
+            record(i, key, outcome)
 
     final = [o for o in outcomes if o is not None]
     if report_path is not None:

@@ -5,19 +5,21 @@ Pure: no network, no files. The pipeline fetches what the plan needs and execute
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from itertools import chain
 from typing import Callable, Iterable, Mapping, Sequence
 
 import gguf
-import numpy as np
 from gguf import GGMLQuantizationType as QT
 
-from . import errors, meta, mixplan, quant
+from . import errors, jsonfile, meta, quant
 from .arch import family_class
+from .arch.base import TextFamily
 from .graph import Load, Node
 from .hfconfig import load_config, normalize
-from .safetensors import DuplicateKeyError, SourceTensor, loads_unique
+from .kv import KeyWriter, Metadata
+from .safetensors import SourceTensor
 
 #: Keys of our own: where the bytes came from (the reference records neither).
 KEY_SOURCE_REPO = "hfstream.source.repo"
@@ -38,14 +40,22 @@ class PlannedTensor:
 
 @dataclass
 class Plan:
+    #: every output tensor, in file order
     tensors: list[PlannedTensor]
-    #: holds the KV metadata and tensor infos in file order (used by ``layout``)
-    writer: gguf.GGUFWriter
+    #: the keys in file order (``layout`` serializes them); a draft's stop where its vocabulary's go
+    metadata: Metadata
     outtype: quant.OutType
     default_filename: str
     hf_arch: str
-    #: a draft plan's vocabulary, still to be built (``with_vocab``); its keys go where ``VOCAB_SLOT`` is
-    pending_vocab: Callable[[gguf.GGUFWriter], None] | None = None
+    #: ``general.architecture``, which arch-prefixed keys are named after
+    arch: str
+    #: a split output (``layout`` cuts it as gguf's writer does): at most this many tensors, or bytes
+    #: of tensor data, per file; 0: no limit
+    split_max_tensors: int = 0
+    split_max_size: int = 0
+    #: a draft plan's vocabulary, still to be built (``with_vocab``), and the keys that go after it
+    pending_vocab: Callable[[KeyWriter], None] | None = None
+    after_vocab: Metadata = field(default_factory=Metadata)
 
     @property
     def source_tensors(self) -> list[SourceTensor]:
@@ -77,15 +87,8 @@ def weight_map(index: bytes) -> dict[str, str]:
     A tensor listed twice is refused (json.loads would keep the last silently), and so is an
     empty map; shard names must be plain file names (no path, no URL) ending in ``.safetensors``.
     """
-    try:
-        data = loads_unique(index)
-    except DuplicateKeyError as e:
-        raise errors.InvalidIndexError(f"{_INDEX}: the key {_short(e.args[0])} appears twice") from None
-    except UnicodeDecodeError as e:
-        raise errors.InvalidIndexError(f"{_INDEX} is not valid UTF-8 (byte {e.start})") from None
-    except (ValueError, RecursionError):  # JSONDecodeError, too deep, ints over int_max_str_digits
-        raise errors.InvalidIndexError(f"{_INDEX} is not valid JSON") from None
-    wm = data.get("weight_map") if isinstance(data, dict) else None
+    data = jsonfile.load(index, _INDEX, expect=dict)
+    wm = data.get("weight_map")
     if not isinstance(wm, dict):
         raise errors.InvalidIndexError(f"{_INDEX} has no 'weight_map' object")
     if not wm:
@@ -97,7 +100,7 @@ def weight_map(index: bytes) -> dict[str, str]:
     return wm
 
 
-_INDEX = "model.safetensors.index.json"
+_INDEX = jsonfile.INDEX_FILE
 
 
 def _short(value: object, limit: int = 60) -> str:
@@ -114,7 +117,7 @@ def _plain_file_name(name: str) -> bool:
 
 def make_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[str, Sequence[SourceTensor]],
               shards: Sequence[str], outtype: str, bpe_pre: str | None = None,
-              source: tuple[str, str] | None = None, quant_opts: mixplan.QuantOptions | None = None,
+              source: tuple[str, str] | None = None, quant_opts: quant.QuantOptions | None = None,
               split_max_tensors: int = 0, split_max_size: int = 0) -> Plan:
     """Decide every output tensor and all metadata: ``with_vocab(draft_plan(...))``."""
     return with_vocab(draft_plan(repo_name=repo_name, files=files, headers=headers, shards=shards, outtype=outtype,
@@ -122,40 +125,40 @@ def make_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[st
                                  split_max_tensors=split_max_tensors, split_max_size=split_max_size))
 
 
-#: Placeholder key of a draft plan's metadata: where the vocabulary's keys will go.
-VOCAB_SLOT = "\0vocab"
-
-
-def with_vocab(plan: Plan) -> Plan:
+def with_vocab(plan: Plan, vocab: Metadata | None = None) -> Plan:
     """Build a draft plan's vocabulary (the slow part of planning: ~1 s for a 128k-token BPE) into its
-    metadata, in place; the keys land where the reference writes them, as if added in order."""
+    metadata, in place; the keys land where the reference writes them, as if added in order.
+
+    ``vocab``: the keys already built for another draft of the same model (another outtype): the
+    vocabulary does not depend on the outtype.
+    """
     if plan.pending_vocab is None:
         return plan
-    scratch = gguf.GGUFWriter(path=None, arch=plan.writer.arch)
-    inherited = set(scratch.kv_data[0])  # general.architecture, which every writer starts with
-    plan.pending_vocab(scratch)
-    kv = plan.writer.kv_data[0]
-    keys = list(kv)
-    slot = keys.index(VOCAB_SLOT)
-    # Replays the adds in their original order: a key added again keeps its first place and takes the
-    # new value, as GGUFWriter.add_key_value does.
-    merged = {k: kv[k] for k in keys[:slot]}
-    merged.update((k, v) for k, v in scratch.kv_data[0].items() if k not in inherited)
-    merged.update((k, kv[k]) for k in keys[slot + 1:])
-    plan.writer.kv_data[0] = merged
-    plan.pending_vocab = None
+    if vocab is None:
+        vocab = build_vocab(plan)
+    plan.metadata.merge(vocab)
+    plan.metadata.merge(plan.after_vocab)
+    plan.pending_vocab, plan.after_vocab = None, Metadata()
     return plan
+
+
+def build_vocab(plan: Plan) -> Metadata:
+    """A draft plan's vocabulary keys, built but not merged."""
+    vocab = Metadata()
+    if plan.pending_vocab is not None:
+        plan.pending_vocab(KeyWriter(vocab, plan.arch))
+    return vocab
 
 
 def draft_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[str, Sequence[SourceTensor]],
                shards: Sequence[str], outtype: str, bpe_pre: str | None = None,
-               source: tuple[str, str] | None = None, quant_opts: mixplan.QuantOptions | None = None,
+               source: tuple[str, str] | None = None, quant_opts: quant.QuantOptions | None = None,
                split_max_tensors: int = 0, split_max_size: int = 0) -> Plan:
     """Every output tensor (name, shape, type, order: final) and all metadata but the vocabulary.
 
     ``files``: small repo files by name; ``headers``: parsed tensors per shard; ``shards``:
     shard order; ``source``: (repo id, commit sha) to record in our own keys; ``quant_opts``:
-    type overrides and importance matrix of a llama-quantize mix (``mixplan``).
+    type overrides and importance matrix of a llama-quantize mix (``quant.mixplan``).
     """
     config_blob = files.get("config.json")
     if config_blob is None:
@@ -184,55 +187,87 @@ def draft_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[s
         out = quant.auto_outtype(first)
     else:
         out = quant.outtype(outtype)
-    mixplan.check_options(out, quant_opts)
+    out = family.output_type(out)
+    quant.check_options(out, quant_opts)
 
-    # the writer also decides where a split output starts a new shard, as the reference's does
-    writer = gguf.GGUFWriter(path=None, arch=gguf.MODEL_ARCH_NAMES[family.gguf_arch],
-                             split_max_tensors=split_max_tensors, split_max_size=split_max_size)
-    planned: list[PlannedTensor] = []
+    outputs: dict[str, tuple[quant.OutputTensor, Node]] = {}
+    family.use_sources(sources)
     generated = ((name, node) for name, node in family.extra_tensors())
     from_sources = ((name, Load(src)) for name, src in sources)
     for name, node in chain(generated, from_sources):
         bid = _block_id(name)
-        outputs = list(family.convert(name, node, bid))
-        for new_name, new_node in outputs:
-            _add(planned, writer, family, out, new_name, new_node, bid)
+        for new_name, new_node in list(family.convert(name, node, bid)):
+            _add(outputs, family, new_name, new_node, bid, name)
     for new_name, new_node in family.finish():
-        _add(planned, writer, family, out, new_name, new_node, None)
-    family.add_tensor_time_hparams(writer)
-    if not planned:
+        _add(outputs, family, new_name, new_node, None, None)
+
+    arch = gguf.MODEL_ARCH_NAMES[family.gguf_arch]
+    metadata = Metadata()
+    w = KeyWriter(metadata, arch)
+    w.add_architecture()
+    family.add_tensor_time_hparams(w)
+    if not outputs:
         raise errors.NoWeightsError(f"{repo_name}: no tensors to convert")
 
-    total, shared, expert, expert_count = writer.get_total_parameter_count()
+    total, shared, expert, expert_count = _parameter_counts(t for t, _ in outputs.values())
     md = meta.build(repo_name, files, total)
     if md.size_label is None and total > 0:
         md.size_label = gguf.size_label(total, shared, expert, expert_count)
 
-    writer.add_type(gguf.GGUFType.MODEL)
-    md.set_gguf_meta_model(writer)
-    family.add_hparams(writer, int(out.file_type))
-    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    writer.add_key_value(VOCAB_SLOT, "", gguf.GGUFValueType.STRING)
+    w.add_type(gguf.GGUFType.MODEL)
+    md.set_gguf_meta_model(w)
+    family.add_hparams(w, int(out.file_type))
+    w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    # the vocabulary's keys go here (``with_vocab``), then these
+    after_vocab = Metadata()
     if source is not None:
-        writer.add_string(KEY_SOURCE_REPO, source[0])
-        writer.add_string(KEY_SOURCE_COMMIT, source[1])
-    if out.mix:  # the F32 plan above, then what llama-quantize does to it
-        planned = mixplan.apply(out, planned, writer, quant_opts)
+        tail = KeyWriter(after_vocab, arch)
+        tail.add_string(KEY_SOURCE_REPO, source[0])
+        tail.add_string(KEY_SOURCE_COMMIT, source[1])
+
+    typed = quant.plan_types(out, [t for t, _ in outputs.values()], metadata.values_by_key(), quant_opts)
+    for key, value, vtype in typed.last_keys:
+        metadata.remove(key)
+        after_vocab.add_last(key, value, vtype)
+    planned = []
+    for choice in typed.tensors:
+        tensor, node = outputs[choice.name]
+        planned.append(PlannedTensor(name=choice.name, node=node, qtype=choice.qtype, shape=tensor.shape,
+                                     nbytes=quant.nbytes(choice.qtype, tensor.shape), weights=choice.weights))
 
     filename = gguf.naming_convention(md.name, md.basename, md.finetune, md.version, md.size_label, out.label) + ".gguf"
-    return Plan(tensors=planned, writer=writer, outtype=out, default_filename=filename, hf_arch=family.hf_arch,
-                pending_vocab=lambda w: family.add_vocab(w, files, bpe_pre))
+    return Plan(tensors=planned, metadata=metadata, outtype=out, default_filename=filename, hf_arch=family.hf_arch,
+                arch=arch, split_max_tensors=split_max_tensors, split_max_size=split_max_size,
+                pending_vocab=lambda writer: family.add_vocab(writer, files, bpe_pre), after_vocab=after_vocab)
 
 
-def _add(planned, writer, family, out, name, node, bid) -> None:
+def _add(outputs: dict[str, tuple[quant.OutputTensor, Node]], family: TextFamily, name: str, node: Node,
+         bid: int | None, source: str | None) -> None:
+    """One output tensor, as the type rules will see it."""
+    if name in outputs:
+        raise errors.InvalidHeaderError(f"two source tensors map to {name!r}")
     shape = tuple(int(d) for d in node.shape)
-    qt = quant.tensor_type(out, family.tensor_kind(name, bid), name, shape)
-    size = quant.nbytes(qt, shape)
-    try:
-        writer.add_tensor_info(name, shape, np.dtype(np.float32), size, raw_dtype=qt)
-    except ValueError as e:  # duplicated name
-        raise errors.InvalidHeaderError(f"two source tensors map to {name!r} ({e})") from None
-    planned.append(PlannedTensor(name=name, node=node, qtype=qt, shape=shape, nbytes=size))
+    # bytes already in a GGUF type (repacked MXFP4) keep it whatever the outtype, as in the reference
+    forced = node.encoded if node.encoded is not None else family.forced_type(name, bid, source)
+    tensor = quant.OutputTensor(name, shape, kind=family.tensor_kind(name, bid), forced=forced)
+    outputs[name] = (tensor, node)
+
+
+def _parameter_counts(tensors: Iterable[quant.OutputTensor]) -> tuple[int, int, int, int]:
+    """(total, shared, per-expert, expert count) parameters, as gguf's writer counts them for the size
+    label (``GGUFWriter.get_total_parameter_count``; no LoRA tensors here)."""
+    total = shared = expert = expert_sum = n_expert_tensors = 0
+    for t in tensors:
+        size = math.prod(t.shape)
+        if "_exps." in t.name and len(t.shape) >= 3:
+            n = t.shape[-2 if ".bias" in t.name else -3]
+            expert += size // n
+            expert_sum += n
+            n_expert_tensors += 1
+        else:
+            shared += size
+        total += size
+    return total, shared, expert, expert_sum // n_expert_tensors if n_expert_tensors else 0
 
 
 def _block_id(name: str) -> int | None:

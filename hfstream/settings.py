@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from . import errors
+
 DEFAULT_ENDPOINT = "https://huggingface.co"
 
 #: huggingface_hub reads headers with one ~100 KB range first; 97% of headers fit in it.
@@ -31,6 +33,41 @@ SMALL_FILES = (
 DEFAULT_MAX_MEMORY = 256 * 1024 * 1024
 #: A small file larger than this is refused rather than read into memory.
 MAX_SMALL_FILE_BYTES = 64 * 1024 * 1024
+
+
+#: The Linux-only paths, each with a portable fallback that writes the same bytes (what macOS and
+#: Windows run). ``HFSTREAM_PORTABLE`` switches them off, so that Linux runs, and CI tests, the fallbacks.
+LINUX_PATHS = {
+    "fork": "helper processes by fork (forked.py): the vocabulary child, the CLI's resolving child; else threads",
+    "o_direct": "the block-aligned middle of big writes with O_DIRECT (writer.py); else through the page cache",
+    "fallocate": "the output preallocated with posix_fallocate (writer.py); else a sparse file",
+    "sync_file_range": "writeback started after each write (writer.py); else all at the final fsync",
+    "copy_file_range": "raw tensors of a local directory copied file to file (localdir.py); else read and written",
+    "q8_0_avx2": "Q8_0 by hfstream's compiled AVX2 encoder (_q8_0.c); else ggml's encoder",
+    "f16c": "bf16/f16 <-> f32 with ggml-cpu's F16C routines (floats.py); else numpy",
+    "malloc_trim": "glibc's malloc_trim after building the vocabulary (pipeline.py); else nothing",
+}
+
+
+def linux_path(name: str) -> bool:
+    """Whether the Linux-only path ``name`` (a key of ``LINUX_PATHS``) may be used where the platform has it.
+
+    ``HFSTREAM_PORTABLE``: ``all`` (or ``1``) switches every one off; else a comma-separated list of
+    the names to switch off. Read on every call, so a test can switch paths within one process.
+    """
+    if name not in LINUX_PATHS:
+        raise KeyError(f"no Linux-only path named {name!r}")
+    value = os.environ.get("HFSTREAM_PORTABLE", "").strip().lower()
+    if not value or value == "0":
+        return True
+    if value in ("all", "1"):
+        return False
+    off = {part.strip() for part in value.split(",") if part.strip()}
+    unknown = off - set(LINUX_PATHS)
+    if unknown:
+        raise errors.UnsupportedOptionError(f"HFSTREAM_PORTABLE: no Linux-only path named {sorted(unknown)[0]!r} "
+                                            f"(choose all, or some of {', '.join(LINUX_PATHS)})")
+    return name not in off
 
 
 def endpoint() -> str:
@@ -70,3 +107,18 @@ def parse_size(text: str | int) -> int:
         raise ValueError(f"not a size: {text!r} (e.g. 256M, 2G)")
     scale = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[m.group(2).lower()]
     return int(float(m.group(1)) * scale)
+
+
+def debug() -> bool:
+    """``HFSTREAM_DEBUG``: show the traceback of an internal error (a bug) instead of one line."""
+    return bool(os.environ.get("HFSTREAM_DEBUG"))
+
+
+def dask_scheduler() -> str | None:
+    """``HFSTREAM_DASK_SCHEDULER``: the address of a Dask cluster for ``mirror --engine dask`` (default: a local one)."""
+    return os.environ.get("HFSTREAM_DASK_SCHEDULER") or None
+
+
+def dask_processes() -> bool:
+    """``HFSTREAM_DASK_PROCESSES=0``: the local Dask cluster's workers are threads of this process (tests)."""
+    return os.environ.get("HFSTREAM_DASK_PROCESSES", "1") != "0"

@@ -49,6 +49,7 @@ from typing import Any, Mapping, Sequence
 
 import gguf
 
+from . import jsonfile
 from .errors import ConfigMismatchError, InvalidConfigError, UnsupportedTokenizerError
 
 __all__ = ["add_vocab", "add_special_vocab", "add_fixed_special_ids", "llama_hf_tokens"]
@@ -119,8 +120,9 @@ def add_vocab(
 
     Raises:
         UnsupportedTokenizerError: no strategy fits the files, an unrecognised BPE pre-tokenizer
-            (the message names the hash and ``--bpe-pre``), or a tokenizer file that cannot be read.
-        InvalidConfigError: a JSON file is malformed.
+            (the message names the hash and ``--bpe-pre``), or a tokenizer file that cannot be read
+            (not JSON, or not an object: see ``jsonfile``).
+        InvalidConfigError: config.json is malformed, or a tokenizer file has a bad value.
         ConfigMismatchError: ``vocab_size`` is smaller than the tokenizer.
     """
     unknown = [s for s in strategies if s not in _STRATEGIES]
@@ -243,21 +245,15 @@ class _Repo:
         data = self.files.get(name)
         return data.encode("utf-8") if isinstance(data, str) else None if data is None else bytes(data)
 
-    def json(self, name: str) -> Any:
+    def json(self, name: str, expect: type | None = None) -> Any:
+        """The file parsed (None when the repo lacks it); its failures are its kind's (``jsonfile``)."""
         if name not in self._json:
-            # decoded for the parse only: tokenizer.json's text is 2 bytes a character (Ġ is not
-            # Latin-1), 32 MB for Llama 3's, and what is read later reads the bytes
-            text = self.text(name)
-            if text is None:
-                self._json[name] = None
-            else:
-                try:
-                    self._json[name] = json.loads(text)
-                except json.JSONDecodeError as e:
-                    raise InvalidConfigError(f"{name}: invalid JSON ({e.msg} at line {e.lineno})") from None
-                except (ValueError, RecursionError):  # ints over int_max_str_digits, nesting too deep
-                    raise InvalidConfigError(f"{name}: invalid JSON (a number too long or nesting too deep)") from None
-        return self._json[name]
+            data = self.files.get(name)
+            self._json[name] = None if data is None else jsonfile.load(data, name)
+        value = self._json[name]
+        if value is not None and expect is not None:
+            jsonfile.check_type(value, name, expect)
+        return value
 
     def slim_tokenizer_json(self) -> None:
         """Drop the vocabulary map from the cached tokenizer.json parse and join its merges.
@@ -278,10 +274,7 @@ class _Repo:
         tj["model"] = slim
 
     def tokenizer_json(self) -> dict | None:
-        data = self.json("tokenizer.json")
-        if data is not None and not isinstance(data, dict):
-            raise UnsupportedTokenizerError("tokenizer.json: not a JSON object")
-        return data
+        return self.json("tokenizer.json", dict)
 
 
 def _joined_merges(merges: Any) -> list[str] | None:
@@ -354,10 +347,8 @@ def _add_spm(writer: gguf.GGUFWriter, repo: _Repo, hparams: dict) -> None:
         scores[i] = sp.GetScore(i)
         types[i] = kind
 
-    added = repo.json("added_tokens.json")
+    added = repo.json("added_tokens.json", dict)
     if added is not None:
-        if not isinstance(added, dict):
-            raise InvalidConfigError("added_tokens.json: expected an object of token -> id")
         for text, tid in added.items():
             if not isinstance(tid, int):
                 raise InvalidConfigError(f"added_tokens.json: id of {text!r} is not an integer")
@@ -769,9 +760,7 @@ class _SpecialVocab:
             if normalizer := tokenizer.get("normalizer"):
                 self._parse_normalizer(normalizer)
             added_tokens = tokenizer.get("added_tokens", {})
-        config = self.repo.json("tokenizer_config.json")
-        if config is not None and not isinstance(config, dict):
-            raise InvalidConfigError("tokenizer_config.json: not a JSON object")
+        config = self.repo.json("tokenizer_config.json", dict)
         if config is not None:
             config = dict(config)  # the post-processor analysis below amends it
         if tokenizer:

@@ -17,7 +17,7 @@ import threading
 import zlib
 from pathlib import Path
 
-from . import errors
+from . import errors, settings
 
 JOURNAL_MAGIC = "hfstream-journal-v1"
 
@@ -56,6 +56,8 @@ class OutputFile:
         self._dfd = -1
         #: cleared when the filesystem refuses a direct write
         self._direct_ok = True
+        #: start each write's writeback at once (``_start_writeback``)
+        self._writeback = settings.linux_path("sync_file_range")
         check_destination(final, force)
         try:
             if not self._resume():
@@ -108,14 +110,16 @@ class OutputFile:
         self._jfd = os.open(self.journal, os.O_WRONLY | os.O_APPEND)
 
     def _preallocate(self, size: int) -> None:
-        try:
-            os.posix_fallocate(self._fd, 0, size)
-        except (AttributeError, OSError) as e:
-            # Filesystems without fallocate (some tmpfs, network mounts) still take a sparse file;
-            # a real "disk full" is reported as such, before anything is fetched.
-            if isinstance(e, OSError) and e.errno == errno.ENOSPC:
-                raise
-            os.ftruncate(self._fd, size)
+        if hasattr(os, "posix_fallocate") and settings.linux_path("fallocate"):
+            try:
+                os.posix_fallocate(self._fd, 0, size)
+                return
+            except OSError as e:
+                # a real "disk full" is reported as such, before anything is fetched
+                if e.errno == errno.ENOSPC:
+                    raise
+        # Platforms and filesystems without fallocate (macOS, some tmpfs, network mounts) take a sparse file.
+        os.ftruncate(self._fd, size)
 
     # -- writing -----------------------------------------------------------------
 
@@ -145,7 +149,8 @@ class OutputFile:
                 self.bytes_written += n
         except OSError as e:
             raise _translate(e, self.path) from None
-        _start_writeback(self._fd, start, total)
+        if self._writeback:
+            _start_writeback(self._fd, start, total)
 
     def _direct(self, view: memoryview, offset: int) -> int:
         """Write block-aligned bytes with O_DIRECT through this thread's aligned bounce buffer.
@@ -248,7 +253,7 @@ _bounce = threading.local()
 
 def _open_direct(path: Path) -> int:
     """``path`` opened for O_DIRECT writes, or -1 where there is no such thing (macOS, tmpfs before Linux 6.6)."""
-    if not _O_DIRECT:
+    if not _O_DIRECT or not settings.linux_path("o_direct"):
         return -1
     try:
         return os.open(path, os.O_WRONLY | _O_DIRECT)

@@ -9,7 +9,7 @@ from gguf import GGMLQuantizationType as QT
 
 import hfstream
 from hfstream.graph import Load, PermuteHeads, Stack
-from hfstream.pipeline import units_for
+from hfstream.units import units_for
 from hfstream.plan import PlannedTensor
 from hfstream.quant import nbytes
 from hfstream.safetensors import SourceTensor

@@ -10,6 +10,9 @@ import pytest
 
 import hfstream
 from hfstream import cli, errors, pipeline
+from hfstream.budget import Budget
+from hfstream.execute import Early
+from hfstream.settings import DEFAULT_MAX_MEMORY
 from hfstream.writer import journal_path, part_path
 
 from .goldens.digest import diff_digests, digest_gguf
@@ -67,7 +70,7 @@ def test_tensor_data_streams_while_the_vocabulary_is_built(fresh_hub, tmp_path, 
     # early units are not fetched a second time: every tensor range once
     ranges = [(e["path"], e["range"]) for e in _tensor_reads(fresh_hub)]
     assert len(ranges) == len(set(ranges))
-    assert result.peak_bytes_in_flight <= pipeline.DEFAULT_MAX_MEMORY
+    assert result.peak_bytes_in_flight <= DEFAULT_MAX_MEMORY
 
 
 def test_a_vocabulary_error_after_the_early_start_leaves_nothing(fresh_hub, tmp_path, monkeypatch, capsys):
@@ -98,14 +101,14 @@ def test_a_run_that_may_resume_starts_after_the_layout(fresh_hub, tmp_path, monk
     part_path(out).write_bytes(b"")
     journal_path(out).write_text("hfstream-journal-v1 other-plan 0\n")
     started = []
-    monkeypatch.setattr(pipeline, "_Early", lambda *a: started.append(a) or pytest.fail("started early"))
+    monkeypatch.setattr(pipeline, "Early", lambda *a: started.append(a) or pytest.fail("started early"))
     result = hfstream.convert(REPO, outtype="q8_0", outfile=out)
     assert started == [] and result.path == out and not part_path(out).exists()
 
 
 def test_budget_shrink_keeps_the_encoded_bytes():
     async def run():
-        budget = pipeline._Budget(100)
+        budget = Budget(100)
         grant = await budget.acquire(80)
         waiter = asyncio.ensure_future(budget.acquire(50))
         await asyncio.sleep(0)
@@ -137,7 +140,7 @@ def test_early_units_hold_at_most_their_share_of_the_budget(fresh_hub, tmp_path,
 
     before_layout = _vocab_held_until(monkeypatch, tmp_path, fetching_stopped)
     result = hfstream.convert(REPO, outtype="f16", outfile=tmp_path / "out.gguf", max_memory=budget)
-    assert 0 < before_layout.get("value", 0) <= budget * pipeline._Early.SHARE
+    assert 0 < before_layout.get("value", 0) <= budget * Early.SHARE
     assert result.peak_bytes_in_flight <= budget
     expected = golden(f"{REPO.split('/')[1]}.f16")
     assert diff_digests(comparable(expected), comparable(digest_gguf(result.path))) == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hfstream import floats
+from hfstream.quant import floats
 
 
 @pytest.fixture

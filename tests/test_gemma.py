@@ -11,7 +11,6 @@ per-layer keys, generated rope_freqs, visible chat tokens, and the refusals of b
 from __future__ import annotations
 
 import json
-import logging
 import math
 
 import gguf
@@ -22,11 +21,9 @@ from hfstream import errors
 from hfstream.arch.gemma import _add_again, _real_vocab_size
 from hfstream.arch.gemma3n import normal_quantile_f32
 from hfstream.graph import AddScalar, Load, SliceRows
+from hfstream.kv import KeyWriter, Metadata
 from hfstream.plan import draft_plan, make_plan
 from hfstream.safetensors import SourceTensor, parse_header
-
-GEMMA_REPOS = ("tiny-gemma", "tiny-gemma2", "tiny-gemma3", "tiny-gemma3-vlm")
-
 
 def snapshot(fixture_root, name):
     info = json.loads((fixture_root / "hfs-test" / name / "repo.json").read_text())
@@ -47,7 +44,7 @@ def plan_of(files, headers, shards, outtype="f32", **kw):
 
 
 def kv(plan, key):
-    value = plan.writer.kv_data[0].get(key)
+    value = plan.metadata.get(key)
     return None if value is None else value.value
 
 
@@ -57,16 +54,6 @@ def tensor(plan, name):
 
 def evaluate(node, blob):
     return node.evaluate({s: blob[s.start:s.end] for s in node.spans(0, node.rows)})
-
-
-@pytest.mark.parametrize("name", GEMMA_REPOS)
-def test_plan_writes_no_key_twice(fixture_root, name, caplog):
-    """Keys the reference writes twice (Gemma 3's defaults, CodeGemma's second special vocab) are
-    written once here, so gguf logs no duplicate-key warning."""
-    files, headers, shards, _ = repo(fixture_root, name)
-    with caplog.at_level(logging.WARNING):
-        plan_of(files, headers, shards)
-    assert [r.getMessage() for r in caplog.records if "Duplicated key" in r.getMessage()] == []
 
 
 def test_gemma3_real_vocab_size_of_a_sentencepiece_vocab(fixture_root):
@@ -117,7 +104,7 @@ def test_codegemma_ids_give_way_to_the_tokenizer_config(fixture_root):
     plan = plan_of(files, headers, shards)
     assert kv(plan, "tokenizer.ggml.eot_token_id") == 106
     assert kv(plan, "tokenizer.ggml.add_space_prefix") is False
-    assert not any(k.startswith(("tokenizer.ggml.prefix", "tokenizer.ggml.fsep")) for k in plan.writer.kv_data[0])
+    assert not any(k.startswith(("tokenizer.ggml.prefix", "tokenizer.ggml.fsep")) for k in plan.metadata)
 
 
 def test_gemma3_refuses_attention_softcapping(fixture_root):
@@ -167,31 +154,15 @@ def test_norm_plus_one_is_computed_as_torch_does(dtype):
 
 # --- Gemma 3n and Gemma 4 --------------------------------------------------------------------------
 
-NEW_REPOS = ("tiny-gemma4", "tiny-gemma4-vlm", "tiny-gemma3n", "tiny-gemma3n-vlm")
-
-
-@pytest.mark.parametrize("name", NEW_REPOS)
-def test_gemma3n_and_4_write_no_key_twice(fixture_root, name, caplog):
-    """Gemma 4 writes key_length, head_count_kv and feed_forward_length again over Gemma 3's (as
-    arrays for the last two); in place, without gguf's duplicate-key warning."""
-    files, headers, shards, _ = repo(fixture_root, name)
-    with caplog.at_level(logging.WARNING):
-        plan_of(files, headers, shards)
-    assert [r.getMessage() for r in caplog.records if "Duplicated key" in r.getMessage()] == []
-
-
-def test_a_key_added_again_with_another_type_takes_it_in_place(caplog):
-    w = gguf.GGUFWriter(path=None, arch="gemma4")
+def test_a_key_added_again_with_another_type_takes_it_in_place():
+    """Gemma 4's per-layer head_count_kv array over Gemma 3's number: the number's place, the array's type."""
+    w = KeyWriter(Metadata(), "gemma4")
     w.add_head_count_kv(2)
     w.add_sliding_window(16)
-    with caplog.at_level(logging.WARNING):
-        _add_again(w, w.add_head_count_kv, gguf.Keys.Attention.HEAD_COUNT_KV, [2, 2, 1])
-    kv_data = w.kv_data[0]
-    assert list(kv_data) == ["general.architecture", "gemma4.attention.head_count_kv",
-                             "gemma4.attention.sliding_window"]
-    assert kv_data["gemma4.attention.head_count_kv"].value == [2, 2, 1]
-    assert kv_data["gemma4.attention.head_count_kv"].type == gguf.GGUFValueType.ARRAY
-    assert caplog.records == []
+    _add_again(w, w.add_head_count_kv, gguf.Keys.Attention.HEAD_COUNT_KV, [2, 2, 1])
+    assert list(w.metadata) == ["gemma4.attention.head_count_kv", "gemma4.attention.sliding_window"]
+    assert w.metadata["gemma4.attention.head_count_kv"].value == [2, 2, 1]
+    assert w.metadata["gemma4.attention.head_count_kv"].type == gguf.GGUFValueType.ARRAY
 
 
 @pytest.mark.parametrize("p, want", [(0.95, 1.6448535919189453), (0.0, -math.inf), (1.0, math.inf), (0.5, 0.0),
@@ -375,7 +346,7 @@ def test_gemma4_26b_a4b_gives_the_keys_of_llama_cpps_own_conversion():
     files = {"config.json": json.dumps(GEMMA4_26B_A4B).encode(), "tokenizer.json": json.dumps(vocab).encode()}
     plan = draft_plan(repo_name="gemma-4-26B-A4B-it", files=files, headers={"model.safetensors": tensors},
                       shards=["model.safetensors"], outtype="bf16")
-    ours = [(k.removeprefix("gemma4."), v.value) for k, v in plan.writer.kv_data[0].items() if k.startswith("gemma4.")]
+    ours = [(k.removeprefix("gemma4."), v.value) for k, v in plan.metadata.items() if k.startswith("gemma4.")]
     assert [k for k, _ in ours] == [k for k, _ in GEMMA4_26B_A4B_KEYS]
     for (key, got), (_, value) in zip(ours, GEMMA4_26B_A4B_KEYS):
         assert got == (pytest.approx(value, rel=1e-7) if isinstance(value, float) else value), key

@@ -152,6 +152,51 @@ def test_dask_fanout_gives_the_same_outputs_as_the_serial_run(mini_hub, tmp_path
     assert _digests(tmp_path / "serial") == _digests(tmp_path / "dask")
 
 
+def test_an_engine_is_a_plug_in_with_one_method(mini_hub, tmp_path, monkeypatch):
+    """Any object with ``run(work, jobs)`` yielding (index, outcome) runs a mirror; outcomes land in
+    manifest order and in the state file whatever order the engine finishes them in."""
+    from types import SimpleNamespace
+
+    import hfstream
+
+    made = []
+
+    def convert(repo, outtype, revision, outfile, force, **options):
+        path = Path(outfile) / f"{repo.split('/')[1]}-{outtype}.gguf"
+        path.write_bytes(b"GGUF")
+        made.append((repo, outtype, options.get("connections")))
+        return SimpleNamespace(path=path, paths=[path], outtype=outtype)
+
+    monkeypatch.setattr(hfstream, "convert", convert)
+
+    class LastFirst:
+        def run(self, work, jobs):
+            for i in reversed(range(len(jobs))):
+                yield i, work(jobs[i].with_connections(3))
+
+    manifest = _manifest(tmp_path, MANIFEST.format(out=tmp_path / "out"))
+    code, outcomes = mirror(manifest, engine=LastFirst())
+    assert code == EXIT_OK
+    assert [(o.repo, o.outtype, o.status) for o in outcomes] == [
+        ("hfs-test/two-commits", "q8_0", "converted"), ("hfs-test/two-commits", "f16", "converted"),
+        ("hfs-test/tiny-llama-spm", "q8_0", "converted")]
+    assert [Path(o.outputs[0]).name for o in outcomes] == [
+        "two-commits-q8_0.gguf", "two-commits-f16.gguf", "tiny-llama-spm-q8_0.gguf"]
+    assert [m[0:2] for m in made] == [("hfs-test/tiny-llama-spm", "q8_0"), ("hfs-test/two-commits", "f16"),
+                                      ("hfs-test/two-commits", "q8_0")]
+    assert {m[2] for m in made} == {3}  # what the engine gave each job
+    state = json.loads(manifest.with_name(manifest.name + ".state.json").read_text())
+    assert len(state["done"]) == 3
+    assert mirror(manifest, engine=LastFirst())[1][0].status == "skipped"
+
+
+def test_an_unknown_engine_is_refused_before_any_work(tmp_path):
+    manifest = _manifest(tmp_path, MANIFEST.format(out=tmp_path / "out"))
+    with pytest.raises(errors.UnsupportedOptionError, match="unknown engine 'spark'; choose serial or dask"):
+        mirror(manifest, engine="spark")
+    assert not manifest.with_name(manifest.name + ".state.json").exists()
+
+
 def test_an_interrupted_run_resumes_where_it_stopped(mini_hub, tmp_path, monkeypatch):
     """Ctrl-C during the second entry: the first is in the state file; the rerun skips it and finishes."""
     import hfstream

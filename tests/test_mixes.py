@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as QT
 
-from hfstream import cli, errors, imatrix, mixes
-from hfstream.quant import Weights, _ggml_lib, quantize
+from hfstream import cli, errors
+from hfstream.quant import Weights, imatrix, mixes, quantize
+from hfstream.quant.ggml import library as ggml_library
 
 from .goldens import imatrix_fixture
 
@@ -172,7 +173,7 @@ def test_non_finite_imatrix_values_are_refused(tmp_path):
 # --------------------------------------------------------------------------- quantizing with weights
 
 
-@pytest.mark.skipif(_ggml_lib() is None, reason="libggml-python is not installed")
+@pytest.mark.skipif(ggml_library() is None, reason="libggml-python is not installed")
 def test_each_expert_block_uses_its_own_vector():
     rng = np.random.default_rng(0)
     x = rng.uniform(-1, 1, (3 * 8, 256)).astype(np.float32)  # 3 experts of 8 rows

@@ -33,7 +33,7 @@ def _planned(plan) -> list[tuple[str, list[int], str]]:
 
 
 def _kv(plan) -> dict:
-    return {k: v.value for k, v in plan.writer.kv_data[0].items()}
+    return plan.metadata.values_by_key()
 
 
 # --- GPT-2 ---------------------------------------------------------------------------------------

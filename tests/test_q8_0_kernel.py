@@ -1,4 +1,4 @@
-"""hfstream's compiled Q8_0 encoder (hfstream/_q8_0.c): ggml's reference bytes, for every input."""
+"""hfstream's compiled Q8_0 encoder (hfstream/quant/_q8_0.c): ggml's reference bytes, for every input."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as QT
 
-from hfstream import quant
-from hfstream.floats import _cpu_flags
+from hfstream.quant import encode
+from hfstream.quant.floats import _cpu_flags
 
 
 def _can_build_and_run_here() -> bool:
@@ -22,16 +22,16 @@ def _can_build_and_run_here() -> bool:
 
 @pytest.fixture
 def kernel():
-    k = quant._KERNEL
+    k = encode._KERNEL
     if k is None:
         if _can_build_and_run_here():
-            pytest.fail("hfstream._q8_0 was not built or does not run, on a machine that can build and run it")
+            pytest.fail("hfstream.quant._q8_0 was not built or does not run, on a machine that can build and run it")
         pytest.skip("no compiled Q8_0 encoder on this machine")
     return k
 
 
 def _reference(x: np.ndarray) -> bytes:
-    return quant._ggml_quantize(x, QT.Q8_0).tobytes()
+    return encode._ggml_quantize(x, QT.Q8_0).tobytes()
 
 
 def _encode(kernel, x: np.ndarray) -> tuple[bytes, int]:
@@ -126,7 +126,7 @@ def test_blocks_it_cannot_promise_are_counted_and_quantize_falls_back_to_ggml(ke
     _, odd = _encode(kernel, x)
     assert odd == 1 + (not np.isfinite(bad))  # the tiny block, and the block holding `bad` unless finite
     with np.errstate(invalid="ignore"):
-        assert quant.quantize(x, QT.Q8_0, engine="ggml").tobytes() == _reference(x)
+        assert encode.quantize(x, QT.Q8_0, engine="ggml").tobytes() == _reference(x)
 
 
 def test_quantize_uses_it_for_q8_0_under_ggml_only(kernel, monkeypatch):
@@ -138,13 +138,13 @@ def test_quantize_uses_it_for_q8_0_under_ggml_only(kernel, monkeypatch):
             calls.append(len(src))
             return kernel.quantize(src, dst)
 
-    monkeypatch.setattr(quant, "_KERNEL", Counting)
+    monkeypatch.setattr(encode, "_KERNEL", Counting)
     x = _bf16(RNG.standard_normal((4, 64)))
-    assert quant.quantize(x, QT.Q8_0, engine="ggml").tobytes() == _reference(x)
-    assert quant.quantize(x.astype(np.float16), QT.Q8_0, engine="ggml").tobytes() == _reference(x.astype(np.float16))
+    assert encode.quantize(x, QT.Q8_0, engine="ggml").tobytes() == _reference(x)
+    assert encode.quantize(x.astype(np.float16), QT.Q8_0, engine="ggml").tobytes() == _reference(x.astype(np.float16))
     assert calls == [256, 256]
-    quant.quantize(x, QT.Q8_0, engine="numpy")
-    quant.quantize(x, QT.Q4_0, engine="ggml")
+    encode.quantize(x, QT.Q8_0, engine="numpy")
+    encode.quantize(x, QT.Q4_0, engine="ggml")
     assert len(calls) == 2
 
 
@@ -202,7 +202,7 @@ def test_a_q8_0_conversion_goes_through_it_with_the_reference_converters_bytes(
             values.append(len(src))  # float32 values
             return kernel.quantize(src, dst)
 
-    monkeypatch.setattr(quant, "_KERNEL", Counting)
+    monkeypatch.setattr(encode, "_KERNEL", Counting)
     rc, _, err = convert([case.repo_id, "--outtype", "q8_0", "-o", str(tmp_path), "-q"], capsys)
     assert rc == 0, err
     (written,) = tmp_path.glob("*.gguf")

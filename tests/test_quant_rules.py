@@ -1,11 +1,12 @@
-"""The per-tensor type rules of the reference converter."""
+"""The per-tensor type rules of the reference converter, and the ggml that quantizes."""
 
 import pytest
 from gguf import GGMLQuantizationType as QT
 from gguf import MODEL_TENSOR as MT
 
 from hfstream import errors
-from hfstream.quant import auto_outtype, nbytes, outtype, tensor_type
+from hfstream.quant import auto_outtype, nbytes, outtype
+from hfstream.quant.rules import OutputTensor, converter_type
 
 
 @pytest.mark.parametrize("name, kind, shape, ot, expected", [
@@ -19,7 +20,20 @@ from hfstream.quant import auto_outtype, nbytes, outtype, tensor_type
     ("blk.0.attn_k.weight", MT.ATTN_K, (32, 64), "f32", QT.F32),
 ])
 def test_type_rules(name, kind, shape, ot, expected):
-    assert tensor_type(outtype(ot), kind, name, shape) == expected
+    assert converter_type(outtype(ot), OutputTensor(name, shape, kind)) == expected
+
+
+@pytest.mark.parametrize("name, kind, shape, forced, ot, expected", [
+    ("blk.0.ffn_up_exps.weight", MT.FFN_UP_EXP, (4, 64, 64), QT.MXFP4, "f16", QT.MXFP4),
+    ("blk.0.ffn_up_exps.weight", MT.FFN_UP_EXP, (4, 64, 64), QT.MXFP4, "q8_0", QT.MXFP4),
+    ("v.patch_embd.weight", None, (64, 3, 14, 14), QT.F16, "q8_0", QT.F16),
+    ("blk.0.ffn_gate_inp.weight", MT.FFN_GATE_INP, (8, 64), QT.F16, "f32", QT.F16),  # forced beats always-F32
+    ("blk.0.attn_q.bias", None, (64, 2), QT.Q8_0, "f16", QT.F16),  # forced Q8_0 on a short row: F16
+    ("blk.0.attn_norm.weight", MT.ATTN_NORM, (64, 64), QT.F16, "f16", QT.F32),  # norms stay F32 even so
+    ("blk.0.attn_q.weight", MT.ATTN_Q, (64,), QT.Q8_0, "q8_0", QT.F32),  # and 1-D tensors
+])
+def test_a_forced_type_wins_where_the_reference_lets_it(name, kind, shape, forced, ot, expected):
+    assert converter_type(outtype(ot), OutputTensor(name, shape, kind, forced)) == expected
 
 
 def test_auto_picks_bf16_only_for_bf16_checkpoints():
@@ -43,12 +57,12 @@ def test_unknown_outtype_is_a_clear_error():
 
 import numpy as np  # noqa: E402
 
-from hfstream.quant import _ggml_lib, quantize  # noqa: E402
+from hfstream.quant import ggml, quantize  # noqa: E402
 
 ENGINE_TYPES = [QT.Q8_0, QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1, QT.BF16, QT.F16, QT.F32]
 
 
-@pytest.mark.skipif(_ggml_lib() is None, reason="libggml-python is not installed")
+@pytest.mark.skipif(ggml.library() is None, reason="libggml-python is not installed")
 @pytest.mark.parametrize("qt", ENGINE_TYPES, ids=[t.name for t in ENGINE_TYPES])
 @pytest.mark.parametrize("src_dtype", [np.float32, np.float16])
 def test_ggml_and_numpy_engines_give_the_same_bytes(qt, src_dtype):
@@ -74,27 +88,24 @@ def _choose_ggml(monkeypatch, *, llama_cpp_lib, shipped_version):
     installed) and libggml-python at ``shipped_version``; returns the chosen origin."""
     import ctypes
 
-    from hfstream import quant
-
-    real = quant._package_library
+    real = ggml._package_library
     if real("llama_cpp", ("lib",)):
         # the real copy first, so a later `import llama_cpp` binds to its own ggml whatever we load here
         ctypes.CDLL(real("llama_cpp", ("lib",)))
     monkeypatch.delenv("HFSTREAM_GGML_LIB", raising=False)
     monkeypatch.delenv("HFSTREAM_QUANT_ENGINE", raising=False)
-    monkeypatch.setattr(quant, "_GGML", None)
-    monkeypatch.setattr(quant, "_GGML_TRIED", False)
-    monkeypatch.setattr(quant, "_GGML_ORIGIN", None)
-    monkeypatch.setattr(quant, "_package_library",
+    monkeypatch.setattr(ggml, "_LIB", None)
+    monkeypatch.setattr(ggml, "_TRIED", False)
+    monkeypatch.setattr(ggml, "_ORIGIN", None)
+    monkeypatch.setattr(ggml, "_PATH", None)
+    monkeypatch.setattr(ggml, "_package_library",
                         lambda pkg, dirs: llama_cpp_lib if pkg == "llama_cpp" else real(pkg, dirs))
-    monkeypatch.setattr(quant, "_distribution_version", lambda name: shipped_version)
-    return quant.ggml_origin()
+    monkeypatch.setattr(ggml, "_distribution_version", lambda name: shipped_version)
+    return ggml.origin()
 
 
 def _shipped_library():
-    from hfstream import quant
-
-    return quant._package_library("libggml", ("lib64", "lib", "bin"))
+    return ggml._package_library("libggml", ("lib64", "lib", "bin"))
 
 
 needs_shipped = pytest.mark.skipif(_shipped_library() is None, reason="libggml-python is not installed")
@@ -121,6 +132,7 @@ def test_an_unloadable_llama_cpp_ggml_falls_back_to_the_shipped_one(monkeypatch,
     assert _choose_ggml(monkeypatch, llama_cpp_lib=str(bogus), shipped_version="0.1.0") == "libggml-python"
     from hfstream import quant
 
+    assert ggml.library_path() == _shipped_library()
     x = np.random.default_rng(3).standard_normal((4, 64)).astype(np.float32)
     assert quantize(x, QT.Q8_0).tobytes() == quantize(x, QT.Q8_0, engine="numpy").tobytes()
     assert quant.default_engine() == "ggml"
@@ -128,16 +140,14 @@ def test_an_unloadable_llama_cpp_ggml_falls_back_to_the_shipped_one(monkeypatch,
 
 @needs_shipped
 def test_hfstream_ggml_lib_wins_and_a_bad_one_is_one_clear_error(monkeypatch, tmp_path):
-    from hfstream import quant
-
     _choose_ggml(monkeypatch, llama_cpp_lib=None, shipped_version="0.1.0")
-    monkeypatch.setattr(quant, "_GGML_TRIED", False)
+    monkeypatch.setattr(ggml, "_TRIED", False)
     monkeypatch.setenv("HFSTREAM_GGML_LIB", _shipped_library())
-    assert quant.ggml_origin() == "HFSTREAM_GGML_LIB"
-    monkeypatch.setattr(quant, "_GGML_TRIED", False)
+    assert ggml.origin() == "HFSTREAM_GGML_LIB"
+    monkeypatch.setattr(ggml, "_TRIED", False)
     monkeypatch.setenv("HFSTREAM_GGML_LIB", str(tmp_path / "missing.so"))
     with pytest.raises(errors.UnsupportedOptionError, match="HFSTREAM_GGML_LIB"):
-        quant.ggml_origin()
+        ggml.origin()
 
 
 def test_version_names_the_quantization_engine():

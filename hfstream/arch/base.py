@@ -16,6 +16,7 @@ import gguf
 from .. import errors
 from ..graph import Node, Stack
 from ..hfconfig import INT_HPARAMS, check_hparams
+from ..quant import OutType
 from ..safetensors import SourceTensor
 
 #: Source tensors the reference drops without mapping them.
@@ -322,9 +323,19 @@ class TextFamily:
         converted, for families whose tensors depend on them (e.g. Gemma 3 cuts the embedding to the
         tokenizer's size)."""
 
+    def use_sources(self, sources: Sequence[tuple[str, SourceTensor]]) -> None:
+        """Called once with every source tensor (its ``source_name`` and header entry), in the
+        reference's order, before ``extra_tensors``: for families whose generated tensors are made
+        from source tensors (gpt-oss repacks its MXFP4 experts ahead of every other tensor)."""
+
     def extra_tensors(self) -> Iterable[tuple[str, Node]]:
-        """Tensors generated from the config alone; they come first in the file."""
+        """Tensors generated from the config (and the sources); they come first in the file."""
         return ()
+
+    def output_type(self, out: OutType) -> OutType:
+        """The ``--outtype`` as this model writes it (gpt-oss's MXFP4 checkpoints record another
+        ``general.file_type`` for f32, f16 and bf16)."""
+        return out
 
     def add_tensor_time_hparams(self, w: gguf.GGUFWriter) -> None:
         """Keys the reference writes while it converts tensors, hence right after ``general.architecture``
@@ -360,6 +371,17 @@ class TextFamily:
                 continue
             if gguf_name == template + ".weight":
                 return kind
+        return None
+
+    def forced_type(self, gguf_name: str, bid: int | None, source_name: str | None) -> gguf.GGMLQuantizationType | None:
+        """The type output tensor ``gguf_name`` must have whatever the outtype, or None to follow the
+        type rules (``hfstream.quant``). The reference's ``tensor_force_quant``: e.g. MXFP4 experts
+        repacked from the checkpoint stay MXFP4, a projector's patch embedding stays F16/F32. 1-D
+        tensors and ``*_norm.weight`` are F32 even so, as there.
+
+        ``source_name``: the source tensor it was converted from (None for one a family builds in
+        ``finish``); ``bid``: that tensor's block id.
+        """
         return None
 
     # -- vocab ----------------------------------------------------------------

@@ -27,14 +27,13 @@ What the reference does for them:
 
 from __future__ import annotations
 
-import json
 import re
 from collections import defaultdict
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import gguf
 
-from .. import errors
+from .. import errors, jsonfile
 from ..graph import AddScalar, Node, SliceRows
 from ..safetensors import SourceTensor
 from . import register
@@ -183,16 +182,11 @@ class Gemma3(TextFamily):
 def _add_again(w: gguf.GGUFWriter, add: Callable[[Any], None], key: str, value: Any) -> None:
     """A second ``add_*`` of a key, as the reference's writer takes it: a key already written keeps
     its place and takes the new value and type (e.g. Gemma 4's per-layer head_count_kv array over
-    the number), a new key is appended. ``add`` is the writer's method for the key; the value is
-    typed by a scratch writer, so gguf's duplicate-key warning is not logged for what is on purpose."""
-    key = key.format(arch=w.arch)
-    old = w.kv_data[0].get(key)
-    if old is None:
-        add(value)
-    elif old.value != value:
-        scratch = gguf.GGUFWriter(path=None, arch=w.arch)
-        getattr(scratch, add.__name__)(value)
-        w.kv_data[0][key] = scratch.kv_data[0][key]
+    the number); a new key is appended. Nothing to do when the value is the same."""
+    old = w.kv_data[0].get(key.format(arch=w.arch))
+    if old is not None and old.value == value:
+        return
+    add(value)
 
 
 # --- what Gemma 3n and Gemma 4 share --------------------------------------------------------------
@@ -269,9 +263,9 @@ def _real_vocab_size(files: Mapping[str, bytes], hparams: Mapping[str, Any]) -> 
     if blob is None:
         raise errors.UnsupportedTokenizerError(
             "no usable tokenizer in the repo: expected tokenizer.model or tokenizer.json")
+    tj = jsonfile.load(blob, "tokenizer.json")
     try:
-        tj = json.loads(blob)
         return len(tj["model"]["vocab"]) + len(tj["added_tokens"])
-    except (ValueError, RecursionError, KeyError, TypeError):  # bad JSON or UTF-8, too deep, wrong shape
+    except (KeyError, TypeError):
         raise errors.UnsupportedTokenizerError(
             "tokenizer.json: expected an object with model.vocab and added_tokens") from None

@@ -245,6 +245,23 @@ QWEN3_8B_FP8 = {
 }
 
 
+#: openai/gpt-oss-20b's config.json
+GPT_OSS_20B = {
+    "architectures": ["GptOssForCausalLM"], "attention_bias": True, "attention_dropout": 0.0, "eos_token_id": 200002,
+    "experts_per_token": 4, "head_dim": 64, "hidden_act": "silu", "hidden_size": 2880, "initial_context_length": 4096,
+    "initializer_range": 0.02, "intermediate_size": 2880,
+    "layer_types": ["sliding_attention", "full_attention"] * 12, "max_position_embeddings": 131072,
+    "model_type": "gpt_oss", "num_attention_heads": 64, "num_experts_per_tok": 4, "num_hidden_layers": 24,
+    "num_key_value_heads": 8, "num_local_experts": 32, "output_router_logits": False, "pad_token_id": 199999,
+    "quantization_config": {"modules_to_not_convert": ["model.layers.*.self_attn", "model.layers.*.mlp.router",
+                                                       "model.embed_tokens", "lm_head"], "quant_method": "mxfp4"},
+    "rms_norm_eps": 1e-05,
+    "rope_scaling": {"beta_fast": 32.0, "beta_slow": 1.0, "factor": 32.0, "original_max_position_embeddings": 4096,
+                     "rope_type": "yarn", "truncate": False},
+    "rope_theta": 150000, "router_aux_loss_coef": 0.9, "sliding_window": 128, "swiglu_limit": 7.0,
+    "tie_word_embeddings": False, "transformers_version": "4.55.0.dev0", "use_cache": True, "vocab_size": 201088,
+}
+
 def variant(base: dict, drop=(), **changes) -> dict:
     out = {k: copy.deepcopy(v) for k, v in base.items() if k not in drop}
     out.update(copy.deepcopy(changes))
@@ -330,6 +347,10 @@ CASES: dict[str, dict] = {
     "gpt2": GPT2,
     "gpt2-standard-names": variant(GPT2, drop=("n_embd", "n_head", "n_layer", "n_positions"), hidden_size=256,
                                    num_attention_heads=4, num_hidden_layers=3, max_position_embeddings=512),
+    "gpt-oss-20b": GPT_OSS_20B,
+    # class defaults: yarn rope, alternating layer types, head_dim and kv heads
+    "gpt-oss-defaults": variant(GPT_OSS_20B, drop=("rope_scaling", "rope_theta", "layer_types", "head_dim",
+                                                   "num_key_value_heads", "quantization_config")),
 }
 
 

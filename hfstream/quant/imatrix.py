@@ -22,11 +22,11 @@ import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
-from . import errors
+from .. import errors
 
 KEY_DATASETS = "imatrix.datasets"
 KEY_CHUNK_COUNT = "imatrix.chunk_count"
@@ -37,6 +37,25 @@ KV_FILE = "quantize.imatrix.file"
 KV_DATASET = "quantize.imatrix.dataset"
 KV_N_ENTRIES = "quantize.imatrix.entries_count"
 KV_N_CHUNKS = "quantize.imatrix.chunks_count"
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Importance weights of one tensor's rows: row ``r`` uses ``values[r // rows_per_mat]``.
+
+    ``values`` is (n_mat, n_per_row): one vector for a 2-D tensor, one per expert for an MoE stack.
+    """
+
+    values: np.ndarray
+    rows_per_mat: int
+
+    def pieces(self, r0: int, r1: int) -> Iterator[tuple[int, int, np.ndarray]]:
+        """(start, end, vector) covering rows [r0, r1), never crossing a matrix (expert)."""
+        while r0 < r1:
+            k = r0 // self.rows_per_mat
+            end = min(r1, (k + 1) * self.rows_per_mat)
+            yield r0, end, self.values[k]
+            r0 = end
 
 
 @dataclass
@@ -67,9 +86,9 @@ class Imatrix:
                 f"({n_mat} x {ne[0]}): the imatrix was made for another model")
         return values.reshape(n_mat, ne[0])
 
-    def kv(self) -> list[tuple[str, object]]:
+    def kv(self) -> list[tuple[str, str | int]]:
         """The keys llama-quantize adds to a file quantized with this matrix, in its order."""
-        out: list[tuple[str, object]] = [(KV_FILE, _cut(self.path))]
+        out: list[tuple[str, str | int]] = [(KV_FILE, _cut(self.path))]
         if self.datasets:
             out.append((KV_DATASET, _cut(self.datasets[0])))
         out.append((KV_N_ENTRIES, len(self.entries)))

@@ -15,7 +15,8 @@ llama-cpp-python 0.3.36 sdist), so a reader can hold each table next to the C++:
   applies overrides, rules and fallbacks exactly as ``llama_tensor_get_type`` does.
 
 The reference is what ``llama-quantize`` writes from the reference converter's F32 GGUF, so the
-starting point of every tensor is F32: tensors llama-quantize does not quantize stay F32.
+starting point of a tensor is its type in that file: F32, or the type its model family forces.
+Tensors llama-quantize does not quantize keep it.
 Rules for architectures hfstream does not convert (Falcon, GLM5-Next) and the MXFP4 MoE mix
 are left out.
 """
@@ -25,7 +26,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import gguf
 from gguf import GGMLQuantizationType as QT
@@ -102,7 +103,7 @@ def n_dims(ne: Sequence[int]) -> int:
 
 
 def allows_quantization(name: str, ne: Sequence[int]) -> bool:
-    """Whether llama-quantize quantizes this tensor at all (else it keeps its F32)."""
+    """Whether llama-quantize quantizes this tensor at all (else it keeps the type it has)."""
     if n_dims(ne) < 2 or not name.endswith("weight"):
         return False
     return name not in KEEP_NAMES and not any(s in name for s in KEEP_SUBSTRINGS)
@@ -133,7 +134,7 @@ class ModelFacts:
         return self.arch == "qwen2" and self.n_layer == 80
 
     @classmethod
-    def from_kv(cls, kv: Mapping[str, object]) -> "ModelFacts":
+    def from_kv(cls, kv: Mapping[str, Any]) -> "ModelFacts":
         """From the GGUF keys (``{arch}.block_count`` ...), as llama.cpp's loader reads them."""
         arch = str(kv["general.architecture"])
 
@@ -523,13 +524,17 @@ class Choice:
 
 
 def choose_types(mix: Mix, tensors: Sequence[tuple[str, Sequence[int]]], model: ModelFacts,
-                 overrides: Overrides = Overrides(), has_imatrix: bool = False) -> list[Choice]:
+                 overrides: Overrides = Overrides(), has_imatrix: bool = False,
+                 input_types: Mapping[str, QT] | None = None) -> list[Choice]:
     """The type of every tensor, in llama-quantize's order.
 
     ``tensors``: (GGUF name, GGUF shape ``ne``) in any order. Mirrors llama_tensor_get_type: the
     token-embedding and output overrides come first, then ``--tensor-type`` patterns (which skip
-    the mix's rules), then the mix's rules, then the row-length fallback.
+    the mix's rules), then the mix's rules, then the row-length fallback. ``input_types``: a
+    tensor's type in the file llama-quantize reads, where it is not F32 (what a tensor it does not
+    quantize keeps).
     """
+    input_types = input_types or {}
     shapes = {name: tuple(ne) for name, ne in tensors}
     order = quantize_order(shapes)
     patterns = overrides.compiled()
@@ -592,7 +597,7 @@ def choose_types(mix: Mix, tensors: Sequence[tuple[str, Sequence[int]]], model: 
         ne = shapes[name]
         cat = category(name)
         if not allows_quantization(name, ne):
-            out.append(Choice(name, QT.F32, False))
+            out.append(Choice(name, input_types.get(name, QT.F32), False))
             continue
         if overrides.token_embd is not None and cat == Cat.TOKEN_EMBD:
             out.append(Choice(name, overrides.token_embd, True))

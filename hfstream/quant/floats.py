@@ -10,7 +10,8 @@ NaN, numpy keeps it), so a conversion whose input or output holds a NaN is redon
 
 The library is used only where nothing can fault: Linux on x86-64, a CPU with every instruction set
 the library was built for (``ggml_cpu_has_*`` against ``/proc/cpuinfo``), and not with
-``HFSTREAM_QUANT_ENGINE=numpy``. Elsewhere numpy does it all.
+``HFSTREAM_QUANT_ENGINE=numpy`` or the ``f16c`` path switched off (``settings.linux_path``).
+Elsewhere numpy does it all.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ import platform
 import threading
 
 import numpy as np
+
+from .. import settings
+from . import ggml
 
 #: ggml_cpu_has_<name> -> the /proc/cpuinfo flag the CPU needs for it
 _X86_FLAGS = {
@@ -82,6 +86,8 @@ def engine() -> str:
 
 def _lib():
     global _LIB, _TRIED
+    if not settings.linux_path("f16c"):
+        return None
     with _LOCK:
         if not _TRIED:
             _TRIED = True
@@ -90,15 +96,12 @@ def _lib():
 
 
 def _load():
-    from . import quant, settings
-
     if settings.quant_engine() == "numpy" or not _runs_here_at_all():
         return None
-    base = quant._ggml_lib()
-    path = getattr(base, "_name", None)
-    if not path:
+    base = ggml.library_path()
+    if base is None:
         return None
-    path = os.path.join(os.path.dirname(path), "libggml-cpu.so")
+    path = os.path.join(os.path.dirname(base), "libggml-cpu.so")  # beside it: one build of ggml
     if not os.path.exists(path):
         return None
     try:

@@ -1,0 +1,384 @@
+"""Execution: units of work in flight, from fetched bytes to bytes written at their offsets.
+
+A unit (``units.py``) takes its cost from the memory budget, fetches its source ranges (one request
+for a batch of adjacent small units), transforms and encodes them on the worker threads, off the
+event loop, and writes the result at the offset the layout gave it; then it gives the memory back.
+Units finish in any order: every write is positional, and the journal records each finished unit,
+so a rerun of the same plan does only the rest.
+
+The early start (``Early``): while a forked child builds the vocabulary and the layout, the first
+units of the file are already fetched and encoded, within a share of the budget. They keep their
+encoded bytes until ``execute`` claims them and writes them once the layout exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+from gguf import GGMLQuantizationType as QT
+
+from . import errors
+from .budget import Budget, Grant
+from .graph import Load, Span
+from .layout import Layout
+from .options import Options, Progress
+from .plan import Plan, PlannedTensor
+from .quant import quantize
+from .source import ByteSource
+from .units import Unit, batches, iter_batches, unit_target, units_for
+from .writer import OutputFile
+
+#: what an early-started batch resolves to: its grant (shrunk to the encoded bytes) and those bytes
+Encoded = tuple[Grant, list[memoryview]]
+
+
+class Workers:
+    """What every unit shares: the memory budget, the CPU threads, the unit size."""
+
+    def __init__(self, opts: Options):
+        self.budget = Budget(opts.max_memory)
+        self.pool = ThreadPoolExecutor(max_workers=opts.threads or os.cpu_count() or 1, thread_name_prefix="hfstream")
+        self.target = unit_target(opts.max_memory)
+
+
+@dataclass
+class Target:
+    """One output of a run: its plan, its layout, the paths of its files (one, or a split's shards)."""
+
+    plan: Plan
+    layout: Layout
+    paths: list[Path]
+
+
+@dataclass
+class TargetStats:
+    bytes_written: int = 0
+    units_total: int = 0
+    units_resumed: int = 0
+
+
+@dataclass
+class ExecStats:
+    #: per target, in order
+    targets: list[TargetStats] = field(default_factory=list)
+    #: the budget's peak: the most bytes held by units in flight at once
+    peak: int = 0
+
+    @property
+    def bytes_written(self) -> int:
+        return sum(t.bytes_written for t in self.targets)
+
+    @property
+    def units_total(self) -> int:
+        return sum(t.units_total for t in self.targets)
+
+    @property
+    def units_resumed(self) -> int:
+        return sum(t.units_resumed for t in self.targets)
+
+
+async def execute(targets: Sequence[Target], source: ByteSource, opts: Options, workers: Workers,
+                  early: Early | None = None) -> ExecStats:
+    """Write every file of every target. Several targets (one run, several outtypes) share the
+    fetches: their tensors are cut alike, and units that read the same source bytes go in one batch,
+    fetched once and encoded once per target.
+
+    With ``opts.on_shard_written`` the shards of a split output are done one after another (the
+    i-th shard of every target together), each committed and handed to the callback (e.g. upload,
+    then delete) before the next one is even created, so the disk holds one shard (per target) at a
+    time. Units ``early`` already encoded are only written."""
+    # every file of every target, numbered in one sequence: a unit's ``file`` indexes ``files``
+    files: list[tuple[int, int]] = [(ti, k) for ti, t in enumerate(targets) for k in range(len(t.layout.files))]
+    first_file = [files.index((ti, 0)) for ti in range(len(targets))]
+    outs: list[OutputFile | None] = [None] * len(files)
+    stats = ExecStats(targets=[TargetStats() for _ in targets])
+    progress = Progress(total_bytes=sum(t.layout.total_size for t in targets))
+    budget, pool = workers.budget, workers.pool
+    loop = asyncio.get_running_loop()
+    target = workers.target
+    shared = len(targets) > 1
+    by_file: list[list[Unit]] = [[] for _ in files]
+    for ti, tg in enumerate(targets):
+        lay = tg.layout
+        for t in tg.plan.tensors:
+            f = first_file[ti] + lay.file_of[t.name]
+            by_file[f].extend(units_for(t, lay.offsets[t.name], target, f, same_cut_for_any_type=shared))
+        stats.targets[ti].units_total = sum(len(by_file[first_file[ti] + k]) for k in range(len(lay.files)))
+    weights = [_weights_digest(tg.plan) for tg in targets]
+    n_shards = max(len(tg.layout.files) for tg in targets)
+    groups = ([[f for f, (_, k) in enumerate(files) if k == i] for i in range(n_shards)] if opts.on_shard_written
+              else [list(range(len(files)))])
+    resumed_bytes = 0
+
+    def report() -> None:
+        progress.bytes_written = resumed_bytes + stats.bytes_written + sum(o.bytes_written for o in outs if o)
+        progress.bytes_fetched = source.stats.bytes_fetched
+        if opts.on_progress is not None:
+            opts.on_progress(progress)
+
+    async def run_batch(batch: list[Unit], encoded: asyncio.Future[Encoded] | None) -> None:
+        if encoded is not None:
+            grant, blobs = await encoded
+            try:
+                await loop.run_in_executor(pool, _write_all, batch, blobs, outs)
+                report()
+            finally:
+                budget.release(grant)
+            return
+        grant = await budget.acquire(sum(u.cost for u in batch))
+        try:
+            data = await _fetch_batch(batch, source, outs)
+            if data is None:  # copied file to file, nothing to compute
+                report()
+                return
+            report()
+            await loop.run_in_executor(pool, _compute_and_write_all, batch, data, outs)
+            report()
+        finally:
+            budget.release(grant)
+
+    try:
+        for group in groups:
+            for f in group:
+                ti, k = files[f]
+                lay = targets[ti].layout
+                identity = hashlib.sha256(lay.files[k].header + weights[ti]).hexdigest()[:32]
+                outs[f] = out = OutputFile(targets[ti].paths[k], lay.files[k].total_size, identity=identity,
+                                           force=opts.force)
+                out.pwrite(lay.files[k].header, 0)
+            todo = []
+            for f in group:
+                mine = by_file[f]
+                left = [u for u in mine if not _out(outs, u).is_done(u.offset, u.nbytes)]
+                stats.targets[files[f][0]].units_resumed += len(mine) - len(left)
+                resumed_bytes += sum(u.nbytes for u in mine) - sum(u.nbytes for u in left)
+                todo += left
+            if shared:  # units reading the same bytes side by side, so that they share a batch
+                todo.sort(key=_source_order)
+            tasks = [asyncio.ensure_future(run_batch(b, early.claim(b) if early is not None else None))
+                     for b in batches(todo, target)]
+            if early is not None:
+                await early.cancel()  # anything not claimed now is in none of this run's batches
+            try:
+                await asyncio.gather(*tasks)
+            except BaseException:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                raise
+            for f in group:
+                done = outs[f]
+                assert done is not None
+                done.commit()
+                stats.targets[files[f][0]].bytes_written += done.bytes_written
+                outs[f] = None
+                if opts.on_shard_written is not None:
+                    # blocking work (an upload) off the event loop
+                    ti, k = files[f]
+                    await loop.run_in_executor(None, opts.on_shard_written, targets[ti].paths[k])
+    except BaseException as e:
+        pool.shutdown(wait=True, cancel_futures=True)
+        for o in outs:
+            if o is not None:
+                o.abort(keep=_keep_partial(e))
+        raise
+    report()
+    stats.peak = budget.peak
+    return stats
+
+
+def _source_order(u: Unit) -> tuple:
+    """Where a unit's bytes are in the source (generated tensors, which read none, first)."""
+    if not u.spans:
+        return (0, "", 0)
+    first = u.spans[0]
+    return (1, first.file, first.start)
+
+
+def _out(outs: list[OutputFile | None], u: Unit) -> OutputFile:
+    out = outs[u.file]
+    assert out is not None, "a unit of a file that is not open"
+    return out
+
+
+def _keep_partial(exc: BaseException) -> bool:
+    """Failures a rerun can resume from keep the .part file and its journal."""
+    if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)):
+        return True
+    return isinstance(exc, (errors.NetworkError, errors.OutputWriteError))
+
+
+class Early:
+    """Units fetched and encoded while the vocabulary and the header are being built.
+
+    The first units of the file, in order, as long as they fit a share of the budget (fetched,
+    decoded and encoded bytes, as any unit counts them, and then the encoded result they keep):
+    the rest of the budget stays for the vocabulary's own peak (in the child process that builds
+    it, or in a thread where there is no fork), which is not in it. Each also holds
+    its grant of the whole budget (shrunk to the encoded bytes once encoded) until ``execute``
+    claims it and writes it at the offset the layout gave it. Nothing is written before the layout.
+    Units are cut as they are launched, so the early start costs nothing per tensor it does not reach.
+    """
+
+    #: of the budget. On the benchmark's throttled link a quarter gave wall/ideal 1.10 where a half gave
+    #: 1.07-1.08; with a half the process tree's peak is 330-350 MiB (bench/README.md)
+    SHARE = 0.5
+
+    def __init__(self, tensors: list[PlannedTensor], source: ByteSource, workers: Workers):
+        self._source = source
+        self._workers = workers
+        self._share = Budget(int(workers.budget.limit * self.SHARE))
+        self._tasks: dict[tuple, asyncio.Future[Encoded]] = {}
+        self._stopped = False
+        units = (u for t in tensors for u in units_for(t, 0, workers.target))
+        self._launcher = asyncio.ensure_future(self._launch(iter_batches(units, workers.target)))
+
+    async def _launch(self, todo: Iterable[list[Unit]]) -> None:
+        for batch in todo:
+            cost = sum(u.cost for u in batch)
+            share = await self._share.acquire(cost)  # never given back: the window ends with the layout
+            grant = await self._workers.budget.acquire(cost)
+            if self._stopped:
+                self._workers.budget.release(grant)
+                return
+            task = asyncio.ensure_future(self._encode(batch, grant, share))
+            # an error surfaces where the unit is claimed; unclaimed (the run failed elsewhere) it is moot
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            self._tasks[_batch_key(batch)] = task
+
+    async def _encode(self, batch: list[Unit], grant: Grant, share: Grant) -> Encoded:
+        budget = self._workers.budget
+        try:
+            data = await _fetch_batch(batch, self._source, None)
+            assert data is not None  # nothing is copied file to file without the output
+            blobs = await asyncio.get_running_loop().run_in_executor(self._workers.pool, _encode_all, batch, data)
+            del data
+            encoded = sum(u.nbytes for u in batch)
+            self._share.shrink(share, encoded)
+            return budget.shrink(grant, encoded), blobs
+        except BaseException:
+            budget.release(grant)
+            self._share.release(share)
+            raise
+
+    def stop(self) -> None:
+        """Start no more units (those started go on)."""
+        self._stopped = True
+        self._launcher.cancel()
+
+    def claim(self, batch: list[Unit]) -> asyncio.Future[Encoded] | None:
+        """The encoding of ``batch`` if it was started early: resolves to (grant, encoded bytes per unit)."""
+        return self._tasks.pop(_batch_key(batch), None)
+
+    async def cancel(self) -> None:
+        """Drop every unit not claimed, giving its memory back."""
+        self.stop()
+        tasks, self._tasks = list(self._tasks.values()), {}
+        for task in tasks:
+            task.cancel()
+        results = await asyncio.gather(self._launcher, *tasks, return_exceptions=True)
+        for r in results[1:]:
+            if isinstance(r, tuple):  # finished before the cancel: its grant is still held
+                self._workers.budget.release(r[0])
+
+
+def _batch_key(batch: list[Unit]) -> tuple:
+    return tuple((u.tensor.name, u.r0, u.r1) for u in batch)
+
+
+async def _fetch_batch(batch: list[Unit], source: ByteSource,
+                       outs: list[OutputFile | None] | None) -> dict[Span, bytes | memoryview] | None:
+    """The bytes of every span of the batch: one request for adjacent spans, else one per span.
+
+    A lone raw-copy unit from a local file goes file to file instead when there are ``outs`` (returns None).
+    """
+    if outs is not None and len(batch) == 1 and _raw_copy(batch[0]) and batch[0].tensor.qtype != QT.BF16:
+        (span,) = batch[0].spans
+        out = _out(outs, batch[0])
+        if source.copy_to(span.file, span.start, span.nbytes, out.fileno(), batch[0].offset):
+            out.record(batch[0].offset, batch[0].nbytes, zlib.crc32(os.pread(out.fileno(), span.nbytes,
+                                                                                batch[0].offset)))
+            return None
+    spans = list(dict.fromkeys(s for u in batch for s in u.spans))
+    if len(batch) > 1 and all(a.file == b.file and a.end == b.start for a, b in zip(spans, spans[1:])):
+        first, last = spans[0], spans[-1]
+        blob = await source.read(first.file, first.start, last.end - first.start)
+        view = memoryview(blob)
+        return {s: view[s.start - first.start:s.end - first.start] for s in spans}
+    blobs = await asyncio.gather(*(source.read(s.file, s.start, s.nbytes) for s in spans))
+    return dict(zip(spans, blobs))
+
+
+def _weights_digest(plan: Plan) -> bytes:
+    """Importance weights change the bytes but not the header: a resume must not mix two imatrices."""
+    h = hashlib.sha256()
+    for t in plan.tensors:
+        if t.weights is not None:
+            h.update(t.name.encode() + t.weights.values.tobytes())
+    return h.digest() if any(t.weights is not None for t in plan.tensors) else b""
+
+
+def _raw_copy(u: Unit) -> bool:
+    """Output type = source type and no transform: the bytes pass through without a decode."""
+    node = u.tensor.node
+    return isinstance(node, Load) and _SAME_TYPE.get(node.src.dtype) == u.tensor.qtype
+
+
+_SAME_TYPE = {"F32": QT.F32, "F16": QT.F16, "BF16": QT.BF16}
+
+
+def _compute_and_write_all(batch: list[Unit], data: dict[Span, bytes | memoryview],
+                           outs: list[OutputFile | None]) -> None:
+    for u in batch:
+        _write(u, _encode(u, data), outs)
+
+
+def _encode_all(batch: list[Unit], data: dict[Span, bytes | memoryview]) -> list[memoryview]:
+    return [_encode(u, data) for u in batch]
+
+
+def _write_all(batch: list[Unit], encoded: list[memoryview], outs: list[OutputFile | None]) -> None:
+    for u, blob in zip(batch, encoded):
+        _write(u, blob, outs)
+
+
+def _encode(u: Unit, data: dict[Span, bytes | memoryview]) -> memoryview:
+    """The unit's bytes as they go in the file."""
+    if _raw_copy(u):
+        (span,) = u.spans
+        encoded = memoryview(data[span])
+        if u.tensor.qtype == QT.BF16:
+            encoded = _quiet_bf16_nans(encoded)
+    else:
+        array = u.tensor.node.eval_rows(data, u.r0, u.r1)
+        # a node may give its rows in the tensor's GGUF type already (repacked MXFP4): written as they are
+        q = array if u.tensor.node.encoded is not None else quantize(array, u.tensor.qtype, weights=u.tensor.weights,
+                                                                     first_row=u.r0)
+        encoded = np.ascontiguousarray(q).data.cast("B")  # no copy when it is contiguous already
+    if encoded.nbytes != u.nbytes:
+        raise errors.InvalidHeaderError(f"{u.tensor.name}: encoded {encoded.nbytes} bytes, planned {u.nbytes}")
+    return encoded
+
+
+def _write(u: Unit, encoded: memoryview, outs: list[OutputFile | None]) -> None:
+    out = _out(outs, u)
+    out.pwrite(encoded, u.offset)
+    out.record(u.offset, u.nbytes, zlib.crc32(encoded))
+
+
+def _quiet_bf16_nans(raw: memoryview) -> memoryview:
+    """BF16 -> F32 -> BF16 is the identity except that NaNs come back quiet (the 0x0040 bit set)."""
+    u16 = np.frombuffer(raw, dtype="<u2")
+    nan = (u16 & 0x7FFF) > 0x7F80
+    if not nan.any():
+        return raw
+    fixed = np.where(nan, u16 | 0x0040, u16).astype("<u2")
+    return fixed.data.cast("B")
