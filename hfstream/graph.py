@@ -409,6 +409,47 @@ class SliceRows(Node):
 
 
 @dataclass(frozen=True, eq=False)
+class PadRows(Node):
+    """A tensor's first axis lengthened to ``length`` with zeros (e.g. Gemma 3n's embeddings, padded
+    to the vocab size with rows for the image and audio tokens). Zero rows need no source bytes."""
+
+    x: Node
+    length: int
+
+    @property
+    def shape(self):  # type: ignore[override]
+        return (self.length, *self.x.shape[1:])
+
+    @property
+    def dtype(self):  # type: ignore[override]
+        return self.x.dtype
+
+    def leaves(self):
+        return self.x.leaves()
+
+    def row_align(self):
+        inner = self.x.row_align()
+        per_first = self.rows // self.shape[0] if self.shape[0] else 1
+        return per_first if inner is not None and per_first % inner == 0 else None
+
+    def spans(self, r0, r1):
+        if self.row_align() is None:
+            return self.x.spans(0, self.x.rows)
+        end = min(r1, self.x.rows)
+        return self.x.spans(r0, end) if r0 < end else []
+
+    def eval_rows(self, data, r0, r1):
+        out = np.zeros((r1 - r0, self.cols), dtype=self.dtype)
+        end = min(r1, self.x.rows)
+        if r0 < end:
+            if self.row_align() is None:
+                out[:end - r0] = self.x.evaluate(data).reshape(self.x.rows, self.cols)[r0:end]
+            else:
+                out[:end - r0] = self.x.eval_rows(data, r0, end)
+        return out
+
+
+@dataclass(frozen=True, eq=False)
 class Bytes(Node):
     """A U8 source tensor as it is stored, viewed with ``view`` as its shape (e.g. MXFP4 blocks
     [E, R, nb, 16] as [E, R, nb * 16]: one row of bytes per weight row)."""

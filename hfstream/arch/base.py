@@ -16,7 +16,7 @@ import gguf
 
 from .. import errors, prequant
 from ..graph import Node, Stack
-from ..hfconfig import check_hparams
+from ..hfconfig import INT_HPARAMS, check_hparams
 from ..quant import OutType
 from ..safetensors import SourceTensor
 
@@ -180,6 +180,8 @@ class TextFamily:
     shape_rules: ClassVar[tuple[ShapeRule, ...]] = DECODER_SHAPES
     #: the config.json spellings of the sizes ``shape_rules`` use
     shape_sizes: ClassVar[Mapping[str, tuple[str, ...]]] = SIZES
+    #: integer hyperparameters checked before any is used (``hfconfig.check_hparams``)
+    hparam_ints: ClassVar[Mapping[str, tuple[tuple[str, ...], int, int]]] = INT_HPARAMS
 
     def __init__(self, hparams: Mapping[str, Any], hf_arch: str):
         self.hf_arch = hf_arch
@@ -187,7 +189,7 @@ class TextFamily:
         if isinstance(merged.get("text_config"), dict):
             merged = {**merged, **merged["text_config"]}
         self.hparams = merged
-        check_hparams(merged)  # before any value is used: types, bounds, divisibility
+        check_hparams(merged, ints=self.hparam_ints)  # before any value is used: types, bounds, divisibility
         self.block_count = int(self.find(("n_layers", "num_hidden_layers", "n_layer", "num_layers")))
         self.tensor_map = gguf.get_tensor_name_map(self.gguf_arch, self.block_count)
         self.rope = self._rope_parameters()
