@@ -8,38 +8,15 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
 from . import errors, httperrors, settings
+from .localdir import local_snapshot
 from .retry import RetryPolicy
+from .snapshot import Snapshot
 
-
-@dataclass(frozen=True)
-class Snapshot:
-    """One commit of a repo: what every later request is pinned to."""
-
-    repo_id: str
-    revision: str
-    sha: str
-    endpoint: str
-    #: repo-relative path -> size in bytes (None when the Hub did not say)
-    files: dict[str, int | None] = field(default_factory=dict)
-    #: set when the "repo" is a local directory (then ``sha`` is empty)
-    local_root: Path | None = None
-
-    @property
-    def name(self) -> str:
-        """The repo name without its owner, as a local clone directory would be called."""
-        return self.repo_id.rstrip("/").rsplit("/", 1)[-1]
-
-    @property
-    def page_url(self) -> str:
-        return f"{self.endpoint}/{self.repo_id}"
-
-    def resolve_url(self, path: str) -> str:
-        return f"{self.endpoint}/{self.repo_id}/resolve/{self.sha}/{quote(path)}"
+__all__ = ["Snapshot", "resolve", "resolve_with_token"]
 
 
 def is_local(repo: str) -> bool:
@@ -180,8 +157,6 @@ def resolve(repo_id: str, revision: str, endpoint: str, token: str | None, *,
     (``cached_snapshot``), a local one (``local_root`` set), with its repo id and commit sha.
     """
     if settings.offline():
-        from .localdir import local_snapshot  # localdir builds on this module: imported when used
-
         return local_snapshot(cached_snapshot(repo_id, revision))
     policy = RetryPolicy.of(retries)
     request = httperrors.Request(repo_id, endpoint, token=bool(token), revision=revision)

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from . import errors, settings
-from .hub import Snapshot
+from .snapshot import Snapshot
 from .settings import MAX_SMALL_FILE_BYTES
 from .source import ByteSource
 
