@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar, Iterator, Mapping, NamedTuple
+from typing import Any, ClassVar, Iterator, Mapping, NamedTuple
 
 import numpy as np
 from gguf import GGMLQuantizationType as QT
@@ -30,7 +30,7 @@ from gguf import GGMLQuantizationType as QT
 from .quant import floats
 from .safetensors import DTYPE_SIZES, SourceTensor
 
-_NUMPY_DTYPES = {
+_NUMPY_DTYPES: dict[str, np.dtype[Any]] = {
     "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"),
     "I64": np.dtype("<i8"), "I32": np.dtype("<i4"), "I16": np.dtype("<i2"), "I8": np.dtype("i1"),
     "U8": np.dtype("u1"), "U16": np.dtype("<u2"), "U32": np.dtype("<u4"), "U64": np.dtype("<u8"),

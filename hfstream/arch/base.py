@@ -436,8 +436,8 @@ class ProjectorFamily(TextFamily):
     def __init__(self, hparams: Mapping[str, Any], hf_arch: str):
         self.hf_arch = hf_arch
         self.global_config = dict(hparams)
-        text = hparams.get("text_config") if isinstance(hparams.get("text_config"), dict) else {}
-        text = {**hparams, **text}
+        nested = hparams.get("text_config")
+        text = {**hparams, **(nested if isinstance(nested, dict) else {})}
         self.n_embd_text = text.get("hidden_size", text.get("n_embd", 0))
         if type(self.n_embd_text) is not int or self.n_embd_text <= 0:
             raise errors.InvalidConfigError("config.json: the text model's hidden_size is not set")
