@@ -76,7 +76,7 @@ async def _convert(repo_id: str, opts: Options, resolved: Resolved | None = None
         headers, heads = await read_headers(source, snapshot, shards)
         cached = HeadCachedSource(source, heads)
         # the few single numbers a text model's keys are made of (Apertus' xIELU scalars)
-        values = await _values(cached, files, headers) if False in kinds else {}
+        values = await read_values(cached, files, headers) if False in kinds else {}
         plans = [draft_plan(repo_name=snapshot.name, files=files, headers=headers, shards=shards, outtype=outtype,
                             bpe_pre=opts.bpe_pre, source=(snapshot.repo_id, snapshot.sha) if snapshot.sha else None,
                             quant_opts=quant_opts, split_max_tensors=opts.split_max_tensors,
@@ -315,7 +315,7 @@ async def read_headers(source: ByteSource, snapshot: hub.Snapshot,
     return {s: p[0] for s, p in zip(shards, parsed)}, {s: p[1] for s, p in zip(shards, parsed)}
 
 
-async def _values(source: ByteSource, files: dict[str, bytes],
+async def read_values(source: ByteSource, files: dict[str, bytes],
                   headers: dict[str, list[SourceTensor]]) -> dict[SourceTensor, bytes | memoryview]:
     """The bytes of the few single-number tensors whose values the plan writes as keys (``value_sources``)."""
     wanted = value_sources(files, headers)
