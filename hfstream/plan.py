@@ -276,8 +276,9 @@ def draft_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[s
     planned = []
     for choice in typed.tensors:
         tensor, node = outputs[choice.name]
-        planned.append(PlannedTensor(name=choice.name, node=node, qtype=choice.qtype, shape=tensor.shape,
-                                     nbytes=quant.nbytes(choice.qtype, tensor.shape), weights=choice.weights))
+        shape = choice.shape or tensor.shape
+        planned.append(PlannedTensor(name=choice.name, node=node, qtype=choice.qtype, shape=shape,
+                                     nbytes=quant.nbytes(choice.qtype, shape), weights=choice.weights))
 
     size_label = md.size_label if family.size_label_in_filename else None
     filename = family.filename_prefix + gguf.naming_convention(md.name, md.basename, md.finetune, md.version,
