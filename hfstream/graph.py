@@ -849,3 +849,55 @@ class HeadSlice(Node):
             heads = heads.transpose(0, 2, 1)
         out = np.ascontiguousarray(heads).reshape((h1 - h0) * self._head_rows, self.cols)
         return out[r0 - h0 * self._head_rows:r1 - h0 * self._head_rows]
+
+
+@dataclass(frozen=True, eq=False)
+class SliceStackRows(Node):
+    """Rows [start, stop) of every matrix of a 3-D stack, i.e. axis 1 (GraniteMoE stores each expert's
+    gate and up projections as one (experts, 2 * ffn, hidden) tensor, which becomes two stacks).
+
+    A block of output rows inside one matrix is one contiguous run of source rows, so the stack is
+    still fetched a block (an expert) at a time.
+    """
+
+    x: Node
+    start: int
+    stop: int
+
+    @property
+    def shape(self):  # type: ignore[override]
+        return (self.x.shape[0], self.stop - self.start, self.x.shape[2])
+
+    @property
+    def dtype(self):  # type: ignore[override]
+        return self.x.dtype
+
+    def leaves(self):
+        return self.x.leaves()
+
+    def row_align(self):
+        inner = self.x.row_align()
+        if inner is None or any(n % inner for n in (self.x.shape[1], self.start, self.stop - self.start)):
+            return None
+        return inner
+
+    def _source_runs(self, r0: int, r1: int) -> Iterator[tuple[int, int]]:
+        """Source row ranges, in order, holding output rows [r0, r1)."""
+        n, m = self.stop - self.start, self.x.shape[1]
+        while r0 < r1:
+            k, a = divmod(r0, n)
+            end = min(r1, (k + 1) * n)
+            yield k * m + self.start + a, k * m + self.start + end - k * n
+            r0 = end
+
+    def spans(self, r0, r1):
+        if self.row_align() is None:
+            return self.x.spans(0, self.x.rows)
+        return [s for a, b in self._source_runs(r0, r1) for s in self.x.spans(a, b)]
+
+    def eval_rows(self, data, r0, r1):
+        if self.row_align() is None:
+            whole = self.x.evaluate(data)[:, self.start:self.stop]
+            return np.ascontiguousarray(whole).reshape(self.rows, self.cols)[r0:r1]
+        blocks = [self.x.eval_rows(data, a, b) for a, b in self._source_runs(r0, r1)]
+        return np.concatenate(blocks) if len(blocks) > 1 else blocks[0]

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from hfstream.graph import AddScalar, Constant, Load, PadRows, PermuteHeads, SliceRows, Stack, Transpose, decode
+from hfstream.graph import (AddScalar, Constant, Load, PadRows, PermuteHeads, SliceRows, SliceStackRows, Stack,
+                            Transpose, decode)
 from hfstream.safetensors import SourceTensor
 
 
@@ -117,3 +118,34 @@ def test_blocks_of_rows_reassemble_the_whole_and_need_disjoint_bytes(name):
     if name != "stack-permuted":  # that one reads the same source twice on purpose
         ordered = sorted((s.start, s.end) for s in spans)
         assert all(a[1] <= b[0] for a, b in zip(ordered, ordered[1:]))
+
+
+def test_slice_stack_rows_cuts_the_same_rows_of_every_matrix_block_by_block():
+    """GraniteMoE's fused gate/up: rows [start, stop) of each expert's matrix, fetched as exactly those bytes."""
+    experts, rows, cols = 3, 6, 4
+    w = np.arange(experts * rows * cols, dtype=np.float32).reshape(experts, rows, cols)
+    f = FakeFile()
+    src = f.add("input_linear", w, "F16")
+    node = SliceStackRows(Load(src), 2, 5)
+    assert node.shape == (3, 3, 4) and node.dtype == np.float16 and node.row_align() == 1
+    expected = np.stack([w[e, 2:5] for e in range(experts)]).reshape(9, cols)
+    for r0, r1 in ((0, 9), (0, 3), (2, 7), (4, 5), (8, 9)):
+        assert np.array_equal(node.eval_rows(f.data(node, r0, r1), r0, r1), expected[r0:r1])
+        # only the source rows of the block: expert e's rows 2..4 start at byte (e * 6 + 2) * 4 * 2
+        wanted = set()
+        for r in range(r0, r1):
+            e, i = divmod(r, 3)
+            start = src.start + (e * rows + 2 + i) * cols * 2
+            wanted.update(range(start, start + cols * 2))
+        assert set().union(*(range(s.start, s.end) for s in node.spans(r0, r1))) == wanted
+
+
+def test_slice_stack_rows_of_a_stack_cut_only_by_whole_matrices_evaluates_it_whole():
+    a = np.arange(8, dtype=np.float32).reshape(2, 4)
+    b = -np.arange(8, dtype=np.float32).reshape(2, 4)
+    f = FakeFile()
+    stack = Stack((Transpose(Load(f.add("a", a))), Transpose(Load(f.add("b", b)))))  # (2, 4, 2), whole parts only
+    assert stack.row_align() == 4
+    node = SliceStackRows(stack, 1, 3)
+    assert node.row_align() is None
+    assert np.array_equal(whole(f, node), np.stack([a.T[1:3], b.T[1:3]]))

@@ -46,6 +46,9 @@ class TensorType:
     qtype: QT
     #: llama-quantize mixes with ``--imatrix`` only
     weights: Weights | None = None
+    #: the shape written, numpy order, when it is not the tensor's own: llama-quantize writes a tensor
+    #: without its outer dimensions of size 1 (ggml's ``n_dims``)
+    shape: tuple[int, ...] | None = None
 
 
 #: Tensor kinds the reference always keeps in F32 (they are small or precision-critical).

@@ -68,18 +68,24 @@ SHA_HEX = 16
 GREEDY_TOKENS = 8
 TAIL_KEYS = ("general.quantization_version", "general.file_type")
 
-#: fixture models: rows that are multiples of 256 (the K and IQ types are used) and two with 64-wide
-#: rows, where every 256-block type falls back (tensor_type_fallback)
+#: fixture models: rows that are multiples of 256 (the K and IQ types are used) and 64-wide ones,
+#: where every 256-block type falls back (tensor_type_fallback), among them MoE families whose experts
+#: arrive in other layouts (one tensor per expert, GraniteMoE's fused gate/up, ERNIE's dense first layer)
 MODELS = ("tiny-llama-k", "tiny-qwen3-k", "tiny-mixtral-k", "tiny-llama-spm", "tiny-mixtral", "tiny-gpt-oss-bf16",
-          "tiny-deepseek-v3-k", "tiny-deepseek-v2-lite", "tiny-deepseek-v3", "tiny-gemma4", "tiny-gemma3n")
+          "tiny-deepseek-v3-k", "tiny-deepseek-v2-lite", "tiny-deepseek-v3", "tiny-gemma4", "tiny-gemma3n",
+          "tiny-olmoe", "tiny-granite-moe", "tiny-ernie4_5-moe")
 
 #: models whose goldens cover a few types only (a big vocabulary makes every case slow, and 64-wide
-#: rows make the 256-block types fall back as tiny-llama-spm's do); the golden lists them
+#: rows make the 256-block types fall back as tiny-llama-spm's and tiny-mixtral's do, which cover
+#: every type); the golden lists them
 SELECTED_TYPES: dict[str, tuple[str, ...]] = {
     "tiny-gpt-oss-bf16": ("q4_k_m", "q6_k"),
     "tiny-deepseek-v3-k": ("q4_k_m", "q6_k"),
     "tiny-deepseek-v2-lite": ("q4_k_m", "q6_k"),
     "tiny-deepseek-v3": ("q4_k_m", "q6_k"),
+    "tiny-olmoe": ("q4_k_m",),
+    "tiny-granite-moe": ("q4_k_m",),
+    "tiny-ernie4_5-moe": ("q4_k_m",),
 }
 
 #: llama-quantize's names for hfstream's mixes (as its QUANT_OPTIONS spell them)
