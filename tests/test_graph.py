@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from hfstream.graph import AddScalar, Constant, Load, PadRows, PermuteHeads, SliceRows, Stack, Transpose, decode
+from hfstream.graph import (AddScalar, Constant, GatherRows, Load, NegExp, PadRows, PermuteCols, PermuteHeads, Reshape,
+                            SliceRows, Stack, Transpose, decode)
 from hfstream.safetensors import SourceTensor
 
 
@@ -85,6 +86,9 @@ def _nodes():
     emb = f.add("emb", m(10, 8))
     conv = f.add("conv", m(8, 12))
     norm = f.add("norm", m(8))
+    conv3 = f.add("conv3", m(8, 1, 12), "BF16")
+    fused = f.add("fused", m(3, 4, 8), "BF16")
+    half = f.add("half", m(2, 8), "F16")
     return f, {
         "load": Load(emb),
         "permute": PermuteHeads(Load(q), 4),
@@ -96,6 +100,14 @@ def _nodes():
         "pad": PadRows(Load(emb), 13),
         "pad-stacked": PadRows(Stack(tuple(Load(e) for e in experts)), 5),
         "constant": Constant(np.arange(12, dtype=np.float32).reshape(3, 4)),
+        "reshape": Reshape(Load(conv3), (8, 12)),
+        "reshape-rows": Reshape(Load(conv), (12, 8)),
+        "gather": GatherRows(Load(emb), ((6, 2), (0, 3), (8, 2), (3, 1)), (8, 8)),
+        "gather-experts": GatherRows(Load(fused), ((0, 2), (4, 2), (8, 2)), (3, 2, 8)),
+        "gather-squeezed": GatherRows(Reshape(Load(conv3), (8, 12)), ((4, 4), (0, 4)), (8, 12)),
+        "permute-cols": PermuteCols(Load(emb), (7, 6, 5, 4, 0, 1, 2, 3)),
+        "negexp": NegExp(PermuteCols(Load(norm), (1, 0, 3, 2, 5, 4, 7, 6))),
+        "negexp-f16": NegExp(Load(half)),
     }
 
 
@@ -117,3 +129,69 @@ def test_blocks_of_rows_reassemble_the_whole_and_need_disjoint_bytes(name):
     if name != "stack-permuted":  # that one reads the same source twice on purpose
         ordered = sorted((s.start, s.end) for s in spans)
         assert all(a[1] <= b[0] for a, b in zip(ordered, ordered[1:]))
+
+
+def test_gather_rows_picks_runs_of_rows_in_order():
+    f = FakeFile()
+    w = np.arange(10 * 3, dtype=np.float32).reshape(10, 3)
+    out = whole(f, GatherRows(Load(f.add("w", w)), ((6, 2), (0, 3), (9, 1)), (6, 3)))
+    assert np.array_equal(out, w[[6, 7, 0, 1, 2, 9]])
+
+
+def test_gather_rows_of_a_block_reads_only_its_runs_joined_where_they_touch():
+    f = FakeFile()
+    src = f.add("w", np.zeros((10, 4), dtype=np.float32))
+    node = GatherRows(Load(src), ((6, 2), (0, 3), (3, 3), (8, 2)), (10, 4))
+    row = 4 * 4
+    # output rows 1..5 are source rows 7, 0, 1, 2, 3: two spans, 0-4 joined
+    assert [(s.start, s.end) for s in node.spans(1, 6)] == [(0, 4 * row), (7 * row, 8 * row)]
+    assert [(s.start, s.end) for s in node.spans(0, 10)] == [(0, 10 * row)]  # a permutation of all: one span
+
+
+def test_gather_rows_cuts_the_halves_of_a_fused_expert_stack():
+    f = FakeFile()
+    w = np.arange(3 * 4 * 2, dtype=np.float32).reshape(3, 4, 2)
+    load = Load(f.add("gate_up", w))
+    gate = whole(f, GatherRows(load, tuple((e * 4, 2) for e in range(3)), (3, 2, 2)))
+    up = whole(f, GatherRows(load, tuple((e * 4 + 2, 2) for e in range(3)), (3, 2, 2)))
+    assert np.array_equal(gate, w[:, :2, :]) and np.array_equal(up, w[:, 2:, :])
+
+
+def test_gather_rows_refuses_runs_that_do_not_fit():
+    src = SourceTensor("f", "w", "F32", (4, 2), 0, 32)
+    with pytest.raises(ValueError):
+        GatherRows(Load(src), ((3, 2),), (2, 2))  # past the last row
+    with pytest.raises(ValueError):
+        GatherRows(Load(src), ((0, 2),), (3, 2))  # fewer rows than the shape
+
+
+def test_permute_cols_reorders_every_row():
+    f = FakeFile()
+    w = np.arange(12, dtype=np.float32).reshape(3, 4)
+    out = whole(f, PermuteCols(Load(f.add("w", w)), (2, 0, 3, 1)))
+    assert np.array_equal(out, np.stack([w[:, 2], w[:, 0], w[:, 3], w[:, 1]], axis=1))
+    with pytest.raises(ValueError):
+        PermuteCols(Load(SourceTensor("f", "v", "F32", (3,), 0, 12)), (0, 0, 1))
+
+
+def test_reshape_squeezes_and_keeps_the_values():
+    f = FakeFile()
+    w = np.arange(12, dtype=np.float32).reshape(3, 1, 4)
+    node = Reshape(Load(f.add("w", w)), (3, 4))
+    assert node.row_align() == 1 and np.array_equal(whole(f, node), w.reshape(3, 4))
+    assert Reshape(Load(f.add("v", w)), (4, 3)).row_align() is None  # other rows: whole only
+
+
+def test_neg_exp_is_the_correctly_rounded_value():
+    import math
+
+    # x = 1.0610006: float32 exp (numpy's) gives 0x4038_F9A4, the exact value rounds to 0x4038_F9A5
+    values = np.array([0.0, 1.0, -2.5, 1.0610005855560303, 0.9571602940559387], dtype=np.float32)
+    f = FakeFile()
+    out = whole(f, NegExp(Load(f.add("a_log", values))))
+    expected = np.array([np.float32(-math.exp(float(v))) for v in values], dtype=np.float32)
+    assert out.dtype == np.float32 and np.array_equal(out.view(np.uint32), expected.view(np.uint32))
+    assert out[0] == -1.0 and np.exp(values[3]) != -out[3]  # not float32 arithmetic
+    half = whole(f, NegExp(Load(f.add("h", values, "F16"))))
+    assert half.dtype == np.float16
+    assert np.array_equal(half, np.array([-math.exp(float(v)) for v in values.astype(np.float16)], dtype=np.float16))
