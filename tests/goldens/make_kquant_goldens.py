@@ -186,7 +186,7 @@ def make_model_golden(model: str, spec: dict, snapshot: Path, commit: str, llama
                       ref_hash: str, work: Path, with_greedy: bool, jobs: int) -> dict:
     job = work / model
     model_dir = copy_snapshot(snapshot, job, model)
-    f32 = run_reference(model_dir, "f32", llama_cpp_dir, job / "f32")
+    f32 = run_reference(model_dir, "f32", llama_cpp_dir, job / "f32", tuple(spec.get("reference_options", ())))
     f32_digest = digest_gguf(f32)
 
     # the synthetic imatrix, from the f32 file's tensor list
