@@ -24,7 +24,7 @@ import bisect
 import itertools
 import math
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache, cached_property
 from typing import ClassVar, Iterator, Mapping, NamedTuple
 
 import numpy as np
@@ -1002,14 +1002,7 @@ class PermuteCols(Node):
 
 @dataclass(frozen=True, eq=False)
 class NegExp(Node):
-    """``-exp(x)`` in the dtype of x (a gated delta net's decay ``A = -exp(A_log)``), correctly rounded.
-
-    The reference computes it with torch, whose float32 ``exp`` is not correctly rounded and is not
-    the same everywhere: x86 wheels call MKL's vector exp, which is one ulp off for about 1% of float32
-    inputs (0.13% of the bfloat16 ones); other builds use SLEEF or libm. The exact value rounded once
-    is the one result all of them approximate; it is what is written here (computed in float64,
-    whose error is far below a float32 or float16 rounding step).
-    """
+    """``-exp(x)`` in the dtype of x (a gated delta net's decay ``A = -exp(A_log)``), as ``reference_exp``."""
 
     x: Node
 
@@ -1035,5 +1028,37 @@ class NegExp(Node):
             w = self.x.evaluate(data).reshape(self.rows, self.cols)[r0:r1]
         else:
             w = self.x.eval_rows(data, r0, r1)
-        with np.errstate(over="ignore"):
-            return (-np.exp(w.astype(np.float64))).astype(w.dtype)
+        return -reference_exp(w)
+
+
+def reference_exp(x: np.ndarray) -> np.ndarray:
+    """``exp`` of float32 or float16 values, as the reference's torch gives it where that is known.
+
+    torch's float32 ``exp`` is not correctly rounded and not the same everywhere: the x86-64 wheels
+    call MKL's vector exp, one ulp off for about 1% of float32 inputs; other builds use SLEEF or libm.
+    For the inputs a bfloat16 holds (every value of a bf16 checkpoint), torch 2.13's results on x86-64
+    are known (``data/torch_exp_bf16.json``, 45 differ from the correctly rounded value) and used;
+    any other input gets the correctly rounded value, the one every implementation approximates.
+    float16 is rounded once from the exact value too (torch rounds its float32 result).
+    """
+    with np.errstate(over="ignore"):
+        out = np.exp(x.astype(np.float64)).astype(x.dtype)
+    if x.dtype == np.float32 and x.size:
+        keys, values = _torch_exp_bf16()
+        bits = x.view(np.uint32)
+        known = (bits & 0xFFFF) == 0
+        at = np.searchsorted(keys, bits >> 16)
+        hit = known & (at < len(keys)) & (keys[np.minimum(at, len(keys) - 1)] == bits >> 16)
+        out.view(np.uint32)[hit] = values[at[hit]]
+    return out
+
+
+@cache
+def _torch_exp_bf16() -> tuple[np.ndarray, np.ndarray]:
+    """(sorted bfloat16 bits, torch's float32 exp bits) where torch's exp is not correctly rounded."""
+    import json
+    from pathlib import Path
+
+    table = json.loads((Path(__file__).parent / "data" / "torch_exp_bf16.json").read_text())["exceptions"]
+    keys = np.array(sorted(int(k, 16) for k in table), dtype=np.uint32)
+    return keys, np.array([int(table[f"{k:04x}"], 16) for k in keys], dtype=np.uint32)

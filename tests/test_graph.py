@@ -182,16 +182,34 @@ def test_reshape_squeezes_and_keeps_the_values():
     assert Reshape(Load(f.add("v", w)), (4, 3)).row_align() is None  # other rows: whole only
 
 
-def test_neg_exp_is_the_correctly_rounded_value():
+def test_neg_exp_is_correctly_rounded_where_torch_is_not_known():
     import math
 
     # x = 1.0610006: float32 exp (numpy's) gives 0x4038_F9A4, the exact value rounds to 0x4038_F9A5
-    values = np.array([0.0, 1.0, -2.5, 1.0610005855560303, 0.9571602940559387], dtype=np.float32)
+    values = np.array([1.0610005855560303, 0.9571602940559387, -2.7182817], dtype=np.float32)
+    assert not (values.view(np.uint32) & 0xFFFF == 0).any()  # no bfloat16 among them
     f = FakeFile()
     out = whole(f, NegExp(Load(f.add("a_log", values))))
     expected = np.array([np.float32(-math.exp(float(v))) for v in values], dtype=np.float32)
     assert out.dtype == np.float32 and np.array_equal(out.view(np.uint32), expected.view(np.uint32))
-    assert out[0] == -1.0 and np.exp(values[3]) != -out[3]  # not float32 arithmetic
+    assert np.exp(values[0]) != -out[0]  # not float32 arithmetic
     half = whole(f, NegExp(Load(f.add("h", values, "F16"))))
     assert half.dtype == np.float16
     assert np.array_equal(half, np.array([-math.exp(float(v)) for v in values.astype(np.float16)], dtype=np.float16))
+
+
+def test_neg_exp_of_a_bfloat16_value_is_torchs():
+    # bf16 0.9765625: torch 2.13 (MKL) gives exp = 0x4029F0A5, one ulp below the correctly rounded 0x4029F0A6
+    f = FakeFile()
+    out = whole(f, NegExp(Load(f.add("a_log", np.array([0.9765625, 0.0, 1.0], dtype=np.float32), "BF16"))))
+    assert list(out.view(np.uint32)) == [0xC029F0A5, 0xBF800000, 0xC02DF854]
+
+
+def test_reference_exp_is_torchs_on_every_bfloat16_value():
+    """The table against torch itself (the reference's environment)."""
+    torch = pytest.importorskip("torch")
+    from hfstream.graph import reference_exp
+
+    x = (np.arange(1 << 16, dtype=np.uint32) << 16).view(np.float32)
+    x = x[np.isfinite(x)]
+    assert np.array_equal(reference_exp(x).view(np.uint32), torch.exp(torch.from_numpy(x.copy())).numpy().view(np.uint32))
