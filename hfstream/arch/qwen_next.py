@@ -63,6 +63,7 @@ _NEXTN_NAME = re.compile(r"model\.layers\.(\d+)\.(" + "|".join(re.escape(k) for 
 #: an MTP layer index beyond this is refused (real checkpoints have one)
 MAX_MTP_LAYERS = 64
 KEY_RECURRENT_LAYERS = "{arch}.attention.recurrent_layers"
+_LAYER_PREFIX = re.compile(LAYER)
 
 _LINEAR_INTS = {
     "linear key heads": (("linear_num_key_heads",), 1, 1 << 12),
@@ -168,41 +169,45 @@ class Qwen3Next(Qwen2Moe):
         self.mtp_layers()  # every name is known now: refuse MTP tensors without MTP layers before any fetch
         expected = self._expected_shapes()
         for name, src in sources:
-            for pattern, (shape, why) in expected.items():
-                if pattern.fullmatch(name) and tuple(src.shape) != shape:
-                    raise errors.ConfigMismatchError(
-                        f"{src.file}: tensor {name[:80]!r} has shape {list(src.shape)} but config.json "
-                        f"makes it {list(shape)} ({why})")
+            layer = _LAYER_PREFIX.match(name)
+            want = expected.get(name[layer.end():]) if layer else None
+            if want is not None and tuple(src.shape) != want[0]:
+                raise errors.ConfigMismatchError(
+                    f"{src.file}: tensor {name[:80]!r} has shape {list(src.shape)} but config.json "
+                    f"makes it {list(want[0])} ({want[1]})")
 
-    def _expected_shapes(self) -> dict[re.Pattern[str], tuple[tuple[int, ...], str]]:
-        """The shapes the transforms below rely on, as config.json makes them."""
+    def _expected_shapes(self) -> dict[str, tuple[tuple[int, ...], str]]:
+        """The shapes the transforms below rely on, as config.json makes them, by name within a layer."""
         h = self.find(("hidden_size",))
         nk, nv, dk, dv = self.n_k_heads, self.n_v_heads, self.k_head_dim, self.v_head_dim
         linear = (f"hidden_size {h}, linear_num_key_heads {nk}, linear_num_value_heads {nv}, "
                   f"linear_key_head_dim {dk}, linear_value_head_dim {dv}")
         conv = 2 * nk * dk + nv * dv
+        p = "linear_attn."
         shapes = {
-            r"linear_attn\.in_proj_qkvz\.weight": ((2 * nk * dk + 2 * nv * dv, h), linear),
-            r"linear_attn\.in_proj_ba\.weight": ((2 * nv, h), linear),
-            r"linear_attn\.in_proj_qkv\.weight": ((conv, h), linear),
-            r"linear_attn\.in_proj_z\.weight": ((nv * dv, h), linear),
-            r"linear_attn\.in_proj_[ab]\.weight": ((nv, h), linear),
-            r"linear_attn\.conv1d\.weight": ((conv, 1, self.conv_kernel),
-                                               f"{linear}, linear_conv_kernel_dim {self.conv_kernel}"),
-            r"linear_attn\.(A_log|dt_bias)": ((nv,), f"linear_num_value_heads {nv}"),
-            r"linear_attn\.norm\.weight": ((dv,), f"linear_value_head_dim {dv}"),
-            r"linear_attn\.out_proj\.weight": ((h, nv * dv), linear),
+            p + "in_proj_qkvz.weight": ((2 * nk * dk + 2 * nv * dv, h), linear),
+            p + "in_proj_ba.weight": ((2 * nv, h), linear),
+            p + "in_proj_qkv.weight": ((conv, h), linear),
+            p + "in_proj_z.weight": ((nv * dv, h), linear),
+            p + "in_proj_a.weight": ((nv, h), linear),
+            p + "in_proj_b.weight": ((nv, h), linear),
+            p + "conv1d.weight": ((conv, 1, self.conv_kernel), f"{linear}, linear_conv_kernel_dim {self.conv_kernel}"),
+            p + "A_log": ((nv,), f"linear_num_value_heads {nv}"),
+            p + "dt_bias": ((nv,), f"linear_num_value_heads {nv}"),
+            p + "norm.weight": ((dv,), f"linear_value_head_dim {dv}"),
+            p + "out_proj.weight": ((h, nv * dv), linear),
         }
         heads, head_dim = self.find(("num_attention_heads",)), self.hparams.get("head_dim")
         if head_dim is not None:  # queries and their output gate
-            shapes[r"self_attn\.q_proj\.weight"] = ((2 * heads * head_dim, h),
-                                                   f"2 x num_attention_heads {heads} x head_dim {head_dim}")
+            shapes["self_attn.q_proj.weight"] = ((2 * heads * head_dim, h),
+                                                 f"2 x num_attention_heads {heads} x head_dim {head_dim}")
         experts, ffn = self.hparams.get("num_experts"), self.hparams.get("moe_intermediate_size")
         if experts and ffn:
             why = f"num_experts {experts}, moe_intermediate_size {ffn}, hidden_size {h}"
-            shapes[r"mlp\.experts\.gate_up_proj(\.weight)?"] = ((experts, 2 * ffn, h), why)
-            shapes[r"mlp\.experts\.down_proj(\.weight)?"] = ((experts, h, ffn), why)
-        return {re.compile(LAYER + pattern): shape for pattern, shape in shapes.items()}
+            for suffix in ("", ".weight"):
+                shapes["mlp.experts.gate_up_proj" + suffix] = ((experts, 2 * ffn, h), why)
+                shapes["mlp.experts.down_proj" + suffix] = ((experts, h, ffn), why)
+        return shapes
 
     # -- tensors ----------------------------------------------------------------
 
