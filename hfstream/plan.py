@@ -248,7 +248,7 @@ def draft_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[s
     planned = []
     for choice in typed.tensors:
         tensor, node = outputs[choice.name]
-        planned.append(PlannedTensor(name=choice.name, node=node, qtype=choice.qtype, shape=tensor.shape,
+        planned.append(PlannedTensor(name=choice.name, node=node, qtype=choice.qtype, shape=choice.shape or tensor.shape,
                                      nbytes=quant.nbytes(choice.qtype, tensor.shape), weights=choice.weights))
 
     size_label = md.size_label if family.size_label_in_filename else None
