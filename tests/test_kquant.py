@@ -84,6 +84,12 @@ FAST_K_CASES: tuple[tuple[str, str, str], ...] = (
     ("tiny-gemma3n", "iq2_xxs+imatrix", "dat"),
 )
 
+#: hybrid (gated delta net + attention) MoE models, 64 wide: the mix's rules on ssm_*, attn_qkv/attn_gate,
+#: nextn and expert tensors, their fallbacks, and per-expert imatrix slices of stacked and fused experts
+HYBRID_CASES: tuple[tuple[str, str], ...] = tuple(
+    (model, cid) for model in ("tiny-qwen3-next", "tiny-qwen35-moe-vlm") for cid in ("q4_k_m", "q4_k_m+imatrix")
+    if model in GOLDENS)
+
 
 # --------------------------------------------------------------------------- helpers
 
@@ -286,6 +292,11 @@ def test_small_model_every_case_is_byte_identical(model, cid, fresh_hub, tmp_pat
 @pytest.mark.parametrize("model, cid, fmt", FAST_K_CASES, ids=[f"{m}:{c}:{f}" for m, c, f in FAST_K_CASES])
 def test_k_models_are_byte_identical(model, cid, fmt, fresh_hub, tmp_path, capsys, monkeypatch):
     check_case(model, cid, tmp_path, capsys, monkeypatch, imatrix_format=fmt)
+
+
+@pytest.mark.parametrize("model, cid", HYBRID_CASES, ids=[f"{m}:{c}" for m, c in HYBRID_CASES])
+def test_hybrid_moe_models_are_byte_identical(model, cid, fresh_hub, tmp_path, capsys, monkeypatch):
+    check_case(model, cid, tmp_path, capsys, monkeypatch)
 
 
 def test_moe_row_blocks_smaller_than_an_expert_take_their_experts_slice(fresh_hub, tmp_path, capsys, monkeypatch):
