@@ -14,7 +14,7 @@ import pytest
 from hfstream import errors
 from hfstream.arch.qwen_next import Qwen3Next, Qwen35, Qwen35Moe
 from hfstream.graph import GatherRows, Load, NegExp, PermuteCols, Reshape
-from hfstream.pipeline import units_for
+from hfstream.units import units_for
 from hfstream.plan import make_plan
 from hfstream.safetensors import SourceTensor, parse_header
 
@@ -205,9 +205,9 @@ def test_row_blocks_of_every_transformed_tensor_give_the_whole(fixture_root, nam
 def test_without_mtp_tensors_the_mtp_layers_the_config_counts_are_left_out(fixture_root):
     """A text model transformers saved (no mtp.*, mtp_num_hidden_layers still 1): as the reference's --no-mtp."""
     plan = _plan(*_repo(fixture_root, "tiny-qwen35-moe")[:3])
-    kv = plan.writer.kv_data[0]
-    assert kv["qwen35moe.block_count"].value == 4 and "qwen35moe.nextn_predict_layers" not in kv
-    assert kv["qwen35moe.attention.recurrent_layers"].value == [True, True, True, False]
+    kv = plan.metadata.values_by_key()
+    assert kv["qwen35moe.block_count"] == 4 and "qwen35moe.nextn_predict_layers" not in kv
+    assert kv["qwen35moe.attention.recurrent_layers"] == [True, True, True, False]
     assert not any(t.name.startswith("blk.4.") for t in plan.tensors)
 
 

@@ -39,7 +39,7 @@ key, so both are spelled here. The vision tower of the multimodal checkpoints is
 from __future__ import annotations
 
 import re
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 import gguf
 
@@ -166,7 +166,6 @@ class Qwen3Next(Qwen2Moe):
     def check_shapes(self, sources: Iterable[tuple[str, SourceTensor]]) -> None:
         sources = list(sources)
         super().check_shapes(sources)
-        self.mtp_layers()  # every name is known now: refuse MTP tensors without MTP layers before any fetch
         expected = self._expected_shapes()
         for name, src in sources:
             layer = _LAYER_PREFIX.match(name)
@@ -175,6 +174,9 @@ class Qwen3Next(Qwen2Moe):
                 raise errors.ConfigMismatchError(
                     f"{src.file}: tensor {name[:80]!r} has shape {list(src.shape)} but config.json "
                     f"makes it {list(want[0])} ({want[1]})")
+
+    def use_sources(self, sources: Sequence[tuple[str, SourceTensor]]) -> None:
+        self.mtp_layers()  # every name is known now: refuse MTP tensors without MTP layers before any fetch
 
     def _expected_shapes(self) -> dict[str, tuple[tuple[int, ...], str]]:
         """The shapes the transforms below rely on, as config.json makes them, by name within a layer."""
