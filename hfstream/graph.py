@@ -16,6 +16,10 @@ becomes F32 first (BF16 -> F32 is exact), F16 and F32 stay as they are.
 
 Some sources are already quantized in a layout GGML has (gpt-oss's MXFP4 experts): their node
 gives rows of bytes in that GGUF type (``encoded``), which pass to the file as they are.
+
+Arithmetic nodes (``NegExp``, ``Scale``, ``ScaleRowBlocks``) compute as torch does on the
+reference's tensor: F32 stays F32 (a Python float multiplier is rounded to F32 first), F16 is
+computed in F32 and rounded back to F16 once.
 """
 
 from __future__ import annotations
@@ -603,3 +607,182 @@ def repack_mxfp4(blocks: np.ndarray, scales: np.ndarray) -> np.ndarray:
     out[:, :, 1::2] = (first & 0x0F) | (second << 4)
     out[:, :, 2::2] = (first >> 4) | (second & 0xF0)
     return out.reshape(n, nb * 17)
+
+
+def _same_rows(node: Node, x: Node) -> bool:
+    """True when ``node`` has the rows of ``x`` one for one (same row count and length)."""
+    return node.rows == x.rows and node.cols == x.cols
+
+
+@dataclass(frozen=True, eq=False)
+class Reshape(Node):
+    """The same values under another shape (a squeezed conv1d [C, 1, K] -> [C, K]; Mamba-2's A and D
+    as [n, 1] columns; a grouped norm [d] -> [groups, d / groups]). Rows pass through when the row
+    length stays; otherwise the tensor is cut only whole."""
+
+    x: Node
+    new_shape: tuple[int, ...]
+
+    def __post_init__(self):
+        if math.prod(self.new_shape) != math.prod(self.x.shape):
+            raise ValueError(f"cannot reshape {list(self.x.shape)} to {list(self.new_shape)}")
+
+    @property
+    def shape(self):  # type: ignore[override]
+        return self.new_shape
+
+    @property
+    def dtype(self):  # type: ignore[override]
+        return self.x.dtype
+
+    def leaves(self):
+        return self.x.leaves()
+
+    def row_align(self):
+        return self.x.row_align() if _same_rows(self, self.x) else None
+
+    def spans(self, r0, r1):
+        return self.x.spans(r0, r1) if self.row_align() is not None else self.x.spans(0, self.x.rows)
+
+    def eval_rows(self, data, r0, r1):
+        if self.row_align() is not None:
+            return self.x.eval_rows(data, r0, r1)
+        return self.x.evaluate(data).reshape(self.rows, self.cols)[r0:r1]
+
+
+class _Elementwise(Node):
+    """A node whose rows are its input's rows, transformed value by value (``x`` is a dataclass field)."""
+
+    x: Node
+
+    @property
+    def shape(self):  # type: ignore[override]
+        return self.x.shape
+
+    @property
+    def dtype(self):  # type: ignore[override]
+        return self.x.dtype
+
+    def leaves(self):
+        return self.x.leaves()
+
+    def row_align(self):
+        return self.x.row_align()
+
+    def spans(self, r0, r1):
+        return self.x.spans(r0, r1) if self.row_align() is not None else self.x.spans(0, self.x.rows)
+
+    def _input(self, data: SpanData, r0: int, r1: int) -> np.ndarray:
+        if self.row_align() is not None:
+            return self.x.eval_rows(data, r0, r1)
+        return self.x.evaluate(data).reshape(self.rows, self.cols)[r0:r1]
+
+
+@dataclass(frozen=True, eq=False)
+class NegExp(_Elementwise):
+    """-exp(x) (Mamba-2's ``A = -exp(A_log)``), correctly rounded to the dtype of x.
+
+    The reference's ``torch.exp`` is not correctly rounded everywhere (on x86 it is MKL's vsExp, which
+    is off by one unit in the last place for about 1 in 100 float32 inputs); elsewhere the results
+    are identical.
+    """
+
+    x: Node
+
+    def eval_rows(self, data, r0, r1):
+        w = self._input(data, r0, r1)
+        return -(np.exp(w.astype(np.float64)).astype(F32).astype(w.dtype))
+
+
+def _mul(w: np.ndarray, c: float) -> np.ndarray:
+    """w * c as torch computes it for a Python float c: in F32 (c rounded to F32), F16 rounded back."""
+    return (w.astype(F32, copy=False) * np.float32(c)).astype(w.dtype, copy=False)
+
+
+@dataclass(frozen=True, eq=False)
+class Scale(_Elementwise):
+    """x * c (Falcon-H1's muP multipliers folded into the weights)."""
+
+    x: Node
+    c: float
+
+    def eval_rows(self, data, r0, r1):
+        return _mul(self._input(data, r0, r1), self.c)
+
+
+@dataclass(frozen=True, eq=False)
+class ScaleRowBlocks(_Elementwise):
+    """Each block of rows times its own factor: ``blocks`` is ((end row, factor), ...) in order, the
+    first block starting at row 0 and the last ending at the last row (Falcon-H1's in_proj, whose
+    z, x, B, C and dt rows carry five multipliers)."""
+
+    x: Node
+    blocks: tuple[tuple[int, float], ...]
+
+    def __post_init__(self):
+        ends = [end for end, _ in self.blocks]
+        if ends != sorted(ends) or not ends or ends[-1] != self.x.rows or ends[0] < 0:
+            raise ValueError(f"row blocks {ends} do not cover the {self.x.rows} rows of {list(self.x.shape)}")
+
+    def eval_rows(self, data, r0, r1):
+        w = self._input(data, r0, r1).copy()
+        start = 0
+        for end, factor in self.blocks:
+            a, b = max(start, r0), min(end, r1)
+            if a < b:
+                w[a - r0:b - r0] = _mul(w[a - r0:b - r0], factor)
+            start = end
+        return w
+
+
+@dataclass(frozen=True, eq=False)
+class SliceInner(Node):
+    """Rows [start, stop) of each matrix of a stack ([..., R, n] -> [..., stop - start, n]): one half
+    of Granite's fused expert ``input_linear`` [E, 2 ff, h], gate first. A block is whole matrices,
+    which need the same matrices of the source."""
+
+    x: Node
+    start: int
+    stop: int
+
+    def __post_init__(self):
+        if self.x.ndim < 2 or not 0 <= self.start < self.stop <= self.x.shape[-2]:
+            raise ValueError(f"cannot take rows {self.start}:{self.stop} of each matrix of {list(self.x.shape)}")
+
+    @property
+    def shape(self):  # type: ignore[override]
+        return (*self.x.shape[:-2], self.stop - self.start, self.x.shape[-1])
+
+    @property
+    def dtype(self):  # type: ignore[override]
+        return self.x.dtype
+
+    def leaves(self):
+        return self.x.leaves()
+
+    def row_align(self):
+        inner = self.x.row_align()
+        whole = self.x.shape[-2]
+        return self.shape[-2] if inner is not None and whole % inner == 0 else None
+
+    def _matrices(self, r0: int, r1: int) -> tuple[int, int]:
+        n = self.shape[-2]
+        return r0 // n, -(-r1 // n)
+
+    def spans(self, r0, r1):
+        if self.row_align() is None:
+            return self.x.spans(0, self.x.rows)
+        m0, m1 = self._matrices(r0, r1)
+        whole = self.x.shape[-2]
+        return self.x.spans(m0 * whole, m1 * whole)
+
+    def eval_rows(self, data, r0, r1):
+        whole, n = self.x.shape[-2], self.shape[-2]
+        if self.row_align() is None:
+            m0, m1 = 0, self.rows // n
+            w = self.x.evaluate(data).reshape(-1, whole, self.cols)
+        else:
+            m0, m1 = self._matrices(r0, r1)
+            w = self.x.eval_rows(data, m0 * whole, m1 * whole).reshape(m1 - m0, whole, self.cols)
+        w = w[:, self.start:self.stop].reshape(-1, self.cols)
+        return w[r0 - m0 * n:r1 - m0 * n]

@@ -17,7 +17,7 @@ from . import errors, meta, quant
 from .arch import family_class
 from .arch.base import TextFamily
 from .graph import Load, Node
-from .hfconfig import load_config, normalize
+from .hfconfig import as_written, load_config, normalize
 from .kv import KeyWriter, Metadata
 from .safetensors import DuplicateKeyError, SourceTensor, loads_unique
 
@@ -160,7 +160,10 @@ def draft_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[s
         raise errors.MissingFileError(f"{repo_name}: config.json is missing")
     family_cls = family_class(load_config(config_blob))
     # the reference reads config.json through transformers' AutoConfig: defaults and rope normalization
-    hparams = normalize(config_blob, name_or_path=repo_name, model_types=family_cls.model_types)
+    if family_cls.config_source == "config.json":
+        hparams = as_written(config_blob)
+    else:
+        hparams = normalize(config_blob, name_or_path=repo_name, model_types=family_cls.model_types)
     family = family_cls(hparams, hparams["architectures"][0])
     family.use_files(files)
 

@@ -44,7 +44,7 @@ SIZES: Mapping[str, tuple[str, ...]] = {
 }
 LAYER = r"model\.layers\.\d+\."
 #: A shape rule: a regular expression matched against a whole source tensor name (after the family's
-#: ``source_name``), and the tensor's dimensions, each a product of SIZES joined by ``*``.
+#: ``source_name``), and the tensor's dimensions, each a product of SIZES (or literal numbers) joined by ``*``.
 ShapeRule = tuple[str, tuple[str, ...]]
 #: The standard transformers names of a llama-like decoder. A checkpoint that disagrees with config.json
 #: would not load in transformers, and here it would crash a transform (the q/k permute) or write a
@@ -88,11 +88,12 @@ def check_shapes(hparams: Mapping[str, Any], rules: Sequence[ShapeRule], sizes: 
         if dims is None:
             continue
         factors = [dim.split("*") for dim in dims]
-        if any(f not in known for fs in factors for f in fs):
+        if any(f not in known and not f.isdecimal() for fs in factors for f in fs):
             continue
-        want = [math.prod(known[f][1] for f in fs) for fs in factors]
+        want = [math.prod(int(f) if f.isdecimal() else known[f][1] for f in fs) for fs in factors]
         if list(src.shape) != want:
-            used = ", ".join(dict.fromkeys(f"{known[f][0]} {known[f][1]}" for fs in factors for f in fs))
+            used = ", ".join(dict.fromkeys(f"{known[f][0]} {known[f][1]}" for fs in factors for f in fs
+                                           if not f.isdecimal()))
             raise errors.ConfigMismatchError(
                 f"{src.file}: tensor {_short(src.name)} has shape {list(src.shape)} but config.json "
                 f"makes it {want} ({used})")
@@ -164,6 +165,9 @@ class TextFamily:
     #: gives the hparams (``hfconfig.normalize``); if the installed transformers does not know one, the
     #: conversion is refused rather than done on the raw config.json the reference would fall back to.
     model_types: ClassVar[tuple[str, ...]] = ()
+    #: where the hparams come from: "transformers" (``AutoConfig``, as ``ModelBase.load_hparams``) or
+    #: "config.json" as written (reference classes that open it themselves, e.g. the Mamba-2 ones)
+    config_source: ClassVar[str] = "transformers"
     #: the llama.cpp architecture written to ``general.architecture``
     gguf_arch: ClassVar[gguf.MODEL_ARCH]
     #: vocab kinds to try, in order (see ``hfstream.vocab.add_vocab``)
