@@ -312,3 +312,102 @@ class FalconH1(_Mamba2Hybrid):
         if type(value) is not int or value <= 0:
             raise errors.InvalidConfigError(f"config.json: {key} is {value!r}; expected a positive integer")
         return value
+
+
+# --- Nemotron-H -----------------------------------------------------------------------------------
+
+_NEMOTRON_SSM = frozenset({"mamba", "linear_attention"})
+_NEMOTRON_ATTENTION = frozenset({"attention", "full_attention"})
+
+
+@register
+class NemotronH(GraniteHybrid):
+    hf_architectures = ("NemotronHForCausalLM",)
+    model_types = ("nemotron_h",)
+    config_source = "transformers"
+    gguf_arch = gguf.MODEL_ARCH.NEMOTRON_H_MOE
+    vocab_strategies = ("bpe",)
+
+    def __init__(self, hparams, hf_arch):
+        hparams = {**hparams, **(hparams.get("llm_config") or {})} if "llm_config" in hparams else dict(hparams)
+        pattern = hparams.get("hybrid_override_pattern") or hparams.get("layers_block_type")
+        if not isinstance(pattern, (str, list)) or not pattern:
+            raise errors.InvalidConfigError("config.json: Nemotron-H needs hybrid_override_pattern (or layers_block_type)")
+        if "num_experts_per_tok" not in hparams:
+            # transformers' Nemotron-H config always sets it; without it the reference writes nemotron_h
+            raise errors.UnsupportedArchitectureError(
+                "a Nemotron-H config without num_experts_per_tok (read by transformers < 5) is not supported")
+        if isinstance(pattern, list):
+            hparams["num_hidden_layers"] = len(pattern)
+        self.pattern = pattern
+        _Mamba2Hybrid.__init__(self, hparams, hf_arch)
+        if len(pattern) != self.block_count:
+            raise errors.InvalidConfigError(
+                f"config.json: the layer pattern has {len(pattern)} layers, num_hidden_layers {self.block_count}")
+        if isinstance(pattern, str):
+            kinds = {"M": "mamba", "*": "attention", "E": "moe", "-": "mlp"}
+            pattern = [kinds.get(c, c) for c in pattern]
+        if "mlp" in pattern:
+            # the reference takes every Nemotron-H for the MoE architecture (transformers' config always has
+            # num_experts_per_tok) and then gives its dense MLP layers no feed-forward length: llama.cpp
+            # cannot load what it writes for Nemotron-H v1/v2 and Nemotron Nano 9B/12B v2
+            raise errors.UnsupportedArchitectureError(
+                f"{hf_arch} with dense MLP layers (Nemotron-H, Nemotron Nano v2) is not supported: llama.cpp's "
+                "converter writes it as nemotron_h_moe with zero feed-forward lengths, which llama.cpp cannot load")
+        if self.hparams.get("num_nextn_predict_layers"):
+            raise errors.UnsupportedArchitectureError(f"{hf_arch} with multi-token prediction layers is not supported")
+        if self.hparams.get("moe_latent_size") is not None:
+            raise errors.UnsupportedArchitectureError(f"{hf_arch} with latent MoE projections is not supported")
+        self.ssm_layers = [i for i, kind in enumerate(pattern) if kind in _NEMOTRON_SSM]
+        self.attn_layers = [i for i, kind in enumerate(pattern) if kind in _NEMOTRON_ATTENTION]
+        self.moe_layers = [i for i, kind in enumerate(pattern) if kind == "moe"]
+        self.head_dim_kv = self.hparams.get("head_dim", self.hparams.get("attention_head_dim"))
+        if self.head_dim_kv is None:
+            raise errors.InvalidConfigError("config.json: Nemotron-H needs head_dim")
+        self.d_model = self.find(("mamba_head_dim", "hidden_size", "d_model"))
+        self.n_group = self.find(("n_groups", "num_groups"))
+        self.d_inner = self.find(("num_heads",)) * self.d_model
+        self._check_ssm_sizes()
+        self.head_dim = self.find(("hidden_size",)) // self.find(("num_attention_heads",))
+        self._stacks = ExpertStacks(self.find(("n_routed_experts",)), ("down_proj", "up_proj"),
+                                    "backbone.layers.{bid}.mixer.experts.{xid}.{proj}.weight",
+                                    "model.layers.{bid}.mlp.experts.{proj}.weight")
+
+    def source_name(self, name: str) -> str | None:
+        if name.startswith("mtp."):
+            raise errors.UnsupportedArchitectureError(f"{self.hf_arch} with multi-token prediction layers is not supported")
+        if name.startswith("model.layers.") and ".mixer." in name:
+            name = name.replace("model.layers.", "backbone.layers.", 1)  # PEFT's names
+        return super().source_name(name)
+
+    def add_hparams(self, w: gguf.GGUFWriter, file_type: int) -> None:
+        super().add_hparams(w, file_type)
+        hp = self.hparams
+        w.add_key_length(self.head_dim_kv)
+        w.add_value_length(self.head_dim_kv)
+        w.add_feed_forward_length([self._required("moe_intermediate_size") if i in self.moe_layers else 0
+                                   for i in range(self.block_count)])
+        w.add_expert_used_count(self._required("num_experts_per_tok"))
+        w.add_expert_feed_forward_length(self._required("moe_intermediate_size"))
+        w.add_expert_shared_feed_forward_length(self._required("moe_shared_expert_intermediate_size"))
+        w.add_expert_count(self._required("n_routed_experts"))
+        w.add_expert_shared_count(self._required("n_shared_experts"))
+        w.add_expert_weights_norm(self._required("norm_topk_prob"))
+        w.add_expert_weights_scale(self._required("routed_scaling_factor"))
+        w.add_expert_group_count(self._required("n_group"))
+        w.add_expert_used_count(hp["num_experts_per_tok"])
+
+    def _required(self, key: str) -> Any:
+        if self.hparams.get(key) is None:
+            raise errors.InvalidConfigError(f"config.json: Nemotron-H MoE needs {key}")
+        return self.hparams[key]
+
+    def convert(self, name: str, node: Node, bid: int | None) -> Iterator[tuple[str, Node]]:
+        if bid is not None and ".mixer.experts." in name:
+            yield from self._stacks.add(name, node, bid, self.map_name)
+            return
+        yield from super().convert(name, node, bid)
+
+    def finish(self) -> Iterator[tuple[str, Node]]:
+        self._stacks.check_complete()
+        return iter(())
