@@ -34,9 +34,18 @@ import gguf
 from .. import errors
 from ..graph import NegExp, Node, PermuteHeads, Reshape, Scale, ScaleRowBlocks, SliceInner, SliceRows
 from . import register
-from .base import ExpertStacks, TextFamily
+from .base import DECODER_SHAPES, LAYER, SIZES, ExpertStacks, ShapeRule, TextFamily
 
 T = gguf.MODEL_TENSOR
+
+
+def _mixer_shapes(prefix: str, inner: str) -> tuple[ShapeRule, ...]:
+    """The Mamba-2 mixer tensors whose shapes the transforms rely on: one A, D and dt bias per head, the
+    gated norm over the inner size (viewed as [groups, inner / groups])."""
+    return (
+        (prefix + r"(A_log|D|dt_proj\.bias)", ("ssm_heads",)),
+        (prefix + r"norm\.weight", (inner,)),
+    )
 
 
 class _Mamba2Hybrid(TextFamily):
@@ -100,6 +109,14 @@ class GraniteHybrid(_Mamba2Hybrid):
     config_source = "config.json"
     gguf_arch = gguf.MODEL_ARCH.GRANITE_HYBRID
     vocab_strategies = ("spm", "bpe")
+    shape_sizes = {**SIZES, "ssm_heads": ("mamba_n_heads",), "ssm_expand": ("mamba_expand",),
+                   "experts": ("num_local_experts",), "shared_ffn": ("shared_intermediate_size",)}
+    shape_rules = DECODER_SHAPES + _mixer_shapes(LAYER + r"mamba\.", "ssm_expand*hidden") + (
+        (LAYER + r"block_sparse_moe\.input_linear\.weight", ("experts", "2*ffn", "hidden")),
+        (LAYER + r"block_sparse_moe\.output_linear\.weight", ("experts", "hidden", "ffn")),
+        (LAYER + r"shared_mlp\.input_linear\.weight", ("2*shared_ffn", "hidden")),
+        (LAYER + r"shared_mlp\.output_linear\.weight", ("hidden", "shared_ffn")),
+    )
 
     def __init__(self, hparams, hf_arch):
         super().__init__(hparams, hf_arch)
@@ -230,6 +247,11 @@ class FalconH1(_Mamba2Hybrid):
     config_source = "config.json"
     gguf_arch = gguf.MODEL_ARCH.FALCON_H1
     vocab_strategies = ("bpe",)
+    shape_sizes = {**SIZES, "ssm_heads": ("mamba_n_heads",), "ssm_inner": ("mamba_d_ssm",)}
+    shape_rules = DECODER_SHAPES + _mixer_shapes(LAYER + r"mamba\.", "ssm_inner") + (
+        (LAYER + r"feed_forward\.(gate|up)_proj\.weight", ("ffn", "hidden")),
+        (LAYER + r"feed_forward\.down_proj\.weight", ("hidden", "ffn")),
+    )
 
     def __init__(self, hparams, hf_arch):
         super().__init__(hparams, hf_arch)
@@ -327,6 +349,20 @@ class NemotronH(GraniteHybrid):
     config_source = "transformers"
     gguf_arch = gguf.MODEL_ARCH.NEMOTRON_H_MOE
     vocab_strategies = ("bpe",)
+    shape_sizes = {**SIZES, "ssm_heads": ("mamba_num_heads",), "ssm_head_dim": ("mamba_head_dim",),
+                   "experts": ("n_routed_experts",), "moe_ffn": ("moe_intermediate_size",),
+                   "shared_ffn": ("moe_shared_expert_intermediate_size",)}
+    shape_rules = _mixer_shapes(r"backbone\.layers\.\d+\.mixer\.", "ssm_heads*ssm_head_dim") + (
+        (r"backbone\.embeddings\.weight", ("vocab", "hidden")),
+        (r"lm_head\.weight", ("vocab", "hidden")),
+        (r"backbone\.layers\.\d+\.mixer\.q_proj\.weight", ("heads*head_dim", "hidden")),
+        (r"backbone\.layers\.\d+\.mixer\.[kv]_proj\.weight", ("kv_heads*head_dim", "hidden")),
+        (r"backbone\.layers\.\d+\.mixer\.gate\.weight", ("experts", "hidden")),
+        (r"backbone\.layers\.\d+\.mixer\.experts\.\d+\.up_proj\.weight", ("moe_ffn", "hidden")),
+        (r"backbone\.layers\.\d+\.mixer\.experts\.\d+\.down_proj\.weight", ("hidden", "moe_ffn")),
+        (r"backbone\.layers\.\d+\.mixer\.shared_experts\.up_proj\.weight", ("shared_ffn", "hidden")),
+        (r"backbone\.(layers\.\d+\.norm|norm_f)\.weight", ("hidden",)),
+    )
 
     def __init__(self, hparams, hf_arch):
         hparams = {**hparams, **(hparams.get("llm_config") or {})} if "llm_config" in hparams else dict(hparams)
