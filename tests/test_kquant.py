@@ -76,6 +76,10 @@ FAST_K_CASES: tuple[tuple[str, str, str], ...] = (
     ("tiny-mixtral-k", "q4_1", "gguf"),
     # gpt-oss (bf16 experts transposed and de-interleaved, 64-wide rows: the fallback types)
     ("tiny-gpt-oss-bf16", "q4_k_m+imatrix", "gguf"),
+    # hybrids: Mamba-2 mixers (ssm_in/out, the F32 conv and A/D), short convolutions, stacked and split experts
+    ("tiny-nemotron-h-k", "q4_k_m", "gguf"),
+    ("tiny-granite4-k", "q4_k_m+imatrix", "gguf"),
+    ("tiny-lfm2-moe-k", "q4_k_m+imatrix", "dat"),
 )
 
 
