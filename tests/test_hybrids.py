@@ -26,7 +26,7 @@ def _inputs(fixture_root, name: str, config_change=None, tensor_shapes=None):
     shapes = tensor_shapes or {}
     headers = {s: [t if t.name not in shapes else SourceTensor(t.file, t.name, t.dtype, shapes[t.name], t.start, t.end)
                    for t in parse_header(s, (snap / s).read_bytes(), (snap / s).stat().st_size)] for s in shards}
-    return dict(repo_name=name, files=files, headers=headers, shards=shards)
+    return {"repo_name": name, "files": files, "headers": headers, "shards": shards}
 
 
 def _draft(fixture_root, name, outtype="f16", **kw):

@@ -27,12 +27,21 @@ The three families around it:
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Sequence
+from typing import Any, ClassVar, Iterator, Sequence
 
 import gguf
 
 from .. import errors
-from ..graph import NegExp, Node, PermuteHeads, Reshape, Scale, ScaleRowBlocks, SliceInner, SliceRows
+from ..graph import (
+    NegExp,
+    Node,
+    PermuteHeads,
+    Reshape,
+    Scale,
+    ScaleRowBlocks,
+    SliceInner,
+    SliceRows,
+)
 from . import register
 from .base import DECODER_SHAPES, LAYER, SIZES, ExpertStacks, ShapeRule, TextFamily
 
@@ -53,6 +62,9 @@ class _Mamba2Hybrid(TextFamily):
 
     #: config keys are also looked up with these prefixes (``mamba_d_state`` for ``d_state``)
     hparam_prefixes: tuple[str, ...] = ("mamba",)
+    #: the SSM's groups and inner size (each family reads them from its own keys)
+    n_group: int
+    d_inner: int
 
     def find(self, keys: Sequence[str], optional: bool = False) -> Any:
         prefixed = [f"{p}_{k}" for p in self.hparam_prefixes for k in keys]
@@ -104,11 +116,11 @@ class _Mamba2Hybrid(TextFamily):
 
 @register
 class GraniteHybrid(_Mamba2Hybrid):
-    hf_architectures = ("GraniteMoeHybridForCausalLM",)
-    model_types = ("granitemoehybrid",)
+    hf_architectures: ClassVar[tuple[str, ...]] = ("GraniteMoeHybridForCausalLM",)
+    model_types: ClassVar[tuple[str, ...]] = ("granitemoehybrid",)
     config_source = "config.json"
     gguf_arch = gguf.MODEL_ARCH.GRANITE_HYBRID
-    vocab_strategies = ("spm", "bpe")
+    vocab_strategies: ClassVar[tuple[str, ...]] = ("spm", "bpe")
     shape_sizes = {**SIZES, "ssm_heads": ("mamba_n_heads",), "ssm_expand": ("mamba_expand",),
                    "experts": ("num_local_experts",), "shared_ffn": ("shared_intermediate_size",)}
     shape_rules = DECODER_SHAPES + _mixer_shapes(LAYER + r"mamba\.", "ssm_expand*hidden") + (
@@ -268,7 +280,7 @@ class FalconH1(_Mamba2Hybrid):
         if index:
             i = int(index.rstrip("]"))
             value = value[i] if isinstance(value, list) and len(value) > i else None
-        if type(value) not in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise errors.InvalidConfigError(f"config.json: Falcon-H1 needs the number {key}, not {value!r}")
         return value
 
@@ -344,11 +356,11 @@ _NEMOTRON_ATTENTION = frozenset({"attention", "full_attention"})
 
 @register
 class NemotronH(GraniteHybrid):
-    hf_architectures = ("NemotronHForCausalLM",)
-    model_types = ("nemotron_h",)
+    hf_architectures: ClassVar[tuple[str, ...]] = ("NemotronHForCausalLM",)
+    model_types: ClassVar[tuple[str, ...]] = ("nemotron_h",)
     config_source = "transformers"
     gguf_arch = gguf.MODEL_ARCH.NEMOTRON_H_MOE
-    vocab_strategies = ("bpe",)
+    vocab_strategies: ClassVar[tuple[str, ...]] = ("bpe",)
     shape_sizes = {**SIZES, "ssm_heads": ("mamba_num_heads",), "ssm_head_dim": ("mamba_head_dim",),
                    "experts": ("n_routed_experts",), "moe_ffn": ("moe_intermediate_size",),
                    "shared_ffn": ("moe_shared_expert_intermediate_size",)}

@@ -11,6 +11,8 @@ is refused: the reference converts it as another architecture.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import gguf
 
 from .. import errors
@@ -20,8 +22,8 @@ from .llama import Llama
 
 @register
 class Mistral3(Llama):
-    hf_architectures = ("Mistral3ForConditionalGeneration", "Ministral3ForCausalLM")
-    model_types = ("mistral3", "ministral3")
+    hf_architectures: ClassVar[tuple[str, ...]] = ("Mistral3ForConditionalGeneration", "Ministral3ForCausalLM")
+    model_types: ClassVar[tuple[str, ...]] = ("mistral3", "ministral3")
     gguf_arch = gguf.MODEL_ARCH.MISTRAL3
 
     def __init__(self, hparams, hf_arch):
