@@ -122,3 +122,24 @@ def test_mistral4_text_is_refused(fixture_root):
 
     with pytest.raises(errors.UnsupportedArchitectureError, match="mistral4"):
         _draft(fixture_root, "tiny-mistral3", config_change=mistral4)
+
+
+@pytest.mark.parametrize("checkpoint_name, converted", [
+    # transformers 4.5x's save_pretrained (Mistral Small 3.1/3.2, Magistral)
+    ("language_model.model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.q_proj.weight"),
+    ("language_model.lm_head.weight", "lm_head.weight"),
+    ("vision_tower.transformer.layers.0.attention.q_proj.weight", None),
+    ("multi_modal_projector.patch_merger.merging_layer.weight", None),
+    # transformers 5's module names (Ministral 3, Devstral Small 2)
+    ("model.language_model.layers.0.mlp.down_proj.weight", "model.layers.0.mlp.down_proj.weight"),
+    ("model.language_model.embed_tokens.weight", "model.embed_tokens.weight"),
+    ("model.vision_tower.patch_conv.weight", None),
+    ("model.multi_modal_projector.linear_1.weight", None),
+])
+def test_mistral3_keeps_the_text_model_under_either_naming(fixture_root, checkpoint_name, converted):
+    from hfstream.arch import family_for
+    from hfstream.hfconfig import normalize
+
+    files = _inputs(fixture_root, "tiny-mistral3")["files"]
+    family = family_for(normalize(files["config.json"], model_types=("mistral3",)))
+    assert family.source_name(checkpoint_name) == converted
