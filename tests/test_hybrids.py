@@ -143,3 +143,23 @@ def test_mistral3_keeps_the_text_model_under_either_naming(fixture_root, checkpo
     files = _inputs(fixture_root, "tiny-mistral3")["files"]
     family = family_for(normalize(files["config.json"], model_types=("mistral3",)))
     assert family.source_name(checkpoint_name) == converted
+
+
+def test_a_mistral_format_repo_is_refused_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    model = tmp_path / "Ministral-3-3B-Instruct-2512"
+    model.mkdir()
+    (model / "params.json").write_text(json.dumps({"dim": 64, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2,
+                                                   "vocab_size": 1000, "norm_eps": 1e-5}))
+    (model / "tekken.json").write_text("{}")
+    (model / "consolidated.safetensors").write_bytes(b"\x02\x00\x00\x00\x00\x00\x00\x00{}")
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "hfstream", "convert", str(model), "-o", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == errors.UnsupportedArchitectureError.exit_code, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert "Mistral's format" in line and "params.json" in line and "config.json" in line
+    assert list(out.iterdir()) == []
