@@ -738,8 +738,9 @@ class ScaleRowBlocks(_Elementwise):
 @dataclass(frozen=True, eq=False)
 class SliceInner(Node):
     """Rows [start, stop) of each matrix of a stack ([..., R, n] -> [..., stop - start, n]): one half
-    of Granite's fused expert ``input_linear`` [E, 2 ff, h], gate first. A block is whole matrices,
-    which need the same matrices of the source."""
+    of Granite's fused expert ``input_linear`` [E, 2 ff, h], gate first. Output rows map to source rows
+    one for one (row r of matrix m is source row m * R + start + r), so a block of rows reads only the
+    half it takes: the gate and up halves of an expert never fetch each other's bytes."""
 
     x: Node
     start: int
@@ -762,27 +763,28 @@ class SliceInner(Node):
 
     def row_align(self):
         inner = self.x.row_align()
-        whole = self.x.shape[-2]
-        return self.shape[-2] if inner is not None and whole % inner == 0 else None
+        if inner is None or any(v % inner for v in (self.x.shape[-2], self.start, self.stop)):
+            return None
+        return inner
 
-    def _matrices(self, r0: int, r1: int) -> tuple[int, int]:
-        n = self.shape[-2]
-        return r0 // n, -(-r1 // n)
+    def _pieces(self, r0: int, r1: int) -> Iterator[tuple[int, int]]:
+        """Source row ranges holding output rows [r0, r1), in order (one per matrix touched)."""
+        n, whole = self.shape[-2], self.x.shape[-2]
+        while r0 < r1:
+            m, local = divmod(r0, n)
+            take = min(r1 - r0, n - local)
+            first = m * whole + self.start + local
+            yield first, first + take
+            r0 += take
 
     def spans(self, r0, r1):
         if self.row_align() is None:
             return self.x.spans(0, self.x.rows)
-        m0, m1 = self._matrices(r0, r1)
-        whole = self.x.shape[-2]
-        return self.x.spans(m0 * whole, m1 * whole)
+        return [span for a, b in self._pieces(r0, r1) for span in self.x.spans(a, b)]
 
     def eval_rows(self, data, r0, r1):
-        whole, n = self.x.shape[-2], self.shape[-2]
         if self.row_align() is None:
-            m0, m1 = 0, self.rows // n
-            w = self.x.evaluate(data).reshape(-1, whole, self.cols)
-        else:
-            m0, m1 = self._matrices(r0, r1)
-            w = self.x.eval_rows(data, m0 * whole, m1 * whole).reshape(m1 - m0, whole, self.cols)
-        w = w[:, self.start:self.stop].reshape(-1, self.cols)
-        return w[r0 - m0 * n:r1 - m0 * n]
+            w = self.x.evaluate(data).reshape(-1, self.x.shape[-2], self.cols)[:, self.start:self.stop]
+            return w.reshape(-1, self.cols)[r0:r1]
+        blocks = [self.x.eval_rows(data, a, b) for a, b in self._pieces(r0, r1)]
+        return np.concatenate(blocks) if len(blocks) > 1 else blocks[0]

@@ -76,11 +76,16 @@ def test_slice_inner_takes_rows_of_each_matrix_and_reads_whole_matrices():
     assert gate.shape == up.shape == (e, ff, h)
     assert np.array_equal(whole(f, gate), np.stack([x[i, :ff] for i in range(e)]))
     assert np.array_equal(whole(f, up), np.stack([x[i, ff:] for i in range(e)]))
-    assert gate.row_align() == ff
-    # one expert's block needs exactly that expert's bytes
+    # expert 1's up half reads exactly its rows [ff, 2 ff): the bytes of no other half
     (span,) = up.spans(ff, 2 * ff)
-    assert span.nbytes == 2 * ff * h * 4 and span.start == src.src.start + 2 * ff * h * 4
+    row = h * 4
+    assert (span.start, span.end) == (src.src.start + (2 * ff + ff) * row, src.src.start + 4 * ff * row)
     assert np.array_equal(up.eval_rows(f.data(up, ff, 2 * ff), ff, 2 * ff), x[1, ff:])
+    # a block across experts: one range per expert, the gate and up halves of all experts disjoint
+    assert np.array_equal(gate.eval_rows(f.data(gate, 1, 5), 1, 5), np.concatenate([x[0, 1:ff], x[1, :ff], x[2, :1]]))
+    halves = sorted((sp.start, sp.end) for node in (gate, up) for sp in node.spans(0, node.rows))
+    assert all(a[1] <= b[0] for a, b in zip(halves, halves[1:]))
+    assert sum(b - a for a, b in halves) == x.nbytes
 
 
 def test_reshape_squeezes_a_conv_weight_row_for_row_and_makes_columns_whole():
