@@ -1,10 +1,54 @@
 """Every failure hfstream reports, grouped by cause.
 
 Each class carries the process exit code and a one-line message; the CLI prints
-``hfstream: error: <message>`` and exits with ``exit_code``. Lower-level errors
-(aiohttp, OS, JSON) are translated into these where they enter the program, so
-nothing above the boundary sees a foreign exception. Messages never contain a
-token.
+``hfstream: error: <message>`` and exits with ``exit_code``. Foreign failures are
+translated into these once, where they enter the program: JSON files in
+``jsonfile``, HTTP answers in ``httperrors`` (status -> error) and ``retry`` (what
+is tried again), OS errors where the output is written. Nothing above that
+boundary sees a foreign exception. Messages never contain a token.
+
+A caller can catch a whole group; the five groups are the first level of the tree
+(exit codes on the right)::
+
+    HfstreamError                          1
+    ├── InputError                         the repo's files or the options are wrong: fix them, not the run
+    │   ├── NoWeightsError                 14
+    │   ├── MissingFileError               15
+    │   ├── UnsupportedArchitectureError   20
+    │   │   ├── NotReproducibleError       20
+    │   │   └── UnsupportedQuantizationError 24
+    │   ├── UnsupportedTokenizerError      21
+    │   ├── UnsupportedOptionError         22
+    │   ├── ImatrixRequiredError           23
+    │   ├── InvalidConfigError             30
+    │   ├── InvalidHeaderError             31
+    │   ├── InvalidIndexError              32
+    │   ├── ConfigMismatchError            33
+    │   ├── InvalidImatrixError            34
+    │   └── ManifestError                  60
+    ├── AccessError                        the Hub does not show us the repo or let us in
+    │   ├── RepoNotFoundError              10
+    │   ├── RevisionNotFoundError          11
+    │   ├── AuthRequiredError              12
+    │   └── AccessDeniedError              13
+    ├── TransferError                      the bytes did not come as they should
+    │   ├── NetworkError                   40  retryable
+    │   │   ├── RateLimitedError           41  retryable
+    │   │   └── ServerError                42  retryable
+    │   └── ProtocolError                  43
+    ├── OutputError                        the result cannot be put where it goes
+    │   ├── OutputExistsError              50
+    │   ├── OutputWriteError               51
+    │   ├── LockHeldError                  61  retryable
+    │   └── PublishError                   62
+    │       └── PublishConflictError       63  retryable
+    └── InternalError                      1   the run itself stopped: a bug, a helper killed, Ctrl-C
+        ├── HelperDiedError                70
+        └── InterruptedError_              130
+
+``retryable``: running the same command again later may succeed (``mirror`` exits 75 when
+every failed entry is retryable). Within a run, ``retry.RetryPolicy`` retries the
+``NetworkError`` family only.
 """
 
 from __future__ import annotations
@@ -25,113 +69,158 @@ class HfstreamError(Exception):
         return self.message
 
 
-# --- the repository and access ---------------------------------------------
+# --- the groups ----------------------------------------------------------------
 
 
-class RepoNotFoundError(HfstreamError):
-    """The repository does not exist (or is private and invisible to this token)."""
-
-    exit_code = 10
+class InputError(HfstreamError):
+    """Bad input: the repo's files, the options or the files given cannot make a GGUF as they are."""
 
 
-class RevisionNotFoundError(HfstreamError):
-    """The branch, tag or commit does not exist in the repository."""
-
-    exit_code = 11
+class AccessError(HfstreamError):
+    """Access: the repository or revision is not there for us, or the Hub wants a (better) token."""
 
 
-class AuthRequiredError(HfstreamError):
-    """The repository is gated or private and no token was given."""
-
-    exit_code = 12
+class TransferError(HfstreamError):
+    """Network: the bytes did not come as they should (connection, rate limits, 5xx, a broken protocol)."""
 
 
-class AccessDeniedError(HfstreamError):
-    """A token was given but it has no access to the gated repository."""
-
-    exit_code = 13
+class OutputError(HfstreamError):
+    """Output: the result cannot be put where it goes (a file, the mirror's state, a Hub repo)."""
 
 
-class NoWeightsError(HfstreamError):
+class InternalError(HfstreamError):
+    """Internal: the run itself stopped (a bug, a helper process killed, an interruption)."""
+
+    exit_code = 1
+
+
+# --- bad input: the model's files ------------------------------------------------
+
+
+class NoWeightsError(InputError):
     """The repository holds no safetensors weights."""
 
     exit_code = 14
 
 
-class MissingFileError(HfstreamError):
+class MissingFileError(InputError):
     """A file the conversion needs (config.json, a shard) is missing upstream."""
 
     exit_code = 15
 
 
-# --- what the model is ---------------------------------------------------------
-
-
-class UnsupportedArchitectureError(HfstreamError):
+class UnsupportedArchitectureError(InputError):
     """``architectures[0]`` of config.json has no module in ``hfstream.arch``."""
 
     exit_code = 20
 
 
-class UnsupportedTokenizerError(HfstreamError):
-    """The tokenizer cannot be converted (e.g. an unknown BPE pre-tokenizer)."""
+class NotReproducibleError(UnsupportedArchitectureError):
+    """config.json needs something hfstream cannot give transformers (another configuration file,
+    or a model type the installed transformers does not know although the family reads it), so the
+    hparams the reference converter would see are unknown."""
+
+
+class UnsupportedQuantizationError(UnsupportedArchitectureError):
+    """The checkpoint is pre-quantized (``quantization_config``) with a method hfstream does not convert."""
+
+    exit_code = 24
+
+
+class UnsupportedTokenizerError(InputError):
+    """The tokenizer cannot be converted (an unknown BPE pre-tokenizer, a tokenizer file that is not JSON)."""
 
     exit_code = 21
 
 
-class UnsupportedOptionError(HfstreamError):
+class UnsupportedOptionError(InputError):
     """An option value this build cannot honour (e.g. an unknown outtype)."""
 
     exit_code = 22
 
 
-class ImatrixRequiredError(HfstreamError):
+class ImatrixRequiredError(InputError):
     """The output type quantizes some tensor to a type that needs an importance matrix (``--imatrix``)."""
 
     exit_code = 23
 
 
-# --- malformed input -----------------------------------------------------------
-
-
-class InvalidConfigError(HfstreamError):
-    """config.json (or another small JSON file) is missing keys or has bad values."""
+class InvalidConfigError(InputError):
+    """config.json (or another small metadata file) is not JSON, is missing keys or has bad values."""
 
     exit_code = 30
 
 
-class InvalidHeaderError(HfstreamError):
+class InvalidHeaderError(InputError):
     """A safetensors header is malformed, inconsistent or hostile."""
 
     exit_code = 31
 
 
-class InvalidIndexError(HfstreamError):
+class InvalidIndexError(InputError):
     """model.safetensors.index.json is malformed or disagrees with the shards."""
 
     exit_code = 32
 
 
-class ConfigMismatchError(HfstreamError):
+class ConfigMismatchError(InputError):
     """The files are each well formed but disagree: a tensor's shape or the tokenizer vs config.json."""
 
     exit_code = 33
 
 
-class InvalidImatrixError(HfstreamError):
+class InvalidImatrixError(InputError):
     """The ``--imatrix`` file is unreadable, malformed, or made for another model."""
 
     exit_code = 34
 
 
-# --- the network ---------------------------------------------------------------
+class ManifestError(InputError):
+    """A mirror manifest (or its state file) is malformed."""
+
+    exit_code = 60
 
 
-class NetworkError(HfstreamError):
+# --- access ----------------------------------------------------------------------
+
+
+class RepoNotFoundError(AccessError):
+    """The repository does not exist (or is private and invisible to this token)."""
+
+    exit_code = 10
+
+
+class RevisionNotFoundError(AccessError):
+    """The branch, tag or commit does not exist in the repository."""
+
+    exit_code = 11
+
+
+class AuthRequiredError(AccessError):
+    """The repository is gated or private and no token was given."""
+
+    exit_code = 12
+
+
+class AccessDeniedError(AccessError):
+    """A token was given but it has no access (to a gated repo, or to write), or it was rejected."""
+
+    exit_code = 13
+
+
+# --- the network -------------------------------------------------------------------
+
+
+class NetworkError(TransferError):
     """The Hub could not be reached or kept failing after all retries."""
 
     exit_code = 40
     retryable = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None):
+        super().__init__(message)
+        #: seconds the server asked to wait before the next attempt (``Retry-After``, ``RateLimit: ...;t=N``)
+        self.retry_after = retry_after
 
 
 class RateLimitedError(NetworkError):
@@ -146,44 +235,35 @@ class ServerError(NetworkError):
     exit_code = 42
 
 
-class ProtocolError(HfstreamError):
+class ProtocolError(TransferError):
     """The server answered in a way that breaks the protocol (e.g. ignored Range)."""
 
     exit_code = 43
 
 
-# --- the output ----------------------------------------------------------------
+# --- the output ----------------------------------------------------------------------
 
 
-class OutputExistsError(HfstreamError):
+class OutputExistsError(OutputError):
     """The output file exists and ``--force`` was not given."""
 
     exit_code = 50
 
 
-class OutputWriteError(HfstreamError):
+class OutputWriteError(OutputError):
     """The output could not be written (disk full, permissions)."""
 
     exit_code = 51
 
 
-# --- mirror jobs -----------------------------------------------------------------
-
-
-class ManifestError(HfstreamError):
-    """A mirror manifest (or its state file) is malformed."""
-
-    exit_code = 60
-
-
-class LockHeldError(HfstreamError):
+class LockHeldError(OutputError):
     """Another mirror run holds the lock on the same state file."""
 
     exit_code = 61
     retryable = True
 
 
-class PublishError(HfstreamError):
+class PublishError(OutputError):
     """Uploading to the target Hub repo failed (other than by network trouble)."""
 
     exit_code = 62
@@ -196,14 +276,17 @@ class PublishConflictError(PublishError):
     retryable = True
 
 
-class HelperDiedError(HfstreamError):
+# --- the run itself ----------------------------------------------------------------------
+
+
+class HelperDiedError(InternalError):
     """A helper process (resolving the repo, building the vocabulary and header) ended without an
     answer (killed, e.g. by the kernel when memory ran out). Nothing was written; a rerun starts over."""
 
     exit_code = 70
 
 
-class InterruptedError_(HfstreamError):
+class InterruptedError_(InternalError):
     """The run was interrupted (Ctrl-C); a rerun resumes."""
 
     exit_code = 130

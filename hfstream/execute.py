@@ -18,9 +18,9 @@ import hashlib
 import os
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 from gguf import GGMLQuantizationType as QT
@@ -50,33 +50,74 @@ class Workers:
 
 
 @dataclass
-class ExecStats:
+class Target:
+    """One output of a run: its plan, its layout, the paths of its files (one, or a split's shards)."""
+
+    plan: Plan
+    layout: Layout
+    paths: list[Path]
+
+
+@dataclass
+class TargetStats:
     bytes_written: int = 0
-    #: the budget's peak: the most bytes held by units in flight at once
-    peak: int = 0
     units_total: int = 0
     units_resumed: int = 0
 
 
-async def execute(plan: Plan, lay: Layout, finals: list[Path], source: ByteSource, opts: Options, workers: Workers,
-                  early: Early | None = None) -> ExecStats:
-    """Write every file of the layout. With ``opts.on_shard_written`` the shards of a split output are
-    done one after another, each committed and handed to the callback (e.g. upload, then delete) before
-    the next one is even created, so the disk holds one shard at a time. Units ``early`` already
-    encoded are only written."""
-    weights = _weights_digest(plan)
-    n_files = len(lay.files)
-    outs: list[OutputFile | None] = [None] * n_files
-    stats = ExecStats()
-    progress = Progress(total_bytes=lay.total_size)
+@dataclass
+class ExecStats:
+    #: per target, in order
+    targets: list[TargetStats] = field(default_factory=list)
+    #: the budget's peak: the most bytes held by units in flight at once
+    peak: int = 0
+
+    @property
+    def bytes_written(self) -> int:
+        return sum(t.bytes_written for t in self.targets)
+
+    @property
+    def units_total(self) -> int:
+        return sum(t.units_total for t in self.targets)
+
+    @property
+    def units_resumed(self) -> int:
+        return sum(t.units_resumed for t in self.targets)
+
+
+async def execute(targets: Sequence[Target], source: ByteSource, opts: Options, workers: Workers,
+                  early: Early | None = None, progress: Progress | None = None) -> ExecStats:
+    """Write every file of every target. Several targets (one run, several outtypes) share the
+    fetches: their tensors are cut alike, and units that read the same source bytes go in one batch,
+    fetched once and encoded once per target.
+
+    With ``opts.on_shard_written`` the shards of a split output are done one after another (the
+    i-th shard of every target together), each committed and handed to the callback (e.g. upload,
+    then delete) before the next one is even created, so the disk holds one shard (per target) at a
+    time. Units ``early`` already encoded are only written. ``progress``: what ``opts.on_progress`` is
+    given, its bytes and units kept current here."""
+    # every file of every target, numbered in one sequence: a unit's ``file`` indexes ``files``
+    files: list[tuple[int, int]] = [(ti, k) for ti, t in enumerate(targets) for k in range(len(t.layout.files))]
+    first_file = [files.index((ti, 0)) for ti in range(len(targets))]
+    outs: list[OutputFile | None] = [None] * len(files)
+    stats = ExecStats(targets=[TargetStats() for _ in targets])
+    progress = progress or Progress(total_bytes=sum(t.layout.total_size for t in targets))
     budget, pool = workers.budget, workers.pool
     loop = asyncio.get_running_loop()
     target = workers.target
-    by_file: list[list[Unit]] = [[] for _ in range(n_files)]
-    for t in plan.tensors:
-        by_file[lay.file_of[t.name]].extend(units_for(t, lay.offsets[t.name], target, lay.file_of[t.name]))
-    stats.units_total = sum(len(units) for units in by_file)
-    groups = [[i] for i in range(n_files)] if opts.on_shard_written else [list(range(n_files))]
+    shared = len(targets) > 1
+    by_file: list[list[Unit]] = [[] for _ in files]
+    for ti, tg in enumerate(targets):
+        lay = tg.layout
+        for t in tg.plan.tensors:
+            f = first_file[ti] + lay.file_of[t.name]
+            by_file[f].extend(units_for(t, lay.offsets[t.name], target, f, same_cut_for_any_type=shared))
+        stats.targets[ti].units_total = sum(len(by_file[first_file[ti] + k]) for k in range(len(lay.files)))
+    weights = [_weights_digest(tg.plan) for tg in targets]
+    n_shards = max(len(tg.layout.files) for tg in targets)
+    groups = ([[f for f, (_, k) in enumerate(files) if k == i] for i in range(n_shards)] if opts.on_shard_written
+              else [list(range(len(files)))])
+    progress.units_total = stats.units_total
     resumed_bytes = 0
 
     def report() -> None:
@@ -90,6 +131,7 @@ async def execute(plan: Plan, lay: Layout, finals: list[Path], source: ByteSourc
             grant, blobs = await encoded
             try:
                 await loop.run_in_executor(pool, _write_all, batch, blobs, outs)
+                progress.units_done += len(batch)
                 report()
             finally:
                 budget.release(grant)
@@ -97,25 +139,40 @@ async def execute(plan: Plan, lay: Layout, finals: list[Path], source: ByteSourc
         grant = await budget.acquire(sum(u.cost for u in batch))
         try:
             data = await _fetch_batch(batch, source, outs)
-            if data is None:  # copied file to file, nothing to compute
+            if data is not None:  # else copied file to file, nothing to compute
                 report()
-                return
-            report()
-            await loop.run_in_executor(pool, _compute_and_write_all, batch, data, outs)
+                await loop.run_in_executor(pool, _compute_and_write_all, batch, data, outs)
+            progress.units_done += len(batch)
             report()
         finally:
             budget.release(grant)
 
     try:
         for group in groups:
-            for i in group:
-                identity = hashlib.sha256(lay.files[i].header + weights).hexdigest()[:32]
-                outs[i] = out = OutputFile(finals[i], lay.files[i].total_size, identity=identity, force=opts.force)
-                out.pwrite(lay.files[i].header, 0)
-            mine = [u for i in group for u in by_file[i]]
-            todo = [u for u in mine if not _out(outs, u).is_done(u.offset, u.nbytes)]
-            stats.units_resumed += len(mine) - len(todo)
-            resumed_bytes += sum(u.nbytes for u in mine) - sum(u.nbytes for u in todo)
+            for f in group:
+                ti, k = files[f]
+                lay = targets[ti].layout
+                identity = hashlib.sha256(lay.files[k].header + weights[ti]).hexdigest()[:32]
+                outs[f] = out = OutputFile(targets[ti].paths[k], lay.files[k].total_size, identity=identity,
+                                           force=opts.force)
+                out.pwrite(lay.files[k].header, 0)
+            todo = []
+            for f in group:
+                mine = by_file[f]
+                left = [u for u in mine if not _out(outs, u).is_done(u.offset, u.nbytes)]
+                stats.targets[files[f][0]].units_resumed += len(mine) - len(left)
+                resumed_bytes += sum(u.nbytes for u in mine) - sum(u.nbytes for u in left)
+                todo += left
+            resumed = sum(len(by_file[f]) for f in group) - len(todo)
+            if resumed:  # said once; and the source bytes only resumed units read are not fetched again
+                progress.units_resumed += resumed
+                progress.units_done += resumed
+                needed = {s for u in todo for s in u.spans}
+                progress.bytes_to_fetch -= sum(s.nbytes for s in {s for f in group for u in by_file[f] for s in u.spans}
+                                               if s not in needed)
+            report()
+            if shared:  # units reading the same bytes side by side, so that they share a batch
+                todo.sort(key=_source_order)
             tasks = [asyncio.ensure_future(run_batch(b, early.claim(b) if early is not None else None))
                      for b in batches(todo, target)]
             if early is not None:
@@ -127,15 +184,16 @@ async def execute(plan: Plan, lay: Layout, finals: list[Path], source: ByteSourc
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
                 raise
-            for i in group:
-                done = outs[i]
+            for f in group:
+                done = outs[f]
                 assert done is not None
                 done.commit()
-                stats.bytes_written += done.bytes_written
-                outs[i] = None
+                stats.targets[files[f][0]].bytes_written += done.bytes_written
+                outs[f] = None
                 if opts.on_shard_written is not None:
                     # blocking work (an upload) off the event loop
-                    await loop.run_in_executor(None, opts.on_shard_written, finals[i])
+                    ti, k = files[f]
+                    await loop.run_in_executor(None, opts.on_shard_written, targets[ti].paths[k])
     except BaseException as e:
         pool.shutdown(wait=True, cancel_futures=True)
         for o in outs:
@@ -145,6 +203,14 @@ async def execute(plan: Plan, lay: Layout, finals: list[Path], source: ByteSourc
     report()
     stats.peak = budget.peak
     return stats
+
+
+def _source_order(u: Unit) -> tuple:
+    """Where a unit's bytes are in the source (generated tensors, which read none, first)."""
+    if not u.spans:
+        return (0, "", 0)
+    first = u.spans[0]
+    return (1, first.file, first.start)
 
 
 def _out(outs: list[OutputFile | None], u: Unit) -> OutputFile:

@@ -7,13 +7,18 @@ range of a file and ``get(path)`` for a whole small file. The pipeline only sees
 signed storage URL) is kept and reused for every later range of that file, since
 the Hub rate-limits ``/resolve/`` requests. The token goes only to the endpoint's
 own origin, never to a host a redirect points at.
+
+Failures are ours before they leave a request: a status becomes its error in
+``httperrors``, an aiohttp failure a NetworkError, and ``retry.RetryPolicy`` tries
+the NetworkError family again, a range continuing from the byte it reached.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 import re
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
@@ -21,31 +26,32 @@ import numpy as np
 from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
-from . import errors
-from .hub import Snapshot, asked_wait
+from . import errors, httperrors
+from .snapshot import Snapshot
+from .retry import RetryPolicy
 from .settings import MAX_SMALL_FILE_BYTES
 from .source import ByteSource
 
+
+T = TypeVar("T")
 
 #: metadata files of at least twice this size are fetched in parallel ranges of about this size
 SMALL_FILE_PART = 4 * 1024 * 1024
 
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
-_RETRY_STATUS = {408, 429, 500, 502, 503, 504}
+_REDIRECTS = (301, 302, 303, 307, 308)
 
 
 class HubSource(ByteSource):
     """A ByteSource reading one pinned snapshot of a Hub repo."""
 
-    def __init__(self, snapshot: Snapshot, token: str | None, *, connections: int = 8, retries: int = 8,
-                 connect_timeout: float = 30.0, read_timeout: float = 60.0, max_wait: float = 300.0):
+    def __init__(self, snapshot: Snapshot, token: str | None, *, connections: int = 8,
+                 retries: int | RetryPolicy = 8, connect_timeout: float = 30.0, read_timeout: float = 60.0):
         super().__init__()
         self.snapshot = snapshot
         self._token = token
         self._connections = connections
-        self._retries = retries
-        #: never sleep longer than this between two attempts, whatever the server asks
-        self._max_wait = max_wait
+        self._retry = RetryPolicy.of(retries)
         self._timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=read_timeout)
         self._session: aiohttp.ClientSession | None = None
         self._storage_urls: dict[str, str] = {}
@@ -148,15 +154,11 @@ class HubSource(ByteSource):
         self.stats.requests += 1
         async with self._session.head(url, headers=self._headers(url), allow_redirects=False,
                                       **self._proxy(url)) as resp:
-            if resp.status in (301, 302, 303, 307, 308):
-                location = resp.headers.get("Location")
-                if not location:
-                    raise errors.ProtocolError(f"{path}: redirect without a Location header")
-                return urljoin(url, location)
+            if resp.status in _REDIRECTS:
+                return _redirect_target(url, resp.headers, path)
             if resp.status in (200, 206):
                 return url
-            self._raise_for_status(resp.status, path, resp.headers)
-        raise AssertionError("unreachable")
+            raise self._error(resp.status, path, resp.headers)
 
     async def _get_whole(self, url: str, path: str) -> bytes:
         assert self._session is not None
@@ -166,13 +168,13 @@ class HubSource(ByteSource):
         for _ in range(5):
             async with self._session.get(url, headers=self._headers(url), allow_redirects=False,
                                          **self._proxy(url)) as resp:
-                if resp.status in (301, 302, 303, 307, 308):
-                    url = urljoin(url, resp.headers.get("Location", ""))
+                if resp.status in _REDIRECTS:
+                    url = _redirect_target(url, resp.headers, path)
                     continue
                 if resp.status == 404:
                     return None  # type: ignore[return-value]
                 if resp.status != 200:
-                    self._raise_for_status(resp.status, path, resp.headers)
+                    raise self._error(resp.status, path, resp.headers)
                 chunks: list[bytes] = []
                 size = 0
                 async for chunk in resp.content.iter_chunked(1 << 20):
@@ -182,7 +184,7 @@ class HubSource(ByteSource):
                     chunks.append(chunk)
                 expected = resp.headers.get("Content-Length")
                 if expected is not None and expected.isdigit() and int(expected) != size:
-                    raise _Truncated(f"{path}: got {size} of {expected} bytes")
+                    raise errors.NetworkError(f"{path}: the body ended after {size} of {expected} bytes")
                 self.stats.bytes_fetched += size
                 return b"".join(chunks)
         raise errors.ProtocolError(f"{path}: too many redirects")
@@ -201,11 +203,12 @@ class HubSource(ByteSource):
                 # The server ignored Range: stop now rather than download the whole file.
                 raise errors.ProtocolError(f"{path}: the server ignored the Range header (200 instead of 206)")
             if resp.status == 403 and _origin(url) != self._endpoint_origin:
-                # A signed storage URL expired (they last about an hour): resolve the file again.
+                # A signed storage URL expired (they last about an hour): resolve the file again, now.
                 self._storage_urls.pop(path, None)
-                raise _Retryable(403, {}, immediate=True)
+                raise errors.NetworkError(f"{path}: the storage host refused its signed URL (expired?)",
+                                          retry_after=0.0)
             if resp.status != 206:
-                self._raise_for_status(resp.status, path, resp.headers)
+                raise self._error(resp.status, path, resp.headers)
             m = _CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", "").strip())
             if not m or int(m.group(1)) != first or int(m.group(2)) != end:
                 raise errors.ProtocolError(
@@ -221,58 +224,24 @@ class HubSource(ByteSource):
                 buf.filled += n
                 self.stats.bytes_fetched += n
             if got != want:
-                raise _Truncated(f"{path}: got {got} of {want} bytes")
+                raise errors.NetworkError(f"{path}: the body ended after {got} of {want} bytes")
 
-    def _raise_for_status(self, status: int, path: str, headers) -> None:
-        if status in _RETRY_STATUS:
-            raise _Retryable(status, headers)
-        repo = self.snapshot.repo_id
-        code = headers.get("X-Error-Code", "")
-        if status == 401:
-            # A gated repo's model info is public; its files answer 401 (no token) or 403 (no access).
-            if self._token and code != "GatedRepo":
-                raise errors.AccessDeniedError(f"the Hub rejected the token for {repo} (invalid credentials); "
-                                               "check HF_TOKEN or --token")
-            kind = "is gated" if code == "GatedRepo" else "needs a token"
-            raise errors.AuthRequiredError(
-                f"{repo} {kind}: log in with `hf auth login`, set HF_TOKEN or pass --token")
-        if status == 403:
-            raise errors.AccessDeniedError(
-                f"your token has no access to {repo}: request access at {self.snapshot.page_url}")
-        if status == 404:
-            raise errors.MissingFileError(f"{path} not found in {repo}@{self.snapshot.sha[:12]}")
-        if status == 416:
-            raise errors.InvalidHeaderError(f"{path}: the requested range lies outside the file")
-        raise errors.ProtocolError(f"{path}: unexpected HTTP {status}")
+    def _error(self, status: int, path: str, headers) -> errors.HfstreamError:
+        request = httperrors.Request(self.snapshot.repo_id, self.snapshot.endpoint, token=bool(self._token),
+                                     path=path, revision=self.snapshot.sha)
+        return httperrors.for_status(status, headers, request, clock=self._retry.clock)
 
-    async def _with_retries(self, path: str, attempt):
-        delay = 0.5
-        last: Exception | None = None
-        for n in range(self._retries + 1):
+    async def _with_retries(self, path: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """``attempt()`` under the retry policy, aiohttp's failures translated to ours first."""
+
+        async def translated() -> T:
             try:
                 return await attempt()
-            except _Retryable as e:
-                last = e
-                if e.immediate:
-                    continue
-                asked = e.wait_seconds()
-                wait = max(asked, delay) if asked is not None else delay * (0.5 + random.random())
-            except (_Truncated, aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as e:
-                last = e
-                wait = delay * (0.5 + random.random())
-            if n == self._retries:
-                break
-            await asyncio.sleep(min(wait, self._max_wait) * (1 + 0.1 * random.random()))
-            delay = min(delay * 2, 30.0)
-        if isinstance(last, _Retryable):
-            if last.status == 429:
-                raise errors.RateLimitedError(f"{path}: still rate-limited after {self._retries} retries")
-            if last.status >= 500:
-                raise errors.ServerError(f"{path}: HTTP {last.status} after {self._retries} retries")
-            if last.status == 403:
-                raise errors.AccessDeniedError(f"{path}: the storage URL kept being refused after re-resolving")
-        reason = type(last).__name__ if last else "unknown"
-        raise errors.NetworkError(f"{path}: failed after {self._retries} retries ({reason})")
+            except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as e:
+                # aiohttp's timeouts are asyncio's; its payload errors are truncated bodies
+                raise errors.NetworkError(f"{path}: {httperrors.describe(e)}") from None
+
+        return await self._retry.acall(translated)
 
 
 class _Filling:
@@ -286,20 +255,16 @@ class _Filling:
         self.filled = 0
 
 
-class _Retryable(Exception):
-    def __init__(self, status: int, headers, immediate: bool = False):
-        super().__init__(f"HTTP {status}")
-        self.status = status
-        self.headers = headers
-        #: retry at once, without backoff (e.g. after re-resolving an expired URL)
-        self.immediate = immediate
-
-    def wait_seconds(self) -> float | None:
-        return asked_wait(self.headers)
-
-
-class _Truncated(Exception):
-    pass
+def _redirect_target(url: str, headers, path: str) -> str:
+    """Where a redirect points: an http(s) URL, else the server broke the protocol (no retry helps)."""
+    location = headers.get("Location")
+    if not location:
+        raise errors.ProtocolError(f"{path}: redirect without a Location header")
+    target = urljoin(url, location)
+    if urlsplit(target).scheme.lower() not in ("http", "https"):
+        raise errors.ProtocolError(f"{path}: the server redirected to a {urlsplit(target).scheme}: URL, "
+                                   "not to http(s)")
+    return target
 
 
 def _origin(url: str) -> tuple[str, str]:

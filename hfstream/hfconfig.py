@@ -26,7 +26,6 @@ import atexit
 import copy
 import hashlib
 import io
-import json
 import os
 import pickle
 import subprocess
@@ -35,17 +34,12 @@ import threading
 from pathlib import Path
 from typing import Any, Iterable
 
-from . import errors
+from . import errors, jsonfile
+from .errors import NotReproducibleError
 
 __all__ = ["normalize", "as_written", "prepare", "load_config", "check_hparams", "NotReproducibleError", "transformers_version"]
 
 _WORKER_SCRIPT = Path(__file__).with_name("_autoconfig.py")
-
-
-class NotReproducibleError(errors.UnsupportedArchitectureError):
-    """config.json needs something hfstream cannot give transformers (another configuration file,
-    or a model type the installed transformers does not know although the family reads it), so the
-    hparams the reference converter would see are unknown."""
 
 
 def prepare() -> None:
@@ -246,43 +240,12 @@ _WORKER = _Worker()
 
 # --- reading config.json, and the sanity of what families read from it ----------------------------
 
-#: deeper than any real config.json (they nest 2-4 levels); deeper ones would overflow the recursion
-#: of copy.deepcopy and of the JSON encoder later
-MAX_CONFIG_DEPTH = 32
-
-
 def load_config(blob: bytes, name: str = "config.json") -> dict:
     """config.json bytes -> the parsed object; every way it can be unusable is an InvalidConfigError.
 
     Duplicate keys keep the last value, as ``json.load`` (and so transformers) does.
     """
-    try:
-        config = json.loads(blob)
-    except UnicodeDecodeError as e:
-        raise errors.InvalidConfigError(f"{name} is not valid UTF-8 (byte {e.start})") from None
-    except RecursionError:
-        raise errors.InvalidConfigError(f"{name} is not valid JSON (nested too deeply)") from None
-    except ValueError as e:  # JSONDecodeError, and ints longer than Python's int_max_str_digits
-        reason = f"{e.msg} at line {e.lineno}" if isinstance(e, json.JSONDecodeError) else "a number is too long"
-        raise errors.InvalidConfigError(f"{name} is not valid JSON ({reason})") from None
-    if not isinstance(config, dict):
-        raise errors.InvalidConfigError(f"{name} is not a JSON object")
-    if _depth(config) > MAX_CONFIG_DEPTH:
-        raise errors.InvalidConfigError(f"{name} is nested more than {MAX_CONFIG_DEPTH} levels deep")
-    return config
-
-
-def _depth(value: Any) -> int:
-    """Nesting depth of parsed JSON, without recursion."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        v, d = stack.pop()
-        if isinstance(v, dict):
-            v = list(v.values())
-        if isinstance(v, list):
-            deepest = max(deepest, d)
-            stack.extend((item, d + 1) for item in v)
-    return deepest
+    return jsonfile.load(blob, name, jsonfile.CONFIG, expect=dict)
 
 
 #: Integer hyperparameters families read, by meaning: (the config.json spellings, smallest, largest).

@@ -7,14 +7,13 @@ repo name as the directory name a local clone would have.
 
 from __future__ import annotations
 
-import json
 from pathlib import PurePosixPath
 from typing import Any, Mapping
 
 import gguf
 import yaml
 
-from . import errors
+from . import errors, jsonfile
 
 
 def model_card(readme: bytes | None) -> dict[str, Any]:
@@ -69,12 +68,14 @@ def _check_expansion(card: dict) -> None:
             stack.extend(value)
 
 
-def _json(blob: bytes | None) -> dict[str, Any]:
+def _json(blob: bytes | None, name: str) -> dict[str, Any]:
+    """The file as an object, or {} when it is absent or unusable: the reference reads these
+    leniently ("not all models have valid generation_config.json"); config.json was checked before."""
     if not blob:
         return {}
     try:
-        data = json.loads(blob)
-    except (ValueError, RecursionError):  # not JSON or UTF-8, ints over int_max_str_digits, too deep
+        data = jsonfile.load(blob, name)
+    except errors.HfstreamError:
         return {}
     return data if isinstance(data, dict) else {}
 
@@ -98,10 +99,10 @@ _SAMPLING_KEYS = (
 def build(repo_name: str, files: Mapping[str, bytes], total_params: int) -> gguf.Metadata:
     """The authorship and sampling metadata the reference derives for a local clone named ``repo_name``."""
     card = model_card(files.get("README.md"))
-    hf_params = _json(files.get("config.json"))
+    hf_params = _json(files.get("config.json"), "config.json")
     md = gguf.Metadata.apply_metadata_heuristic(gguf.Metadata(), card, hf_params, PurePosixPath(repo_name),
                                                 total_params)
-    gen = _json(files.get("generation_config.json"))
+    gen = _json(files.get("generation_config.json"), "generation_config.json")
     for attr, keys in _SAMPLING_KEYS:
         for key in keys:
             if key in gen:

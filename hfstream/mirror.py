@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from . import errors, fanout, options
+from . import errors, fanout, jsonfile, options
 from ._version import __version__
 
 EXIT_OK = 0
@@ -83,6 +83,8 @@ class Outcome:
     outputs: list[str] = field(default_factory=list)
     published: str = ""
     seconds: float = 0.0
+    bytes_written: int = 0
+    bytes_fetched: int = 0
 
 
 def load_manifest(path: Path) -> list[Entry]:
@@ -116,6 +118,10 @@ def load_manifest(path: Path) -> list[Entry]:
         if not isinstance(revision, str) or not isinstance(outtypes, list) or not outtypes \
                 or not all(isinstance(o, str) for o in outtypes):
             raise errors.ManifestError(f"{where} ({repo}): 'revision' must be a string, 'outtypes' a list of names")
+        for k in merged:
+            if k not in _ENTRY_KEYS and k not in _OPTION_TYPES:
+                table = "[defaults]" if k in defaults and k not in raw else where.rpartition(": ")[2]
+                raise errors.ManifestError(f"{path}: unknown key {k!r} in {table} ({repo}){_did_you_mean(k)}")
         target_dir, target_repo = merged.get("target_dir"), merged.get("target_repo")
         if target_dir is None and target_repo is None:
             raise errors.ManifestError(f"{where} ({repo}): no target_dir or target_repo (per model or in [defaults])")
@@ -123,16 +129,21 @@ def load_manifest(path: Path) -> list[Entry]:
         for k, v in merged.items():
             if k in _ENTRY_KEYS:
                 continue
-            if k not in _OPTION_TYPES:
-                raise errors.ManifestError(f"{where} ({repo}): unknown option {k!r}")
             if not isinstance(v, _OPTION_TYPES[k]) or isinstance(v, bool):
                 raise errors.ManifestError(f"{where} ({repo}): option {k!r} has the wrong type")
             options[k] = tuple(v) if isinstance(v, list) else v
         for outtype in outtypes:
-            entries.append(Entry(repo=repo, revision=revision, outtype=outtype,
+            entries.append(Entry(repo=repo, revision=revision, outtype=outtype.lower(),
                                  options=tuple(sorted(options.items())),
                                  target_dir=target_dir, target_repo=target_repo))
     return entries
+
+
+def _did_you_mean(key: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, sorted(_ENTRY_KEYS | set(_OPTION_TYPES)), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 class State:
@@ -143,11 +154,9 @@ class State:
         self.done: dict[str, dict[str, Any]] = {}
         if path.exists():
             try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                raise errors.ManifestError(f"{path}: the state file is not valid JSON (move it away to start over)") \
-                    from None
-            self.done = data.get("done", {}) if isinstance(data, dict) else {}
+                self.done = _done_entries(path)
+            except errors.ManifestError as e:
+                raise errors.ManifestError(f"{e.message} (move it away to start over)") from None
 
     def save(self) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")
@@ -155,20 +164,56 @@ class State:
         os.replace(tmp, self.path)
 
 
+def _done_entries(path: Path) -> dict[str, dict[str, Any]]:
+    """The ``done`` map of a state file, each entry checked for the fields a run reads."""
+    try:
+        with open(path, "rb") as f:
+            blob = f.read(jsonfile.STATE.max_bytes + 1)  # one byte more than allowed is enough to refuse it
+    except OSError as e:
+        raise errors.ManifestError(f"{path}: cannot read the state file ({e.strerror})") from None
+    data = jsonfile.load(blob, f"{path}: the state file", jsonfile.STATE, expect=dict)
+    done = data.get("done", {})
+    jsonfile.check_type(done, f"{path}: 'done'", dict, jsonfile.STATE)
+    for key, entry in done.items():
+        jsonfile.check_type(entry, f"{path}: entry {key[:40]!r}", dict, jsonfile.STATE)
+        outputs = entry.get("outputs", [])
+        if not isinstance(outputs, list) or not all(isinstance(p, str) for p in outputs) \
+                or not isinstance(entry.get("published", ""), str):
+            raise errors.ManifestError(f"{path}: entry {key[:40]!r} has 'outputs' that are not paths, "
+                                       "or a 'published' that is not a commit")
+    return done
+
+
 @contextlib.contextmanager
 def locked(state_path: Path) -> Iterator[None]:
-    """Hold ``<state>.lock`` for the run; a second run on the same state fails at once."""
+    """Hold ``<state>.lock`` for the run; a second run on the same state fails at once.
+
+    The file goes when the run ends. It is removed while still locked, and a run that locked a file
+    which is no longer the one at the path (removed meanwhile) starts over with the new one, so two
+    runs never both hold a lock.
+    """
     lock_path = state_path.with_name(state_path.name + ".lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            os.close(fd)
             raise errors.LockHeldError(f"another mirror run holds {lock_path}") from None
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(lock_path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         yield
     finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock_path)
         os.close(fd)
 
 
@@ -207,7 +252,8 @@ def run_entry(entry: Entry, sha: str, convert: Callable[..., Any] | None = None)
             from .publish import Publisher
 
             # before converting: a repo we may not write to fails now, not after the conversion
-            publisher = Publisher(entry.fill(entry.target_repo), token=options.get("token"))
+            publisher = Publisher(entry.fill(entry.target_repo), token=options.get("token"),
+                                  retries=options.get("retries", 8))
         if entry.target_dir is not None:
             out_dir = Path(entry.fill(entry.target_dir))
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -231,6 +277,8 @@ def run_entry(entry: Entry, sha: str, convert: Callable[..., Any] | None = None)
         result = convert(entry.repo, outtype=entry.outtype, revision=sha, outfile=out_dir, force=True, **options)
         paths = [Path(p) for p in getattr(result, "paths", None) or [result.path]]
         outcome.outputs = [str(p) for p in paths]
+        outcome.bytes_written = int(getattr(result, "output_size", 0) or 0)
+        outcome.bytes_fetched = int(getattr(result, "bytes_fetched", 0) or 0)
         if publisher is not None:
             for p in paths:
                 if p not in uploaded:  # a convert that does not report shards (tests' doubles)
@@ -242,22 +290,40 @@ def run_entry(entry: Entry, sha: str, convert: Callable[..., Any] | None = None)
                 with contextlib.suppress(OSError):
                     out_dir.rmdir()
     except errors.HfstreamError as e:
-        outcome.status, outcome.reason, outcome.retryable, outcome.exit_code = "failed", e.message, e.retryable, \
-            e.exit_code
+        outcome.status, outcome.reason, outcome.retryable, outcome.exit_code = "failed", manifest_words(e.message), \
+            e.retryable, e.exit_code
     except Exception as e:  # a bug must not stop the other entries
         outcome.status, outcome.reason, outcome.exit_code = "failed", f"internal error: {type(e).__name__}: {e}", 1
     outcome.seconds = round(time.monotonic() - started, 3)
     return outcome
 
 
+def manifest_words(message: str) -> str:
+    """An error message in a manifest's words: a convert option named by its flag (``pass --token``,
+    ``--bpe-pre NAME``) is named as the manifest key that sets it (``token``, ``bpe_pre = "NAME"``)."""
+    import re
+
+    flags = {flag: f for f in options.fields() for flag in f.metadata["flags"] if flag.startswith("--")}
+
+    def key(m: re.Match) -> str:
+        f = flags.get(m.group(2))
+        if f is None or not f.metadata["manifest"]:
+            return m.group(0)
+        named = f"`{f.name} = \"{m.group(3).strip()}\"`" if m.group(3) else f"`{f.name}`"
+        return f"set {named} in the manifest" if m.group(1) else f"the manifest's {named}"
+
+    return re.sub(r"(pass )?(--[a-z][a-z-]*)((?: [A-Z][A-Z_=]*)?)(?![\w-])", key, message)
+
+
 def mirror(manifest: Path, *, state_path: Path | None = None, report_path: Path | None = None,
            engine: str | fanout.Engine = "serial", workers: int = 2, hub_connections: int = 16,
-           dry_run: bool = False, endpoint: str | None = None,
-           token: str | None = None) -> tuple[int, list[Outcome]]:
+           dry_run: bool = False, endpoint: str | None = None, token: str | None = None,
+           on_outcome: Callable[[Outcome], None] | None = None) -> tuple[int, list[Outcome]]:
     """Run a manifest. Returns the exit code and one Outcome per entry (also written as the report).
 
     ``engine``: a ``fanout`` engine, or the name of one (``serial``, ``dask``; ``workers`` and
-    ``hub_connections`` are the Dask engine's)."""
+    ``hub_connections`` are the Dask engine's). ``on_outcome``: called with each entry's outcome as
+    soon as it is known (skipped and failed-to-resolve ones first, then conversions as they finish)."""
     from . import hub, settings
 
     entries = load_manifest(manifest)
@@ -270,37 +336,41 @@ def mirror(manifest: Path, *, state_path: Path | None = None, report_path: Path 
         outcomes: list[Outcome | None] = [None] * len(entries)
         todo: list[tuple[int, Entry, str, str]] = []
         shas: dict[tuple[str, str], str] = {}
-        for i, entry in enumerate(entries):
-            try:
-                tok = dict(entry.options).get("token") or settings.token(token)
-                if (entry.repo, entry.revision) not in shas:
-                    snap = hub.resolve(entry.repo, entry.revision, endpoint, tok)
-                    shas[(entry.repo, entry.revision)] = snap.sha
-                sha = shas[(entry.repo, entry.revision)]
-            except errors.HfstreamError as e:
-                outcomes[i] = Outcome(entry.repo, entry.revision, entry.outtype, "failed", reason=e.message,
-                                      retryable=e.retryable, exit_code=e.exit_code)
-                continue
-            key = entry.key(sha)
-            previous = state.done.get(key)
-            if previous and all(Path(p).exists() for p in previous.get("outputs", [])):
-                outcomes[i] = Outcome(entry.repo, entry.revision, entry.outtype, "skipped", commit=sha,
-                                      reason="unchanged since the last run", outputs=previous.get("outputs", []),
-                                      published=previous.get("published", ""))
-                continue
-            if dry_run:
-                outcomes[i] = Outcome(entry.repo, entry.revision, entry.outtype, "skipped", commit=sha,
-                                      reason="dry run: would convert")
-                continue
-            todo.append((i, entry, sha, key))
-
-        def record(i: int, key: str, outcome: Outcome) -> None:
+        def record(i: int, key: str | None, outcome: Outcome) -> None:
             outcomes[i] = outcome
-            if outcome.status == "converted":
+            if on_outcome is not None:
+                on_outcome(outcome)
+            if outcome.status == "converted" and key is not None:
                 state.done[key] = {"repo": outcome.repo, "commit": outcome.commit, "outtype": outcome.outtype,
                                    "outputs": outcome.outputs, "published": outcome.published,
                                    "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
                 state.save()
+
+        for i, entry in enumerate(entries):
+            try:
+                tok = dict(entry.options).get("token") or settings.token(token)
+                if (entry.repo, entry.revision) not in shas:
+                    snap = hub.resolve(entry.repo, entry.revision, endpoint, tok,
+                                       retries=dict(entry.options).get("retries", 8))
+                    shas[(entry.repo, entry.revision)] = snap.sha
+                sha = shas[(entry.repo, entry.revision)]
+            except errors.HfstreamError as e:
+                record(i, None, Outcome(entry.repo, entry.revision, entry.outtype, "failed",
+                                        reason=manifest_words(e.message), retryable=e.retryable,
+                                        exit_code=e.exit_code))
+                continue
+            key = entry.key(sha)
+            previous = state.done.get(key)
+            if previous and all(Path(p).exists() for p in previous.get("outputs", [])):
+                record(i, None, Outcome(entry.repo, entry.revision, entry.outtype, "skipped", commit=sha,
+                                        reason="unchanged since the last run", outputs=previous.get("outputs", []),
+                                        published=previous.get("published", "")))
+                continue
+            if dry_run:
+                record(i, None, Outcome(entry.repo, entry.revision, entry.outtype, "skipped", commit=sha,
+                                        reason="dry run: would convert"))
+                continue
+            todo.append((i, entry, sha, key))
 
         # each outcome is recorded (and the state saved) as soon as its job is done, in any order
         for n, outcome in engine.run(run_job, [Job(entry, sha) for _, entry, sha, _ in todo]):

@@ -13,13 +13,13 @@ from typing import Callable, Iterable, Mapping, Sequence
 import gguf
 from gguf import GGMLQuantizationType as QT
 
-from . import errors, meta, quant
-from .arch import family_class
+from . import errors, jsonfile, meta, quant
+from .arch import family_class, projector_class
 from .arch.base import TextFamily
-from .graph import Load, Node
+from .graph import Node
 from .hfconfig import as_written, load_config, normalize
 from .kv import KeyWriter, Metadata
-from .safetensors import DuplicateKeyError, SourceTensor, loads_unique
+from .safetensors import SourceTensor
 
 #: Keys of our own: where the bytes came from (the reference records neither).
 KEY_SOURCE_REPO = "hfstream.source.repo"
@@ -56,6 +56,9 @@ class Plan:
     #: a draft plan's vocabulary, still to be built (``with_vocab``), and the keys that go after it
     pending_vocab: Callable[[KeyWriter], None] | None = None
     after_vocab: Metadata = field(default_factory=Metadata)
+    #: the vocabulary is the model's, whatever the outtype: drafts of one model share one (``with_vocab``);
+    #: a projector has none
+    shares_vocab: bool = True
 
     @property
     def source_tensors(self) -> list[SourceTensor]:
@@ -87,27 +90,24 @@ def weight_map(index: bytes) -> dict[str, str]:
     A tensor listed twice is refused (json.loads would keep the last silently), and so is an
     empty map; shard names must be plain file names (no path, no URL) ending in ``.safetensors``.
     """
-    try:
-        data = loads_unique(index)
-    except DuplicateKeyError as e:
-        raise errors.InvalidIndexError(f"{_INDEX}: the key {_short(e.args[0])} appears twice") from None
-    except UnicodeDecodeError as e:
-        raise errors.InvalidIndexError(f"{_INDEX} is not valid UTF-8 (byte {e.start})") from None
-    except (ValueError, RecursionError):  # JSONDecodeError, too deep, ints over int_max_str_digits
-        raise errors.InvalidIndexError(f"{_INDEX} is not valid JSON") from None
-    wm = data.get("weight_map") if isinstance(data, dict) else None
+    data = jsonfile.load(index, _INDEX, expect=dict)
+    wm = data.get("weight_map")
     if not isinstance(wm, dict):
         raise errors.InvalidIndexError(f"{_INDEX} has no 'weight_map' object")
     if not wm:
         raise errors.InvalidIndexError(f"{_INDEX}: 'weight_map' is empty")
+    checked: set[str] = set()  # a few hundred shard names among ~100k tensors (DeepSeek-V3): each checked once
     for name, shard in wm.items():
+        if isinstance(shard, str) and shard in checked:
+            continue
         if not isinstance(shard, str) or not _plain_file_name(shard):
             raise errors.InvalidIndexError(
                 f"{_INDEX}: shard {_short(shard)} for {_short(name)} is not a plain file name")
+        checked.add(shard)
     return wm
 
 
-_INDEX = "model.safetensors.index.json"
+_INDEX = jsonfile.INDEX_FILE
 
 
 def _short(value: object, limit: int = 60) -> str:
@@ -132,33 +132,47 @@ def make_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[st
                                  split_max_tensors=split_max_tensors, split_max_size=split_max_size))
 
 
-def with_vocab(plan: Plan) -> Plan:
+def with_vocab(plan: Plan, vocab: Metadata | None = None) -> Plan:
     """Build a draft plan's vocabulary (the slow part of planning: ~1 s for a 128k-token BPE) into its
-    metadata, in place; the keys land where the reference writes them, as if added in order."""
+    metadata, in place; the keys land where the reference writes them, as if added in order.
+
+    ``vocab``: the keys already built for another draft of the same model (another outtype): the
+    vocabulary does not depend on the outtype.
+    """
     if plan.pending_vocab is None:
         return plan
-    vocab = Metadata()
-    plan.pending_vocab(KeyWriter(vocab, plan.arch))
+    if vocab is None:
+        vocab = build_vocab(plan)
     plan.metadata.merge(vocab)
     plan.metadata.merge(plan.after_vocab)
     plan.pending_vocab, plan.after_vocab = None, Metadata()
     return plan
 
 
+def build_vocab(plan: Plan) -> Metadata:
+    """A draft plan's vocabulary keys, built but not merged."""
+    vocab = Metadata()
+    if plan.pending_vocab is not None:
+        plan.pending_vocab(KeyWriter(vocab, plan.arch))
+    return vocab
+
+
 def draft_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[str, Sequence[SourceTensor]],
                shards: Sequence[str], outtype: str, bpe_pre: str | None = None,
                source: tuple[str, str] | None = None, quant_opts: quant.QuantOptions | None = None,
-               split_max_tensors: int = 0, split_max_size: int = 0) -> Plan:
+               split_max_tensors: int = 0, split_max_size: int = 0, projector: bool = False) -> Plan:
     """Every output tensor (name, shape, type, order: final) and all metadata but the vocabulary.
 
     ``files``: small repo files by name; ``headers``: parsed tensors per shard; ``shards``:
     shard order; ``source``: (repo id, commit sha) to record in our own keys; ``quant_opts``:
-    type overrides and importance matrix of a llama-quantize mix (``quant.mixplan``).
+    type overrides and importance matrix of a llama-quantize mix (``quant.mixplan``); ``projector``:
+    the vision projector (``mmproj-*.gguf``) of a multimodal repo instead of its text model.
     """
     config_blob = files.get("config.json")
     if config_blob is None:
         raise errors.MissingFileError(f"{repo_name}: config.json is missing")
-    family_cls = family_class(load_config(config_blob))
+    config = load_config(config_blob)
+    family_cls: type[TextFamily] = projector_class(config) if projector else family_class(config)
     # the reference reads config.json through transformers' AutoConfig: defaults and rope normalization
     if family_cls.config_source == "config.json":
         hparams = as_written(config_blob)
@@ -179,6 +193,8 @@ def draft_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[s
             if name is not None:
                 sources.append((name, src))
     family.check_shapes(sources)
+    # pre-quantized weights (FP8 + block scales) as weight x scale; refuses methods it cannot convert
+    nodes = family.source_nodes(sources)
 
     if outtype == "auto":
         first = next((s.dtype for _, s in sources if len(s.shape) >= 2 and s.dtype in ("BF16", "F16")), None)
@@ -187,11 +203,16 @@ def draft_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[s
         out = quant.outtype(outtype)
     out = family.output_type(out)
     quant.check_options(out, quant_opts)
+    if projector and out.mix:
+        raise errors.UnsupportedOptionError(
+            f"--outtype {out.name}: a vision projector is written as f32, f16, bf16 or q8_0, as the reference's "
+            "--mmproj writes it")
+    family.use_outtype(out)
 
     outputs: dict[str, tuple[quant.OutputTensor, Node]] = {}
     family.use_sources(sources)
     generated = ((name, node) for name, node in family.extra_tensors())
-    from_sources = ((name, Load(src)) for name, src in sources)
+    from_sources = iter(nodes)
     for name, node in chain(generated, from_sources):
         bid = _block_id(name)
         for new_name, new_node in list(family.convert(name, node, bid)):
@@ -212,7 +233,7 @@ def draft_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[s
     if md.size_label is None and total > 0:
         md.size_label = gguf.size_label(total, shared, expert, expert_count)
 
-    w.add_type(gguf.GGUFType.MODEL)
+    w.add_type(family.gguf_type)
     md.set_gguf_meta_model(w)
     family.add_hparams(w, int(out.file_type))
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
@@ -233,10 +254,13 @@ def draft_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[s
         planned.append(PlannedTensor(name=choice.name, node=node, qtype=choice.qtype, shape=tensor.shape,
                                      nbytes=quant.nbytes(choice.qtype, tensor.shape), weights=choice.weights))
 
-    filename = gguf.naming_convention(md.name, md.basename, md.finetune, md.version, md.size_label, out.label) + ".gguf"
+    size_label = md.size_label if family.size_label_in_filename else None
+    filename = family.filename_prefix + gguf.naming_convention(md.name, md.basename, md.finetune, md.version,
+                                                               size_label, out.label) + ".gguf"
     return Plan(tensors=planned, metadata=metadata, outtype=out, default_filename=filename, hf_arch=family.hf_arch,
                 arch=arch, split_max_tensors=split_max_tensors, split_max_size=split_max_size,
-                pending_vocab=lambda writer: family.add_vocab(writer, files, bpe_pre), after_vocab=after_vocab)
+                pending_vocab=lambda writer: family.add_vocab(writer, files, bpe_pre), after_vocab=after_vocab,
+                shares_vocab=not projector)
 
 
 def _add(outputs: dict[str, tuple[quant.OutputTensor, Node]], family: TextFamily, name: str, node: Node,

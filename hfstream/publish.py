@@ -37,9 +37,14 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
-from . import errors, settings
+from . import errors, httperrors, jsonfile, settings
+from .retry import RetryPolicy
+
+T = TypeVar("T")
 
 #: the record of published files inside the card (an HTML comment, invisible on the Hub's page)
 _RECORD_RE = re.compile(r"<!-- hfstream-files: (\{.*?\}) -->", re.S)
@@ -50,7 +55,8 @@ _SPLIT_RE = re.compile(r"-\d{5}-of-\d{5}$")
 class Publisher:
     """One commit's worth of uploads to ``repo_id`` (a model repo, branch ``main``)."""
 
-    def __init__(self, repo_id: str, *, token: str | None = None, endpoint: str | None = None):
+    def __init__(self, repo_id: str, *, token: str | None = None, endpoint: str | None = None,
+                 retries: int | RetryPolicy = 8):
         from huggingface_hub import HfApi
 
         from . import __version__
@@ -60,11 +66,11 @@ class Publisher:
         self.token = settings.token(token)
         self.api = HfApi(endpoint=self.endpoint, token=self.token, library_name="hfstream",
                          library_version=__version__)
+        #: every call to the Hub runs under this policy (429, 5xx and connection failures are retried)
+        self.retry = RetryPolicy.of(retries)
+        self._request = httperrors.Request(repo_id, self.endpoint, token=bool(self.token), publishing=True)
         self._ops: dict[str, object] = {}  # path in repo -> CommitOperationAdd, uploaded
-        try:
-            self.api.create_repo(repo_id, exist_ok=True, repo_type="model")
-        except Exception as e:
-            raise _translate(e, repo_id) from None
+        self._call(self.api.create_repo, repo_id, exist_ok=True, repo_type="model")
         #: the head the next ``commit`` is guarded by (``refresh`` moves it)
         self.parent = self.refresh()
 
@@ -75,10 +81,7 @@ class Publisher:
 
     def refresh(self) -> str:
         """Read the branch head now and guard the next commit with it."""
-        try:
-            self.parent = self.api.model_info(self.repo_id, revision="main").sha
-        except Exception as e:
-            raise _translate(e, self.repo_id) from None
+        self.parent = self._call(self.api.model_info, self.repo_id, revision="main").sha
         return self.parent
 
     def upload(self, path: Path, path_in_repo: str | None = None, *, delete_after: bool = False) -> None:
@@ -90,10 +93,7 @@ class Publisher:
 
         path = Path(path)
         op = CommitOperationAdd(path_in_repo=path_in_repo or path.name, path_or_fileobj=str(path))
-        try:
-            self.api.preupload_lfs_files(self.repo_id, additions=[op], repo_type="model", free_memory=True)
-        except Exception as e:
-            raise _translate(e, self.repo_id) from None
+        self._call(self.api.preupload_lfs_files, self.repo_id, additions=[op], repo_type="model", free_memory=True)
         if delete_after:
             # A file the Hub stores as a plain git blob (small, not binary: never a GGUF) is sent inside
             # the commit itself, so keep its bytes in memory before the file goes.
@@ -114,11 +114,8 @@ class Publisher:
         ops += list(self._ops.values())
         if card is not None:
             ops.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card.encode("utf-8")))
-        try:
-            info = self.api.create_commit(self.repo_id, operations=ops, commit_message=message,
-                                          parent_commit=self.parent, repo_type="model")
-        except Exception as e:
-            raise _translate(e, self.repo_id) from None
+        info = self._call(self.api.create_commit, self.repo_id, operations=ops, commit_message=message,
+                          parent_commit=self.parent, repo_type="model")
         self.parent = info.oid
         self._ops.clear()  # committed: huggingface_hub refuses to commit an operation twice
         return info.oid
@@ -128,13 +125,8 @@ class Publisher:
         ours = {name: {"outtype": outtype, "source_commit": source_commit} for name in self._ops}
         for attempt in range(1, max(1, attempts) + 1):
             head = self.refresh()
-            try:
-                files = self.api.list_repo_files(self.repo_id, revision=head)
-                record = _read_record(self._read_text("README.md", head)) if "README.md" in files else {}
-            except errors.HfstreamError:
-                raise
-            except Exception as e:
-                raise _translate(e, self.repo_id) from None
+            files = self._call(self.api.list_repo_files, self.repo_id, revision=head)
+            record = _read_record(self._call(self._read_text, "README.md", head)) if "README.md" in files else {}
             ggufs = {f for f in files if f.endswith(".gguf")}
             # what is there now: recorded files that still exist, and GGUFs someone else put there
             current = {f: record.get(f) or {"outtype": _outtype_from_name(f), "source_commit": ""} for f in ggufs}
@@ -149,6 +141,17 @@ class Publisher:
                 if attempt == attempts:
                     raise
         raise AssertionError("unreachable")
+
+    def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)``, a call to the Hub, under the retry policy; its failures as ours."""
+
+        def attempt() -> T:
+            try:
+                return fn(*args, **kwargs)
+            except Exception as e:
+                raise _translate(e, self._request, self.retry) from None
+
+        return self.retry.call(attempt)
 
     def _read_text(self, path: str, revision: str) -> str:
         from huggingface_hub import hf_hub_url
@@ -192,9 +195,9 @@ GGUF conversions of [{source_repo}](https://huggingface.co/{source_repo}) {at}, 
 
 def publish(target_repo: str, paths: list[Path], *, source_repo: str, source_commit: str, outtype: str,
             token: str | None = None, endpoint: str | None = None, delete_after: bool = False,
-            attempts: int = 3) -> str:
+            attempts: int = 3, retries: int | RetryPolicy = 8) -> str:
     """Upload ``paths`` to ``target_repo`` and commit them with an updated model card; returns the commit sha."""
-    pub = Publisher(target_repo, token=token, endpoint=endpoint)
+    pub = Publisher(target_repo, token=token, endpoint=endpoint, retries=retries)
     for p in paths:
         pub.upload(Path(p), delete_after=delete_after)
     return pub.finish(source_repo=source_repo, source_commit=source_commit, outtype=outtype, attempts=attempts)
@@ -204,8 +207,8 @@ def _read_record(card: str) -> dict[str, dict[str, str]]:
     """The per-file record an earlier publish left in the card ({} if none or unreadable)."""
     match = _RECORD_RE.search(card)
     try:
-        record = json.loads(match.group(1)) if match else {}
-    except ValueError:
+        record = jsonfile.load(match.group(1), "README.md's file record") if match else {}
+    except errors.HfstreamError:
         return {}
     if not isinstance(record, dict):
         return {}
@@ -219,34 +222,12 @@ def _outtype_from_name(name: str) -> str:
     return stem.rsplit("-", 1)[-1].lower()
 
 
-def _translate(e: BaseException, repo_id: str) -> errors.HfstreamError:
-    """huggingface_hub / httpx / OS errors (or what they wrap: an upload error's cause) -> ours."""
-    from huggingface_hub import errors as hf_errors
-
-    seen = e
+def _translate(e: BaseException, request: httperrors.Request, policy: RetryPolicy) -> errors.HfstreamError:
+    """huggingface_hub / httpx / OS errors, or what they wrap (an upload error's cause), as ours."""
+    seen: BaseException | None = e
     while seen is not None:  # huggingface_hub wraps a failed upload in RuntimeError("Error while uploading ...")
-        if isinstance(seen, errors.HfstreamError):
-            return seen
-        if isinstance(seen, hf_errors.HfHubHTTPError):
-            return _from_status(seen.response.status_code if seen.response is not None else None, repo_id)
-        if isinstance(seen, OSError) or type(seen).__module__.startswith(("httpx", "httpcore")):
-            return errors.NetworkError(f"publishing to {repo_id}: {type(seen).__name__}: {_first_line(seen)}")
+        ours = httperrors.from_exception(seen, request, clock=policy.clock)
+        if ours is not None:
+            return ours
         seen = seen.__cause__
-    return errors.PublishError(f"publishing to {repo_id} failed: {type(e).__name__}: {_first_line(e)}")
-
-
-def _from_status(status: int | None, repo_id: str) -> errors.HfstreamError:
-    if status in (401, 403):
-        return errors.AccessDeniedError(f"no write access to {repo_id}: check the token (a write token is needed)")
-    if status in (409, 412):
-        return errors.PublishConflictError(f"{repo_id} moved while publishing (its head changed); run again")
-    if status == 429:
-        return errors.RateLimitedError(f"rate-limited while publishing to {repo_id}")
-    if status is not None and status >= 500:
-        return errors.ServerError(f"publishing to {repo_id}: HTTP {status}")
-    return errors.PublishError(f"publishing to {repo_id} failed: HTTP {status}")
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else ""
+    return errors.PublishError(f"publishing to {request.repo_id} failed: {httperrors.describe(e)}")

@@ -8,12 +8,11 @@ is trusted: every span is checked against its shape, the file size and the other
 
 from __future__ import annotations
 
-import json
 import math
 import struct
 from dataclasses import dataclass
 
-from . import errors
+from . import errors, jsonfile
 from .source import ByteSource
 from .settings import FIRST_HEADER_READ, MAX_HEADER_BYTES
 
@@ -60,7 +59,7 @@ def parse_header(file: str, blob: bytes, file_size: int | None) -> list[SourceTe
     _check_header_length(file, n, file_size)
     if len(blob) < 8 + n:
         raise errors.InvalidHeaderError(f"{file}: header truncated ({len(blob) - 8} of {n} bytes)")
-    header = _load_json(file, bytes(blob[8:8 + n]))
+    header = jsonfile.load(blob[8:8 + n], f"{file}: header", jsonfile.HEADER, expect=dict)
 
     data_start = 8 + n
     data_size = None if file_size is None else file_size - data_start
@@ -78,48 +77,6 @@ def parse_header(file: str, blob: bytes, file_size: int | None) -> list[SourceTe
         if s1 < e0:
             raise errors.InvalidHeaderError(f"{file}: tensors {_short(n0)} and {_short(n1)} overlap")
     return tensors
-
-
-class DuplicateKeyError(Exception):
-    """A JSON object names one key twice; ``args[0]`` is the key."""
-
-
-def _no_duplicates(pairs: list[tuple[str, object]]) -> dict:
-    out = dict(pairs)
-    if len(out) != len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise DuplicateKeyError(key)
-            seen.add(key)
-    return out
-
-
-def loads_unique(text: str | bytes):
-    """``json.loads``, but an object with a repeated key raises DuplicateKeyError.
-
-    json.loads keeps the last of two equal keys silently; in a header or an index that would hide
-    a tensor (or point one name at two places), so we refuse instead.
-    """
-    return json.loads(text, object_pairs_hook=_no_duplicates)
-
-
-def _load_json(file: str, text: bytes) -> dict:
-    """The header JSON as an object; every way it can fail is an InvalidHeaderError."""
-    try:
-        header = loads_unique(text.decode("utf-8"))
-    except UnicodeDecodeError as e:
-        raise errors.InvalidHeaderError(f"{file}: header is not valid UTF-8 (byte {e.start})") from None
-    except DuplicateKeyError as e:
-        raise errors.InvalidHeaderError(f"{file}: header has the key {_short(e.args[0])} twice") from None
-    except RecursionError:
-        raise errors.InvalidHeaderError(f"{file}: header is not valid JSON (nested too deeply)") from None
-    except ValueError as e:  # JSONDecodeError, and ints longer than Python's int_max_str_digits
-        reason = f"{e.msg} at byte {e.pos}" if isinstance(e, json.JSONDecodeError) else "a number is too long"
-        raise errors.InvalidHeaderError(f"{file}: header is not valid JSON ({reason})") from None
-    if not isinstance(header, dict):
-        raise errors.InvalidHeaderError(f"{file}: header is not a JSON object")
-    return header
 
 
 def _check_header_length(file: str, n: int, file_size: int | None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from . import errors
 
@@ -28,6 +29,9 @@ SMALL_FILES = (
     # sentence-transformers: the pooling of an embedding model (Qwen3-Embedding, gte-Qwen2, ...)
     "modules.json",
     "1_Pooling/config.json",
+    # a vision projector's image processing (mean, std, sizes): --mmproj
+    "preprocessor_config.json",
+    "processor_config.json",
 )
 #: ``--max-memory``: bytes in flight (fetched, decoded, encoded, waiting to be written).
 DEFAULT_MAX_MEMORY = 256 * 1024 * 1024
@@ -73,6 +77,24 @@ def linux_path(name: str) -> bool:
 def endpoint() -> str:
     """The Hub endpoint: ``HF_ENDPOINT`` or huggingface.co, without a trailing slash."""
     return (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+
+
+def offline() -> bool:
+    """``HF_HUB_OFFLINE``: no network at all; Hub repos are read from the Hugging Face cache (as huggingface_hub does)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+def hub_cache() -> Path:
+    """The Hugging Face cache of repos, where huggingface_hub puts them: ``HF_HUB_CACHE``, else
+    ``HF_HOME/hub``, else ``$XDG_CACHE_HOME/huggingface/hub`` or ``~/.cache/huggingface/hub``."""
+    explicit = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    home = os.environ.get("HF_HOME")
+    if not home:
+        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+        home = os.path.join(xdg, "huggingface")
+    return Path(home).expanduser() / "hub"
 
 
 def token(explicit: str | None = None) -> str | None:

@@ -42,11 +42,13 @@ def _cost(spans: Sequence[Span], values: int, nbytes: int) -> int:
     return sum(s.nbytes for s in spans) + 2 * 4 * values + nbytes
 
 
-def units_for(t: PlannedTensor, offset: int, target: int, file: int = 0) -> list[Unit]:
+def units_for(t: PlannedTensor, offset: int, target: int, file: int = 0, *, same_cut_for_any_type: bool = False) -> list[Unit]:
     """Cut a tensor into row blocks of about ``target`` bytes of cost; a Stack part never shares a unit.
 
     Blocks are aligned to what the node allows (whole heads for permuted q/k, whole experts at
-    most for MoE stacks), so no source byte is needed by two units.
+    most for MoE stacks), so no source byte is needed by two units. ``same_cut_for_any_type``: cut
+    as if the output were F32 (the widest type), so that the same tensor in outputs of other types
+    (one run, several outtypes) is cut into the same blocks, which read the same source spans.
     """
     node = t.node
     rows, cols = node.rows, node.cols
@@ -56,7 +58,8 @@ def units_for(t: PlannedTensor, offset: int, target: int, file: int = 0) -> list
         spans = tuple(node.spans(0, rows))
         return [Unit(t, 0, rows, offset, t.nbytes, spans, _cost(spans, rows * cols, t.nbytes), file)]
     part = node.part_rows if isinstance(node, Stack) else rows
-    per_row = max(1, (sum(s.nbytes for s in node.spans(0, align)) + 8 * align * cols + align * row_bytes) // align)
+    cut_row_bytes = 4 * cols if same_cut_for_any_type else row_bytes
+    per_row = max(1, (sum(s.nbytes for s in node.spans(0, align)) + 8 * align * cols + align * cut_row_bytes) // align)
     block = max(align, (target // per_row) // align * align)
     block = min(block, part)
     units = []

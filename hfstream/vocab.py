@@ -49,9 +49,10 @@ from typing import Any, Mapping, Sequence
 
 import gguf
 
+from . import jsonfile
 from .errors import ConfigMismatchError, InvalidConfigError, UnsupportedTokenizerError
 
-__all__ = ["add_vocab", "add_special_vocab", "add_fixed_special_ids"]
+__all__ = ["add_vocab", "add_special_vocab", "add_fixed_special_ids", "llama_hf_tokens"]
 
 LLAMA_STRATEGIES = ("spm", "llama_hf", "bpe")
 _STRATEGIES = frozenset(LLAMA_STRATEGIES)
@@ -119,8 +120,9 @@ def add_vocab(
 
     Raises:
         UnsupportedTokenizerError: no strategy fits the files, an unrecognised BPE pre-tokenizer
-            (the message names the hash and ``--bpe-pre``), or a tokenizer file that cannot be read.
-        InvalidConfigError: a JSON file is malformed.
+            (the message names the hash and ``--bpe-pre``), or a tokenizer file that cannot be read
+            (not JSON, or not an object: see ``jsonfile``).
+        InvalidConfigError: config.json is malformed, or a tokenizer file has a bad value.
         ConfigMismatchError: ``vocab_size`` is smaller than the tokenizer.
     """
     unknown = [s for s in strategies if s not in _STRATEGIES]
@@ -174,6 +176,17 @@ def add_special_vocab(writer: gguf.GGUFWriter, files: Mapping[str, bytes], hpara
     families that build the token list themselves. Special ids at or past ``n_vocab`` are skipped.
     """
     _SpecialVocab(_Repo(files, hparams), load_merges=load_merges, n_vocab=n_vocab).write(writer)
+
+
+def llama_hf_tokens(files: Mapping[str, bytes], hparams: dict) -> tuple[list[bytes], list[float], list[int]]:
+    """The tokens, scores and token types of an SPM-style BPE ``tokenizer.json`` (gguf-py's
+    ``LlamaHfVocab``), for families that write them under a tokenizer model of their own (Gemma 4).
+    Raises UnsupportedTokenizerError when ``tokenizer.json`` is missing or of another kind."""
+    try:
+        return _llama_hf_tokens(_Repo(files, hparams))
+    except _NotThisKind:
+        raise UnsupportedTokenizerError(
+            "expected a tokenizer.json holding a BPE model with byte fallback and a Sequence decoder") from None
 
 
 def add_fixed_special_ids(writer: gguf.GGUFWriter, files: Mapping[str, bytes], hparams: dict,
@@ -232,21 +245,15 @@ class _Repo:
         data = self.files.get(name)
         return data.encode("utf-8") if isinstance(data, str) else None if data is None else bytes(data)
 
-    def json(self, name: str) -> Any:
+    def json(self, name: str, expect: type | None = None) -> Any:
+        """The file parsed (None when the repo lacks it); its failures are its kind's (``jsonfile``)."""
         if name not in self._json:
-            # decoded for the parse only: tokenizer.json's text is 2 bytes a character (Ġ is not
-            # Latin-1), 32 MB for Llama 3's, and what is read later reads the bytes
-            text = self.text(name)
-            if text is None:
-                self._json[name] = None
-            else:
-                try:
-                    self._json[name] = json.loads(text)
-                except json.JSONDecodeError as e:
-                    raise InvalidConfigError(f"{name}: invalid JSON ({e.msg} at line {e.lineno})") from None
-                except (ValueError, RecursionError):  # ints over int_max_str_digits, nesting too deep
-                    raise InvalidConfigError(f"{name}: invalid JSON (a number too long or nesting too deep)") from None
-        return self._json[name]
+            data = self.files.get(name)
+            self._json[name] = None if data is None else jsonfile.load(data, name)
+        value = self._json[name]
+        if value is not None and expect is not None:
+            jsonfile.check_type(value, name, expect)
+        return value
 
     def slim_tokenizer_json(self) -> None:
         """Drop the vocabulary map from the cached tokenizer.json parse and join its merges.
@@ -267,10 +274,7 @@ class _Repo:
         tj["model"] = slim
 
     def tokenizer_json(self) -> dict | None:
-        data = self.json("tokenizer.json")
-        if data is not None and not isinstance(data, dict):
-            raise UnsupportedTokenizerError("tokenizer.json: not a JSON object")
-        return data
+        return self.json("tokenizer.json", dict)
 
 
 def _joined_merges(merges: Any) -> list[str] | None:
@@ -343,10 +347,8 @@ def _add_spm(writer: gguf.GGUFWriter, repo: _Repo, hparams: dict) -> None:
         scores[i] = sp.GetScore(i)
         types[i] = kind
 
-    added = repo.json("added_tokens.json")
+    added = repo.json("added_tokens.json", dict)
     if added is not None:
-        if not isinstance(added, dict):
-            raise InvalidConfigError("added_tokens.json: expected an object of token -> id")
         for text, tid in added.items():
             if not isinstance(tid, int):
                 raise InvalidConfigError(f"added_tokens.json: id of {text!r} is not an integer")
@@ -405,15 +407,22 @@ class _FastTokenizer:
         config = _dict_or_empty(repo.json("tokenizer_config.json"))
         specials_map = _dict_or_empty(repo.json("special_tokens_map.json"))
 
-        # named special tokens: tokenizer_config.json first, special_tokens_map.json for the rest
+        # named special tokens: tokenizer_config.json first, special_tokens_map.json for the rest;
+        # transformers 5 also takes any other ``*_token`` key of the config that names a token, and
+        # the entries of an ``extra_special_tokens`` object, as named ("model-specific") specials
         self.named: dict[str, str] = {}
         for attr in _NAMED_SPECIALS:
             content = _token_content(config.get(attr, specials_map.get(attr)))
             if content is not None:
                 self.named[attr] = content
+        for attr, value in config.items():
+            if attr.endswith("_token") and attr not in _NAMED_SPECIALS and isinstance(value, str):
+                self.named[attr] = value
         extra = config.get("extra_special_tokens", config.get("additional_special_tokens"))
         if extra is None:
             extra = specials_map.get("additional_special_tokens", [])
+        if isinstance(extra, dict):
+            self.named.update((k, c) for k, c in ((k, _token_content(v)) for k, v in extra.items()) if c)
         self.extra = [c for c in (_token_content(t) for t in (extra if isinstance(extra, list) else [])) if c]
 
         # added tokens the config knows but tokenizer.json lacks, then missing special tokens
@@ -533,6 +542,16 @@ def _replace_merges(data: bytes, merges: list) -> bytes | None:
 
 
 def _add_llama_hf(writer: gguf.GGUFWriter, repo: _Repo) -> None:
+    tokens, scores, types = _llama_hf_tokens(repo)
+    writer.add_tokenizer_model("llama")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_scores(scores)
+    writer.add_token_types(types)
+    _SpecialVocab(repo, n_vocab=len(tokens)).write(writer)
+
+
+def _llama_hf_tokens(repo: _Repo) -> tuple[list[bytes], list[float], list[int]]:
     tj = repo.tokenizer_json()
     if tj is None:
         raise _NotThisKind
@@ -564,13 +583,7 @@ def _add_llama_hf(writer: gguf.GGUFWriter, repo: _Repo) -> None:
     for text, _ in added:
         tokens.append(text.encode("utf-8"))
         types.append(CONTROL if text in specials else USER_DEFINED)
-
-    writer.add_tokenizer_model("llama")
-    writer.add_tokenizer_pre("default")
-    writer.add_token_list(tokens)
-    writer.add_token_scores([-1000.0] * len(tokens))
-    writer.add_token_types(types)
-    _SpecialVocab(repo, n_vocab=len(tokens)).write(writer)
+    return tokens, [-1000.0] * len(tokens), types
 
 
 # --- bpe: GPT-2 style byte-level BPE -------------------------------------------------------------
@@ -747,9 +760,7 @@ class _SpecialVocab:
             if normalizer := tokenizer.get("normalizer"):
                 self._parse_normalizer(normalizer)
             added_tokens = tokenizer.get("added_tokens", {})
-        config = self.repo.json("tokenizer_config.json")
-        if config is not None and not isinstance(config, dict):
-            raise InvalidConfigError("tokenizer_config.json: not a JSON object")
+        config = self.repo.json("tokenizer_config.json", dict)
         if config is not None:
             config = dict(config)  # the post-processor analysis below amends it
         if tokenizer:

@@ -52,3 +52,35 @@ def cli_env(hub, **extra) -> dict:
     env.update({"HF_ENDPOINT": hub.endpoint, "PYTHONPATH": str(ROOT)})
     env.update(extra)
     return env
+
+
+class FakeTime:
+    """A clock that moves only when something sleeps, for ``RetryPolicy``: a fault test does not wait
+    out the backoff (seconds of it per fault), and can still read every wait the policy chose."""
+
+    def __init__(self, now: float = 1_700_000_000.0):
+        self.now = now
+        self.waits: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
+
+    async def async_sleep(self, seconds: float) -> None:
+        import asyncio
+
+        self.sleep(seconds)
+        await asyncio.sleep(0)  # still a point where other tasks run, as a real sleep is
+
+    def policy(self, retries: int = 8, **kw):
+        from hfstream.retry import RetryPolicy
+
+        return RetryPolicy(retries=retries, sleep=self.sleep, async_sleep=self.async_sleep, clock=self.clock, **kw)
+
+
+@pytest.fixture
+def fake_time() -> FakeTime:
+    return FakeTime()

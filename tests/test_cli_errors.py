@@ -47,10 +47,38 @@ def test_bad_input_is_one_line_and_its_own_exit_code(args, env, code, words, hub
     assert list(out.iterdir()) == []
 
 
+def _error_classes() -> list[type[errors.HfstreamError]]:
+    return [c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, errors.HfstreamError)]
+
+
 def test_exit_codes_are_distinct():
-    codes = [c.exit_code for c in vars(errors).values()
-             if isinstance(c, type) and issubclass(c, errors.HfstreamError) and c is not errors.HfstreamError]
+    """Every class that sets its own exit code sets a new one (a group, and NotReproducibleError, inherit theirs)."""
+    codes = [c.exit_code for c in _error_classes() if "exit_code" in vars(c) and c is not errors.HfstreamError]
     assert len(codes) == len(set(codes))
+
+
+GROUPS = (errors.InputError, errors.AccessError, errors.TransferError, errors.OutputError, errors.InternalError)
+
+
+def test_every_error_is_in_exactly_one_group_and_the_docstring_draws_the_tree():
+    """The tree in errors.py's docstring is the class hierarchy: every class, its parent, its exit code."""
+    import re
+
+    for c in _error_classes():
+        if c not in GROUPS and c is not errors.HfstreamError:
+            assert sum(issubclass(c, g) for g in GROUPS) == 1, c
+    drawn: dict[str, tuple[str, int]] = {}
+    parents: list[str] = []
+    for line in errors.__doc__.splitlines():
+        m = re.match(r"^    ((?:[│ ]   )*)(?:[├└]── )?(\w+)\s+(\d+)?", line)
+        if not m or not hasattr(errors, m.group(2)):
+            continue
+        level = len(m.group(1)) // 4 + (1 if "── " in line else 0)
+        parents[level:] = [m.group(2)]
+        drawn[m.group(2)] = (parents[level - 1] if level else "", int(m.group(3) or -1))
+    actual = {c.__name__: (c.__bases__[0].__name__ if c is not errors.HfstreamError else "",
+                           c.exit_code if c not in GROUPS[:-1] else -1) for c in _error_classes()}
+    assert drawn == actual
 
 
 def test_gated_messages_differ_and_never_show_the_token(hub, tmp_path):

@@ -288,7 +288,7 @@ def test_fixture_hub_write_endpoints_refuse_what_the_hub_refuses(write_hub):
     assert "actions" not in r.json()["objects"][0]  # already uploaded: nothing to do
 
 
-def test_with_xet_the_fixture_hub_fails_clearly(write_hub, tmp_path, monkeypatch):
+def test_with_xet_the_fixture_hub_fails_clearly(write_hub, tmp_path, monkeypatch, fake_time):
     import huggingface_hub.constants
 
     try:
@@ -298,7 +298,7 @@ def test_with_xet_the_fixture_hub_fails_clearly(write_hub, tmp_path, monkeypatch
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", False)
     f = _gguf(tmp_path, "Tiny-1M-Q8_0.gguf", 10_000)
     with pytest.raises(errors.HfstreamError):
-        publish(TARGET, [f], source_repo=SOURCE, source_commit=SRC_SHA, outtype="q8_0")
+        publish(TARGET, [f], source_repo=SOURCE, source_commit=SRC_SHA, outtype="q8_0", retries=fake_time.policy())
     assert [e["status"] for e in write_hub.log if "xet-write-token" in e["path"]][:1] == [501]
 
 

@@ -209,10 +209,10 @@ def test_llama_quirks_follow_the_llama_strategy_order(tmp_path):
     assert keys == [kv["key"] for kv in golden("gpt2")["kvs"] if kv["key"] != "tokenizer.ggml.add_space_prefix"]
 
 
-def test_bad_json_is_invalid_config(tmp_path):
+def test_a_tokenizer_file_that_is_not_json_is_a_tokenizer_error(tmp_path):
     files = _files("spm-tiny")
     files["tokenizer_config.json"] = b"{not json"
-    with pytest.raises(errors.InvalidConfigError, match="tokenizer_config.json"):
+    with pytest.raises(errors.UnsupportedTokenizerError, match="tokenizer_config.json is not valid JSON"):
         write_vocab(tmp_path, files)
 
 

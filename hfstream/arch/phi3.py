@@ -15,14 +15,13 @@ What the reference (``Phi3MiniModel``) does that differs from the shared default
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any, Iterable, Mapping
 
 import gguf
 import numpy as np
 
-from .. import errors
+from .. import errors, jsonfile
 from ..graph import Constant, Node
 from . import register
 from .base import TextFamily
@@ -122,13 +121,8 @@ class Phi3(TextFamily):
         _add_phi3_spm(w, files, self.hparams)
 
 
-def _json(files: Mapping[str, bytes], name: str) -> Any:
-    if name not in files:
-        return None
-    try:
-        return json.loads(files[name])
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise errors.InvalidConfigError(f"{name}: invalid JSON ({e})") from None
+def _json(files: Mapping[str, bytes], name: str, expect: type | None = None) -> Any:
+    return jsonfile.load(files[name], name, expect=expect) if name in files else None
 
 
 def _add_phi3_spm(w: gguf.GGUFWriter, files: Mapping[str, bytes], hparams: Mapping[str, Any]) -> None:
@@ -163,10 +157,8 @@ def _add_phi3_spm(w: gguf.GGUFWriter, files: Mapping[str, bytes], hparams: Mappi
         tokens[tid], scores[tid] = text.encode(), -1000.0
         types[tid] = int(_T.CONTROL if special else _T.USER_DEFINED)
 
-    added = _json(files, "added_tokens.json")
+    added = _json(files, "added_tokens.json", dict)
     if added is not None:
-        if not isinstance(added, dict):
-            raise errors.InvalidConfigError("added_tokens.json: expected an object of token -> id")
         for text, tid in added.items():
             if isinstance(tid, int) and tid >= vocab_size:
                 continue  # the reference skips ids past the vocab here (only here)

@@ -9,12 +9,11 @@ are) and add the expert feed-forward lengths. The vocab is SentencePiece when th
 
 from __future__ import annotations
 
-import json
 from typing import Iterator, Mapping
 
 import gguf
 
-from .. import errors
+from .. import errors, jsonfile
 from ..graph import Node
 from . import register
 from .base import ExpertStacks, TextFamily
@@ -73,9 +72,7 @@ def sentence_transformers_pooling(files: Mapping[str, bytes]) -> gguf.PoolingTyp
     and its ``config.json`` (mean, CLS or last token); None without ``modules.json``."""
     if "modules.json" not in files:
         return None
-    modules = _json(files, "modules.json")
-    if not isinstance(modules, list):
-        raise errors.InvalidConfigError("modules.json: expected a list of modules")
+    modules = jsonfile.load(files["modules.json"], "modules.json", expect=list)
     path = next((m.get("path") for m in modules
                  if isinstance(m, dict) and str(m.get("type", "")).endswith("Pooling")), None)
     if path is None:
@@ -84,22 +81,13 @@ def sentence_transformers_pooling(files: Mapping[str, bytes]) -> gguf.PoolingTyp
     if name not in files:
         raise errors.UnsupportedArchitectureError(
             f"modules.json puts the pooling config in {name!r}; hfstream reads it only from 1_Pooling/config.json")
-    pooling = _json(files, name)
-    if not isinstance(pooling, dict):
-        raise errors.InvalidConfigError(f"{name}: expected a JSON object")
+    pooling = jsonfile.load(files[name], name, expect=dict)
     for flag, kind in _POOLING_FLAGS:
         if pooling.get(flag):
             return kind
     if (mode := pooling.get("pooling_mode")) in _POOLING_MODES:
         return _POOLING_MODES[mode]
     raise errors.UnsupportedArchitectureError(f"{name}: only mean, CLS and last-token pooling are supported")
-
-
-def _json(files: Mapping[str, bytes], name: str):
-    try:
-        return json.loads(files[name])
-    except (ValueError, UnicodeDecodeError):
-        raise errors.InvalidConfigError(f"{name} is not valid JSON") from None
 
 
 #: the projections of one expert, in the order the reference writes their stacks
