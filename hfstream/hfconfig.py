@@ -37,7 +37,7 @@ from typing import Any, Iterable, Mapping, NoReturn
 from . import errors, jsonfile
 from .errors import NotReproducibleError
 
-__all__ = ["normalize", "prepare", "load_config", "check_hparams", "NotReproducibleError", "transformers_version"]
+__all__ = ["normalize", "as_written", "prepare", "load_config", "check_hparams", "NotReproducibleError", "transformers_version"]
 
 _WORKER_SCRIPT = Path(__file__).with_name("_autoconfig.py")
 
@@ -86,6 +86,16 @@ def normalize(config_blob: bytes, *, name_or_path: str | None = None,
                 "(pip install -U transformers)")
         hparams = config
     return _load_hparams_renames(hparams)
+
+
+def as_written(config_blob: bytes) -> dict:
+    """config.json as it is, for the families whose reference class reads it without AutoConfig (the
+    Mamba-2 ones: ``Mamba2Model.__init__`` opens config.json itself and only renames ``llm_config`` to
+    ``text_config``). ``config_blob`` must have passed ``load_config``."""
+    config = load_config(config_blob)
+    if "llm_config" in config:
+        config["text_config"] = config["llm_config"]
+    return config
 
 
 def _load_hparams_renames(config: dict) -> dict:

@@ -290,6 +290,12 @@ async def small_files(source: ByteSource, snapshot: hub.Snapshot) -> dict[str, b
     blobs = await asyncio.gather(*(source.get(n) for n in names))
     files = {n: b for n, b in zip(names, blobs) if b is not None}
     if "config.json" not in files:
+        if "params.json" in snapshot.files:
+            # Mistral's own layout (params.json, consolidated*.safetensors, tekken.json): the reference reads it
+            # only when told (--mistral-format) and with mistral_common's tokenizer classes
+            raise errors.UnsupportedArchitectureError(
+                f"{snapshot.repo_id} is in Mistral's format (params.json, no config.json), which hfstream does not "
+                "read; convert the Hugging Face layout of the model (config.json, model*.safetensors)")
         raise errors.MissingFileError(f"{snapshot.repo_id} has no config.json")
     return files
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import Callable, Iterable, Mapping, Sequence
 
 import gguf
 import numpy as np
@@ -19,7 +19,7 @@ from . import errors, jsonfile, meta, quant
 from .arch import family_class, projector_class
 from .arch.base import TextFamily
 from .graph import Node, decode
-from .hfconfig import load_config, normalize
+from .hfconfig import as_written, load_config, normalize
 from .kv import KeyWriter, Metadata
 from .safetensors import SourceTensor
 
@@ -201,7 +201,10 @@ def draft_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[s
     config = load_config(config_blob)
     family_cls: type[TextFamily] = projector_class(config) if projector else family_class(config)
     # the reference reads config.json through transformers' AutoConfig: defaults and rope normalization
-    hparams = normalize(config_blob, name_or_path=repo_name, model_types=family_cls.model_types)
+    if family_cls.config_source == "config.json":
+        hparams = as_written(config_blob)
+    else:
+        hparams = normalize(config_blob, name_or_path=repo_name, model_types=family_cls.model_types)
     family = family_cls(hparams, hparams["architectures"][0])
     family.use_files(files)
     family.use_values({src.name: decode(src, raw).astype(np.float32) for src, raw in (values or {}).items()})

@@ -47,7 +47,8 @@ SIZES: Mapping[str, tuple[str, ...]] = {
 LAYER = r"model\.layers\.\d+\."
 #: A shape rule: a regular expression matched against a whole source tensor name (after the family's
 #: ``source_name``), and the tensor's dimensions, each a product of SIZES joined by ``*``, where a factor
-#: may be a sum joined by ``+`` (``heads*nope+rope`` is heads x (nope + rope): MLA's query heads).
+#: may be a sum joined by ``+`` (``heads*nope+rope`` is heads x (nope + rope): MLA's query heads); a size may
+#: also be a literal number (``2*ffn``: a fused gate and up projection).
 ShapeRule = tuple[str, tuple[str, ...]]
 #: The standard transformers names of a llama-like decoder. A checkpoint that disagrees with config.json
 #: would not load in transformers, and here it would crash a transform (the q/k permute) or write a
@@ -92,10 +93,10 @@ def check_shapes(hparams: Mapping[str, Any], rules: Sequence[ShapeRule], sizes: 
             continue
         dims = rule_dims[int(match.lastgroup[1:])]
         factors = [[f.split("+") for f in dim.split("*")] for dim in dims]
-        used_sizes = [s for fs in factors for f in fs for s in f]
+        used_sizes = [s for fs in factors for f in fs for s in f if not s.isdecimal()]
         if any(s not in known for s in used_sizes):
             continue
-        want = [math.prod(sum(known[s][1] for s in f) for f in fs) for fs in factors]
+        want = [math.prod(sum(int(s) if s.isdecimal() else known[s][1] for s in f) for f in fs) for fs in factors]
         if list(src.shape) != want:
             used = ", ".join(dict.fromkeys(f"{known[s][0]} {known[s][1]}" for s in used_sizes))
             raise errors.ConfigMismatchError(
@@ -167,6 +168,9 @@ class TextFamily:
     #: gives the hparams (``hfconfig.normalize``); if the installed transformers does not know one, the
     #: conversion is refused rather than done on the raw config.json the reference would fall back to.
     model_types: ClassVar[tuple[str, ...]] = ()
+    #: where the hparams come from: "transformers" (``AutoConfig``, as ``ModelBase.load_hparams``) or
+    #: "config.json" as written (reference classes that open it themselves, e.g. the Mamba-2 ones)
+    config_source: ClassVar[str] = "transformers"
     #: the llama.cpp architecture written to ``general.architecture``
     gguf_arch: ClassVar[gguf.MODEL_ARCH]
     #: vocab kinds to try, in order (see ``hfstream.vocab.add_vocab``)

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Callable, ClassVar, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import ClassVar
 
 import gguf
 import numpy as np
