@@ -18,6 +18,8 @@ from .. import errors
 from .base import TextFamily
 
 _REGISTRY: dict[str, type[TextFamily]] = {}
+#: architectures refused on purpose, with why (``refuse``)
+_REFUSED: dict[str, str] = {}
 _SHARED_MODULES = frozenset({"base"})
 
 
@@ -30,6 +32,14 @@ def register(family: type[TextFamily]) -> type[TextFamily]:
             raise TypeError(f"{name} is registered by both {_REGISTRY[name].__name__} and {family.__name__}")
         _REGISTRY[name] = family
     return family
+
+
+def refuse(hf_arch: str, why: str) -> None:
+    """Refuse ``hf_arch`` with ``why`` instead of the generic line (e.g. the reference itself stops on
+    it, so there is no output to match); it stays out of ``supported()``."""
+    if hf_arch in _REGISTRY:
+        raise TypeError(f"{hf_arch} is registered by {_REGISTRY[hf_arch].__name__} and refused")
+    _REFUSED[hf_arch] = why
 
 
 def supported() -> list[str]:
@@ -56,6 +66,8 @@ def family_class(config: Mapping[str, Any]) -> type[TextFamily]:
     if not isinstance(archs, list) or not archs or not isinstance(archs[0], str):
         raise errors.InvalidConfigError("config.json: 'architectures' must be a non-empty list of names")
     cls = _REGISTRY.get(archs[0])
+    if cls is None and archs[0] in _REFUSED:
+        raise errors.UnsupportedArchitectureError(f"architecture {archs[0]} is not supported: {_REFUSED[archs[0]]}")
     if cls is None:
         name = archs[0] if len(archs[0]) <= 80 else archs[0][:80] + "..."
         by_reference = ("; llama.cpp's convert_hf_to_gguf.py converts it, hfstream does not yet"
