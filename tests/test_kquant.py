@@ -77,6 +77,7 @@ FAST_K_CASES: tuple[tuple[str, str, str], ...] = (
     # gpt-oss (bf16 experts transposed and de-interleaved, 64-wide rows: the fallback types)
     ("tiny-gpt-oss-bf16", "q4_k_m+imatrix", "gguf"),
     ("tiny-deepseek-v3-k", "q4_k_m+imatrix", "gguf"),  # FP8 source, MLA, 8 experts (all its cases: slow suite)
+    ("tiny-phimoe", "q4_k_m+imatrix", "gguf"),  # biases, LongRoPE tensors, experts with their imatrix slices
 )
 
 
