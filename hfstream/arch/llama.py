@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Iterable, Iterator
+from typing import ClassVar, Iterable, Iterator
 
 import gguf
 import numpy as np
@@ -16,8 +16,9 @@ from .base import ExpertStacks, TextFamily
 
 @register
 class Llama(TextFamily):
-    hf_architectures = ("LlamaForCausalLM", "LLaMAForCausalLM", "MistralForCausalLM", "MixtralForCausalLM")
-    model_types = ("llama", "mistral", "ministral", "mixtral")
+    hf_architectures: ClassVar[tuple[str, ...]] = (
+        "LlamaForCausalLM", "LLaMAForCausalLM", "MistralForCausalLM", "MixtralForCausalLM")
+    model_types: ClassVar[tuple[str, ...]] = ("llama", "mistral", "ministral", "mixtral")
     gguf_arch = gguf.MODEL_ARCH.LLAMA
     vocab_strategies = ("spm", "llama_hf", "bpe")
 
