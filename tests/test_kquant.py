@@ -87,6 +87,7 @@ FAST_K_CASES: tuple[tuple[str, str, str], ...] = (
     ("tiny-nemotron-h-k", "q4_k_m", "gguf"),
     ("tiny-granite4-k", "q4_k_m+imatrix", "gguf"),
     ("tiny-lfm2-moe-k", "q4_k_m+imatrix", "dat"),
+    ("tiny-phimoe", "q4_k_m+imatrix", "gguf"),  # biases, LongRoPE tensors, experts with their imatrix slices
 )
 
 #: hybrid (gated delta net + attention) MoE models, 64 wide: the mix's rules on ssm_*, attn_qkv/attn_gate,
