@@ -102,6 +102,7 @@ def add_vocab(
     strategies: Sequence[str] = LLAMA_STRATEGIES,
     bpe_pre: str | None = None,
     llama_quirks: bool | None = None,
+    named_specials: Mapping[str, str] | None = None,
 ) -> None:
     """Add the tokenizer keys for the repo whose small files are ``files`` to ``writer``.
 
@@ -117,6 +118,9 @@ def add_vocab(
             (``add_space_prefix`` from ``tokenizer_config.json`` first; the CodeLlama infill ids for
             vocab_size 32016; ``add_bos_token`` false for vocab_size 49152). Default: on exactly when
             ``strategies`` is the Llama order ``("spm", "llama_hf", "bpe")``.
+        named_specials: for a BPE vocab, special token type -> the content of an added token whose id
+            it takes unless the tokenizer files name one (GLM's ``[gMASK]`` BOS: the reference looks
+            such tokens up in ``get_added_vocab()``); a content the tokenizer lacks is refused.
 
     Raises:
         UnsupportedTokenizerError: no strategy fits the files, an unrecognised BPE pre-tokenizer
@@ -149,7 +153,7 @@ def add_vocab(
             elif strategy == "llama_hf":
                 _add_llama_hf(writer, repo)
             else:
-                _add_bpe(writer, repo, hparams, bpe_pre)
+                _add_bpe(writer, repo, hparams, bpe_pre, named_specials or {})
             break
         except _NotThisKind:
             continue
@@ -593,7 +597,8 @@ def _bpe_pre_table() -> dict:
     return json.loads(resources.files("hfstream").joinpath("data/bpe_pre.json").read_text(encoding="utf-8"))
 
 
-def _add_bpe(writer: gguf.GGUFWriter, repo: _Repo, hparams: dict, bpe_pre: str | None) -> None:
+def _add_bpe(writer: gguf.GGUFWriter, repo: _Repo, hparams: dict, bpe_pre: str | None,
+             named_specials: Mapping[str, str]) -> None:
     tj = repo.tokenizer_json()
     if tj is None:
         raise _NotThisKind
@@ -648,12 +653,22 @@ def _add_bpe(writer: gguf.GGUFWriter, repo: _Repo, hparams: dict, bpe_pre: str |
             types.append(NORMAL)
         tokens.append(text)
 
+    named_ids = {}
+    for typ, content in named_specials.items():
+        if content not in added_vocab:
+            raise UnsupportedTokenizerError(
+                f"the tokenizer has no added token {content!r}, which this model's vocabulary needs as its {typ} token")
+        named_ids[typ] = added_vocab[content]
+
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre(bpe_pre)
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     del fast, vocab, reverse, added_vocab, added_by_id
-    _SpecialVocab(repo, load_merges=True).write(writer)
+    special = _SpecialVocab(repo, load_merges=True)
+    for typ, tid in named_ids.items():
+        special.set_special_token(typ, tid)
+    special.write(writer)
 
 
 # --- the special vocab (gguf-py SpecialVocab, from memory) ----------------------------------------
