@@ -72,7 +72,7 @@ TAIL_KEYS = ("general.quantization_version", "general.file_type")
 #: rows, where every 256-block type falls back (tensor_type_fallback)
 MODELS = ("tiny-llama-k", "tiny-qwen3-k", "tiny-mixtral-k", "tiny-llama-spm", "tiny-mixtral", "tiny-gpt-oss-bf16",
           "tiny-deepseek-v3-k", "tiny-deepseek-v2-lite", "tiny-deepseek-v3", "tiny-gemma4", "tiny-gemma3n",
-          "tiny-glm4-moe")
+          "tiny-glm4-moe", "tiny-minimax-m2", "tiny-llama4")
 
 #: models whose goldens cover a few types only (a big vocabulary makes every case slow, and 64-wide
 #: rows make the 256-block types fall back as tiny-llama-spm's do); the golden lists them
@@ -82,6 +82,8 @@ SELECTED_TYPES: dict[str, tuple[str, ...]] = {
     "tiny-deepseek-v2-lite": ("q4_k_m", "q6_k"),
     "tiny-deepseek-v3": ("q4_k_m", "q6_k"),
     "tiny-glm4-moe": ("q4_k_m", "q6_k"),
+    "tiny-minimax-m2": ("q4_k_m", "q6_k"),
+    "tiny-llama4": ("q4_k_m", "q6_k"),
 }
 
 #: llama-quantize's names for hfstream's mixes (as its QUANT_OPTIONS spell them)
