@@ -616,6 +616,45 @@ class StrideCols(Node):
 
 
 @dataclass(frozen=True, eq=False)
+class SliceCols(Node):
+    """Columns [start, stop) of every row: one half of a fused [in, out] projection whose outputs are
+    the concatenated halves (Llama 4's experts ``gate_up_proj``, gate columns first). Rows are cut
+    where the input is; both halves of a block read the very same rows."""
+
+    x: Node
+    start: int
+    stop: int
+
+    def __post_init__(self):
+        if not 0 <= self.start < self.stop <= self.x.shape[-1]:
+            raise ValueError(f"cannot take columns [{self.start}, {self.stop}) of {self.x.shape[-1]}")
+
+    @property
+    def shape(self):  # type: ignore[override]
+        return (*self.x.shape[:-1], self.stop - self.start)
+
+    @property
+    def dtype(self):  # type: ignore[override]
+        return self.x.dtype
+
+    def leaves(self):
+        return self.x.leaves()
+
+    def row_align(self):
+        return self.x.row_align()
+
+    def spans(self, r0, r1):
+        return self.x.spans(r0, r1) if self.row_align() is not None else self.x.spans(0, self.x.rows)
+
+    def eval_rows(self, data, r0, r1):
+        if self.row_align() is None:
+            w = self.x.eval_rows(data, 0, self.x.rows)[r0:r1]
+        else:
+            w = self.x.eval_rows(data, r0, r1)
+        return np.ascontiguousarray(w[:, self.start:self.stop])
+
+
+@dataclass(frozen=True, eq=False)
 class MXFP4(Node):
     """MX-format FP4 weights (OCP MX: per 32 values, one E8M0 exponent and 32 E2M1 codes) repacked,
     bits only, into GGML's ``block_mxfp4`` rows.

@@ -136,7 +136,7 @@ def test_glm4_without_the_user_token_is_refused(fixture_root):
     tokenizer["added_tokens"] = [t for t in tokenizer["added_tokens"] if t["content"] != "<|user|>"]
     files = {**files, "tokenizer_config.json": json.dumps(tok_config).encode(),
              "tokenizer.json": json.dumps(tokenizer).encode()}
-    with pytest.raises(errors.UnsupportedTokenizerError, match=r"no added token <\|user\|>"):
+    with pytest.raises(errors.UnsupportedTokenizerError, match=r"no added token .<\|user\|>."):
         _plan(files, headers, shards)
 
 
