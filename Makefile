@@ -5,7 +5,7 @@ STAMP := .make-installed
 
 .PHONY: install fixtures demo test test-slow bench clean
 
-$(STAMP): pyproject.toml hfstream/quant/_q8_0.c
+$(STAMP): pyproject.toml hfstream/quant/_q8_0.c hfstream/quant/_kquants.c
 	$(PIP) install -q -e '.[test]'
 	@touch $(STAMP)
 
