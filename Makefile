@@ -31,7 +31,7 @@ test-slow: fixtures
 bench: install
 	$(PYTHON) -m bench.run $(BENCH_ARGS)
 	$(PYTHON) -m bench.kquant $(BENCH_KQUANT_ARGS)
-	$(PYTHON) -m bench.q8_0
+	$(PYTHON) -m bench.encoders
 
 clean:
 	rm -rf fixtures/repos demo-out bench/.cache $(STAMP) .pytest_cache

@@ -165,35 +165,47 @@ typedef struct {
 #define NB 2
 
 /* nearest_int(t) is round-half-to-even(t) while |t| < 2^22; beyond, the reference's bit trick gives
-   other numbers, which the exact path reproduces. t = iscale * (x - shift) is monotonic in x, so its
-   extremes are at the sub-block's smallest and largest value. */
+   other numbers, which the exact path reproduces. */
 #define ROUNDS_EVENLY 4194303.f
 
-KERNEL static inline int out_of_round_range(V iscale, V shift, V lo, V hi, V ignore) {
+/* How a trial's quants are rounded: through the reference's bit trick (EXACT), or by round-half-to-even
+   and the clamps to 0 (LOW) and nmax (HIGH) that some value needs */
+enum { EXACT = 1, LOW = 2, HIGH = 4 };
+
+/* The rounding a trial needs: t = iscale * (x - shift) is monotonic in x, so its extremes are at the
+   sub-blocks' smallest and largest values. Lanes in `ignore` do not count. */
+KERNEL static inline int rounding(V iscale, V shift, V lo, V hi, V ignore, int nmax) {
     const V t_lo = _mm256_mul_ps(iscale, _mm256_sub_ps(lo, shift));
     const V t_hi = _mm256_mul_ps(iscale, _mm256_sub_ps(hi, shift));
-    const V ok = _mm256_and_ps(_mm256_cmp_ps(t_lo, _mm256_set1_ps(-ROUNDS_EVENLY), _CMP_GT_OQ),
-                               _mm256_cmp_ps(t_hi, _mm256_set1_ps(ROUNDS_EVENLY), _CMP_LT_OQ));
-    return _mm256_movemask_ps(_mm256_andnot_ps(ignore, _mm256_andnot_ps(ok, _mm256_castsi256_ps(_mm256_set1_epi32(-1))))) != 0;
+    const V t_min = _mm256_min_ps(t_lo, t_hi), t_max = _mm256_max_ps(t_lo, t_hi);
+    const V even = _mm256_and_ps(_mm256_cmp_ps(t_min, _mm256_set1_ps(-ROUNDS_EVENLY), _CMP_GT_OQ),
+                                 _mm256_cmp_ps(t_max, _mm256_set1_ps(ROUNDS_EVENLY), _CMP_LT_OQ));
+    const V low = _mm256_cmp_ps(t_min, _mm256_set1_ps(-0.5f), _CMP_LE_OQ);
+    const V high = _mm256_cmp_ps(t_max, _mm256_set1_ps((float)nmax + 0.5f), _CMP_GE_OQ);
+    const int live = ~_mm256_movemask_ps(ignore) & 0xFF;
+    if ((_mm256_movemask_ps(even) & live) != live) return EXACT;
+    return (_mm256_movemask_ps(low) & live ? LOW : 0) | (_mm256_movemask_ps(high) & live ? HIGH : 0);
 }
 
-/* clamp(nearest_int(iscale * (x - shift)), 0, nmax) as a float */
-KERNEL static inline V quant(V x, V iscale, V shift, V vmax, int nmax, int exact) {
+/* clamp(nearest_int(iscale * (x - shift)), 0, nmax) as a float; without a clamp where no value needs it
+   (a -0 left unclamped changes none of the sums or errors it enters) */
+KERNEL static inline V quant(V x, V iscale, V shift, V vmax, int nmax, int mode) {
     const V t = _mm256_mul_ps(iscale, _mm256_sub_ps(x, shift));
-    if (exact) return _mm256_cvtepi32_ps(v_clamp(v_nearest(t), 0, nmax));
-    /* max(r, 0) turns a -0 into the +0 the integer path gives */
-    return _mm256_min_ps(_mm256_max_ps(_mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
-                                       _mm256_setzero_ps()), vmax);
+    if (mode & EXACT) return _mm256_cvtepi32_ps(v_clamp(v_nearest(t), 0, nmax));
+    V l = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    if (mode & LOW) l = _mm256_max_ps(l, _mm256_setzero_ps());
+    if (mode & HIGH) l = _mm256_min_ps(l, vmax);
+    return l;
 }
 
 /* One trial scale over NB sub-blocks: the quants (laux) and the sums of w*l, w*l*l, w*l*x */
 KERNEL static inline void trial(const V *const x[NB], const V *const w[NB], const V iscale[NB], const V mn[NB],
-                                int nmax, int exact, V laux[NB][32], V sum_l[NB], V sum_l2[NB], V sum_xl[NB]) {
+                                int nmax, int mode, V laux[NB][32], V sum_l[NB], V sum_l2[NB], V sum_xl[NB]) {
     const V vmax = _mm256_set1_ps((float)nmax);
     for (int b = 0; b < NB; b++) sum_l[b] = sum_l2[b] = sum_xl[b] = _mm256_setzero_ps();
     for (int i = 0; i < 32; i++) {
         for (int b = 0; b < NB; b++) {
-            const V l = quant(x[b][i], iscale[b], mn[b], vmax, nmax, exact);
+            const V l = quant(x[b][i], iscale[b], mn[b], vmax, nmax, mode);
             laux[b][i] = l;
             const V wl = _mm256_mul_ps(w[b][i], l);
             sum_l[b] = _mm256_add_ps(sum_l[b], wl);
@@ -222,7 +234,7 @@ KERNEL static void min_scale_search(const V *const x[NB], const V *const w[NB], 
             sum_x[b] = _mm256_add_ps(sum_x[b], _mm256_mul_ps(w[b][i], x[b][i]));
         }
     }
-    int exact = 0;
+    int mode = 0;
     for (int b = 0; b < NB; b++) {
         lo[b] = mn[b];
         mn[b] = SEL(_mm256_cmp_ps(mn[b], zero, _CMP_GT_OQ), zero, mn[b]);
@@ -232,11 +244,12 @@ KERNEL static void min_scale_search(const V *const x[NB], const V *const w[NB], 
         best[b] = zero;
         r[b].iscale = iscale[b];
         r[b].shift = mn[b];
-        exact |= out_of_round_range(iscale[b], mn[b], lo[b], mx[b], r[b].flat);
+        mode |= rounding(iscale[b], mn[b], lo[b], mx[b], r[b].flat, nmax);
     }
+    mode = mode & EXACT ? EXACT : mode;
     for (int i = 0; i < 32; i++) {
         for (int b = 0; b < NB; b++) {
-            const V l = quant(x[b][i], iscale[b], mn[b], vmax, nmax, exact);
+            const V l = quant(x[b][i], iscale[b], mn[b], vmax, nmax, mode);
             V diff = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(scale[b], l), mn[b]), x[b][i]);
             diff = _mm256_mul_ps(diff, diff);
             best[b] = _mm256_add_ps(best[b], _mm256_mul_ps(w[b][i], diff));
@@ -246,14 +259,19 @@ KERNEL static void min_scale_search(const V *const x[NB], const V *const w[NB], 
     for (int is = 0; is <= p->nstep; ++is) {
         float step = p->rmin + p->rdelta * (float)is;
         step = step + (float)nmax;
-        exact = 0;
+        mode = 0;
         for (int b = 0; b < NB; b++) {
             iscale[b] = _mm256_div_ps(_mm256_set1_ps(step), _mm256_sub_ps(mx[b], mn[b]));
-            exact |= out_of_round_range(iscale[b], mn[b], lo[b], mx[b], r[b].flat);
+            mode |= rounding(iscale[b], mn[b], lo[b], mx[b], r[b].flat, nmax);
         }
         V sum_l[NB], sum_l2[NB], sum_xl[NB];
-        if (exact) trial(x, w, iscale, mn, nmax, 1, laux, sum_l, sum_l2, sum_xl);
-        else trial(x, w, iscale, mn, nmax, 0, laux, sum_l, sum_l2, sum_xl);
+        switch (mode & EXACT ? EXACT : mode) { /* one copy of the loop for each, without a test inside */
+        case EXACT: trial(x, w, iscale, mn, nmax, EXACT, laux, sum_l, sum_l2, sum_xl); break;
+        case LOW | HIGH: trial(x, w, iscale, mn, nmax, LOW | HIGH, laux, sum_l, sum_l2, sum_xl); break;
+        case LOW: trial(x, w, iscale, mn, nmax, LOW, laux, sum_l, sum_l2, sum_xl); break;
+        case HIGH: trial(x, w, iscale, mn, nmax, HIGH, laux, sum_l, sum_l2, sum_xl); break;
+        default: trial(x, w, iscale, mn, nmax, 0, laux, sum_l, sum_l2, sum_xl); break;
+        }
         V positive[NB], this_scale[NB], this_min[NB], err[NB];
         int any = 0;
         for (int b = 0; b < NB; b++) {
@@ -576,6 +594,7 @@ KERNEL static int encode_q45(int type, const float *const rows[GROUP], const flo
 /* Q6_K's sub-blocks searched at once */
 #define NQ 4
 
+
 /* make_qx_quants(16, 32, x, L, rmse_type=1, qw) for NQ sub-blocks, lane by lane: the scales; iscale and
    all_zero say which quants each left (nearest(iscale * x) clamped to -32..31, plus 32; or all zero).
    qw: the sub-blocks' importance weights, or NULL. */
@@ -600,32 +619,30 @@ KERNEL static void signed_scale_search(const V *const x[NQ], const V *const qw[N
             wx[b][i] = _mm256_mul_ps(w[b][i], x[b][i]);
         }
     }
-    /* |iscale * x| <= (32.9 + ulps) in every lane that is not all zero (|x| <= |max|): nearest_int is
+    /* |iscale * x| <= 32.9 + ulps in every lane that is not all zero (|x| <= |max|): nearest_int is
        round-half-to-even there, and -0 in place of 0 changes none of the sums below */
     V scale[NQ], best[NQ], kept[NQ];
-    for (int is = -10; is <= 9; ++is) {
-        if (is == 0) continue;
+    for (int b = 0; b < NQ; b++) scale[b] = best[b] = kept[b] = zero; /* set by the first trial */
+    /* the trial scales in the reference's order: -nmax/max, then -(nmax + 0.1*is)/max for is = -9..9 but 0 */
+    for (int trial = 0; trial < 19; ++trial) {
+        const int is = trial < 10 ? trial - 10 : trial - 9;
+        float step = 0.1f * (float)is;
+        step = (float)nmax + step;
         V iscale[NQ], sumlx[NQ], suml2[NQ];
         for (int b = 0; b < NQ; b++) {
-            if (is == -10) {
-                iscale[b] = _mm256_div_ps(_mm256_set1_ps((float)-nmax), max[b]);
-            } else {
-                float step = 0.1f * (float)is;
-                step = (float)nmax + step;
-                iscale[b] = _mm256_div_ps(_mm256_set1_ps(-step), max[b]);
-            }
+            iscale[b] = _mm256_div_ps(_mm256_set1_ps(trial == 0 ? (float)-nmax : -step), max[b]);
             sumlx[b] = suml2[b] = zero;
         }
         for (int i = 0; i < 16; ++i) {
             for (int b = 0; b < NQ; b++) {
-                const V t = _mm256_mul_ps(iscale[b], x[b][i]);
-                const V l = _mm256_min_ps(_mm256_max_ps(_mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), lo), hi);
+                const V t = _mm256_round_ps(_mm256_mul_ps(iscale[b], x[b][i]), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+                const V l = _mm256_min_ps(_mm256_max_ps(t, lo), hi);
                 sumlx[b] = _mm256_add_ps(sumlx[b], _mm256_mul_ps(wx[b][i], l));
                 suml2[b] = _mm256_add_ps(suml2[b], _mm256_mul_ps(_mm256_mul_ps(w[b][i], l), l));
             }
         }
         for (int b = 0; b < NQ; b++) {
-            if (is == -10) { /* the first scale, -nmax/max */
+            if (trial == 0) {
                 /* suml2 ? sumlx/suml2 : 0 (a NaN suml2 counts as true) */
                 scale[b] = SEL(_mm256_cmp_ps(suml2[b], zero, _CMP_NEQ_UQ), _mm256_div_ps(sumlx[b], suml2[b]), zero);
                 best[b] = _mm256_mul_ps(scale[b], sumlx[b]);
