@@ -35,7 +35,7 @@ class _VersionAction(argparse.Action):
     """``--version``: ours, and which ggml quantizes (loaded only when asked)."""
 
     def __call__(self, parser, namespace, values, option_string=None):
-        from .quant import compiled_q8_0, default_engine, ggml_origin, ggml_version
+        from .quant import compiled_kquants, compiled_q8_0, default_engine, ggml_origin, ggml_version
 
         try:
             engine = default_engine()
@@ -45,6 +45,8 @@ class _VersionAction(argparse.Action):
             engine = f"ggml {ggml_version() or '(unknown version)'} from {ggml_origin()}"
             if compiled_q8_0():
                 engine += "; Q8_0 by hfstream's AVX2 encoder"
+            if compiled_kquants():
+                engine += "; Q4_K, Q5_K and Q6_K by hfstream's AVX2 encoders"
         elif engine == "numpy":
             engine = "gguf's numpy quantization"
         print(f"hfstream {__version__} ({engine}; config.json read by transformers {_transformers_version()})")

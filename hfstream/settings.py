@@ -48,6 +48,7 @@ LINUX_PATHS = {
     "sync_file_range": "writeback started after each write (writer.py); else all at the final fsync",
     "copy_file_range": "raw tensors of a local directory copied file to file (localdir.py); else read and written",
     "q8_0_avx2": "Q8_0 by hfstream's compiled AVX2 encoder (_q8_0.c); else ggml's encoder",
+    "kquants_avx2": "Q4_K, Q5_K and Q6_K by hfstream's compiled AVX2 encoders (_kquants.c); else ggml's encoders",
     "f16c": "bf16/f16 <-> f32 with ggml-cpu's F16C routines (floats.py); else numpy",
     "malloc_trim": "glibc's malloc_trim after building the vocabulary (pipeline.py); else nothing",
 }
