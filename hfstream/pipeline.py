@@ -15,6 +15,7 @@ write into a file laid out in full.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import time
@@ -35,7 +36,7 @@ from .options import ConvertResult, Options, OutputResult
 from .plan import Plan, build_vocab, draft_plan, weight_files, with_vocab
 from .safetensors import SourceTensor, read_header
 from .source import ByteSource, HeadCachedSource
-from .writer import check_destination, part_path
+from .writer import OutputLock, check_destination, part_path
 
 Resolved = Callable[[], "tuple[hub.Snapshot, str | None]"]
 
@@ -81,7 +82,11 @@ async def _convert(repo_id: str, opts: Options, resolved: Resolved | None = None
         cached = HeadCachedSource(source, heads)
         workers = Workers(opts)
         early = None
+        held = contextlib.ExitStack()
         try:
+            if not opts.dry_run:
+                for final in finals:  # before the destination is checked: one run per output at a time
+                    held.enter_context(OutputLock(final))
             if len(plans) == 1 and _starts_early(opts, source, finals[0]):
                 early = Early(plans[0].tensors, cached, workers)
             elif not opts.dry_run:
@@ -116,6 +121,7 @@ async def _convert(repo_id: str, opts: Options, resolved: Resolved | None = None
             if early is not None:
                 await early.cancel()
             workers.pool.shutdown(wait=True, cancel_futures=True)
+            held.close()
         result.bytes_fetched = source.stats.bytes_fetched
     result.seconds = time.monotonic() - started
     return result

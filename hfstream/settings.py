@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from . import errors
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 
@@ -107,6 +111,19 @@ def parse_size(text: str | int) -> int:
         raise ValueError(f"not a size: {text!r} (e.g. 256M, 2G)")
     scale = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[m.group(2).lower()]
     return int(float(m.group(1)) * scale)
+
+
+def cache_dir() -> Path:
+    """Where hfstream keeps its own work between runs (a mirror's conversions on their way to a Hub
+    repo): ``HFSTREAM_CACHE``, else ``$XDG_CACHE_HOME/hfstream``, else ``~/.cache/hfstream``. Private
+    to the user: never a shared, predictable place such as ``/tmp``."""
+    from pathlib import Path
+
+    explicit = os.environ.get("HFSTREAM_CACHE", "").strip()
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "hfstream"
 
 
 def debug() -> bool:
