@@ -165,7 +165,8 @@ def _start_resolving(args: argparse.Namespace) -> forked.Pending | None:
     if hub.is_local(args.repo) or not forked.available():
         return None
     return forked.start(f"resolving {args.repo}", functools.partial(
-        hub.resolve_with_token, args.repo, args.revision, settings.endpoint(), args.token, retries=args.retries))
+        hub.resolve_with_token, args.repo, args.revision, settings.endpoint(), args.token, retries=args.retries,
+        read_timeout=args.read_timeout))
 
 
 def _convert_resolving(args: argparse.Namespace, resolving: forked.Pending | None) -> int:

@@ -33,7 +33,7 @@ from .layout import Layout, layout
 from .quant import options_from
 from .localdir import LocalSource, local_snapshot
 from .options import ConvertResult, Options, OutputResult
-from .plan import Plan, build_vocab, draft_plan, weight_files, with_vocab
+from .plan import Plan, build_vocab, draft_plan, index_name_check, weight_files, with_vocab
 from .safetensors import SourceTensor, read_header
 from .source import ByteSource, HeadCachedSource
 from .writer import OutputLock, check_destination, part_path
@@ -63,7 +63,8 @@ async def _convert(repo_id: str, opts: Options, resolved: Resolved | None = None
         if resolved is None:
             endpoint = (opts.endpoint or settings.endpoint()).rstrip("/")
             resolved = functools.partial(hub.resolve_with_token, repo_id, opts.revision, endpoint, opts.token,
-                                         retries=opts.retries)
+                                         retries=opts.retries, connect_timeout=opts.connect_timeout,
+                                         read_timeout=opts.read_timeout)
         snapshot, token = await asyncio.to_thread(resolved)
         source = HubSource(snapshot, token, connections=opts.connections, retries=opts.retries,
                            connect_timeout=opts.connect_timeout, read_timeout=opts.read_timeout)
@@ -71,7 +72,7 @@ async def _convert(repo_id: str, opts: Options, resolved: Resolved | None = None
     async with source:
         files = await _small_files(source, snapshot)
         shards = _shards(snapshot, files)
-        headers, heads = await _headers(source, snapshot, shards)
+        headers, heads = await _headers(source, snapshot, shards, files, opts.connections)
         plans = [draft_plan(repo_name=snapshot.name, files=files, headers=headers, shards=shards, outtype=outtype,
                             bpe_pre=opts.bpe_pre, source=(snapshot.repo_id, snapshot.sha) if snapshot.sha else None,
                             quant_opts=quant_opts, split_max_tensors=opts.split_max_tensors,
@@ -214,11 +215,40 @@ def _shards(snapshot: hub.Snapshot, files: dict[str, bytes]) -> list[str]:
     return shards
 
 
-async def _headers(source: ByteSource, snapshot: hub.Snapshot,
-                   shards: list[str]) -> tuple[dict[str, list[SourceTensor]], dict[str, bytes]]:
-    """Every shard's header, all at once; also the bytes read from each file's start."""
-    parsed = await asyncio.gather(*(read_header(source, s, snapshot.files.get(s)) for s in shards))
-    return {s: p[0] for s, p in zip(shards, parsed)}, {s: p[1] for s, p in zip(shards, parsed)}
+#: bytes read with the headers kept to serve the tensor data they hold (small files), over all shards
+HEAD_CACHE_BYTES = 64 * 1024 * 1024
+
+
+async def _headers(source: ByteSource, snapshot: hub.Snapshot, shards: list[str], files: dict[str, bytes] | None = None,
+                   connections: int = 8) -> tuple[dict[str, list[SourceTensor]], dict[str, bytes]]:
+    """Every shard's header, ``connections`` at a time (the memory a header costs is bounded by its
+    length, 25 MB at most, so many shards cost no more at once); also the bytes read from each file's
+    start that hold tensor data, up to ``HEAD_CACHE_BYTES`` in all. With an index, each header's names
+    are checked against it as soon as the header is parsed: the first shard that disagrees stops the
+    run."""
+    check = index_name_check((files or {}).get("model.safetensors.index.json"))
+    slots = asyncio.Semaphore(max(1, connections))
+
+    async def one(shard: str) -> tuple[list[SourceTensor], bytes]:
+        async with slots:
+            return await read_header(source, shard, snapshot.files.get(shard), check)
+
+    tasks = [asyncio.ensure_future(one(s)) for s in shards]
+    try:
+        parsed = await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    headers, heads, kept = {}, {}, 0
+    for shard, (tensors, head) in zip(shards, parsed):
+        headers[shard] = tensors
+        data_start = min((t.start for t in tensors), default=len(head))
+        if len(head) > data_start and kept + len(head) <= HEAD_CACHE_BYTES:  # it holds tensor bytes
+            heads[shard] = head
+            kept += len(head)
+    return headers, heads
 
 
 def output_path(outfile: str | os.PathLike | None, plan: Plan) -> Path:

@@ -37,6 +37,9 @@ SMALL_FILES = (
 DEFAULT_MAX_MEMORY = 256 * 1024 * 1024
 #: A small file larger than this is refused rather than read into memory.
 MAX_SMALL_FILE_BYTES = 64 * 1024 * 1024
+#: The Hub's answer listing a repo's files, decoded (a gzip answer is counted as it is inflated): ~300
+#: bytes a file, so room for 200,000 files. Larger is refused before it is all read.
+MAX_LISTING_BYTES = 64 * 1024 * 1024
 
 
 #: The Linux-only paths, each with a portable fallback that writes the same bytes (what macOS and
