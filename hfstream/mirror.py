@@ -379,7 +379,8 @@ def mirror(manifest: Path, *, state_path: Path | None = None, report_path: Path 
                 tok = dict(entry.options).get("token") or settings.token(token)
                 if (entry.repo, entry.revision) not in shas:
                     snap = hub.resolve(entry.repo, entry.revision, endpoint, tok,
-                                       retries=dict(entry.options).get("retries", 8))
+                                       retries=dict(entry.options).get("retries", 8),
+                                       read_timeout=dict(entry.options).get("read_timeout", 60.0))
                     shas[(entry.repo, entry.revision)] = snap.sha
                 sha = shas[(entry.repo, entry.revision)]
             except errors.HfstreamError as e:
