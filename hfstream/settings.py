@@ -53,6 +53,7 @@ LINUX_PATHS = {
     "q8_0_avx2": "Q8_0 by hfstream's compiled AVX2 encoder (_q8_0.c); else ggml's encoder",
     "f16c": "bf16/f16 <-> f32 with ggml-cpu's F16C routines (floats.py); else numpy",
     "malloc_trim": "glibc's malloc_trim after building the vocabulary (pipeline.py); else nothing",
+    "argv": "--token's value blanked in the command line the kernel shows (ps, /proc; cli.py); else left there",
 }
 
 
