@@ -10,7 +10,6 @@ read timeout of a fraction of a second, and assert what happened, never how long
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import json
 import os
@@ -171,7 +170,7 @@ def test_a_slow_but_steady_answer_is_not_a_stall(faulty_hub, fake_time, tmp_path
 
 @pytest.mark.parametrize("target", ["ftp://files.example/config.json", "file:///etc/passwd"])
 def test_a_redirect_away_from_http_is_a_protocol_error_at_once_on_every_request(target, fake_time, tmp_path):
-    listing = json.dumps({"sha": SHA, "siblings": [{"rfilename": "config.json", "size": 10},
+    listing = json.dumps({"id": "org/model", "sha": SHA, "siblings": [{"rfilename": "config.json", "size": 10},
                                                    {"rfilename": "model.safetensors", "size": 1000}]}).encode()
 
     async def answer(request, entry):
@@ -200,7 +199,7 @@ def test_a_redirect_away_from_http_is_a_protocol_error_at_once_on_every_request(
 def _gzip_bomb(decoded: int) -> list[bytes]:
     """A listing gzip-encoded: a few hundred KB on the wire, ``decoded`` bytes inflated."""
     z = zlib.compressobj(9, zlib.DEFLATED, 31)
-    out = [z.compress(b'{"sha": "' + SHA.encode() + b'", "siblings": [], "pad": "')]
+    out = [z.compress(b'{"id": "org/bomb", "sha": "' + SHA.encode() + b'", "siblings": [], "pad": "')]
     block = b"0" * (1 << 20)
     out += [z.compress(block) for _ in range(decoded >> 20)]
     out.append(z.compress(b'"}') + z.flush())
@@ -237,7 +236,8 @@ def test_a_listing_of_100k_shard_names_is_refused_without_reading_them_all(tmp_p
     from fixtures.hostile import base_files
 
     config = base_files()["config.json"]
-    listing = json.dumps({"sha": SHA, "siblings": [{"rfilename": "config.json", "size": len(config)}, *siblings]})
+    listing = json.dumps({"id": "org/many", "sha": SHA,
+                          "siblings": [{"rfilename": "config.json", "size": len(config)}, *siblings]})
     listing_gz = gzip.compress(listing.encode())
 
     async def answer(request, entry):

@@ -70,7 +70,6 @@ def test_a_second_run_on_the_same_output_is_refused_at_once_and_names_the_first(
     out = tmp_path / "out.gguf"
     first = _held_midway(gated_hub, tmp_path, out)
     try:
-        assert lock_path(out).exists()
         # another outtype and --force: without the lock it would rename its file into place under the first
         second = subprocess.run([sys.executable, "-m", "hfstream", "convert", REPO, *ARGS, "--outtype", "f16",
                                  "--force", "-o", str(out)], env=cli_env(gated_hub, HF_HOME=str(tmp_path / "hf")),
@@ -80,6 +79,7 @@ def test_a_second_run_on_the_same_output_is_refused_at_once_and_names_the_first(
         assert len(lines) == 1 and lines[0].startswith("hfstream: error: another hfstream run")
         assert f"(pid {first.pid})" in lines[0] and str(out) in lines[0]
         assert first.poll() is None and not out.exists()  # the first run goes on, untouched
+        assert lock_path(out).exists()
     finally:
         gated_hub.gate.open()
     _, err = first.communicate(timeout=HANG_GUARD)

@@ -9,8 +9,6 @@ with more layers than the old cap (4,096).
 from __future__ import annotations
 
 import json
-import time
-from pathlib import Path
 
 import gguf
 import pytest

@@ -148,7 +148,7 @@ def test_a_part_and_journal_not_of_this_users_making_are_not_resumed(how, tmp_pa
     assert final.read_bytes() == b"12345678"
 
 
-def test_a_mirror_publishing_only_never_resumes_from_a_shared_predictable_directory(publishing, tmp_path, monkeypatch):
+def test_a_mirror_publishing_only_never_resumes_from_a_shared_predictable_directory(publishing, tmp_path, monkeypatch):  # noqa: F811
     """Another local user pre-creates the directory the mirror used to resume from
     (``/tmp/hfstream-mirror-<key>``, mode 0777) with a .part and a journal whose CRCs match tampered
     bytes. What is published is still the conversion's own bytes."""
