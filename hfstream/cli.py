@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import logging
 import os
 import sys
 from typing import TYPE_CHECKING, Callable, Sequence
@@ -13,7 +14,8 @@ from ._version import __version__
 from .quant import OUTTYPE_CHOICES
 
 if TYPE_CHECKING:
-    from .options import ConvertResult, OutputResult, Progress
+    from .display import Display
+    from .options import ConvertResult, OutputResult
 
 
 def _argument_type(parse: Callable[[str], object]) -> Callable[[str], object]:
@@ -64,13 +66,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("convert", help="convert one repo to GGUF")
-    c.add_argument("repo", help="org/name on the Hub, or a path to a local model directory")
+    c.add_argument("repo", help=_SOURCE_HELP)
     _add_options(c)
-    c.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only the result line")
+    c.add_argument("-q", "--quiet", action="store_true", help="no progress and no retry notes, only the result line")
+    c.add_argument("--json", action="store_true",
+                   help="print the result as one JSON object (the fields of hfstream.ConvertResult) instead of a line")
+
+    i = sub.add_parser("inspect", help="what a repo, a local model directory or a .gguf file holds, without converting")
+    i.add_argument("repo", help=f"{_SOURCE_HELP}, or a .gguf file")
+    i.add_argument("--revision", default="main", help="branch, tag or commit sha (default main)")
+    i.add_argument("--token", help="Hub token (default: HF_TOKEN, else the `hf auth login` token)")
+    i.add_argument("--bpe-pre", metavar="NAME", help="tokenizer.ggml.pre for a BPE tokenizer that is not recognised")
+    i.add_argument("--json", action="store_true", help="print one JSON object")
 
     m = sub.add_parser("mirror", help="convert (and publish) every repo of a TOML manifest that changed upstream")
     m.add_argument("manifest", help="the TOML manifest")
-    m.add_argument("--state", help="state file (default: MANIFEST.state.json)")
+    m.add_argument("--state", help="state file (default: the manifest's path with .state.json added, "
+                                   "e.g. mirror.toml.state.json)")
     m.add_argument("--report", help="write a JSON report of what was converted, skipped and failed")
     m.add_argument("--engine", choices=("serial", "dask"), default="serial",
                    help="serial (default) or dask: one conversion per worker (HFSTREAM_DASK_SCHEDULER for a cluster)")
@@ -78,7 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--hub-connections", type=_positive, default=16,
                    help="global cap on concurrent Hub connections across all workers (default 16)")
     m.add_argument("--dry-run", action="store_true", help="say what would be converted; convert nothing")
+    m.add_argument("--json", action="store_true",
+                   help="print one JSON object at the end (the report) instead of a line per entry and a summary")
     return p
+
+
+_SOURCE_HELP = ("the model: org/name or org/name@REVISION on the Hub, hf://org/name[@REVISION], a Hub URL "
+                "(https://huggingface.co/org/name[/tree/REVISION]), a local model directory, or a snapshot "
+                "directory of the Hugging Face cache")
 
 
 def _add_options(parser: argparse.ArgumentParser) -> None:
@@ -107,6 +126,7 @@ _positive = _argument_type(options.positive)
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv``; returns the exit code. Ctrl-C or SIGTERM at any point of it is one
     line and 130 or 143 (``interrupt``)."""
+    args: argparse.Namespace | None = None
     with interrupt.handling():
         try:
             args = build_parser().parse_args(argv)
@@ -114,21 +134,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                 hide_in_argv(args.token)  # before any helper process is forked with a copy of it
             if args.command == "convert":
                 return _convert(args)
+            if args.command == "inspect":
+                return _inspect(args)
             if args.command == "mirror":
                 return _mirror(args)
         except KeyboardInterrupt:
             interrupt.ignore()  # a second Ctrl-C while this is said does not cut it short
             stopped = interrupt.error()
-            _fail(stopped.message)
-            return stopped.exit_code
+            return _fail(args, stopped.message, stopped.exit_code)
         except errors.HfstreamError as e:
-            _fail(e.message)
-            return e.exit_code
+            return _fail(args, e.message, e.exit_code)
+        except BrokenPipeError:  # stdout's reader stopped reading (`| head`): it has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
         except Exception as e:  # a bug: still one line, unless asked for the traceback
             if settings.debug():
                 raise
-            _fail(f"internal error: {type(e).__name__}: {e} (set HFSTREAM_DEBUG=1 for a traceback)")
-            return 1
+            return _fail(args, f"internal error: {type(e).__name__}: {e} (set HFSTREAM_DEBUG=1 for a traceback)", 1)
     return 2
 
 
@@ -175,79 +197,159 @@ def entry_point() -> None:
     os._exit(code)
 
 
-def _fail(message: str) -> None:
+def _fail(args: argparse.Namespace | None, message: str, code: int) -> int:
+    """The one error line on stderr; with ``--json`` also the error as the JSON result on stdout."""
     print(f"hfstream: error: {message}", file=sys.stderr)
+    if getattr(args, "json", False):
+        _print_json({"error": message, "exit_code": code})
+    return code
+
+
+def _print_json(obj: object) -> None:
+    import json
+    from pathlib import PurePath
+
+    def plain(value: object) -> object:
+        if isinstance(value, PurePath):
+            return str(value)
+        raise TypeError(f"{type(value).__name__} is not JSON")
+
+    print(json.dumps(obj, default=plain, indent=1))
 
 
 def _convert(args: argparse.Namespace) -> int:
     from . import hfconfig
 
-    resolving = _start_resolving(args)
+    asked = hub.parse_source(args.repo, settings.endpoint())
+    display = _display(args.quiet)  # before the fork: the resolving child says its retries there too
+    resolving = _start_resolving(asked, args)
     hfconfig.prepare()  # transformers' import (~2 s) under way while the repo is resolved and read
     try:
-        return _convert_resolving(args, resolving)
+        return _convert_resolving(args, resolving, display)
     finally:
         if resolving is not None:
             resolving.cancel()
+        if display is not None:
+            display.close()
 
 
-def _start_resolving(args: argparse.Namespace) -> forked.Pending | None:
+def _start_resolving(asked: hub.Source, args: argparse.Namespace) -> forked.Pending | None:
     """Pin the repo's revision in a child process while this one imports the pipeline.
 
     Importing huggingface_hub and asking the Hub take ~0.2 s, and so do the pipeline's imports
     (numpy, aiohttp, gguf); one after the other they were the first 0.5 s of every conversion, on one core.
     """
-    if hub.is_local(args.repo) or not forked.available():
+    if asked.repo_id is None or not forked.available():
         return None
-    return forked.start(f"resolving {args.repo}", functools.partial(
-        hub.resolve_with_token, args.repo, args.revision, settings.endpoint(), args.token, retries=args.retries,
+    revision = hub.pick_revision(asked.revision, args.revision)
+    return forked.start(f"resolving {asked.repo_id}@{revision}", functools.partial(
+        hub.resolve_with_token, asked.repo_id, revision, settings.endpoint(), args.token, retries=args.retries,
         read_timeout=args.read_timeout))
 
 
-def _convert_resolving(args: argparse.Namespace, resolving: forked.Pending | None) -> int:
+def _convert_resolving(args: argparse.Namespace, resolving: forked.Pending | None, display: Display | None) -> int:
     from .pipeline import run
 
-    bar = None if args.quiet or args.dry_run else _ProgressBar()
     opts = options.Options(**{f.name: getattr(args, f.name) for f in options.fields() if f.metadata["flags"]},
-                           on_progress=bar.update if bar else None)
-    try:
-        result = run(args.repo, opts, resolving.result if resolving is not None else None)
-    finally:
-        if bar:
-            bar.close()
-    if args.dry_run:
+                           on_progress=display.update if display else None)
+    result = run(args.repo, opts, resolving.result if resolving is not None else None)
+    if display:
+        display.close()
+    if args.json:
+        import dataclasses
+
+        _print_json(dataclasses.asdict(result))
+    elif args.dry_run:
         for output in result.outputs:
             _print_plan(result, output)
     else:
-        mb = result.bytes_fetched / 1e6
         for output in result.outputs:
             shown = output.path if len(output.paths) <= 1 else f"{output.path} (+{len(output.paths) - 1} more shards)"
-            print(f"{shown}  ({output.tensor_count} tensors, {output.output_size / 1e6:.1f} MB written, "
-                  f"{mb:.1f} MB fetched, {result.seconds:.1f} s, commit {result.commit_sha[:12]})")
+            what = [f"{output.tensor_count} tensors", f"{_size(output.output_size)} written",
+                    f"{_size(result.bytes_fetched)} fetched", f"{result.seconds:.1f} s"]
+            if output.units_resumed:
+                what.append(f"resumed {output.units_resumed} of {output.units_total} units")
+            if result.commit_sha:
+                what.append(f"commit {result.commit_sha[:12]}")
+            print(f"{shown}  ({', '.join(what)})")
     return 0
+
+
+def _display(quiet: bool) -> Display | None:
+    """The progress display on stderr, with the retry notes (``hfstream`` logger) printed above it;
+    with ``-q`` neither."""
+    from .display import Display
+
+    log = logging.getLogger("hfstream")
+    log.propagate = False
+    log.handlers.clear()
+    if quiet:
+        log.addHandler(logging.NullHandler())
+        return None
+    display = Display()
+    log.addHandler(_NoteHandler(display))
+    log.setLevel(logging.INFO)
+    return display
+
+
+def _size(n: float) -> str:
+    from .display import size
+
+    return size(n)
 
 
 def _mirror(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .mirror import mirror
+    from .mirror import Outcome, mirror
+
+    _display(quiet=False)  # for the retry notes (no progress line: entries print their own lines)
+
+    def finished(o: Outcome) -> None:
+        if args.json:
+            return
+        what = o.reason if o.status != "converted" else ", ".join(Path(p).name for p in o.outputs) or o.published
+        print(f"{o.status:<9} {o.repo}@{o.revision} {o.outtype}: {what}", flush=True)
 
     code, outcomes = mirror(Path(args.manifest), state_path=Path(args.state) if args.state else None,
                             report_path=Path(args.report) if args.report else None, engine=args.engine,
-                            workers=args.workers, hub_connections=args.hub_connections, dry_run=args.dry_run)
-    for o in outcomes:
-        what = o.reason if o.status != "converted" else ", ".join(Path(p).name for p in o.outputs) or o.published
-        print(f"{o.status:<9} {o.repo}@{o.revision} {o.outtype}: {what}")
+                            workers=args.workers, hub_connections=args.hub_connections, dry_run=args.dry_run,
+                            on_outcome=finished)
+    count = {status: sum(o.status == status for o in outcomes) for status in ("converted", "skipped", "failed")}
+    if args.json:
+        import dataclasses
+
+        _print_json({"exit_code": code, **count, "bytes_written": sum(o.bytes_written for o in outcomes),
+                     "bytes_fetched": sum(o.bytes_fetched for o in outcomes),
+                     "entries": [dataclasses.asdict(o) for o in outcomes]})
+    else:
+        print(f"{count['converted']} converted, {count['skipped']} skipped, {count['failed']} failed; "
+              f"{_size(sum(o.bytes_written for o in outcomes))} written, "
+              f"{_size(sum(o.bytes_fetched for o in outcomes))} fetched")
     if code:
-        kind = "retryable" if code == 75 else "permanent"
-        _fail(f"{sum(o.status == 'failed' for o in outcomes)} of {len(outcomes)} entries failed ({kind})")
+        kind = "all retryable: run again later" if code == 75 else "some for good"
+        print(f"hfstream: error: {count['failed']} of {len(outcomes)} entries failed ({kind})", file=sys.stderr)
     return code
 
 
+def _inspect(args: argparse.Namespace) -> int:
+    from .inspection import inspect_source
+
+    _display(quiet=False)  # for the retry notes
+    report = inspect_source(args.repo, revision=args.revision, token=args.token, bpe_pre=args.bpe_pre)
+    if args.json:
+        _print_json(report.as_dict())
+    else:
+        print(report.text())
+    return 0
+
+
 def _print_plan(result: ConvertResult, output: OutputResult) -> None:
+    from .inspection import mix_fallback
     from .quant import bits_per_weight
 
     width = max((len(t[0]) for t in output.tensors), default=10)
+    print(f"{'tensor':<{width}}  {'shape':>20}  {'type':>7}  {'bytes':>14}  {'bits/weight':>10}")
     for name, shape, qtype, nbytes in output.tensors:
         dims = "x".join(str(d) for d in shape)
         bpw = bits_per_weight([(shape, nbytes)])
@@ -256,24 +358,19 @@ def _print_plan(result: ConvertResult, output: OutputResult) -> None:
     bpw = bits_per_weight([(t[1], t[3]) for t in output.tensors])
     print(f"{len(output.tensors)} tensors, {data:,d} bytes of tensor data ({bpw:.2f} bpw), "
           f"output {output.output_size:,d} bytes -> {output.path}")
-    print(f"would fetch {result.source_bytes:,d} bytes of tensor data from {result.repo_id}@{result.commit_sha}")
+    fallback = mix_fallback(output.outtype, output.tensors)
+    if fallback:
+        print(fallback)
+    where = f"{result.repo_id}@{result.commit_sha}" if result.commit_sha else result.repo_id
+    print(f"would fetch {result.source_bytes:,d} bytes of tensor data from {where}")
 
 
-class _ProgressBar:
-    """bytes written against the output size, with bytes fetched and speed alongside."""
+class _NoteHandler(logging.Handler):
+    """Log records of the ``hfstream`` logger (retries and their waits) as notes above the progress line."""
 
-    def __init__(self):
-        self._bar = None
+    def __init__(self, display: Display):
+        super().__init__(logging.INFO)
+        self._display = display
 
-    def update(self, p: Progress) -> None:
-        from tqdm import tqdm  # type: ignore[import-untyped]
-
-        if self._bar is None:
-            self._bar = tqdm(total=p.total_bytes, unit="B", unit_scale=True, unit_divisor=1024,
-                             desc="written", file=sys.stderr, leave=False, dynamic_ncols=True)
-        self._bar.update(p.bytes_written - self._bar.n)
-        self._bar.set_postfix_str(f"fetched {p.bytes_fetched / 2**20:.1f} MiB", refresh=False)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
+    def emit(self, record: logging.LogRecord) -> None:
+        self._display.note(record.getMessage())

@@ -16,7 +16,8 @@ A caller can catch a whole group; the five groups are the first level of the tre
     │   ├── MissingFileError               15
     │   ├── UnsupportedArchitectureError   20
     │   │   ├── NotReproducibleError       20
-    │   │   └── UnusedTensorError          24
+    │   │   ├── UnsupportedQuantizationError 24
+    │   │   └── UnusedTensorError          25
     │   ├── UnsupportedTokenizerError      21
     │   ├── UnsupportedOptionError         22
     │   ├── ImatrixRequiredError           23
@@ -124,11 +125,17 @@ class NotReproducibleError(UnsupportedArchitectureError):
     hparams the reference converter would see are unknown."""
 
 
+class UnsupportedQuantizationError(UnsupportedArchitectureError):
+    """The checkpoint is pre-quantized (``quantization_config``) with a method hfstream does not convert."""
+
+    exit_code = 24
+
+
 class UnusedTensorError(UnsupportedArchitectureError):
     """A tensor of the weights that the family neither converts nor knowingly leaves out (a variant
     of the architecture hfstream does not know): converting without it could change the model."""
 
-    exit_code = 24
+    exit_code = 25
 
 
 class UnsupportedTokenizerError(InputError):

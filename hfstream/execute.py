@@ -86,7 +86,7 @@ class ExecStats:
 
 
 async def execute(targets: Sequence[Target], source: ByteSource, opts: Options, workers: Workers,
-                  early: Early | None = None) -> ExecStats:
+                  early: Early | None = None, progress: Progress | None = None) -> ExecStats:
     """Write every file of every target. Several targets (one run, several outtypes) share the
     fetches: their tensors are cut alike, and units that read the same source bytes go in one batch,
     fetched once and encoded once per target.
@@ -94,13 +94,14 @@ async def execute(targets: Sequence[Target], source: ByteSource, opts: Options, 
     With ``opts.on_shard_written`` the shards of a split output are done one after another (the
     i-th shard of every target together), each committed and handed to the callback (e.g. upload,
     then delete) before the next one is even created, so the disk holds one shard (per target) at a
-    time. Units ``early`` already encoded are only written."""
+    time. Units ``early`` already encoded are only written. ``progress``: what ``opts.on_progress`` is
+    given, its bytes and units kept current here."""
     # every file of every target, numbered in one sequence: a unit's ``file`` indexes ``files``
     files: list[tuple[int, int]] = [(ti, k) for ti, t in enumerate(targets) for k in range(len(t.layout.files))]
     first_file = [files.index((ti, 0)) for ti in range(len(targets))]
     outs: list[OutputFile | None] = [None] * len(files)
     stats = ExecStats(targets=[TargetStats() for _ in targets])
-    progress = Progress(total_bytes=sum(t.layout.total_size for t in targets))
+    progress = progress or Progress(total_bytes=sum(t.layout.total_size for t in targets))
     budget, pool = workers.budget, workers.pool
     loop = asyncio.get_running_loop()
     target = workers.target
@@ -116,6 +117,7 @@ async def execute(targets: Sequence[Target], source: ByteSource, opts: Options, 
     n_shards = max(len(tg.layout.files) for tg in targets)
     groups = ([[f for f, (_, k) in enumerate(files) if k == i] for i in range(n_shards)] if opts.on_shard_written
               else [list(range(len(files)))])
+    progress.units_total = stats.units_total
     resumed_bytes = 0
 
     def report() -> None:
@@ -129,6 +131,7 @@ async def execute(targets: Sequence[Target], source: ByteSource, opts: Options, 
             grant, blobs = await encoded
             try:
                 await loop.run_in_executor(pool, _write_all, batch, blobs, outs)
+                progress.units_done += len(batch)
                 report()
             finally:
                 budget.release(grant)
@@ -136,11 +139,10 @@ async def execute(targets: Sequence[Target], source: ByteSource, opts: Options, 
         grant = await budget.acquire(sum(u.cost for u in batch))
         try:
             data = await _fetch_batch(batch, source, outs)
-            if data is None:  # copied file to file, nothing to compute
+            if data is not None:  # else copied file to file, nothing to compute
                 report()
-                return
-            report()
-            await loop.run_in_executor(pool, _compute_and_write_all, batch, data, outs)
+                await loop.run_in_executor(pool, _compute_and_write_all, batch, data, outs)
+            progress.units_done += len(batch)
             report()
         finally:
             budget.release(grant)
@@ -161,6 +163,14 @@ async def execute(targets: Sequence[Target], source: ByteSource, opts: Options, 
                 stats.targets[files[f][0]].units_resumed += len(mine) - len(left)
                 resumed_bytes += sum(u.nbytes for u in mine) - sum(u.nbytes for u in left)
                 todo += left
+            resumed = sum(len(by_file[f]) for f in group) - len(todo)
+            if resumed:  # said once; and the source bytes only resumed units read are not fetched again
+                progress.units_resumed += resumed
+                progress.units_done += resumed
+                needed = {s for u in todo for s in u.spans}
+                progress.bytes_to_fetch -= sum(s.nbytes for s in {s for f in group for u in by_file[f] for s in u.spans}
+                                               if s not in needed)
+            report()
             if shared:  # units reading the same bytes side by side, so that they share a batch
                 todo.sort(key=_source_order)
             tasks = [asyncio.ensure_future(run_batch(b, early.claim(b) if early is not None else None))

@@ -73,7 +73,11 @@ class Dask:
         address = settings.dask_scheduler()
         cluster = None
         if address:
-            client = Client(address)
+            try:
+                client = Client(address)
+            except (OSError, TimeoutError) as e:  # refused, unreachable, or no answer within Dask's connect timeout
+                raise errors.NetworkError(f"cannot reach the Dask scheduler at {address} (HFSTREAM_DASK_SCHEDULER): "
+                                          f"{str(e).strip() or type(e).__name__}") from None
         else:
             # loopback only when workers are processes; in-process workers talk without sockets
             where = {"host": "127.0.0.1"} if self.processes else {}

@@ -27,7 +27,7 @@ from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
 from . import errors, httperrors
-from .hub import Snapshot
+from .snapshot import Snapshot
 from .retry import RetryPolicy
 from .settings import MAX_SMALL_FILE_BYTES
 from .source import ByteSource

@@ -12,7 +12,7 @@ of rows. ``row_align`` says at which row counts a node can be cut (None: only wh
 fetched and processed one block (one expert) at a time.
 
 Numeric conventions follow the reference converter: a source that is neither F16 nor F32
-becomes F32 first (BF16 -> F32 is exact), F16 and F32 stay as they are.
+becomes F32 first (BF16 and FP8 -> F32 are exact), F16 and F32 stay as they are.
 
 Some sources are already quantized in a layout GGML has (gpt-oss's MXFP4 experts): their node
 gives rows of bytes in that GGUF type (``encoded``), which pass to the file as they are.
@@ -39,6 +39,34 @@ _NUMPY_DTYPES = {
 
 F32 = np.dtype(np.float32)
 F16 = np.dtype(np.float16)
+
+
+def _float8_values(exp_bits: int, man_bits: int, ieee_specials: bool) -> np.ndarray:
+    """The float32 value of each of the 256 codes of an 8-bit float (sign, exponent, mantissa).
+
+    ``ieee_specials``: the top exponent holds infinities and NaNs (E5M2); otherwise only the
+    all-ones code of each sign is NaN and the rest of the top exponent are numbers (E4M3 "fn").
+    """
+    bias = (1 << (exp_bits - 1)) - 1
+    code = np.arange(256)
+    sign = np.where(code & 0x80, -1.0, 1.0)
+    exp = (code >> man_bits) & ((1 << exp_bits) - 1)
+    man = code & ((1 << man_bits) - 1)
+    frac = man / float(1 << man_bits)
+    values = sign * np.where(exp == 0, frac * 2.0 ** (1 - bias), (1.0 + frac) * 2.0 ** (exp - bias))
+    top = exp == (1 << exp_bits) - 1
+    if ieee_specials:
+        values = np.where(top & (man == 0), sign * np.inf, np.where(top, np.nan, values))
+    else:
+        values = np.where(top & (man == (1 << man_bits) - 1), np.nan, values)
+    return values.astype(np.float32)
+
+
+#: safetensors' 8-bit float dtypes -> the float32 value of every byte (torch's ``.float()``, exact)
+FLOAT8_VALUES = {
+    "F8_E4M3": _float8_values(4, 3, ieee_specials=False),
+    "F8_E5M2": _float8_values(5, 2, ieee_specials=True),
+}
 
 
 class Span(NamedTuple):
@@ -115,6 +143,8 @@ def decode(src: SourceTensor, raw: bytes | memoryview, shape: tuple[int, ...] | 
         out = floats.bf16_to_f32(np.frombuffer(raw, dtype="<u2"))
     elif src.dtype in ("F16", "F32"):
         out = np.frombuffer(raw, dtype=_NUMPY_DTYPES[src.dtype])
+    elif src.dtype in FLOAT8_VALUES:
+        out = FLOAT8_VALUES[src.dtype][np.frombuffer(raw, dtype=np.uint8)]
     elif src.dtype in _NUMPY_DTYPES:
         out = np.frombuffer(raw, dtype=_NUMPY_DTYPES[src.dtype]).astype(np.float32)
     else:
@@ -379,6 +409,47 @@ class SliceRows(Node):
 
 
 @dataclass(frozen=True, eq=False)
+class PadRows(Node):
+    """A tensor's first axis lengthened to ``length`` with zeros (e.g. Gemma 3n's embeddings, padded
+    to the vocab size with rows for the image and audio tokens). Zero rows need no source bytes."""
+
+    x: Node
+    length: int
+
+    @property
+    def shape(self):  # type: ignore[override]
+        return (self.length, *self.x.shape[1:])
+
+    @property
+    def dtype(self):  # type: ignore[override]
+        return self.x.dtype
+
+    def leaves(self):
+        return self.x.leaves()
+
+    def row_align(self):
+        inner = self.x.row_align()
+        per_first = self.rows // self.shape[0] if self.shape[0] else 1
+        return per_first if inner is not None and per_first % inner == 0 else None
+
+    def spans(self, r0, r1):
+        if self.row_align() is None:
+            return self.x.spans(0, self.x.rows)
+        end = min(r1, self.x.rows)
+        return self.x.spans(r0, end) if r0 < end else []
+
+    def eval_rows(self, data, r0, r1):
+        out = np.zeros((r1 - r0, self.cols), dtype=self.dtype)
+        end = min(r1, self.x.rows)
+        if r0 < end:
+            if self.row_align() is None:
+                out[:end - r0] = self.x.evaluate(data).reshape(self.x.rows, self.cols)[r0:end]
+            else:
+                out[:end - r0] = self.x.eval_rows(data, r0, end)
+        return out
+
+
+@dataclass(frozen=True, eq=False)
 class Bytes(Node):
     """A U8 source tensor as it is stored, viewed with ``view`` as its shape (e.g. MXFP4 blocks
     [E, R, nb, 16] as [E, R, nb * 16]: one row of bytes per weight row)."""
@@ -603,3 +674,178 @@ def repack_mxfp4(blocks: np.ndarray, scales: np.ndarray) -> np.ndarray:
     out[:, :, 1::2] = (first & 0x0F) | (second << 4)
     out[:, :, 2::2] = (first >> 4) | (second & 0xF0)
     return out.reshape(n, nb * 17)
+
+
+@dataclass(frozen=True, eq=False)
+class BlockScale(Node):
+    """``weight * scale`` in float32, one scale value per block of the weight: how pre-quantized
+    checkpoints store a weight (FP8 with ``weight_block_size``: one scale per 128 x 128 block;
+    a per-channel or per-tensor scale is a block of a whole row, or of everything).
+
+    ``block`` has one size per weight dimension and the scale's shape is the weight's divided by it,
+    rounded up: an edge block may be partial and uses its block's scale, as the reference repeats
+    each scale ``block`` times and cuts the result to the weight's shape. Rows [r0, r1) need the
+    same weight rows and the scale rows of their blocks (which may sit in another shard), so a
+    block of scale rows is the natural unit.
+    """
+
+    weight: Node
+    scale: Node
+    block: tuple[int, ...]
+
+    @property
+    def shape(self):  # type: ignore[override]
+        return self.weight.shape
+
+    @property
+    def dtype(self):  # type: ignore[override]
+        return F32
+
+    def leaves(self):
+        yield from self.weight.leaves()
+        yield from self.scale.leaves()
+
+    @property
+    def _scale_shape(self) -> tuple[int, ...]:
+        return tuple(-(-d // b) for d, b in zip(self.shape, self.block))
+
+    @property
+    def _scale_cols(self) -> int:
+        return _cols(self._scale_shape)
+
+    @property
+    def _scale_by_rows(self) -> bool:
+        """The scale has the weight's rank, so its rows can be fetched a block at a time."""
+        return tuple(self.scale.shape) == self._scale_shape and self.scale.row_align() == 1
+
+    def _scale_row(self, rows: np.ndarray) -> np.ndarray:
+        """The scale row of each weight row (weight rows run over the leading dimensions)."""
+        lead = self.shape[:-1]
+        if not lead:
+            return np.zeros(len(rows), dtype=np.int64)
+        idx = np.unravel_index(rows, lead)
+        return np.ravel_multi_index(tuple(i // b for i, b in zip(idx, self.block)), self._scale_shape[:-1])
+
+    def _scale_span(self, r0: int, r1: int) -> tuple[int, int]:
+        first, last = self._scale_row(np.array([r0, r1 - 1]))
+        return int(first), int(last) + 1
+
+    def row_align(self):
+        if self.weight.row_align() != 1:
+            return None
+        if self.ndim <= 1:
+            return 1
+        if any(b != 1 for b in self.block[:-2]):
+            return None  # scale blocks across matrices: only whole
+        rows_per_block = self.block[-2]
+        if self.ndim > 2 and self.shape[-2] % rows_per_block:
+            return self.shape[-2]  # a partial block ends every matrix: whole matrices
+        return rows_per_block
+
+    def spans(self, r0, r1):
+        if self.row_align() is None:
+            r0, r1 = 0, self.rows
+        out = self.weight.spans(r0, r1)
+        if r1 <= r0:
+            return out
+        if self._scale_by_rows:
+            return out + self.scale.spans(*self._scale_span(r0, r1))
+        return out + self.scale.spans(0, self.scale.rows)
+
+    def eval_rows(self, data, r0, r1):
+        if self.row_align() is None:
+            return self._scaled(self.weight.evaluate(data).reshape(self.rows, self.cols), data, 0, self.rows)[r0:r1]
+        return self._scaled(self.weight.eval_rows(data, r0, r1), data, r0, r1)
+
+    def _scaled(self, w: np.ndarray, data, r0: int, r1: int) -> np.ndarray:
+        if w.dtype != F32 or not w.flags.writeable:
+            w = w.astype(F32)
+        if r1 <= r0 or not self.cols:
+            return w
+        s0, s1 = self._scale_span(r0, r1)
+        if self._scale_by_rows:
+            scale = self.scale.eval_rows(data, s0, s1)
+        else:
+            scale = self.scale.evaluate(data).reshape(-1, self._scale_cols)[s0:s1]
+        per_row = scale.astype(F32, copy=False)[self._scale_row(np.arange(r0, r1)) - s0]
+        # one multiply per element, in float32, scale broadcast over its block's columns (in place)
+        width = self.block[-1]
+        full = self.cols // width
+        if full:
+            blocks = np.lib.stride_tricks.as_strided(
+                w, shape=(len(w), full, width), strides=(w.strides[0], width * w.strides[1], w.strides[1]),
+                writeable=True)
+            blocks *= per_row[:, :full, None]
+        if full * width < self.cols:
+            w[:, full * width:] *= per_row[:, full:full + 1]
+        return w
+
+
+@dataclass(frozen=True, eq=False)
+class HeadSlice(Node):
+    """Rows [start, stop) of every head of a (n_head * group, cols) tensor, as (n_head, stop - start, cols),
+    or each head's slice transposed, (n_head, cols, stop - start).
+
+    MLA checkpoints fuse each head's key and value up-projections into one ``kv_b_proj``; llama.cpp
+    wants them apart, the key part transposed. A block of whole heads needs one run of source rows.
+    """
+
+    x: Node
+    n_head: int
+    start: int
+    stop: int
+    transpose: bool = False
+
+    @property
+    def _group(self) -> int:
+        return self.x.shape[0] // self.n_head
+
+    @property
+    def shape(self):  # type: ignore[override]
+        width = self.stop - self.start
+        cols = self.x.shape[-1]
+        return (self.n_head, cols, width) if self.transpose else (self.n_head, width, cols)
+
+    @property
+    def dtype(self):  # type: ignore[override]
+        return self.x.dtype
+
+    def leaves(self):
+        return self.x.leaves()
+
+    @property
+    def _head_rows(self) -> int:
+        return self.shape[1]
+
+    def row_align(self):
+        return None if self.x.row_align() is None else self._head_rows
+
+    def _source_rows(self, h0: int, h1: int) -> tuple[int, int]:
+        """Source rows for heads [h0, h1), widened to where the source can be cut."""
+        a0, a1 = h0 * self._group + self.start, (h1 - 1) * self._group + self.stop
+        align = self.x.row_align()
+        if align is None:
+            return 0, self.x.rows
+        return a0 // align * align, min(-(-a1 // align) * align, self.x.rows)
+
+    def _heads(self, r0: int, r1: int) -> tuple[int, int]:
+        return r0 // self._head_rows, -(-r1 // self._head_rows)
+
+    def spans(self, r0, r1):
+        if r1 <= r0:
+            return []
+        return self.x.spans(*self._source_rows(*self._heads(r0, r1)))
+
+    def eval_rows(self, data, r0, r1):
+        h0, h1 = self._heads(r0, r1)
+        s0, s1 = self._source_rows(h0, h1)
+        if self.x.row_align() is None:
+            src = self.x.evaluate(data).reshape(self.x.rows, self.x.cols)
+        else:
+            src = self.x.eval_rows(data, s0, s1)
+        rows = np.arange(h0, h1)[:, None] * self._group + np.arange(self.start, self.stop)[None, :] - s0
+        heads = src[rows.ravel()].reshape(h1 - h0, self.stop - self.start, self.x.cols)
+        if self.transpose:
+            heads = heads.transpose(0, 2, 1)
+        out = np.ascontiguousarray(heads).reshape((h1 - h0) * self._head_rows, self.cols)
+        return out[r0 - h0 * self._head_rows:r1 - h0 * self._head_rows]

@@ -19,47 +19,136 @@ import asyncio
 import os
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
 from . import errors, httperrors, jsonfile, settings
 from ._version import __version__
+from .localdir import local_snapshot
 from .retry import RetryPolicy
+from .snapshot import Snapshot
 
 T = TypeVar("T")
 
-
-@dataclass(frozen=True)
-class Snapshot:
-    """One commit of a repo: what every later request is pinned to."""
-
-    repo_id: str
-    revision: str
-    sha: str
-    endpoint: str
-    #: repo-relative path -> size in bytes (None when the Hub did not say)
-    files: dict[str, int | None] = field(default_factory=dict)
-    #: set when the "repo" is a local directory (then ``sha`` is empty)
-    local_root: Path | None = None
-
-    @property
-    def name(self) -> str:
-        """The repo name without its owner, as a local clone directory would be called."""
-        return self.repo_id.rstrip("/").rsplit("/", 1)[-1]
-
-    @property
-    def page_url(self) -> str:
-        return f"{self.endpoint}/{self.repo_id}"
-
-    def resolve_url(self, path: str) -> str:
-        return f"{self.endpoint}/{self.repo_id}/resolve/{self.sha}/{quote(path)}"
+__all__ = ["Snapshot", "resolve", "resolve_with_token"]
 
 
 def is_local(repo: str) -> bool:
-    """A path to an existing directory (``./model``, ``/data/model``) rather than a Hub repo id."""
+    """A path to a directory (``./model``, ``/data/model``, ``~/model``) rather than a Hub repo."""
     return repo.startswith((".", "/", "~")) or os.path.isdir(repo)
+
+
+@dataclass(frozen=True)
+class Source:
+    """What a user typed for the model, understood: a Hub repo, or a local directory."""
+
+    #: ``org/name`` on the Hub (None for a local directory)
+    repo_id: str | None = None
+    #: the revision the text named (``@rev``, ``/tree/rev``); None: it named none
+    revision: str | None = None
+    #: a local directory: a model directory or a Hugging Face cache snapshot
+    directory: Path | None = None
+
+
+#: hosts whose model URLs name a Hub repo whatever ``HF_ENDPOINT`` says (a mirror serves the same repos)
+HUB_HOSTS = ("huggingface.co", "www.huggingface.co", "hf.co")
+
+
+def parse_source(text: str, endpoint: str) -> Source:
+    """The forms people type: ``org/name``, ``org/name@rev``, ``hf://[models/]org/name[@rev]``, a Hub URL
+    (``https://huggingface.co/org/name[/tree/rev]``, or one on ``endpoint``), or a local directory.
+
+    Raises RepoNotFoundError for text that is none of these (a dataset, a file URL, another host).
+    """
+    from urllib.parse import unquote, urlsplit
+
+    if text.startswith("hf://"):
+        path = text[len("hf://"):]
+        kind, _, rest = path.partition("/")
+        if kind in ("datasets", "spaces"):
+            raise errors.RepoNotFoundError(f"{text} is a {kind[:-1]}, not a model repo")
+        repo, _, revision = (rest if kind == "models" else path).partition("@")
+        return _hub_source(text, repo, revision or None)
+    if re.match(r"(?i)https?://", text):
+        url = urlsplit(text)
+        ours = urlsplit(endpoint)
+        host = (url.hostname or "").lower()
+        if host not in HUB_HOSTS and (url.scheme, url.netloc.lower()) != (ours.scheme, ours.netloc.lower()):
+            raise errors.RepoNotFoundError(
+                f"{text} is not a Hub URL (the Hub here is {endpoint}; set HF_ENDPOINT to use another)")
+        parts = [unquote(p) for p in url.path.strip("/").split("/") if p]
+        if parts[:1] == ["models"]:
+            parts = parts[1:]
+        if parts[:1] in (["datasets"], ["spaces"]):
+            raise errors.RepoNotFoundError(f"{text} is a {parts[0][:-1]}, not a model repo")
+        if len(parts) == 2:
+            return _hub_source(text, "/".join(parts), None)
+        if len(parts) == 4 and parts[2] == "tree":
+            return _hub_source(text, "/".join(parts[:2]), parts[3])
+        raise errors.RepoNotFoundError(
+            f"{text} is not a model repo's URL (expected {endpoint}/org/name or .../org/name/tree/REVISION)")
+    if is_local(text):
+        return Source(directory=Path(text).expanduser())
+    repo, at, revision = text.partition("@")
+    if at and not revision:
+        raise errors.RevisionNotFoundError(f"{text}: no revision after '@'")
+    return _hub_source(text, repo, revision or None)
+
+
+def _hub_source(text: str, repo: str, revision: str | None) -> Source:
+    # one part is a legacy id the Hub may still know (gpt2)
+    parts = repo.split("/")
+    if len(parts) > 2 or not all(_REPO_PART.fullmatch(p) and "--" not in p and ".." not in p for p in parts) \
+            or len(parts[-1]) > 96:
+        raise errors.RepoNotFoundError(
+            f"{text!r} is not a valid repo id (expected org/name of letters, digits, '-', '_' and '.', "
+            "e.g. Qwen/Qwen3-8B)")
+    return Source(repo_id=repo, revision=revision)
+
+
+#: one part of a repo id, as the Hub allows it (huggingface_hub's validate_repo_id)
+_REPO_PART = re.compile(r"[A-Za-z0-9](?:[\w.-]*[A-Za-z0-9])?")
+
+
+def pick_revision(named: str | None, option: str) -> str:
+    """The revision to read: the one the text named (``org/name@rev``) or ``--revision``; both only if the same.
+
+    ``--revision`` at its default (``main``) gives way to a named one.
+    """
+    if named is None or option in (named, "main"):
+        return named or option
+    raise errors.UnsupportedOptionError(f"two revisions: {named!r} in the repo and --revision {option!r}")
+
+
+def cached_snapshot(repo_id: str, revision: str) -> Path:
+    """The directory of ``repo_id`` at ``revision`` in the Hugging Face cache (``settings.hub_cache``).
+
+    What ``HF_HUB_OFFLINE=1`` reads instead of the Hub: a branch or tag through the cache's
+    ``refs/``, a commit sha by its snapshot. Raises RepoNotFoundError / RevisionNotFoundError
+    when the cache does not have it.
+    """
+    cache = settings.hub_cache()
+    repo_dir = cache / ("models--" + repo_id.replace("/", "--"))
+    if not (repo_dir / "snapshots").is_dir():
+        raise errors.RepoNotFoundError(
+            f"HF_HUB_OFFLINE is set and {repo_id} is not in the Hugging Face cache ({cache}); "
+            "download it first or unset HF_HUB_OFFLINE")
+    sha: str | None = revision
+    if not _SHA.fullmatch(revision):
+        ref = repo_dir / "refs" / revision
+        try:
+            sha = ref.read_text(encoding="ascii").strip() if ".." not in Path(revision).parts else None
+        except (OSError, UnicodeDecodeError):
+            sha = None
+    if sha is None or not _SHA.fullmatch(sha) or not (repo_dir / "snapshots" / sha).is_dir():
+        raise errors.RevisionNotFoundError(
+            f"HF_HUB_OFFLINE is set and revision {revision!r} of {repo_id} is not in the Hugging Face cache ({cache})")
+    return repo_dir / "snapshots" / sha
+
+
+_SHA = re.compile(r"[0-9a-f]{40}")
 
 
 def resolve_with_token(repo_id: str, revision: str, endpoint: str, token: str | None, *,
@@ -82,7 +171,12 @@ def resolve(repo_id: str, revision: str, endpoint: str, token: str | None, *,
     token), AccessDeniedError (token without access), ProtocolError (a redirect away from http(s), a
     listing that is not one or too large), or a NetworkError subclass once the retries are spent (see
     ``httperrors`` for which answer is which).
+
+    With ``HF_HUB_OFFLINE=1`` nothing goes to the network: the snapshot is the cache's
+    (``cached_snapshot``), a local one (``local_root`` set), with its repo id and commit sha.
     """
+    if settings.offline():
+        return local_snapshot(cached_snapshot(repo_id, revision))
     policy = RetryPolicy.of(retries)
     _check_repo_id(repo_id)
     request = httperrors.Request(repo_id, endpoint, token=bool(token), revision=revision)

@@ -8,19 +8,25 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from pathlib import Path
 
 from . import errors, settings
-from .hub import Snapshot
+from .snapshot import Snapshot
 from .settings import MAX_SMALL_FILE_BYTES
 from .source import ByteSource
 
 
 def local_snapshot(path: Path) -> Snapshot:
-    """A Snapshot for a directory: its files (recursively, relative paths) with sizes, no commit sha."""
+    """A Snapshot for a directory: its files (recursively, relative paths) with sizes.
+
+    A plain directory has no commit sha. A Hugging Face cache snapshot
+    (``.../models--org--name/snapshots/<sha>``) is that repo at that commit, as read from the Hub.
+    """
     root = path.resolve()
     if not root.is_dir():
         raise errors.RepoNotFoundError(f"{path} is not a directory")
+    cached = cache_snapshot(root)
     files: dict[str, int | None] = {}
     for dirpath, dirnames, names in os.walk(root):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
@@ -28,7 +34,34 @@ def local_snapshot(path: Path) -> Snapshot:
             full = Path(dirpath) / name
             if full.is_file():
                 files[full.relative_to(root).as_posix()] = full.stat().st_size
+    if cached is not None:
+        repo_id, sha = cached
+        return Snapshot(repo_id=repo_id, revision=sha, sha=sha, endpoint=root.as_uri(), files=files, local_root=root)
     return Snapshot(repo_id=str(root), revision="", sha="", endpoint=root.as_uri(), files=files, local_root=root)
+
+
+def cache_snapshot(root: Path) -> tuple[str, str] | None:
+    """(repo id, commit sha) when ``root`` is a snapshot of huggingface_hub's cache, else None.
+
+    The cache keeps each file once, in the repo's ``blobs/``; a snapshot is a directory of symlinks
+    into it (``models--org--name/snapshots/<sha>/config.json -> ../../blobs/<hash>``).
+    """
+    snapshots, repo_dir = root.parent, root.parent.parent
+    if snapshots.name != "snapshots" or not repo_dir.name.startswith("models--") or not _SHA.fullmatch(root.name):
+        return None
+    repo_id = repo_dir.name[len("models--"):].replace("--", "/")
+    return (repo_id, root.name) if repo_id else None
+
+
+_SHA = re.compile(r"[0-9a-f]{40}")
+
+
+def readable_roots(root: Path) -> tuple[Path, ...]:
+    """Where the files of the directory ``root`` may lead: itself, and for a cache snapshot its repo's
+    ``blobs/`` as well (the cache's own symlinks). Nothing else: a link elsewhere is refused."""
+    if cache_snapshot(root) is None:
+        return (root,)
+    return (root, (root.parent.parent / "blobs").resolve())
 
 
 class LocalSource(ByteSource):
@@ -40,6 +73,7 @@ class LocalSource(ByteSource):
         self.snapshot = snapshot
         self.root = snapshot.local_root
         self._fds: dict[str, int] = {}
+        self._roots = readable_roots(self.root)
         #: raw copies go file to file (``copy_to``)
         self._copies = hasattr(os, "copy_file_range") and settings.linux_path("copy_file_range")
 
@@ -51,11 +85,17 @@ class LocalSource(ByteSource):
             os.close(fd)
         self._fds.clear()
 
+    def _inside(self, path: str) -> Path:
+        """The real file ``path`` names, refused when a link takes it out of the model (or cache) directory."""
+        full = (self.root / path).resolve()
+        if not any(r in full.parents for r in self._roots):
+            where = "the model directory and its cache's blobs" if len(self._roots) > 1 else "the model directory"
+            raise errors.InvalidIndexError(f"{path}: leads outside {where}")
+        return full
+
     def _fd(self, path: str) -> int:
         if path not in self._fds:
-            full = (self.root / path).resolve()
-            if self.root not in full.parents:
-                raise errors.InvalidIndexError(f"{path}: outside the model directory")
+            full = self._inside(path)
             try:
                 self._fds[path] = os.open(full, os.O_RDONLY)
             except FileNotFoundError:
@@ -70,7 +110,7 @@ class LocalSource(ByteSource):
             return None
         if size is not None and size > MAX_SMALL_FILE_BYTES:
             raise errors.InvalidConfigError(f"{path}: {size} bytes is too large for a metadata file")
-        data = (self.root / path).read_bytes()
+        data = self._inside(path).read_bytes()
         self.stats.bytes_fetched += len(data)
         return data
 

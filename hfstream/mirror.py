@@ -95,6 +95,8 @@ class Outcome:
     outputs: list[str] = field(default_factory=list)
     published: str = ""
     seconds: float = 0.0
+    bytes_written: int = 0
+    bytes_fetched: int = 0
 
 
 def load_manifest(path: Path) -> list[Entry]:
@@ -130,6 +132,10 @@ def load_manifest(path: Path) -> list[Entry]:
         if not isinstance(revision, str) or not isinstance(outtypes, list) or not outtypes \
                 or not all(isinstance(o, str) for o in outtypes):
             raise errors.ManifestError(f"{where} ({repo}): 'revision' must be a string, 'outtypes' a list of names")
+        for k in merged:
+            if k not in _ENTRY_KEYS and k not in _OPTION_TYPES:
+                table = "[defaults]" if k in defaults and k not in raw else where.rpartition(": ")[2]
+                raise errors.ManifestError(f"{path}: unknown key {k!r} in {table} ({repo}){_did_you_mean(k)}")
         target_dir, target_repo = merged.get("target_dir"), merged.get("target_repo")
         if target_dir is None and target_repo is None:
             raise errors.ManifestError(f"{where} ({repo}): no target_dir or target_repo (per model or in [defaults])")
@@ -140,13 +146,11 @@ def load_manifest(path: Path) -> list[Entry]:
         for k, v in merged.items():
             if k in _ENTRY_KEYS:
                 continue
-            if k not in _OPTION_TYPES:
-                raise errors.ManifestError(f"{where} ({repo}): unknown option {k!r}")
             if not isinstance(v, _OPTION_TYPES[k]) or isinstance(v, bool):
                 raise errors.ManifestError(f"{where} ({repo}): option {k!r} has the wrong type")
             options[k] = tuple(v) if isinstance(v, list) else v
         for outtype in outtypes:
-            entries.append(Entry(repo=repo, revision=revision, outtype=outtype,
+            entries.append(Entry(repo=repo, revision=revision, outtype=outtype.lower(),
                                  options=tuple(sorted(options.items())),
                                  target_dir=target_dir, target_repo=target_repo))
             places.setdefault(entries[-1].place, []).append(i)
@@ -180,6 +184,13 @@ def _short(value: object, limit: int = 60) -> str:
     """repr of a value from the manifest, cut so a hostile one cannot flood the error line."""
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _did_you_mean(key: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, sorted(_ENTRY_KEYS | set(_OPTION_TYPES)), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 class State:
@@ -230,21 +241,37 @@ def _done_entries(path: Path) -> dict[str, dict[str, Any]]:
 
 @contextlib.contextmanager
 def locked(state_path: Path) -> Iterator[None]:
-    """Hold ``<state>.lock`` for the run; a second run on the same state fails at once."""
+    """Hold ``<state>.lock`` for the run; a second run on the same state fails at once.
+
+    The file goes when the run ends. It is removed while still locked, and a run that locked a file
+    which is no longer the one at the path (removed meanwhile) starts over with the new one, so two
+    runs never both hold a lock.
+    """
     lock_path = state_path.with_name(state_path.name + ".lock")
-    try:  # a link planted at the name is refused, never followed (and truncated)
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    except OSError as e:
-        raise writer.write_error(e, lock_path) from None
-    try:
+    while True:
+        try:  # a link planted at the name is refused, never followed (and truncated)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            raise writer.write_error(e, lock_path) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            os.close(fd)
             raise errors.LockHeldError(f"another mirror run holds {lock_path}") from None
+        try:
+            same = os.path.samestat(os.fstat(fd), os.lstat(lock_path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         yield
     finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock_path)
         os.close(fd)
 
 
@@ -306,6 +333,8 @@ def run_entry(entry: Entry, sha: str, convert: Callable[..., Any] | None = None)
         result = convert(entry.repo, outtype=entry.outtype, revision=sha, outfile=out_dir, force=True, **options)
         paths = [Path(p) for p in getattr(result, "paths", None) or [result.path]]
         outcome.outputs = [str(p) for p in paths]
+        outcome.bytes_written = int(getattr(result, "output_size", 0) or 0)
+        outcome.bytes_fetched = int(getattr(result, "bytes_fetched", 0) or 0)
         if publisher is not None:
             for p in paths:
                 if p not in uploaded:  # a convert that does not report shards (tests' doubles)
@@ -317,8 +346,8 @@ def run_entry(entry: Entry, sha: str, convert: Callable[..., Any] | None = None)
                 with contextlib.suppress(OSError):
                     out_dir.rmdir()
     except errors.HfstreamError as e:
-        outcome.status, outcome.reason, outcome.retryable, outcome.exit_code = "failed", e.message, e.retryable, \
-            e.exit_code
+        outcome.status, outcome.reason, outcome.retryable, outcome.exit_code = "failed", manifest_words(e.message), \
+            e.retryable, e.exit_code
     except Exception as e:  # a bug must not stop the other entries
         outcome.status, outcome.reason, outcome.exit_code = "failed", f"internal error: {type(e).__name__}: {e}", 1
     outcome.seconds = round(time.monotonic() - started, 3)
@@ -353,14 +382,32 @@ def _check_private(path: Path) -> None:
                                       "remove it, or set HFSTREAM_CACHE to a directory of your own")
 
 
+def manifest_words(message: str) -> str:
+    """An error message in a manifest's words: a convert option named by its flag (``pass --token``,
+    ``--bpe-pre NAME``) is named as the manifest key that sets it (``token``, ``bpe_pre = "NAME"``)."""
+    import re
+
+    flags = {flag: f for f in options.fields() for flag in f.metadata["flags"] if flag.startswith("--")}
+
+    def key(m: re.Match) -> str:
+        f = flags.get(m.group(2))
+        if f is None or not f.metadata["manifest"]:
+            return m.group(0)
+        named = f"`{f.name} = \"{m.group(3).strip()}\"`" if m.group(3) else f"`{f.name}`"
+        return f"set {named} in the manifest" if m.group(1) else f"the manifest's {named}"
+
+    return re.sub(r"(pass )?(--[a-z][a-z-]*)((?: [A-Z][A-Z_=]*)?)(?![\w-])", key, message)
+
+
 def mirror(manifest: Path, *, state_path: Path | None = None, report_path: Path | None = None,
            engine: str | fanout.Engine = "serial", workers: int = 2, hub_connections: int = 16,
-           dry_run: bool = False, endpoint: str | None = None,
-           token: str | None = None) -> tuple[int, list[Outcome]]:
+           dry_run: bool = False, endpoint: str | None = None, token: str | None = None,
+           on_outcome: Callable[[Outcome], None] | None = None) -> tuple[int, list[Outcome]]:
     """Run a manifest. Returns the exit code and one Outcome per entry (also written as the report).
 
     ``engine``: a ``fanout`` engine, or the name of one (``serial``, ``dask``; ``workers`` and
-    ``hub_connections`` are the Dask engine's)."""
+    ``hub_connections`` are the Dask engine's). ``on_outcome``: called with each entry's outcome as
+    soon as it is known (skipped and failed-to-resolve ones first, then conversions as they finish)."""
     from . import hub, settings
 
     entries = load_manifest(manifest)
@@ -374,6 +421,30 @@ def mirror(manifest: Path, *, state_path: Path | None = None, report_path: Path 
         todo: list[tuple[int, Entry, str, str]] = []
         shas: dict[tuple[str, str], str] = {}
         keys: dict[int, str] = {}
+        # Which entry each output file is. Two entries of different repos can still get one file name
+        # (the names come from the models' own metadata, unknown before converting): the second to
+        # write it fails, and the first is converted again next time, since its file was overwritten.
+        owner: dict[str, int] = {}
+
+        def record(i: int, key: str | None, outcome: Outcome) -> None:
+            if outcome.status == "converted" and key is not None:
+                shared = next((p for p in outcome.outputs if owner.get(p, i) != i), None)
+                if shared is not None:
+                    first = entries[owner[shared]]
+                    outcome.status, outcome.exit_code, outcome.retryable = "failed", errors.ManifestError.exit_code, False
+                    outcome.reason = (f"its output {shared} is also the output of {first.repo}@{first.revision} "
+                                      f"{first.outtype}: give them different target_dir")
+                    state.done.pop(keys[owner[shared]], None)
+                else:
+                    owner.update((p, i) for p in outcome.outputs)
+                    state.done[key] = {"repo": outcome.repo, "commit": outcome.commit, "outtype": outcome.outtype,
+                                       "outputs": outcome.outputs, "published": outcome.published,
+                                       "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                state.save()
+            outcomes[i] = outcome
+            if on_outcome is not None:
+                on_outcome(outcome)
+
         for i, entry in enumerate(entries):
             try:
                 tok = dict(entry.options).get("token") or settings.token(token)
@@ -384,46 +455,24 @@ def mirror(manifest: Path, *, state_path: Path | None = None, report_path: Path 
                     shas[(entry.repo, entry.revision)] = snap.sha
                 sha = shas[(entry.repo, entry.revision)]
             except errors.HfstreamError as e:
-                outcomes[i] = Outcome(entry.repo, entry.revision, entry.outtype, "failed", reason=e.message,
-                                      retryable=e.retryable, exit_code=e.exit_code)
+                record(i, None, Outcome(entry.repo, entry.revision, entry.outtype, "failed",
+                                        reason=manifest_words(e.message), retryable=e.retryable,
+                                        exit_code=e.exit_code))
                 continue
             key = keys[i] = entry.key(sha)
             previous = state.done.get(key)
             if previous and all(Path(p).exists() for p in previous.get("outputs", [])):
-                outcomes[i] = Outcome(entry.repo, entry.revision, entry.outtype, "skipped", commit=sha,
-                                      reason="unchanged since the last run", outputs=previous.get("outputs", []),
-                                      published=previous.get("published", ""))
+                record(i, None, Outcome(entry.repo, entry.revision, entry.outtype, "skipped", commit=sha,
+                                        reason="unchanged since the last run", outputs=previous.get("outputs", []),
+                                        published=previous.get("published", "")))
                 continue
             if dry_run:
-                outcomes[i] = Outcome(entry.repo, entry.revision, entry.outtype, "skipped", commit=sha,
-                                      reason="dry run: would convert")
+                record(i, None, Outcome(entry.repo, entry.revision, entry.outtype, "skipped", commit=sha,
+                                        reason="dry run: would convert"))
                 continue
             todo.append((i, entry, sha, key))
 
-        # Which entry each output file is. Two entries of different repos can still get one file name
-        # (the names come from the models' own metadata, unknown before converting): the second to
-        # write it fails, and the first is converted again next time, since its file was overwritten.
-        owner = {p: i for i, key in keys.items() for p in state.done.get(key, {}).get("outputs", [])}
-
-        def record(i: int, key: str, outcome: Outcome) -> None:
-            outcomes[i] = outcome
-            if outcome.status != "converted":
-                return
-            shared = next((p for p in outcome.outputs if owner.get(p, i) != i), None)
-            if shared is not None:
-                first = entries[owner[shared]]
-                outcome.status, outcome.exit_code, outcome.retryable = "failed", errors.ManifestError.exit_code, False
-                outcome.reason = (f"its output {shared} is also the output of {first.repo}@{first.revision} "
-                                  f"{first.outtype}: give them different target_dir")
-                state.done.pop(keys[owner[shared]], None)
-                state.save()
-                return
-            owner.update((p, i) for p in outcome.outputs)
-            state.done[key] = {"repo": outcome.repo, "commit": outcome.commit, "outtype": outcome.outtype,
-                               "outputs": outcome.outputs, "published": outcome.published,
-                               "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-            state.save()
-
+        owner.update((p, i) for i, key in keys.items() for p in state.done.get(key, {}).get("outputs", []))
         # each outcome is recorded (and the state saved) as soon as its job is done, in any order
         for n, outcome in engine.run(run_job, [Job(entry, sha) for _, entry, sha, _ in todo]):
             i, _, _, key = todo[n]

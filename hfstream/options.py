@@ -42,12 +42,20 @@ def size(value: str | int) -> int:
     return parse_size(value)
 
 
+def _lower(value: str) -> str:
+    """A type name as llama.cpp's tools take it, in any case (``Q4_K_M``, ``q4_k_m``)."""
+    if not isinstance(value, str):
+        raise ValueError(f"not a type name: {value!r}")
+    return value.lower()
+
+
 def outtype_list(value: str | list[str] | tuple[str, ...]) -> str:
-    """One outtype, or several (``"q8_0,q4_k_m"``, or a list from the API): one run, one file each."""
+    """One outtype, or several (``"q8_0,q4_k_m"``, or a list from the API): one run, one file each.
+    In any case, as llama.cpp's tools take them (``Q4_K_M``)."""
     names = value.split(",") if isinstance(value, str) else list(value)
     if not names or not all(isinstance(n, str) and n.strip() for n in names):
         raise ValueError(f"not an output type or a comma-separated list of them: {value!r}")
-    names = [n.strip() for n in names]
+    names = [n.strip().lower() for n in names]
     if len(set(names)) != len(names):
         raise ValueError(f"a type is named twice: {value!r}")
     return ",".join(names)
@@ -80,13 +88,32 @@ def _option(default: Any, help: str, *, flags: tuple[str, ...] = (), metavar: st
     return field(default=default, metadata=meta)
 
 
+#: what a conversion does, in order (``Progress.phase``)
+PHASES = ("resolving", "headers", "vocabulary", "tensors", "done")
+
+
 @dataclass
 class Progress:
-    """Counters a progress display can poll."""
+    """Where a conversion is: ``on_progress`` gets it at every change of phase, then as bytes are
+    fetched and written (a few times a second, and as units finish). Byte counts are exact, not rounded."""
 
+    #: one of ``PHASES``: resolving the repo, reading the small files and headers, building the
+    #: vocabulary and header (while the first tensors already stream), the tensors, done
+    phase: str = "resolving"
+    #: the repo (``org/name@revision``) or directory being converted
+    source: str = ""
+    #: bytes of the output file(s): 0 until the vocabulary phase has laid them out
     total_bytes: int = 0
+    #: of ``total_bytes``, what is in the output (units an earlier run finished included); equal to it when done
     bytes_written: int = 0
+    #: bytes this run fetched (read, from a local directory): small files, headers and tensor data
     bytes_fetched: int = 0
+    #: what ``bytes_fetched`` is expected to reach once every tensor is in (0 until the plan is made)
+    bytes_to_fetch: int = 0
+    #: work units of the output, done (resumed ones included), and done by an earlier run
+    units_total: int = 0
+    units_done: int = 0
+    units_resumed: int = 0
     started: float = field(default_factory=time.monotonic)
 
 
@@ -99,7 +126,7 @@ class Options:
         "auto", "output type: f32, f16, bf16, q8_0 as llama.cpp's converter writes them; auto (default: bf16 for "
                 "bf16 checkpoints, else f16); or a llama-quantize type, as llama-quantize writes it from the "
                 "converter's f32 output. Several, comma-separated (q8_0,q4_k_m,q6_k), write one file each from "
-                "one pass over the source (-o a directory, or a name with {ftype})",
+                "one pass over the source (-o a directory, or a name with {ftype}); any case",
         flags=("--outtype",), metavar="TYPE[,TYPE...]", parse=outtype_list)
     revision: str = _option("main", "branch, tag or commit sha, pinned to one commit sha before anything is read",
                             flags=("--revision",))
@@ -120,9 +147,16 @@ class Options:
         flags=("--tensor-type",), metavar="PATTERN=TYPE", parse=lambda v: (v,) if isinstance(v, str) else tuple(v),
         manifest=(list,))
     output_tensor_type: str | None = _option(None, "type of output.weight (llama-quantize types)",
-                                             flags=("--output-tensor-type",), metavar="TYPE", manifest=(str,))
+                                             flags=("--output-tensor-type",), metavar="TYPE", parse=_lower,
+                                             manifest=(str,))
     token_embedding_type: str | None = _option(None, "type of token_embd.weight (llama-quantize types)",
-                                               flags=("--token-embedding-type",), metavar="TYPE", manifest=(str,))
+                                               flags=("--token-embedding-type",), metavar="TYPE", parse=_lower,
+                                               manifest=(str,))
+    mmproj: bool = _option(False, "write the vision projector (mmproj-*.gguf, llama.cpp's clip model) of a "
+                                  "vision-language repo instead of its text model, as the reference's --mmproj",
+                           flags=("--mmproj",))
+    with_mmproj: bool = _option(False, "write both the text model and its vision projector, from one pass over the "
+                                       "repo (-o a directory)", flags=("--with-mmproj",), manifest=(bool,))
     dry_run: bool = _option(False, "plan only: fetch the headers and small files, no tensor data; write nothing",
                             flags=("--dry-run",))
     force: bool = _option(False, "overwrite an existing output file", flags=("--force",))
@@ -220,8 +254,6 @@ class OutputResult:
     tensors: list[tuple[str, tuple[int, ...], str, int]] = field(default_factory=list)
     units_total: int = 0
     units_resumed: int = 0
-    #: every output of the run, in the order of the outtypes asked for
-    outputs: list[OutputResult] = field(default_factory=list)
 
 
 @dataclass

@@ -20,19 +20,19 @@ import functools
 import os
 import time
 from pathlib import Path
-from typing import Callable
+from typing import AsyncIterator, Callable
 
 import gguf
 
 from . import errors, forked, hub, quant, settings
-from .arch import family_class
+from .arch import family_class, projector_class
 from .execute import Early, Target, Workers, execute
 from .fetch import HubSource
 from .hfconfig import load_config, prepare as prepare_config_reader
 from .layout import Layout, layout
 from .quant import options_from
 from .localdir import LocalSource, local_snapshot
-from .options import ConvertResult, Options, OutputResult
+from .options import ConvertResult, Options, OutputResult, Progress
 from .plan import Plan, build_vocab, draft_plan, index_name_check, weight_files, with_vocab
 from .safetensors import SourceTensor, read_header
 from .source import ByteSource, HeadCachedSource
@@ -42,8 +42,9 @@ Resolved = Callable[[], "tuple[hub.Snapshot, str | None]"]
 
 
 def run(repo_id: str, opts: Options, resolved: Resolved | None = None) -> ConvertResult:
-    """Convert ``repo_id``. ``resolved``: returns the Hub snapshot and token, resolved already (or being
-    resolved: the CLI starts that in a child process before it imports this module)."""
+    """Convert ``repo_id`` (any form ``hub.parse_source`` reads). ``resolved``: returns the Hub snapshot
+    and token, resolved already (or being resolved: the CLI starts that in a child process before it
+    imports this module)."""
     return asyncio.run(_convert(repo_id, opts, resolved))
 
 
@@ -52,34 +53,34 @@ async def _convert(repo_id: str, opts: Options, resolved: Resolved | None = None
     for name in opts.outtypes():
         if name.lower() != "auto":
             quant.outtype(name)  # an unknown type is refused before anything is asked of the Hub
+    if opts.mmproj and opts.with_mmproj:
+        raise errors.UnsupportedOptionError("--mmproj writes the projector alone, --with-mmproj both files: "
+                                            "give one of them")
+    #: which files each outtype gives: the text model, its vision projector, or both
+    kinds = [False] if not (opts.mmproj or opts.with_mmproj) else [True] if opts.mmproj else [False, True]
     prepare_config_reader()  # transformers' import, while the repo is resolved and its headers read
     quant_opts = options_from(opts.tensor_types, opts.output_tensor_type, opts.token_embedding_type,
                               os.fspath(opts.imatrix) if opts.imatrix is not None else None)
-    source: ByteSource
-    if hub.is_local(repo_id):
-        snapshot = local_snapshot(Path(repo_id))
-        source = LocalSource(snapshot)
-    else:
-        if resolved is None:
-            endpoint = (opts.endpoint or settings.endpoint()).rstrip("/")
-            resolved = functools.partial(hub.resolve_with_token, repo_id, opts.revision, endpoint, opts.token,
-                                         retries=opts.retries, connect_timeout=opts.connect_timeout,
-                                         read_timeout=opts.read_timeout)
-        snapshot, token = await asyncio.to_thread(resolved)
-        source = HubSource(snapshot, token, connections=opts.connections, retries=opts.retries,
-                           connect_timeout=opts.connect_timeout, read_timeout=opts.read_timeout)
+    endpoint = (opts.endpoint or settings.endpoint()).rstrip("/")
+    asked = hub.parse_source(repo_id, endpoint)
+    revision = "" if asked.directory is not None else hub.pick_revision(asked.revision, opts.revision)
+    report = _Reporter(opts, asked.directory or f"{asked.repo_id}@{revision}")
+    report.phase("resolving")
+    snapshot, source = await open_source(asked, revision, opts, endpoint, resolved)
 
-    async with source:
-        files = await _small_files(source, snapshot)
-        shards = _shards(snapshot, files)
-        headers, heads = await _headers(source, snapshot, shards, files, opts.connections)
+    async with source, report.ticking(source):
+        report.phase("headers")
+        files = await small_files(source, snapshot)
+        _check_families(load_config(files["config.json"]), kinds)  # refused before any header is read
+        shards = weight_shards(snapshot, files)
+        headers, heads = await read_headers(source, snapshot, shards, files, opts.connections)
         plans = [draft_plan(repo_name=snapshot.name, files=files, headers=headers, shards=shards, outtype=outtype,
                             bpe_pre=opts.bpe_pre, source=(snapshot.repo_id, snapshot.sha) if snapshot.sha else None,
                             quant_opts=quant_opts, split_max_tensors=opts.split_max_tensors,
-                            split_max_size=opts.split_max_size)
-                 for outtype in opts.outtypes()]
+                            split_max_size=opts.split_max_size, projector=projector)
+                 for projector in kinds for outtype in opts.outtypes()]
         del files, headers
-        finals = output_paths_of(opts.outfile, plans)
+        finals = output_paths_of(opts.outfile, plans, create=not opts.dry_run)
         cached = HeadCachedSource(source, heads)
         workers = Workers(opts)
         early = None
@@ -88,6 +89,8 @@ async def _convert(repo_id: str, opts: Options, resolved: Resolved | None = None
             if not opts.dry_run:
                 for final in finals:  # before the destination is checked: one run per output at a time
                     held.enter_context(OutputLock(final))
+            report.progress.bytes_to_fetch = source.stats.bytes_fetched + _still_to_fetch(plans, heads)
+            report.phase("vocabulary")
             if len(plans) == 1 and _starts_early(opts, source, finals[0]):
                 early = Early(plans[0].tensors, cached, workers)
             elif not opts.dry_run:
@@ -106,12 +109,14 @@ async def _convert(repo_id: str, opts: Options, resolved: Resolved | None = None
                        for tg in targets]
             first = outputs[0]
             result = ConvertResult(
-                path=first.path, paths=first.paths, repo_id=repo_id, revision=opts.revision, commit_sha=snapshot.sha,
-                outtype=first.outtype, tensor_count=first.tensor_count, bytes_fetched=0, bytes_written=0,
-                seconds=0.0, output_size=first.output_size, dry_run=opts.dry_run, tensors=first.tensors,
-                source_bytes=_source_bytes(plans), outputs=outputs)
+                path=first.path, paths=first.paths, repo_id=snapshot.repo_id, revision=revision or snapshot.revision,
+                commit_sha=snapshot.sha, outtype=first.outtype, tensor_count=first.tensor_count, bytes_fetched=0,
+                bytes_written=0, seconds=0.0, output_size=first.output_size, dry_run=opts.dry_run,
+                tensors=first.tensors, source_bytes=_source_bytes(plans), outputs=outputs)
             if not opts.dry_run:
-                stats = await execute(targets, cached, opts, workers, early)
+                report.progress.total_bytes = sum(o.output_size for o in outputs)
+                report.phase("tensors")
+                stats = await execute(targets, cached, opts, workers, early, report.progress)
                 for out, st in zip(outputs, stats.targets):
                     out.bytes_written, out.units_total, out.units_resumed = st.bytes_written, st.units_total, st.units_resumed
                 result.bytes_written = first.bytes_written
@@ -125,7 +130,69 @@ async def _convert(repo_id: str, opts: Options, resolved: Resolved | None = None
             held.close()
         result.bytes_fetched = source.stats.bytes_fetched
     result.seconds = time.monotonic() - started
+    report.progress.bytes_fetched = result.bytes_fetched
+    report.progress.bytes_written = report.progress.total_bytes  # alignment padding is in the file too
+    report.phase("done")
     return result
+
+
+class _Reporter:
+    """Tells ``opts.on_progress`` where the conversion is: each phase as it starts, and the bytes fetched
+    a few times a second meanwhile (``execute`` also reports as units finish)."""
+
+    #: seconds between two reports of the bytes fetched
+    TICK = 0.25
+
+    def __init__(self, opts: Options, source: object):
+        self._callback = opts.on_progress
+        self._source: ByteSource | None = None
+        self.progress = Progress(source=str(source))
+
+    def phase(self, name: str) -> None:
+        self.progress.phase = name
+        self.emit()
+
+    def emit(self) -> None:
+        if self._source is not None:
+            self.progress.bytes_fetched = self._source.stats.bytes_fetched
+        if self._callback is not None:
+            self._callback(self.progress)
+
+    @contextlib.asynccontextmanager
+    async def ticking(self, source: ByteSource) -> AsyncIterator[None]:
+        """Report ``source``'s bytes fetched while the body runs, from its first request on."""
+        self._source = source
+        if self._callback is None:
+            yield
+            return
+
+        async def tick() -> None:
+            while True:
+                await asyncio.sleep(self.TICK)
+                if source.stats.bytes_fetched != self.progress.bytes_fetched:
+                    self.emit()
+
+        ticker = asyncio.ensure_future(tick())
+        try:
+            yield
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+
+
+def _still_to_fetch(plans: list[Plan], heads: dict[str, bytes]) -> int:
+    """Tensor bytes the plans read that did not come with the headers (what is left to fetch): the
+    outputs of one run read each source byte once, so a span several plans read counts once."""
+    seen: set[tuple[str, int, int]] = set()
+    total = 0
+    for plan in plans:
+        for t in plan.tensors:
+            for span in t.node.spans(0, t.node.rows):
+                if (span.file, span.start, span.end) not in seen:
+                    seen.add((span.file, span.start, span.end))
+                    total += max(0, span.end - max(span.start, len(heads.get(span.file, b""))))
+    return total
 
 
 def _source_bytes(plans: list[Plan]) -> int:
@@ -142,8 +209,9 @@ def _finish_plans(drafts: list[Plan], *, elsewhere: bool) -> list[Layout]:
     """The layouts of the drafts (one per outtype, of one model: the vocabulary is built once)."""
     if len(drafts) == 1:
         return [_finish_plan(drafts[0], elsewhere=elsewhere)]
-    vocab = build_vocab(drafts[0])
-    layouts = [layout(with_vocab(draft, vocab)) for draft in drafts]
+    sharing = [d for d in drafts if d.shares_vocab]
+    vocab = build_vocab(sharing[0]) if sharing else None
+    layouts = [layout(with_vocab(d, vocab if d.shares_vocab else None)) for d in drafts]
     _return_freed_memory()
     return layouts
 
@@ -191,18 +259,47 @@ def _return_freed_memory() -> None:
         pass
 
 
-async def _small_files(source: ByteSource, snapshot: hub.Snapshot) -> dict[str, bytes]:
+def _check_families(config: dict, kinds: list[bool]) -> None:
+    """Refuse a model (or its projector) hfstream does not convert, before any weight header is read."""
+    if False in kinds:
+        family_class(config)
+    if True in kinds:
+        projector_class(config)
+
+
+async def open_source(asked: hub.Source, revision: str, opts: Options, endpoint: str,
+                      resolved: Resolved | None = None) -> tuple[hub.Snapshot, ByteSource]:
+    """The snapshot of what the user named (``hub.parse_source``) and the byte source to read it with
+    (not yet entered): the Hub pinned at one commit, or a directory (also the cached snapshot that
+    ``HF_HUB_OFFLINE`` reads instead of the Hub)."""
+    token = None
+    if asked.directory is not None:
+        snapshot = local_snapshot(asked.directory)
+    else:
+        assert asked.repo_id is not None
+        if resolved is None:
+            resolved = functools.partial(hub.resolve_with_token, asked.repo_id, revision, endpoint, opts.token,
+                                         retries=opts.retries, connect_timeout=opts.connect_timeout,
+                                         read_timeout=opts.read_timeout)
+        snapshot, token = await asyncio.to_thread(resolved)
+    if snapshot.local_root is not None:
+        return snapshot, LocalSource(snapshot)
+    return snapshot, HubSource(snapshot, token, connections=opts.connections, retries=opts.retries,
+                               connect_timeout=opts.connect_timeout, read_timeout=opts.read_timeout)
+
+
+async def small_files(source: ByteSource, snapshot: hub.Snapshot) -> dict[str, bytes]:
+    """The small files of ``settings.SMALL_FILES`` the snapshot has, by name; config.json must be one."""
     names = [n for n in settings.SMALL_FILES if n in snapshot.files]
     blobs = await asyncio.gather(*(source.get(n) for n in names))
     files = {n: b for n, b in zip(names, blobs) if b is not None}
     if "config.json" not in files:
         raise errors.MissingFileError(f"{snapshot.repo_id} has no config.json")
-    # Refuse an unsupported model before reading any weight header.
-    family_class(load_config(files["config.json"]))
     return files
 
 
-def _shards(snapshot: hub.Snapshot, files: dict[str, bytes]) -> list[str]:
+def weight_shards(snapshot: hub.Snapshot, files: dict[str, bytes]) -> list[str]:
+    """The safetensors files, in order; NoWeightsError / MissingFileError when there are none or one is missing."""
     shards = weight_files(snapshot.files, files.get("model.safetensors.index.json"))
     if not shards:
         others = sorted(f for f in snapshot.files if f.endswith((".bin", ".pt", ".pth", ".gguf")))
@@ -219,8 +316,9 @@ def _shards(snapshot: hub.Snapshot, files: dict[str, bytes]) -> list[str]:
 HEAD_CACHE_BYTES = 64 * 1024 * 1024
 
 
-async def _headers(source: ByteSource, snapshot: hub.Snapshot, shards: list[str], files: dict[str, bytes] | None = None,
-                   connections: int = 8) -> tuple[dict[str, list[SourceTensor]], dict[str, bytes]]:
+async def read_headers(source: ByteSource, snapshot: hub.Snapshot, shards: list[str],
+                       files: dict[str, bytes] | None = None,
+                       connections: int = 8) -> tuple[dict[str, list[SourceTensor]], dict[str, bytes]]:
     """Every shard's header, ``connections`` at a time (the memory a header costs is bounded by its
     length, 25 MB at most, so many shards cost no more at once); also the bytes read from each file's
     start that hold tensor data, up to ``HEAD_CACHE_BYTES`` in all. With an index, each header's names
@@ -251,25 +349,41 @@ async def _headers(source: ByteSource, snapshot: hub.Snapshot, shards: list[str]
     return headers, heads
 
 
-def output_path(outfile: str | os.PathLike | None, plan: Plan) -> Path:
-    """``-o`` as given: a directory gets the default name; ``{ftype}`` in a name is filled in."""
+def output_path(outfile: str | os.PathLike | None, plan: Plan, *, create: bool = False) -> Path:
+    """``-o`` as given: a directory gets the default name; ``{ftype}`` in a name is filled in.
+
+    A trailing slash (``-o out/``) says a directory: one that is not there yet is made (with
+    ``create``), as the user asked for a directory and would get a file named ``out`` otherwise.
+    """
     if outfile is None:
         return Path.cwd() / plan.default_filename
     path = Path(outfile)
+    if _names_a_directory(outfile):
+        if create and not path.is_dir():
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise errors.OutputWriteError(f"cannot make the output directory {path}: {e.strerror}") from None
+        return path / plan.default_filename
     if path.is_dir():
         return path / plan.default_filename
     return path.parent / gguf.fill_templated_filename(path.name, plan.outtype.label)
 
 
-def output_paths_of(outfile: str | os.PathLike | None, plans: list[Plan]) -> list[Path]:
+def _names_a_directory(outfile: str | os.PathLike) -> bool:
+    return os.fspath(outfile).endswith(("/", os.sep))
+
+
+def output_paths_of(outfile: str | os.PathLike | None, plans: list[Plan], *, create: bool = False) -> list[Path]:
     """Where each plan's output goes. Several outputs need a directory (default names) or a name
-    with ``{ftype}``, and may not land on one path (``auto`` and the type it picks, say)."""
-    if len(plans) > 1 and outfile is not None and not Path(outfile).is_dir() \
+    with ``{ftype}``, and may not land on one path (``auto`` and the type it picks, say).
+    ``create``: make a directory named with a trailing slash (``output_path``)."""
+    if len(plans) > 1 and outfile is not None and not Path(outfile).is_dir() and not _names_a_directory(outfile) \
             and "{ftype}" not in str(outfile).lower():
         raise errors.UnsupportedOptionError(
             f"--outtype {','.join(p.outtype.name for p in plans)} writes {len(plans)} files: -o must be a "
             f"directory or a file name with {{ftype}} in it, not {os.fspath(outfile)!r}")
-    finals = [output_path(outfile, plan) for plan in plans]
+    finals = [output_path(outfile, plan, create=create) for plan in plans]
     if len(set(finals)) != len(finals):
         dup = next(f for f in finals if finals.count(f) > 1)
         raise errors.UnsupportedOptionError(f"two of the output types would both be written to {dup}")

@@ -14,9 +14,9 @@ import gguf
 from gguf import GGMLQuantizationType as QT
 
 from . import errors, jsonfile, meta, quant
-from .arch import family_class
+from .arch import family_class, projector_class
 from .arch.base import TextFamily
-from .graph import Load, Node
+from .graph import Node
 from .hfconfig import load_config, normalize
 from .kv import KeyWriter, Metadata
 from .safetensors import SourceTensor
@@ -56,6 +56,9 @@ class Plan:
     #: a draft plan's vocabulary, still to be built (``with_vocab``), and the keys that go after it
     pending_vocab: Callable[[KeyWriter], None] | None = None
     after_vocab: Metadata = field(default_factory=Metadata)
+    #: the vocabulary is the model's, whatever the outtype: drafts of one model share one (``with_vocab``);
+    #: a projector has none
+    shares_vocab: bool = True
 
     @property
     def source_tensors(self) -> list[SourceTensor]:
@@ -93,10 +96,14 @@ def weight_map(index: bytes) -> dict[str, str]:
         raise errors.InvalidIndexError(f"{_INDEX} has no 'weight_map' object")
     if not wm:
         raise errors.InvalidIndexError(f"{_INDEX}: 'weight_map' is empty")
+    checked: set[str] = set()  # a few hundred shard names among ~100k tensors (DeepSeek-V3): each checked once
     for name, shard in wm.items():
+        if isinstance(shard, str) and shard in checked:
+            continue
         if not isinstance(shard, str) or not _plain_file_name(shard):
             raise errors.InvalidIndexError(
                 f"{_INDEX}: shard {_short(shard)} for {_short(name)} is not a plain file name")
+        checked.add(shard)
     return wm
 
 
@@ -153,18 +160,19 @@ def build_vocab(plan: Plan) -> Metadata:
 def draft_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[str, Sequence[SourceTensor]],
                shards: Sequence[str], outtype: str, bpe_pre: str | None = None,
                source: tuple[str, str] | None = None, quant_opts: quant.QuantOptions | None = None,
-               split_max_tensors: int = 0, split_max_size: int = 0) -> Plan:
+               split_max_tensors: int = 0, split_max_size: int = 0, projector: bool = False) -> Plan:
     """Every output tensor (name, shape, type, order: final) and all metadata but the vocabulary.
 
     ``files``: small repo files by name; ``headers``: parsed tensors per shard; ``shards``:
     shard order; ``source``: (repo id, commit sha) to record in our own keys; ``quant_opts``:
-    type overrides and importance matrix of a llama-quantize mix (``quant.mixplan``).
+    type overrides and importance matrix of a llama-quantize mix (``quant.mixplan``); ``projector``:
+    the vision projector (``mmproj-*.gguf``) of a multimodal repo instead of its text model.
     """
     config_blob = files.get("config.json")
     if config_blob is None:
         raise errors.MissingFileError(f"{repo_name}: config.json is missing")
     config = load_config(config_blob)
-    family_cls = family_class(config)
+    family_cls: type[TextFamily] = projector_class(config) if projector else family_class(config)
     _check_layer_count(config, headers)  # before transformers builds anything per layer
     # the reference reads config.json through transformers' AutoConfig: defaults and rope normalization
     hparams = normalize(config_blob, name_or_path=repo_name, model_types=family_cls.model_types)
@@ -183,6 +191,8 @@ def draft_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[s
             if name is not None:
                 sources.append((name, src))
     family.check_shapes(sources)
+    # pre-quantized weights (FP8 + block scales) as weight x scale; refuses methods it cannot convert
+    nodes = family.source_nodes(sources)
 
     if outtype == "auto":
         first = next((s.dtype for _, s in sources if len(s.shape) >= 2 and s.dtype in ("BF16", "F16")), None)
@@ -191,17 +201,23 @@ def draft_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[s
         out = quant.outtype(outtype)
     out = family.output_type(out)
     quant.check_options(out, quant_opts)
+    if projector and out.mix:
+        raise errors.UnsupportedOptionError(
+            f"--outtype {out.name}: a vision projector is written as f32, f16, bf16 or q8_0, as the reference's "
+            "--mmproj writes it")
+    family.use_outtype(out)
 
     outputs: dict[str, tuple[quant.OutputTensor, Node]] = {}
     family.use_sources(sources)
-    generated = ((name, node, None) for name, node in family.extra_tensors())
-    from_sources = ((name, Load(src), src) for name, src in sources)
-    for name, node, src in chain(generated, from_sources):
+    generated = ((name, node) for name, node in family.extra_tensors())
+    from_sources = iter(nodes)
+    for name, node in chain(generated, from_sources):
         bid = _block_id(name)
         try:
             converted = list(family.convert(name, node, bid))
         except errors.UnusedTensorError as e:  # the line names the file the tensor is in
-            raise errors.UnusedTensorError(f"{src.file}: {e.message}" if src is not None else e.message) from None
+            leaf = next(iter(node.leaves()), None)
+            raise errors.UnusedTensorError(f"{leaf.file}: {e.message}" if leaf is not None else e.message) from None
         for new_name, new_node in converted:
             _add(outputs, family, new_name, new_node, bid, name)
     for new_name, new_node in family.finish():
@@ -221,7 +237,7 @@ def draft_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[s
     if md.size_label is None and total > 0:
         md.size_label = gguf.size_label(total, shared, expert, expert_count)
 
-    w.add_type(gguf.GGUFType.MODEL)
+    w.add_type(family.gguf_type)
     md.set_gguf_meta_model(w)
     family.add_hparams(w, int(out.file_type))
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
@@ -242,10 +258,13 @@ def draft_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[s
         planned.append(PlannedTensor(name=choice.name, node=node, qtype=choice.qtype, shape=tensor.shape,
                                      nbytes=quant.nbytes(choice.qtype, tensor.shape), weights=choice.weights))
 
-    filename = gguf.naming_convention(md.name, md.basename, md.finetune, md.version, md.size_label, out.label) + ".gguf"
+    size_label = md.size_label if family.size_label_in_filename else None
+    filename = family.filename_prefix + gguf.naming_convention(md.name, md.basename, md.finetune, md.version,
+                                                               size_label, out.label) + ".gguf"
     return Plan(tensors=planned, metadata=metadata, outtype=out, default_filename=filename, hf_arch=family.hf_arch,
                 arch=arch, split_max_tensors=split_max_tensors, split_max_size=split_max_size,
-                pending_vocab=lambda writer: family.add_vocab(writer, files, bpe_pre), after_vocab=after_vocab)
+                pending_vocab=lambda writer: family.add_vocab(writer, files, bpe_pre), after_vocab=after_vocab,
+                shares_vocab=not projector)
 
 
 def _add(outputs: dict[str, tuple[quant.OutputTensor, Node]], family: TextFamily, name: str, node: Node,

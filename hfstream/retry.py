@@ -8,6 +8,9 @@ asked for when it said (``NetworkError.retry_after``: ``Retry-After``, the Hub's
 else exponential backoff (``first_backoff`` doubling up to ``max_backoff``, times 0.5-1.5 so that
 parallel connections do not retry in step); never more than ``max_wait``.
 
+Each wait is said once, before it, as a warning on the ``hfstream`` logger (``retrying in 4 s (3/8):
+<what failed>``): the CLI prints it above its progress line, ``-q`` silences it.
+
 What counts as stalled is decided here too (``Progress``): a body must bring ``PROGRESS_BYTES`` (or
 all that is left of it) within every ``timeout`` seconds. A per-read timeout alone (a socket silent
 that long) is defeated by a server that sends a byte a second; this is not, and the stall is a
@@ -23,6 +26,7 @@ in backoff takes none, and can still read what was waited::
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -35,6 +39,8 @@ T = TypeVar("T")
 
 #: a body that brings less than this (and is not done) within the read timeout is stalled
 PROGRESS_BYTES = 64 * 1024
+#: where each wait is said (``RetryPolicy._announce``)
+log = logging.getLogger("hfstream")
 
 
 @dataclass(frozen=True)
@@ -79,7 +85,7 @@ class RetryPolicy:
             except errors.NetworkError as e:
                 if n == self.retries:
                     raise self._spent(e) from None
-                self.sleep(self.wait(n, e.retry_after))
+                self.sleep(self._announce(n, e))
         raise AssertionError("unreachable")
 
     async def acall(self, attempt: Callable[[], Awaitable[T]]) -> T:
@@ -96,12 +102,20 @@ class RetryPolicy:
             except errors.NetworkError as e:
                 if n == self.retries:
                     raise self._spent(e) from None
-                await sleep(self.wait(n, e.retry_after))
+                await sleep(self._announce(n, e))
         raise AssertionError("unreachable")
 
     def progress(self, what: str, timeout: float, expected: int | None = None) -> Progress:
         """A ``Progress`` for a body of ``expected`` bytes (None: unknown), read on this policy's clock."""
         return Progress(what, timeout, self.monotonic, expected)
+
+    def _announce(self, attempt: int, e: errors.NetworkError) -> float:
+        """The wait after failed attempt ``attempt``, said once on the ``hfstream`` logger first:
+        ``retrying in 4 s (3/8): <what failed>`` (the CLI prints it above its progress line)."""
+        wait = self.wait(attempt, e.retry_after)
+        shown = f"{wait:.1f}" if wait < 10 else f"{wait:.0f}"
+        log.warning("retrying in %s s (%d/%d): %s", shown, attempt + 1, self.retries, e.message)
+        return wait
 
     def _spent(self, e: errors.NetworkError) -> errors.NetworkError:
         """The last failure, saying that it was the last."""

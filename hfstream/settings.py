@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 from . import errors
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 
@@ -32,6 +29,9 @@ SMALL_FILES = (
     # sentence-transformers: the pooling of an embedding model (Qwen3-Embedding, gte-Qwen2, ...)
     "modules.json",
     "1_Pooling/config.json",
+    # a vision projector's image processing (mean, std, sizes): --mmproj
+    "preprocessor_config.json",
+    "processor_config.json",
 )
 #: ``--max-memory``: bytes in flight (fetched, decoded, encoded, waiting to be written).
 DEFAULT_MAX_MEMORY = 256 * 1024 * 1024
@@ -83,6 +83,24 @@ def endpoint() -> str:
     return (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
 
 
+def offline() -> bool:
+    """``HF_HUB_OFFLINE``: no network at all; Hub repos are read from the Hugging Face cache (as huggingface_hub does)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+def hub_cache() -> Path:
+    """The Hugging Face cache of repos, where huggingface_hub puts them: ``HF_HUB_CACHE``, else
+    ``HF_HOME/hub``, else ``$XDG_CACHE_HOME/huggingface/hub`` or ``~/.cache/huggingface/hub``."""
+    explicit = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    home = os.environ.get("HF_HOME")
+    if not home:
+        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+        home = os.path.join(xdg, "huggingface")
+    return Path(home).expanduser() / "hub"
+
+
 def token(explicit: str | None = None) -> str | None:
     """The token to use: ``--token``, else ``HF_TOKEN``, else the cached ``hf auth login`` token."""
     if explicit:
@@ -121,8 +139,6 @@ def cache_dir() -> Path:
     """Where hfstream keeps its own work between runs (a mirror's conversions on their way to a Hub
     repo): ``HFSTREAM_CACHE``, else ``$XDG_CACHE_HOME/hfstream``, else ``~/.cache/hfstream``. Private
     to the user: never a shared, predictable place such as ``/tmp``."""
-    from pathlib import Path
-
     explicit = os.environ.get("HFSTREAM_CACHE", "").strip()
     if explicit:
         return Path(explicit).expanduser()

@@ -52,7 +52,7 @@ import gguf
 from . import jsonfile
 from .errors import ConfigMismatchError, InvalidConfigError, UnsupportedTokenizerError
 
-__all__ = ["add_vocab", "add_special_vocab", "add_fixed_special_ids"]
+__all__ = ["add_vocab", "add_special_vocab", "add_fixed_special_ids", "llama_hf_tokens"]
 
 LLAMA_STRATEGIES = ("spm", "llama_hf", "bpe")
 _STRATEGIES = frozenset(LLAMA_STRATEGIES)
@@ -176,6 +176,17 @@ def add_special_vocab(writer: gguf.GGUFWriter, files: Mapping[str, bytes], hpara
     families that build the token list themselves. Special ids at or past ``n_vocab`` are skipped.
     """
     _SpecialVocab(_Repo(files, hparams), load_merges=load_merges, n_vocab=n_vocab).write(writer)
+
+
+def llama_hf_tokens(files: Mapping[str, bytes], hparams: dict) -> tuple[list[bytes], list[float], list[int]]:
+    """The tokens, scores and token types of an SPM-style BPE ``tokenizer.json`` (gguf-py's
+    ``LlamaHfVocab``), for families that write them under a tokenizer model of their own (Gemma 4).
+    Raises UnsupportedTokenizerError when ``tokenizer.json`` is missing or of another kind."""
+    try:
+        return _llama_hf_tokens(_Repo(files, hparams))
+    except _NotThisKind:
+        raise UnsupportedTokenizerError(
+            "expected a tokenizer.json holding a BPE model with byte fallback and a Sequence decoder") from None
 
 
 def add_fixed_special_ids(writer: gguf.GGUFWriter, files: Mapping[str, bytes], hparams: dict,
@@ -396,15 +407,22 @@ class _FastTokenizer:
         config = _dict_or_empty(repo.json("tokenizer_config.json"))
         specials_map = _dict_or_empty(repo.json("special_tokens_map.json"))
 
-        # named special tokens: tokenizer_config.json first, special_tokens_map.json for the rest
+        # named special tokens: tokenizer_config.json first, special_tokens_map.json for the rest;
+        # transformers 5 also takes any other ``*_token`` key of the config that names a token, and
+        # the entries of an ``extra_special_tokens`` object, as named ("model-specific") specials
         self.named: dict[str, str] = {}
         for attr in _NAMED_SPECIALS:
             content = _token_content(config.get(attr, specials_map.get(attr)))
             if content is not None:
                 self.named[attr] = content
+        for attr, value in config.items():
+            if attr.endswith("_token") and attr not in _NAMED_SPECIALS and isinstance(value, str):
+                self.named[attr] = value
         extra = config.get("extra_special_tokens", config.get("additional_special_tokens"))
         if extra is None:
             extra = specials_map.get("additional_special_tokens", [])
+        if isinstance(extra, dict):
+            self.named.update((k, c) for k, c in ((k, _token_content(v)) for k, v in extra.items()) if c)
         self.extra = [c for c in (_token_content(t) for t in (extra if isinstance(extra, list) else [])) if c]
 
         # added tokens the config knows but tokenizer.json lacks, then missing special tokens
@@ -524,6 +542,16 @@ def _replace_merges(data: bytes, merges: list) -> bytes | None:
 
 
 def _add_llama_hf(writer: gguf.GGUFWriter, repo: _Repo) -> None:
+    tokens, scores, types = _llama_hf_tokens(repo)
+    writer.add_tokenizer_model("llama")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_scores(scores)
+    writer.add_token_types(types)
+    _SpecialVocab(repo, n_vocab=len(tokens)).write(writer)
+
+
+def _llama_hf_tokens(repo: _Repo) -> tuple[list[bytes], list[float], list[int]]:
     tj = repo.tokenizer_json()
     if tj is None:
         raise _NotThisKind
@@ -555,13 +583,7 @@ def _add_llama_hf(writer: gguf.GGUFWriter, repo: _Repo) -> None:
     for text, _ in added:
         tokens.append(text.encode("utf-8"))
         types.append(CONTROL if text in specials else USER_DEFINED)
-
-    writer.add_tokenizer_model("llama")
-    writer.add_tokenizer_pre("default")
-    writer.add_token_list(tokens)
-    writer.add_token_scores([-1000.0] * len(tokens))
-    writer.add_token_types(types)
-    _SpecialVocab(repo, n_vocab=len(tokens)).write(writer)
+    return tokens, [-1000.0] * len(tokens), types
 
 
 # --- bpe: GPT-2 style byte-level BPE -------------------------------------------------------------

@@ -52,3 +52,64 @@ def greedy_tokens(gguf_path: str | Path, prompt_ids: list[int], n: int) -> list[
             return out
         finally:
             llm.close()
+
+
+#: the test image of the multimodal goldens: a 64 x 64 RGB gradient, the same bytes everywhere
+def test_image(size: int = 64) -> tuple[int, int, bytes]:
+    """(width, height, RGB bytes) of a deterministic picture: red rises left to right, green top to
+    bottom, blue on the diagonal."""
+    out = bytearray()
+    for y in range(size):
+        for x in range(size):
+            out += bytes((x * 255 // (size - 1), y * 255 // (size - 1), ((x + y) * 255 // (2 * size - 2))))
+    return size, size, bytes(out)
+
+
+def mtmd_greedy_tokens(text_path: str | Path, mmproj_path: str | Path, prompt: str, n: int) -> list[int]:
+    """The ``n`` token ids llama.cpp's multimodal runtime (mtmd) greedy-decodes after ``prompt`` with the
+    test image in its place: the image marker is appended to ``prompt``, the image goes through the
+    projector in ``mmproj_path`` and the text model in ``text_path``, as llama-mtmd-cli runs a pair."""
+    import ctypes
+
+    import numpy as np
+    import llama_cpp
+    from llama_cpp import Llama, llama_get_logits_ith
+    from llama_cpp import mtmd_cpp as mtmd
+
+    with _LOCK:
+        llm = Llama(model_path=str(text_path), n_ctx=N_CTX, n_batch=N_CTX, n_ubatch=N_CTX, n_threads=1,
+                    n_threads_batch=1, n_gpu_layers=0, seed=SEED, logits_all=False, verbose=False)
+        params = mtmd.mtmd_context_params_default()
+        params.use_gpu, params.n_threads, params.print_timings, params.warmup = False, 1, False, False
+        ctx = mtmd.mtmd_init_from_file(str(mmproj_path).encode(), llm.model, params)
+        if not ctx:
+            llm.close()
+            raise RuntimeError(f"llama.cpp's mtmd could not load {mmproj_path}")
+        chunks = mtmd.mtmd_input_chunks_init()
+        try:
+            nx, ny, rgb = test_image()
+            bitmap = mtmd.mtmd_bitmap_init(nx, ny, (ctypes.c_ubyte * len(rgb)).from_buffer_copy(rgb))
+            marker = mtmd.mtmd_default_marker().decode()
+            text = (prompt + marker).encode()
+            inp = mtmd.mtmd_input_text(text, len(text), True, True)
+            bitmaps = (ctypes.c_void_p * 1)(bitmap)
+            if mtmd.mtmd_tokenize(ctx, chunks, ctypes.byref(inp), bitmaps, 1) != 0:
+                raise RuntimeError("mtmd_tokenize failed")
+            n_past = ctypes.c_int(0)
+            if mtmd.mtmd_helper_eval_chunks(ctx, llm.ctx, chunks, 0, 0, N_CTX, True, ctypes.byref(n_past)) != 0:
+                raise RuntimeError("mtmd_helper_eval_chunks failed")
+            n_vocab = llm.n_vocab()
+            out: list[int] = []
+            for _ in range(n):
+                logits = np.ctypeslib.as_array(llama_get_logits_ith(llm.ctx, -1), shape=(n_vocab,))
+                token = int(np.argmax(logits))
+                out.append(token)
+                batch = llama_cpp.llama_batch_get_one((llama_cpp.llama_token * 1)(token), 1)
+                if llama_cpp.llama_decode(llm.ctx, batch) != 0:
+                    raise RuntimeError("llama_decode failed")
+            mtmd.mtmd_bitmap_free(bitmap)
+            return out
+        finally:
+            mtmd.mtmd_input_chunks_free(chunks)
+            mtmd.mtmd_free(ctx)
+            llm.close()

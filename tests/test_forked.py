@@ -181,5 +181,5 @@ def test_a_killed_resolver_exits_70(fresh_hub, tmp_path, monkeypatch, capsys):
     rc = cli.main(["convert", REPO, "--outtype", "q8_0", "-o", str(tmp_path / "out.gguf"), "-q"])
     assert rc == 70
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and f"resolving {REPO}: the child process was killed" in err
+    assert err.count("\n") == 1 and f"resolving {REPO}@main: the child process was killed" in err
     assert list(tmp_path.iterdir()) == []

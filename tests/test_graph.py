@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from hfstream.graph import AddScalar, Constant, Load, PermuteHeads, SliceRows, Stack, Transpose, decode
+from hfstream.graph import AddScalar, Constant, Load, PadRows, PermuteHeads, SliceRows, Stack, Transpose, decode
 from hfstream.safetensors import SourceTensor
 
 
@@ -61,6 +61,21 @@ def test_shapes_are_known_without_data():
     assert list(Stack((Load(a), Load(b))).leaves()) == [a, b]
 
 
+def test_pad_rows_appends_zero_rows_in_the_source_dtype_and_reads_nothing_for_them():
+    rng = np.random.default_rng(1)
+    f = FakeFile()
+    w = rng.standard_normal((5, 8)).astype(np.float16)
+    node = PadRows(Load(f.add("emb", w, "F16")), 7)
+    assert node.shape == (7, 8) and node.dtype == np.float16
+    out = whole(f, node)
+    assert out.dtype == np.float16
+    assert np.array_equal(out[:5], w) and not out[5:].any() and not np.signbit(out[5:]).any()
+    assert node.spans(5, 7) == []
+    assert node.spans(3, 7) == Load(node.x.src).spans(3, 5)
+    tail = node.eval_rows(f.data(node, 4, 7), 4, 7)
+    assert np.array_equal(tail, np.concatenate([w[4:5], np.zeros((2, 8), np.float16)]))
+
+
 def _nodes():
     rng = np.random.default_rng(0)
     f = FakeFile()
@@ -78,6 +93,8 @@ def _nodes():
         "add": AddScalar(Load(norm), 1.0),
         "transpose": Transpose(Load(conv)),
         "slice": SliceRows(Load(emb), 2, 9),
+        "pad": PadRows(Load(emb), 13),
+        "pad-stacked": PadRows(Stack(tuple(Load(e) for e in experts)), 5),
         "constant": Constant(np.arange(12, dtype=np.float32).reshape(3, 4)),
     }
 

@@ -21,7 +21,7 @@ import pytest
 from hfstream import hub as hubmod
 from hfstream.fetch import HubSource
 from hfstream.layout import layout
-from hfstream.pipeline import _headers, _shards, _small_files
+from hfstream.pipeline import read_headers, small_files, weight_shards
 from hfstream.units import unit_target, units_for
 from hfstream.plan import make_plan
 from hfstream.writer import journal_path, part_path
@@ -50,9 +50,9 @@ def _units(endpoint: str):
     async def plan_units():
         snap = hubmod.resolve(REPO, "main", endpoint, None)
         async with HubSource(snap, None) as src:
-            files = await _small_files(src, snap)
-            shards = _shards(snap, files)
-            headers, _ = await _headers(src, snap, shards)
+            files = await small_files(src, snap)
+            shards = weight_shards(snap, files)
+            headers, _ = await read_headers(src, snap, shards)
             plan = make_plan(repo_name=snap.name, files=files, headers=headers, shards=shards, outtype="q8_0",
                              source=(snap.repo_id, snap.sha))
         lay = layout(plan)

@@ -40,7 +40,7 @@ LLAMA_CPP = llamacpp.available()
 
 pytestmark = pytest.mark.skipif(not GOLDENS, reason="no K-quant goldens (python -m tests.goldens.make_kquant_goldens)")
 
-#: 256-wide cases converted in the fast suite: every type at least once (checked below).
+#: cases converted in the fast suite, of the 256-wide models: every type at least once (checked below).
 #: (model, case id, imatrix format)
 FAST_K_CASES: tuple[tuple[str, str, str], ...] = (
     ("tiny-qwen3-k", "iq2_xxs+imatrix", "gguf"),
@@ -76,6 +76,12 @@ FAST_K_CASES: tuple[tuple[str, str, str], ...] = (
     ("tiny-mixtral-k", "q4_1", "gguf"),
     # gpt-oss (bf16 experts transposed and de-interleaved, 64-wide rows: the fallback types)
     ("tiny-gpt-oss-bf16", "q4_k_m+imatrix", "gguf"),
+    ("tiny-deepseek-v3-k", "q4_k_m+imatrix", "gguf"),  # FP8 source, MLA, 8 experts (all its cases: slow suite)
+    # Gemma 4's fused 3-D experts (gate_up) with their imatrix slices; Gemma 3n's per-layer embedding
+    # (1024 wide) and AltUp stacks
+    ("tiny-gemma4", "q4_k_m+imatrix", "gguf"),
+    ("tiny-gemma3n", "q4_k_m", "gguf"),
+    ("tiny-gemma3n", "iq2_xxs+imatrix", "dat"),
 )
 
 

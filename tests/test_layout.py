@@ -10,7 +10,7 @@ import pytest
 from gguf import GGUFValueType
 
 from hfstream.layout import _pack_value, layout
-from hfstream.pipeline import _headers, _shards, _small_files
+from hfstream.pipeline import read_headers, small_files, weight_shards
 
 from .goldens.cases import cases
 
@@ -27,9 +27,9 @@ def plan_for(repo, hub, **options):
     async def plan():
         snap = hf_hub.resolve(repo, "main", hub.endpoint, None)
         async with HubSource(snap, None) as src:
-            files = await _small_files(src, snap)
-            shards = _shards(snap, files)
-            headers, _ = await _headers(src, snap, shards)
+            files = await small_files(src, snap)
+            shards = weight_shards(snap, files)
+            headers, _ = await read_headers(src, snap, shards)
             return make_plan(repo_name=snap.name, files=files, headers=headers, shards=shards,
                              source=(snap.repo_id, snap.sha), **options)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -125,18 +126,24 @@ def test_cli_exit_code_and_lock(mini_hub, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "hfstream", "mirror", str(manifest), "--report",
                            str(tmp_path / "r.json")], env=cli_env(hub), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.count("converted") == 3
+    assert [line.split()[0] for line in proc.stdout.splitlines()] == ["converted"] * 3 + ["3"]
+    assert proc.stdout.splitlines()[-1].startswith("3 converted, 0 skipped, 0 failed; ")
+    assert not state.with_name(state.name + ".lock").exists()
 
 
 @pytest.mark.parametrize("body, words", [
     ("[[model]]\nrepo = 'a/b'\n", "no target_dir"),
-    ("[[model]]\nrepo = 'a/b'\ntarget_dir = 'x'\nfrobnicate = 1\n", "unknown option 'frobnicate'"),
+    ("[[model]]\nrepo = 'a/b'\ntarget_dir = 'x'\nfrobnicate = 1\n", "unknown key 'frobnicate' in model #1 (a/b)"),
+    # a misspelt key is named as such, not reported as the key it was meant to be missing
+    ("[[model]]\nrepo = 'a/b'\ntaget_dir = 'x'\n", "unknown key 'taget_dir' in model #1 (a/b); did you mean 'target_dir'?"),
+    ("[defaults]\ntarget_dir = 'x'\nmax_memroy = '1G'\n[[model]]\nrepo = 'a/b'\n",
+     "unknown key 'max_memroy' in [defaults] (a/b); did you mean 'max_memory'?"),
     ("[[model]]\nrepo = 3\ntarget_dir = 'x'\n", "'repo' must be"),
     ("model = [", "not valid TOML"),
     ("[defaults]\ntarget_dir = 'x'\n", "at least one [[model]]"),
 ])
 def test_bad_manifests_are_one_clear_line(tmp_path, body, words):
-    with pytest.raises(errors.ManifestError, match=words.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(errors.ManifestError, match=re.escape(words)):
         load_manifest(_manifest(tmp_path, body))
 
 
@@ -221,6 +228,153 @@ def test_an_interrupted_run_resumes_where_it_stopped(mini_hub, tmp_path, monkeyp
     code, outcomes = mirror(manifest)
     assert code == EXIT_OK
     assert [o.status for o in outcomes] == ["skipped", "converted", "converted"]
+
+
+# --------------------------------------------------------------------------- what the user sees
+
+
+def test_each_entry_is_printed_as_it_finishes_then_a_summary(mini_hub, tmp_path, monkeypatch, capsys):
+    """A line per entry as soon as it is done (before the next conversion starts), then one summary line."""
+    from types import SimpleNamespace
+
+    import hfstream
+    from hfstream import cli
+
+    seen_before: list[str] = []
+
+    def convert(repo, outtype, revision, outfile, force, **options):
+        seen_before.append(capsys.readouterr().out)  # what the user saw when this conversion started
+        path = Path(outfile) / f"{repo.split('/')[1]}-{outtype}.gguf"
+        path.write_bytes(b"GGUF" + bytes(1000))
+        return SimpleNamespace(path=path, paths=[path], outtype=outtype, output_size=1004, bytes_fetched=2000)
+
+    monkeypatch.setattr(hfstream, "convert", convert)
+    manifest = _manifest(tmp_path, MANIFEST.format(out=tmp_path / "out"))
+    assert cli.main(["mirror", str(manifest)]) == 0
+    rest = capsys.readouterr().out
+    assert seen_before[0] == ""
+    assert seen_before[1].startswith("converted hfs-test/two-commits@main q8_0: two-commits-q8_0.gguf")
+    assert seen_before[2].startswith("converted hfs-test/two-commits@main f16: two-commits-f16.gguf")
+    assert rest.splitlines() == ["converted hfs-test/tiny-llama-spm@main q8_0: tiny-llama-spm-q8_0.gguf",
+                                 "3 converted, 0 skipped, 0 failed; 3.0 kB written, 6.0 kB fetched"]
+    # the second run: skipped entries are printed too, and counted
+    assert cli.main(["mirror", str(manifest)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "0 converted, 3 skipped, 0 failed; 0 B written, 0 B fetched"
+
+
+def test_the_lock_file_goes_when_the_run_ends_dry_run_or_not(mini_hub, tmp_path):
+    hub, _ = mini_hub
+    manifest = _manifest(tmp_path, MANIFEST.format(out=tmp_path / "out"))
+    lock = manifest.with_name(manifest.name + ".state.json.lock")
+    for extra in (["--dry-run"], ["--json", "--dry-run"]):
+        proc = subprocess.run([sys.executable, "-m", "hfstream", "mirror", str(manifest), *extra], env=cli_env(hub),
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert not lock.exists()
+    # a failing run too
+    with pytest.raises(errors.ManifestError):
+        (tmp_path / "mirror.toml.state.json").write_text("{not json")
+        mirror(manifest)
+    assert not lock.exists()
+
+
+def test_a_lock_removed_under_a_waiting_run_is_not_shared(tmp_path):
+    """The lock file goes at the end of a run; a run that opened it just before must not hold a lock on
+    the removed file while a third run locks the new one (it starts over on the file at the path)."""
+    import fcntl
+    import os
+
+    state = tmp_path / "s.json"
+    lock = state.with_name("s.json.lock")
+    stale = os.open(lock, os.O_RDWR | os.O_CREAT)  # as opened by a run that then lost the race
+    os.unlink(lock)
+    fcntl.flock(stale, fcntl.LOCK_EX | fcntl.LOCK_NB)  # it holds a lock on a file no one else can see
+    with locked(state):
+        assert lock.exists()
+        with pytest.raises(errors.LockHeldError):
+            with locked(state):
+                pass
+    assert not lock.exists()
+    os.close(stale)
+
+
+def test_help_names_the_state_file_a_run_really_uses(mini_hub, tmp_path, capsys, monkeypatch):
+    from types import SimpleNamespace
+
+    import hfstream
+    from hfstream import cli
+
+    with pytest.raises(SystemExit):
+        cli.main(["mirror", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "e.g. mirror.toml.state.json" in help_text and "MANIFEST.state.json" not in help_text
+
+    def convert(repo, outtype, revision, outfile, force, **options):
+        path = Path(outfile) / f"{repo.split('/')[1]}-{outtype}.gguf"
+        path.write_bytes(b"GGUF")
+        return SimpleNamespace(path=path, paths=[path], outtype=outtype)
+
+    monkeypatch.setattr(hfstream, "convert", convert)
+    manifest = _manifest(tmp_path, MANIFEST.format(out=tmp_path / "out"))
+    assert mirror(manifest)[0] == EXIT_OK
+    assert [p.name for p in tmp_path.glob("*.state.json")] == ["mirror.toml.state.json"]
+
+
+def test_failure_messages_name_the_manifest_keys_not_convert_flags(mini_hub, tmp_path, fixture_root):
+    hub, root = mini_hub
+    shutil.copytree(fixture_root / "hfs-test/gated-llama", root / "hfs-test/gated-llama", symlinks=True)
+    manifest = _manifest(tmp_path, f"""
+[defaults]
+target_dir = "{tmp_path}/out"
+[[model]]
+repo = "hfs-test/gated-llama"
+outtypes = ["q8_0"]
+""")
+    proc = subprocess.run([sys.executable, "-m", "hfstream", "mirror", str(manifest)],
+                          env=cli_env(hub, HF_HOME=str(tmp_path / "hf")), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == EXIT_PERMANENT
+    line = proc.stdout.splitlines()[0]
+    assert line.startswith("failed    hfs-test/gated-llama@main q8_0: hfs-test/gated-llama is gated")
+    assert "--token" not in proc.stdout + proc.stderr
+    assert "set `token` in the manifest" in line
+
+
+def test_json_prints_one_result_with_every_entry(mini_hub, tmp_path):
+    hub, _ = mini_hub
+    manifest = _manifest(tmp_path, MANIFEST.format(out=tmp_path / "out"))
+    proc = subprocess.run([sys.executable, "-m", "hfstream", "mirror", str(manifest), "--json"], env=cli_env(hub),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)  # the whole of stdout is one JSON document
+    assert (result["exit_code"], result["converted"], result["skipped"], result["failed"]) == (0, 3, 0, 0)
+    sizes = sorted(Path(p).stat().st_size for e in result["entries"] for p in e["outputs"])
+    assert sorted(e["bytes_written"] for e in result["entries"]) == sizes
+    assert result["bytes_written"] == sum(sizes) and result["bytes_fetched"] > 0
+    assert {e["repo"] for e in result["entries"]} == {"hfs-test/two-commits", "hfs-test/tiny-llama-spm"}
+
+
+def test_outtypes_in_any_case(tmp_path):
+    manifest = _manifest(tmp_path, "[[model]]\nrepo = 'a/b'\ntarget_dir = 'x'\nouttypes = ['Q8_0', 'Q4_K_M']\n")
+    assert [e.outtype for e in load_manifest(manifest)] == ["q8_0", "q4_k_m"]
+
+
+def test_an_unreachable_dask_scheduler_is_a_network_error_not_a_bug(mini_hub, tmp_path):
+    pytest.importorskip("distributed")
+    import socket
+
+    hub, _ = mini_hub
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    manifest = _manifest(tmp_path, MANIFEST.format(out=tmp_path / "out"))
+    proc = subprocess.run([sys.executable, "-m", "hfstream", "mirror", str(manifest), "--engine", "dask"],
+                          env=cli_env(hub, HFSTREAM_DASK_SCHEDULER=f"tcp://127.0.0.1:{port}",
+                                      DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT="2s"),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == errors.NetworkError.exit_code, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"hfstream: error: cannot reach the Dask scheduler at tcp://127.0.0.1:{port} (HFSTREAM_DASK_SCHEDULER): "
+        f"Timed out trying to connect to tcp://127.0.0.1:{port} after 2 s"]
 
 
 # --- manifests that would lose outputs or reach into Python -----------------------------------------

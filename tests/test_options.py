@@ -38,7 +38,7 @@ def test_the_cli_and_the_api_build_the_same_options():
 def test_every_cli_flag_of_convert_is_an_option():
     parser = cli.build_parser()
     convert = next(a for a in parser._subparsers._group_actions[0].choices.items() if a[0] == "convert")[1]
-    dests = {a.dest for a in convert._actions} - {"help", "repo", "quiet"}
+    dests = {a.dest for a in convert._actions} - {"help", "repo", "quiet", "json"}
     assert dests == {f.name for f in options.fields() if f.metadata["flags"]}
 
 
@@ -73,6 +73,6 @@ def test_a_bad_value_on_the_command_line_is_a_usage_error(capsys):
 def test_a_mirror_manifest_may_set_the_options_marked_for_it():
     assert set(_OPTION_TYPES) == {"token", "imatrix", "tensor_types", "output_tensor_type", "token_embedding_type",
                                   "bpe_pre", "connections", "threads", "max_memory", "split_max_size",
-                                  "split_max_tensors", "retries"}
+                                  "split_max_tensors", "retries", "with_mmproj"}
     # each is an option hfstream.convert takes
     assert set(_OPTION_TYPES) <= set(inspect.signature(hfstream.convert).parameters)

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as QT
 
-from hfstream import cli, errors, forked, settings, writer
+from hfstream import cli, errors, forked, hub, settings, writer
 from hfstream.quant import encode as quant
 from hfstream.quant import floats
 from hfstream.localdir import LocalSource, local_snapshot
@@ -57,7 +57,8 @@ def test_fork_off_no_helper_process(monkeypatch):
     _off(monkeypatch, "fork")
     assert not forked.available()
     args = cli.build_parser().parse_args(["convert", "org/model"])
-    assert cli._start_resolving(args) is None  # the CLI resolves in-process, when the pipeline asks
+    asked = hub.parse_source(args.repo, "https://huggingface.co")
+    assert cli._start_resolving(asked, args) is None  # the CLI resolves in-process, when the pipeline asks
 
 
 def _spy(monkeypatch, owner, name: str) -> list:

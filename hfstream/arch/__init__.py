@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .. import errors
-from .base import TextFamily
+from .base import ProjectorFamily, TextFamily
 
 _REGISTRY: dict[str, type[TextFamily]] = {}
+#: vision projectors (``--mmproj``), by the same HF architecture names
+_PROJECTORS: dict[str, type[ProjectorFamily]] = {}
 _SHARED_MODULES = frozenset({"base"})
 
 
@@ -30,6 +32,45 @@ def register(family: type[TextFamily]) -> type[TextFamily]:
             raise TypeError(f"{name} is registered by both {_REGISTRY[name].__name__} and {family.__name__}")
         _REGISTRY[name] = family
     return family
+
+
+def register_projector(family: type[ProjectorFamily]) -> type[ProjectorFamily]:
+    """Class decorator: make ``family`` the vision projector (``--mmproj``) of its ``hf_architectures``."""
+    if not family.hf_architectures:
+        raise TypeError(f"{family.__name__} names no hf_architectures")
+    for name in family.hf_architectures:
+        if name in _PROJECTORS and _PROJECTORS[name] is not family:
+            raise TypeError(f"{name}'s projector is both {_PROJECTORS[name].__name__} and {family.__name__}")
+        _PROJECTORS[name] = family
+    return family
+
+
+def supported_projectors() -> list[str]:
+    """Every HF architecture whose vision projector hfstream converts, sorted."""
+    return sorted(_PROJECTORS)
+
+
+@cache
+def reference_projectors() -> frozenset[str]:
+    """The architecture names llama.cpp's reference converter registers projectors (``--mmproj``) for."""
+    path = Path(__file__).resolve().parents[1] / "data" / "reference_architectures.json"
+    return frozenset(json.loads(path.read_text(encoding="utf-8"))["mmproj"])
+
+
+def projector_class(config: Mapping[str, Any]) -> type[ProjectorFamily]:
+    """The vision projector family for this config.json, or UnsupportedArchitectureError."""
+    archs = config.get("architectures")
+    if not isinstance(archs, list) or not archs or not isinstance(archs[0], str):
+        raise errors.InvalidConfigError("config.json: 'architectures' must be a non-empty list of names")
+    cls = _PROJECTORS.get(archs[0])
+    if cls is None:
+        name = archs[0] if len(archs[0]) <= 80 else archs[0][:80] + "..."
+        by_reference = ("; llama.cpp's convert_hf_to_gguf.py --mmproj converts it, hfstream does not yet"
+                        if archs[0] in reference_projectors() else "")
+        raise errors.UnsupportedArchitectureError(
+            f"{name} has no vision projector hfstream converts{by_reference}; projectors: "
+            f"{', '.join(supported_projectors())}")
+    return cls
 
 
 def supported() -> list[str]:

@@ -18,6 +18,7 @@ put back, so planning costs the same per tensor whatever config.json claims abou
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from functools import cached_property
@@ -25,9 +26,9 @@ from typing import Any, ClassVar, Iterable, Iterator, Mapping, Sequence
 
 import gguf
 
-from .. import errors
+from .. import errors, prequant
 from ..graph import Node, Stack
-from ..hfconfig import check_hparams
+from ..hfconfig import INT_HPARAMS, check_hparams
 from ..quant import OutType
 from ..safetensors import SourceTensor
 
@@ -58,7 +59,8 @@ SIZES: Mapping[str, tuple[str, ...]] = {
 }
 LAYER = r"model\.layers\.\d+\."
 #: A shape rule: a regular expression matched against a whole source tensor name (after the family's
-#: ``source_name``), and the tensor's dimensions, each a product of SIZES joined by ``*``.
+#: ``source_name``), and the tensor's dimensions, each a product of SIZES joined by ``*``, where a factor
+#: may be a sum joined by ``+`` (``heads*nope+rope`` is heads x (nope + rope): MLA's query heads).
 ShapeRule = tuple[str, tuple[str, ...]]
 #: The standard transformers names of a llama-like decoder. A checkpoint that disagrees with config.json
 #: would not load in transformers, and here it would crash a transform (the q/k permute) or write a
@@ -96,36 +98,29 @@ def check_shapes(hparams: Mapping[str, Any], rules: Sequence[ShapeRule], sizes: 
             known[size] = (key, hparams[key])
     if "head_dim" not in known and "hidden" in known and "heads" in known and known["heads"][1] > 0:
         known["head_dim"] = (f"{known['hidden'][0]} / {known['heads'][0]}", known["hidden"][1] // known["heads"][1])
-    patterns = [(_compiled(p), dims) for p, dims in rules]
-    # one match per name: the rules as alternatives (the first that matches the whole name wins, as
-    # in the list); the group of the rule that matched says which
-    anyone = _compiled("|".join(f"(?P<rule{i}>{p})" for i, (p, _) in enumerate(rules))) if rules else None
+    pattern, rule_dims = _compiled(tuple(rules))
     for name, src in sources:
-        m = anyone.fullmatch(name) if anyone is not None else None
-        if m is None:
+        match = pattern.fullmatch(name)
+        if match is None or match.lastgroup is None:  # (every alternative is a named group)
             continue
-        if m.lastgroup is not None and m.lastgroup.startswith("rule"):
-            dims = rules[int(m.lastgroup[4:])][1]
-        else:  # a rule with a named group of its own
-            dims = next(d for pattern, d in patterns if pattern.fullmatch(name))
-        factors = [dim.split("*") for dim in dims]
-        if any(f not in known for fs in factors for f in fs):
+        dims = rule_dims[int(match.lastgroup[1:])]
+        factors = [[f.split("+") for f in dim.split("*")] for dim in dims]
+        used_sizes = [s for fs in factors for f in fs for s in f]
+        if any(s not in known for s in used_sizes):
             continue
-        want = [math.prod(known[f][1] for f in fs) for fs in factors]
+        want = [math.prod(sum(known[s][1] for s in f) for f in fs) for fs in factors]
         if list(src.shape) != want:
-            used = ", ".join(dict.fromkeys(f"{known[f][0]} {known[f][1]}" for fs in factors for f in fs))
+            used = ", ".join(dict.fromkeys(f"{known[s][0]} {known[s][1]}" for s in used_sizes))
             raise errors.ConfigMismatchError(
                 f"{src.file}: tensor {_short(src.name)} has shape {list(src.shape)} but config.json "
                 f"makes it {want} ({used})")
 
 
-_PATTERNS: dict[str, re.Pattern[str]] = {}
-
-
-def _compiled(pattern: str) -> re.Pattern[str]:
-    if pattern not in _PATTERNS:
-        _PATTERNS[pattern] = re.compile(pattern)
-    return _PATTERNS[pattern]
+@functools.cache
+def _compiled(rules: tuple[ShapeRule, ...]) -> tuple[re.Pattern[str], list[tuple[str, ...]]]:
+    """One regex for a rule table, a group per rule (the first rule that matches wins): checking a name
+    is one match, not one per rule (DeepSeek-V3 has ~92k source tensors)."""
+    return re.compile("|".join(f"(?P<r{i}>{p})" for i, (p, _) in enumerate(rules))), [d for _, d in rules]
 
 
 def _short(value: object, limit: int = 60) -> str:
@@ -219,11 +214,17 @@ class TextFamily:
     #: block tensors a layer may lack although other layers have them (say MoE layers between dense
     #: ones); every other block tensor must be in every layer once it is in one
     optional_tensors: ClassVar[tuple[gguf.MODEL_TENSOR, ...]] = ()
+    #: ``general.type``, and what the default file name looks like: ``{prefix}{Name}-{SizeLabel}-{FTYPE}.gguf``
+    gguf_type: ClassVar[str] = gguf.GGUFType.MODEL
+    filename_prefix: ClassVar[str] = ""
+    size_label_in_filename: ClassVar[bool] = True
 
     #: shapes config.json fixes, checked on every source tensor before anything is fetched
     shape_rules: ClassVar[tuple[ShapeRule, ...]] = DECODER_SHAPES
     #: the config.json spellings of the sizes ``shape_rules`` use
     shape_sizes: ClassVar[Mapping[str, tuple[str, ...]]] = SIZES
+    #: integer hyperparameters checked before any is used (``hfconfig.check_hparams``)
+    hparam_ints: ClassVar[Mapping[str, tuple[tuple[str, ...], int, int]]] = INT_HPARAMS
 
     def __init__(self, hparams: Mapping[str, Any], hf_arch: str):
         self.hf_arch = hf_arch
@@ -231,7 +232,7 @@ class TextFamily:
         if isinstance(merged.get("text_config"), dict):
             merged = {**merged, **merged["text_config"]}
         self.hparams = merged
-        check_hparams(merged)  # before any value is used: types, bounds, divisibility
+        check_hparams(merged, ints=self.hparam_ints)  # before any value is used: types, bounds, divisibility
         self.block_count = int(self.find(("n_layers", "num_hidden_layers", "n_layer", "num_layers")))
         self.rope = self._rope_parameters()
 
@@ -376,6 +377,11 @@ class TextFamily:
             return None
         return name
 
+    def source_nodes(self, sources: Sequence[tuple[str, SourceTensor]]) -> list[tuple[str, Node]]:
+        """Each source tensor (name after ``source_name``) as the node ``convert`` gets, in order: a load,
+        or for a pre-quantized checkpoint the dequantized weight, its scales dropped (``prequant``)."""
+        return prequant.source_nodes(self.hparams, sources)
+
     def use_files(self, files: Mapping[str, bytes]) -> None:
         """Called once with the repo's small files (config, tokenizer, ...) before any tensor is
         converted, for families whose tensors depend on them (e.g. Gemma 3 cuts the embedding to the
@@ -394,6 +400,11 @@ class TextFamily:
         """The ``--outtype`` as this model writes it (gpt-oss's MXFP4 checkpoints record another
         ``general.file_type`` for f32, f16 and bf16)."""
         return out
+
+    def use_outtype(self, out: OutType) -> None:
+        """Called once with the outtype decided (``output_type``'s), before any tensor is converted:
+        for families whose forced types depend on it (a projector's patch embedding)."""
+        self.out = out
 
     def add_tensor_time_hparams(self, w: gguf.GGUFWriter) -> None:
         """Keys the reference writes while it converts tensors, hence right after ``general.architecture``
@@ -525,3 +536,98 @@ class TextFamily:
         from ..vocab import add_vocab
 
         add_vocab(w, files, self.hparams, strategies=self.vocab_strategies, bpe_pre=bpe_pre)
+
+
+class ProjectorFamily(TextFamily):
+    """The vision (or audio) encoder and projector of a multimodal checkpoint: llama.cpp's ``clip``
+    model, the second file ``mmproj-*.gguf`` its multimodal runtime loads beside the text model (the
+    reference's ``--mmproj``, its ``MmprojModel``).
+
+    ``hparams`` is the vision config (``vision_config``); ``global_config`` the whole config.json as
+    read; ``n_embd_text`` the text model's width the projector outputs. Image mean and std come from
+    ``preprocessor_config.json`` and ``processor_config.json`` (``use_files``). Every tensor of the
+    language model is left out. Subclasses register with ``@register_projector`` and name the
+    projector type; everything not vision-specific is ``TextFamily``'s.
+    """
+
+    gguf_arch = gguf.MODEL_ARCH.MMPROJ
+    gguf_type = gguf.GGUFType.MMPROJ
+    filename_prefix = "mmproj-"
+    size_label_in_filename = False
+    vocab_strategies = ()
+    shape_rules = ()
+    #: where a vision config says its layer count (the reference's ``n_block_keys``)
+    block_keys: ClassVar[tuple[str, ...]] = ("n_layers", "num_hidden_layers", "n_layer", "num_layers", "depth",
+                                             "layers", "encoder_layers", "vt_num_hidden_layers")
+    #: source tensors the projector converts start with one of these (after ``language_model.`` is left out)
+    tensor_prefixes: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, hparams: Mapping[str, Any], hf_arch: str):
+        self.hf_arch = hf_arch
+        self.global_config = dict(hparams)
+        text = hparams.get("text_config") if isinstance(hparams.get("text_config"), dict) else {}
+        text = {**hparams, **text}
+        self.n_embd_text = text.get("hidden_size", text.get("n_embd", 0))
+        if type(self.n_embd_text) is not int or self.n_embd_text <= 0:
+            raise errors.InvalidConfigError("config.json: the text model's hidden_size is not set")
+        vision = hparams.get("vision_config")
+        if not isinstance(vision, dict):
+            raise errors.InvalidConfigError(f"config.json: {hf_arch} has no vision_config")
+        self.hparams = dict(vision)
+        check_hparams(self.hparams, name="config.json vision_config")
+        self.block_count = int(self.find(self.block_keys))
+        self.tensor_map = gguf.get_tensor_name_map(self.gguf_arch, self.block_count)
+        self.rope = {}
+        self.preprocessor: dict[str, Any] = {}
+
+    def use_files(self, files: Mapping[str, bytes]) -> None:
+        """Image mean and std (and the rest of the image processing): ``preprocessor_config.json``
+        (with ``media_proc_cfg`` lifted to the top), then ``processor_config.json`` over it (with its
+        ``image_processor`` lifted), as the reference merges them."""
+        from .. import jsonfile
+
+        for name, nested in (("preprocessor_config.json", "media_proc_cfg"), ("processor_config.json", "image_processor")):
+            if name in files:
+                cfg = jsonfile.load(files[name], name, expect=dict)
+                if isinstance(cfg.get(nested), dict):
+                    cfg = {**cfg, **cfg[nested]}
+                self.preprocessor.update(cfg)
+
+    def preprocessor_value(self, key: str) -> Any:
+        if key not in self.preprocessor:
+            raise errors.MissingFileError(
+                f"the vision projector needs {key} from preprocessor_config.json or processor_config.json, "
+                "and the repo's have none")
+        return self.preprocessor[key]
+
+    def source_name(self, name: str) -> str | None:
+        if "language_model." in name:
+            return None
+        if name.endswith("e_score_correction_bias"):
+            name = name.replace("e_score_correction_bias", "e_score_correction.bias")
+        return name if name.startswith(self.tensor_prefixes) else None
+
+    def add_hparams(self, w: gguf.GGUFWriter, file_type: int) -> None:
+        """The vision keys every projector writes (``MmprojModel.set_gguf_parameters``), then the family's."""
+        f = lambda keys: self.find(keys)  # noqa: E731
+        w.add_file_type(file_type)
+        w.add_clip_has_vision_encoder(True)
+        w.add_vision_projection_dim(self.n_embd_text)
+        w.add_vision_image_size(f(("image_size",)))
+        w.add_vision_patch_size(f(("patch_size",)))
+        w.add_vision_embedding_length(f(("hidden_size", "width", "vt_hidden_size")))
+        w.add_vision_feed_forward_length(f(("intermediate_size", "vt_intermediate_size")))
+        w.add_vision_block_count(f(self.block_keys))
+        w.add_vision_head_count(f(("num_attention_heads", "num_heads", "heads", "vt_num_attention_heads")))
+        w.add_vision_image_mean(self.preprocessor_value("image_mean"))
+        w.add_vision_image_std(self.preprocessor_value("image_std"))
+
+    def forced_type(self, gguf_name: str, bid: int | None, source_name: str | None) -> gguf.GGMLQuantizationType | None:
+        # the patch embedding (a convolution llama.cpp runs in F16 at most) and the patch merger
+        if ".patch_embd.weight" in gguf_name or ".patch_merger.weight" in gguf_name:
+            f16 = self.out.file_type == gguf.LlamaFileType.MOSTLY_F16
+            return gguf.GGMLQuantizationType.F16 if f16 else gguf.GGMLQuantizationType.F32
+        return None
+
+    def add_vocab(self, w: gguf.GGUFWriter, files: Mapping[str, bytes], bpe_pre: str | None) -> None:
+        """A projector has no vocabulary."""

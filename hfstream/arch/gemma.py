@@ -1,4 +1,5 @@
-"""Gemma, Gemma 2 and Gemma 3 (text, and the text part of Gemma3ForConditionalGeneration).
+"""Gemma, Gemma 2 and Gemma 3 (text, and the text part of Gemma3ForConditionalGeneration), and what
+Gemma 3n and Gemma 4 (``gemma3n.py``, ``gemma4.py``, both built on Gemma 3) share with them.
 
 What the reference does for them:
 
@@ -19,18 +20,24 @@ What the reference does for them:
   fixed special ids (only ``eot`` = 107 has a GGUF key) unless the tokenizer files name them.
 - Gemma3ForConditionalGeneration: ``text_config`` is merged into the root, the vision tower and the
   multimodal projector are left out and ``language_model.`` is dropped from names (``TextFamily``).
+- Gemma 3n and 4 keep Gemma 3's keys and its embedding cut but not the +1 on norms; their layers
+  differ from each other (head sizes, MLP widths), so shapes are checked layer by layer
+  (``check_layer_shapes``).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Mapping
+import re
+from collections import defaultdict
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import gguf
 
 from .. import errors, jsonfile
 from ..graph import AddScalar, Node, SliceRows
+from ..safetensors import SourceTensor
 from . import register
-from .base import TextFamily
+from .base import SIZES, ShapeRule, TextFamily, check_shapes
 
 K = gguf.Keys
 
@@ -143,7 +150,11 @@ class Gemma3(TextFamily):
             n = self.real_vocab_size()
             if n < node.shape[0]:  # as a Python slice, a longer bound keeps every row
                 node = SliceRows(node, 0, n)
-        yield self.map_name(name), _norm_shift(name, node)
+        yield self.map_name(name), self.norm_shift(name, node)
+
+    def norm_shift(self, name: str, node: Node) -> Node:
+        """Gemma 3's norms scale by ``1 + w``; Gemma 3n's and 4's by ``w`` (they override this)."""
+        return _norm_shift(name, node)
 
     def real_vocab_size(self) -> int:
         """The number of tokens the vocab holds, which the token embedding is cut to."""
@@ -156,21 +167,81 @@ class Gemma3(TextFamily):
     def add_vocab(self, w: gguf.GGUFWriter, files: Mapping[str, bytes], bpe_pre: str | None) -> None:
         from ..vocab import add_vocab
 
+        hparams = self.vocab_hparams()
         if "tokenizer.model" in files:
-            add_vocab(w, files, self.hparams, strategies=("spm",))
+            add_vocab(w, files, hparams, strategies=("spm",))
             w.add_add_space_prefix(False)
         else:
-            add_vocab(w, files, self.hparams, strategies=("bpe",), bpe_pre=bpe_pre)
+            add_vocab(w, files, hparams, strategies=("bpe",), bpe_pre=bpe_pre)
+
+    def vocab_hparams(self) -> dict[str, Any]:
+        """The hparams the vocab is built with (``vocab_size`` pads it)."""
+        return dict(self.hparams)
 
 
 def _add_again(w: gguf.GGUFWriter, add: Callable[[Any], None], key: str, value: Any) -> None:
     """A second ``add_*`` of a key, as the reference's writer takes it: a key already written keeps
-    its place and takes the new value (nothing to do when the value is the same, which also spares
-    gguf's duplicate-key warning); a new key is appended."""
+    its place and takes the new value and type (e.g. Gemma 4's per-layer head_count_kv array over
+    the number); a new key is appended. Nothing to do when the value is the same."""
     old = w.kv_data[0].get(key.format(arch=w.arch))
     if old is not None and old.value == value:
         return
     add(value)
+
+
+# --- what Gemma 3n and Gemma 4 share --------------------------------------------------------------
+
+
+def required(hparams: Mapping[str, Any], key: str) -> Any:
+    """``hparams[key]``, or InvalidConfigError (where the reference stops with a KeyError)."""
+    if key not in hparams:
+        raise errors.InvalidConfigError(f"config.json: {key} is not set")
+    return hparams[key]
+
+
+_LAYER_NAME = re.compile(r"model\.layers\.(\d+)\.")
+
+
+def check_layer_shapes(hparams: Mapping[str, Any], sources: Iterable[tuple[str, SourceTensor]],
+                       model_rules: Sequence[ShapeRule], layer_rules: Sequence[ShapeRule],
+                       layer_sizes: Callable[[int], Mapping[str, Any]],
+                       sizes: Mapping[str, tuple[str, ...]] = SIZES) -> None:
+    """Refuse a source tensor whose shape disagrees with config.json when layers differ in shape.
+
+    ``model_rules`` are checked against ``hparams``; ``layer_rules`` against ``hparams`` updated with
+    ``layer_sizes(i)`` for the tensors of layer ``i`` (e.g. ``{"global_head_dim": 512}`` on a
+    full-attention layer, with ``sizes`` naming that key first for the head size), so the error
+    names the config key the size comes from.
+    """
+    by_layer: dict[int, list[tuple[str, SourceTensor]]] = defaultdict(list)
+    rest: list[tuple[str, SourceTensor]] = []
+    for name, src in sources:
+        m = _LAYER_NAME.match(name)
+        (by_layer[int(m.group(1))] if m else rest).append((name, src))
+    check_shapes(hparams, model_rules, sizes, rest)
+    n_layer = hparams.get("num_hidden_layers")
+    for i, items in sorted(by_layer.items()):
+        if isinstance(n_layer, int) and i >= n_layer:
+            raise errors.ConfigMismatchError(
+                f"{items[0][1].file}: a tensor of layer {i} but config.json has {n_layer} layers (num_hidden_layers)")
+        check_shapes({**hparams, **layer_sizes(i)}, layer_rules, sizes, items)
+
+
+def kv_shared_layers(hparams: Mapping[str, Any], n_layer: int) -> int:
+    """``num_kv_shared_layers``: how many of the last layers take their KV from earlier layers."""
+    n = required(hparams, "num_kv_shared_layers")
+    if type(n) is not int or not 0 <= n <= n_layer:
+        raise errors.InvalidConfigError(f"config.json: num_kv_shared_layers must be an integer from 0 to {n_layer}")
+    return n
+
+
+def sliding_window_pattern(hparams: Mapping[str, Any], n_layer: int) -> list[bool]:
+    """``layer_types`` as the per-layer SWA flags Gemma 3n and 4 write (one per layer)."""
+    types = hparams.get("layer_types")
+    if not isinstance(types, list) or len(types) != n_layer or not all(isinstance(t, str) for t in types):
+        raise errors.InvalidConfigError(
+            f"config.json: layer_types must name the attention of each of the {n_layer} layers")
+    return [t == "sliding_attention" for t in types]
 
 
 def _real_vocab_size(files: Mapping[str, bytes], hparams: Mapping[str, Any]) -> int:

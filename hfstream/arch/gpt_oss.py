@@ -21,7 +21,7 @@ import gguf
 from gguf import LlamaFileType as FT
 
 from .. import errors
-from ..graph import MXFP4, Bytes, Node, StrideCols, StrideRows, SwapLastAxes
+from ..graph import MXFP4, Bytes, Load, Node, StrideCols, StrideRows, SwapLastAxes
 from ..quant import OutType
 from ..safetensors import SourceTensor
 from . import register
@@ -84,6 +84,13 @@ class GptOss(TextFamily):
         if kept is not None and kept.endswith(".self_attn.sinks"):
             return kept + ".weight"  # a bare parameter: the name map wants a suffix
         return kept
+
+    def source_nodes(self, sources: Sequence[tuple[str, SourceTensor]]) -> list[tuple[str, Node]]:
+        """``quant_method: mxfp4`` is this family's own (``use_sources`` repacks the experts): the
+        other tensors are plain loads, not a dequantization."""
+        if self.mxfp4:
+            return [(name, Load(src)) for name, src in sources]
+        return super().source_nodes(sources)
 
     def use_sources(self, sources: Sequence[tuple[str, SourceTensor]]) -> None:
         """Pair each ``*_blocks`` with its ``*_scales`` (any shard) and plan the MXFP4 tensors, in the

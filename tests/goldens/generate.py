@@ -101,16 +101,17 @@ def copy_snapshot(snapshot: Path, dest_parent: Path, name: str) -> Path:
     return dest
 
 
-def run_reference(model_dir: Path, outtype: str, llama_cpp_dir: Path, out_dir: Path) -> Path:
+def run_reference(model_dir: Path, outtype: str, llama_cpp_dir: Path, out_dir: Path,
+                  extra_args: tuple[str, ...] = ()) -> Path:
     """Run the reference converter with ``--outfile out_dir/`` (an empty directory) and return the
-    one GGUF it wrote under its default name."""
+    one GGUF it wrote under its default name. ``extra_args``: e.g. ``("--mmproj",)``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     if any(out_dir.iterdir()):
         raise RuntimeError(f"{out_dir} is not empty")
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONHASHSEED="0")
     env.pop("NO_LOCAL_GGUF", None)  # the converter must use its own gguf-py
     cmd = [sys.executable, str(llama_cpp_dir / "convert_hf_to_gguf.py"), str(model_dir),
-           "--outtype", outtype, "--outfile", str(out_dir) + os.sep]
+           "--outtype", outtype, "--outfile", str(out_dir) + os.sep, *extra_args]
     proc = subprocess.run(cmd, cwd=model_dir.parent, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-30:])

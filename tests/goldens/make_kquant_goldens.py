@@ -70,11 +70,17 @@ TAIL_KEYS = ("general.quantization_version", "general.file_type")
 
 #: fixture models: rows that are multiples of 256 (the K and IQ types are used) and two with 64-wide
 #: rows, where every 256-block type falls back (tensor_type_fallback)
-MODELS = ("tiny-llama-k", "tiny-qwen3-k", "tiny-mixtral-k", "tiny-llama-spm", "tiny-mixtral", "tiny-gpt-oss-bf16")
+MODELS = ("tiny-llama-k", "tiny-qwen3-k", "tiny-mixtral-k", "tiny-llama-spm", "tiny-mixtral", "tiny-gpt-oss-bf16",
+          "tiny-deepseek-v3-k", "tiny-deepseek-v2-lite", "tiny-deepseek-v3", "tiny-gemma4", "tiny-gemma3n")
 
-#: models whose goldens cover a few types only (a 201,088-token vocabulary makes every case slow, and
-#: 64-wide rows make the 256-block types fall back as tiny-llama-spm's do); the golden lists them
-SELECTED_TYPES: dict[str, tuple[str, ...]] = {"tiny-gpt-oss-bf16": ("q4_k_m", "q6_k")}
+#: models whose goldens cover a few types only (a big vocabulary makes every case slow, and 64-wide
+#: rows make the 256-block types fall back as tiny-llama-spm's do); the golden lists them
+SELECTED_TYPES: dict[str, tuple[str, ...]] = {
+    "tiny-gpt-oss-bf16": ("q4_k_m", "q6_k"),
+    "tiny-deepseek-v3-k": ("q4_k_m", "q6_k"),
+    "tiny-deepseek-v2-lite": ("q4_k_m", "q6_k"),
+    "tiny-deepseek-v3": ("q4_k_m", "q6_k"),
+}
 
 #: llama-quantize's names for hfstream's mixes (as its QUANT_OPTIONS spell them)
 def mix_names() -> list[str]:

@@ -1,0 +1,97 @@
+"""Regenerate the vision projector goldens in ``tests/goldens/mmproj/`` from llama.cpp's reference converter.
+
+    python -m tests.goldens.make_mmproj_goldens [--only NAME ...] [--outtypes f16 q8_0] [--force] [--no-greedy]
+
+For every fixture whose spec says ``"mmproj": true`` and every outtype, the commit snapshot is copied
+to ``{tmp}/{repo name}/`` and ``convert_hf_to_gguf.py DIR --mmproj --outtype T --outfile OUTDIR/``
+runs; its output is digested into ``mmproj/{name}.{outtype}.json`` (``digest.py``). With
+llama-cpp-python installed, the reference's text model of the same outtype is converted too and the
+pair runs in llama.cpp's multimodal runtime on the test image (``tests/llamacpp.py``): the 8 token
+ids it greedy-decodes are the golden's ``greedy``.
+
+The reference converter needs torch and transformers (see ``tests/goldens/generate.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from fixtures.build import DEFAULT_ROOT, build, load_specs  # noqa: E402
+from tests import llamacpp  # noqa: E402
+from tests.goldens.digest import digest_gguf  # noqa: E402
+from tests.goldens.generate import (HOW_TO_GET, REFERENCE_NAME, copy_snapshot, find_llama_cpp_dir,  # noqa: E402
+                                    reference_sha256, run_reference, write_json)
+
+GOLDENS_DIR = Path(__file__).resolve().parent / "mmproj"
+OUTTYPES = ("f32", "f16", "bf16", "q8_0")
+#: the text before the image in the multimodal greedy check (the image marker follows it)
+GREEDY_PROMPT = "Look: "
+GREEDY_TOKENS = 8
+
+
+def make_golden(name: str, spec: dict, snapshot: Path, commit: str, outtype: str, llama_cpp_dir: Path,
+                ref_hash: str, work: Path, with_greedy: bool) -> dict:
+    job = work / f"{name}.{outtype}"
+    model_dir = copy_snapshot(snapshot, job, name)
+    mmproj = run_reference(model_dir, outtype, llama_cpp_dir, job / "mmproj", ("--mmproj",))
+    golden = {"repo": spec["repo"], "revision": "main", "commit": commit, "outtype": outtype,
+              "reference": REFERENCE_NAME + " --mmproj", "reference_sha256": ref_hash,
+              "default_name": mmproj.name, **digest_gguf(mmproj)}
+    if with_greedy:
+        text = run_reference(model_dir, outtype, llama_cpp_dir, job / "text")
+        golden["greedy_text_outtype"] = outtype
+        golden["greedy_prompt"] = GREEDY_PROMPT
+        golden["greedy"] = llamacpp.mtmd_greedy_tokens(text, mmproj, GREEDY_PROMPT, GREEDY_TOKENS)
+    shutil.rmtree(job, ignore_errors=True)
+    return golden
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.goldens.make_mmproj_goldens",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--llama-cpp-dir")
+    parser.add_argument("--only", nargs="+", metavar="NAME")
+    parser.add_argument("--outtypes", nargs="+", default=list(OUTTYPES), choices=OUTTYPES)
+    parser.add_argument("--force", action="store_true")
+    parser.add_argument("--no-greedy", action="store_true")
+    args = parser.parse_args(argv)
+    llama_cpp_dir = find_llama_cpp_dir(args.llama_cpp_dir)
+    if llama_cpp_dir is None:
+        print(f"make_mmproj_goldens: the reference converter is not there; {HOW_TO_GET}", file=sys.stderr)
+        return 2
+    with_greedy = not args.no_greedy and llamacpp.available()
+    ref_hash = reference_sha256(llama_cpp_dir)
+    specs = {n: s for n, s in load_specs().items() if s.get("mmproj") and (not args.only or n in args.only)}
+    built = build(DEFAULT_ROOT, only=sorted(specs))
+    GOLDENS_DIR.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="hfs-mmproj-goldens-") as tmp:
+        for name, spec in specs.items():
+            commit = built[name].refs["main"]
+            snapshot = built[name].path / "commits" / commit
+            for outtype in args.outtypes:
+                path = GOLDENS_DIR / f"{name}.{outtype}.json"
+                if not args.force and path.is_file():
+                    old = json.loads(path.read_text())
+                    if old.get("commit") == commit and old.get("reference_sha256") == ref_hash \
+                            and ("greedy" in old or not with_greedy):
+                        print(f"up to date  {path.relative_to(REPO_ROOT)}")
+                        continue
+                golden = make_golden(name, spec, snapshot, commit, outtype, llama_cpp_dir, ref_hash, Path(tmp),
+                                     with_greedy)
+                write_json(path, golden)
+                print(f"wrote       {path.relative_to(REPO_ROOT)} <- {golden['default_name']} "
+                      f"greedy={golden.get('greedy')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Vision projectors (issue 19): ``--mmproj`` writes the projector (``mmproj-*.gguf``, llama.cpp's
+``clip`` model) as the reference's ``--mmproj`` does, and ``--with-mmproj`` writes it and the text
+model from one pass over the repo, each byte-identical to the reference's separate runs.
+
+The goldens (``tests/goldens/mmproj/*.json``) come from ``python -m tests.goldens.make_mmproj_goldens``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+import hfstream
+from hfstream import cli, errors
+
+from . import llamacpp
+from .conftest import golden
+from .goldens.digest import diff_digests, digest_gguf
+from .test_convert import comparable
+
+GOLDENS_DIR = Path(__file__).resolve().parent / "goldens" / "mmproj"
+GOLDENS = {p.stem: json.loads(p.read_text()) for p in sorted(GOLDENS_DIR.glob("*.json"))}
+VLM = "hfs-test/tiny-gemma3-vlm"
+
+
+def _shard_ranges(hub, repo: str) -> list[tuple[str, int, int]]:
+    """(blob, first, last) of every Range request on ``repo``'s safetensors files, header reads included."""
+    from fixtures.build import DEFAULT_ROOT
+
+    blobs = {"/lfs/" + hashlib.sha256(p.read_bytes()).hexdigest()
+             for p in (DEFAULT_ROOT / repo).glob("commits/*/*.safetensors")}
+    out = []
+    for e in hub.log:
+        if e["origin"] == "storage" and e["path"] in blobs and e["range"]:
+            a, b = (int(x) for x in e["range"].removeprefix("bytes=").split("-"))
+            out.append((e["path"], a, b))
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(GOLDENS), ids=sorted(GOLDENS))
+def test_the_projector_is_the_references(name, fresh_hub, tmp_path, capsys):
+    expected = GOLDENS[name]
+    rc = cli.main(["convert", expected["repo"], "--mmproj", "--outtype", expected["outtype"], "-o", str(tmp_path), "-q"])
+    assert rc == 0, capsys.readouterr().err
+    (written,) = tmp_path.glob("*.gguf")
+    assert written.name == expected["default_name"] and written.name.startswith("mmproj-")
+    assert diff_digests(comparable(expected), comparable(digest_gguf(written))) == []
+
+
+def test_with_mmproj_writes_both_files_from_one_pass(fresh_hub, tmp_path):
+    result = hfstream.convert(VLM, outtype="f16,q8_0", outfile=tmp_path, with_mmproj=True)
+    assert [o.path.name.startswith("mmproj-") for o in result.outputs] == [False, False, True, True]
+    for o in result.outputs:
+        kind = "mmproj" if o.path.name.startswith("mmproj-") else "text"
+        expected = GOLDENS[f"tiny-gemma3-vlm.{o.outtype}"] if kind == "mmproj" else golden(f"tiny-gemma3-vlm.{o.outtype}")
+        assert o.path.name == expected["default_name"]
+        assert diff_digests(comparable(expected), comparable(digest_gguf(o.path))) == []
+    # every byte of the weights file once: the projector's tensors and the text model's, no range twice
+    ranges = _shard_ranges(fresh_hub, VLM)
+    for i, (path, a, b) in enumerate(ranges):
+        for other, c, d in ranges[:i]:
+            assert other != path or b < c or a > d, f"bytes {a}-{b} fetched twice"
+    alone = sum(b - a + 1 for _, a, b in ranges)
+    fresh_hub.clear_log()
+    hfstream.convert(VLM, outtype="f16", outfile=tmp_path / "text-only", mmproj=False)
+    text_only = sum(b - a + 1 for _, a, b in _shard_ranges(fresh_hub, VLM))
+    assert alone > text_only  # the projector's bytes came in the same pass
+
+
+def test_a_projector_needs_the_image_processing_files(fresh_hub, fixture_root, tmp_path, capsys):
+    (snapshot,) = (fixture_root / VLM / "commits").iterdir()
+    repo = tmp_path / "tiny-gemma3-vlm"
+    shutil.copytree(snapshot, repo)
+    (repo / "preprocessor_config.json").unlink()
+    (repo / "processor_config.json").unlink()
+    out = tmp_path / "out"
+    out.mkdir()
+    rc = cli.main(["convert", str(repo), "--mmproj", "--outtype", "f16", "-o", str(out), "-q"])
+    err = capsys.readouterr().err
+    assert rc == errors.MissingFileError.exit_code
+    assert err.strip().splitlines() == [err.strip()] and "preprocessor_config.json" in err and "image_mean" in err
+    assert list(out.iterdir()) == []
+
+
+def test_a_model_without_a_projector_hfstream_converts_is_refused_in_one_line(fresh_hub, tmp_path, capsys):
+    rc = cli.main(["convert", "hfs-test/tiny-llama-bpe", "--mmproj", "-o", str(tmp_path), "-q"])
+    err = capsys.readouterr().err
+    assert rc == errors.UnsupportedArchitectureError.exit_code
+    assert "LlamaForCausalLM has no vision projector" in err and "Gemma3ForConditionalGeneration" in err
+    assert len(err.strip().splitlines()) == 1 and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--mmproj", "--outtype", "q4_k_m"], ["q4_k_m", "f32, f16, bf16 or q8_0"]),
+    (["--mmproj", "--with-mmproj"], ["--mmproj", "--with-mmproj"]),
+    (["--with-mmproj", "-o", "{tmp}/one.gguf"], ["writes 2 files", "directory"]),
+])
+def test_options_a_projector_cannot_take_are_refused(fresh_hub, tmp_path, capsys, args, words):
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    if "-o" not in args:
+        args += ["-o", str(tmp_path)]
+    rc = cli.main(["convert", VLM, *args, "-q"])
+    err = capsys.readouterr().err
+    assert rc == errors.UnsupportedOptionError.exit_code, err
+    assert all(w in err for w in words), err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not llamacpp.available(), reason="llama-cpp-python is not installed")
+@pytest.mark.parametrize("name", sorted(GOLDENS), ids=sorted(GOLDENS))
+def test_the_pair_runs_in_llama_cpp_s_multimodal_runtime_as_the_references(name, fresh_hub, tmp_path):
+    """Text model and projector from one hfstream pass, on the test image: the reference pair's tokens."""
+    expected = GOLDENS[name]
+    result = hfstream.convert(expected["repo"], outtype=expected["greedy_text_outtype"], outfile=tmp_path,
+                              with_mmproj=True)
+    text, projector = (o.path for o in result.outputs)
+    tokens = llamacpp.mtmd_greedy_tokens(text, projector, expected["greedy_prompt"], len(expected["greedy"]))
+    assert tokens == expected["greedy"]
