@@ -250,9 +250,11 @@ def load_config(blob: bytes, name: str = "config.json") -> dict:
 
 #: Integer hyperparameters families read, by meaning: (the config.json spellings, smallest, largest).
 #: Every spelling present is checked. The bounds lie far outside any real model; they keep a hostile
-#: config.json from making hfstream build a billion-layer tensor map or divide by zero.
+#: config.json from making hfstream divide by zero or size a table by it. The block count has none but
+#: GGUF's (uint32): the weights bound it (a layer without tensors is a missing tensor, checked before
+#: transformers sees the config: ``plan._check_layer_count``), and names are mapped one at a time.
 INT_HPARAMS: dict[str, tuple[tuple[str, ...], int, int]] = {
-    "block count": (("num_hidden_layers", "n_layers", "n_layer", "num_layers"), 1, 4096),
+    "block count": (("num_hidden_layers", "n_layers", "n_layer", "num_layers"), 1, (1 << 32) - 1),
     "embedding length": (("hidden_size", "n_embd", "dim"), 1, 1 << 20),
     "head count": (("num_attention_heads", "n_head", "n_heads"), 1, 1 << 12),
     "head count kv": (("num_key_value_heads", "n_kv_heads", "n_head_kv"), 1, 1 << 12),

@@ -3,6 +3,17 @@
 A family module subclasses ``TextFamily``, names the HF architectures and config ``model_type``s it
 takes, and overrides only what differs (extra hyperparameters, shape rules, tensor transforms,
 expert stacks, vocabulary).
+
+Every family gets the completeness check (``TextFamily.check_tensors``) after its tensors are
+planned: each layer config.json counts has tensors, each layer has every tensor the others have
+and those the family requires (``required_tensors``; ``optional_tensors`` names the ones a layer
+may lack), and every source tensor is converted or left out on purpose (``source_name`` returns
+None). Otherwise one line names the first tensor missing, or unused: llama.cpp would refuse the
+file, or the conversion would silently drop weights. The default is strict; a family with layers
+of two kinds (dense and MoE, say) declares the tensors only some of its layers have.
+
+Names are mapped one at a time (``map_name``): gguf's name map for one block, the block number
+put back, so planning costs the same per tensor whatever config.json claims about the layers.
 """
 
 from __future__ import annotations
@@ -10,6 +21,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+from functools import cached_property
 from typing import Any, ClassVar, Iterable, Iterator, Mapping, Sequence
 
 import gguf
@@ -29,6 +41,8 @@ _MULTIMODAL_PREFIXES = ("mlp", "vit.", "vpm.", "siglip2.", "conformer.", "merger
 _MULTIMODAL_PARTS = ("visual.", "vision.", "audio.", "talker.", "vision_", "audio_", "token2wav.",
                      "code2wav.", "projector.", "pre_mm_projector_norm", "image_newline", "view_seperator",
                      "patch_embed", "patch_embedding", "patch_merger.", "patch_merge_mlp.", "model.connector.")
+#: the same, one search per name (a header may hold hundreds of thousands)
+_MULTIMODAL_SEARCH = re.compile("|".join(map(re.escape, _MULTIMODAL_PARTS)))
 
 
 # --- tensor shapes that config.json fixes ------------------------------------------------------
@@ -118,6 +132,29 @@ def _short(value: object, limit: int = 60) -> str:
 
 
 
+#: what llama.cpp's loader needs of every decoder: embedding, final norm, and in each layer the
+#: attention's input norm and output projection (the rest differ: fused or split, MoE or dense)
+REQUIRED_TENSORS: tuple[gguf.MODEL_TENSOR, ...] = (
+    gguf.MODEL_TENSOR.TOKEN_EMBD, gguf.MODEL_TENSOR.OUTPUT_NORM, gguf.MODEL_TENSOR.ATTN_NORM,
+    gguf.MODEL_TENSOR.ATTN_OUT)
+
+
+def _first_number(name: str) -> int | None:
+    """The first all-digit part of a dotted name (the block, as the reference reads it), if short."""
+    for part in name.split("."):
+        if part.isdecimal():
+            return int(part) if len(part) <= 9 else None
+    return None
+
+
+def _usual_source(kind: gguf.MODEL_TENSOR, prefixes: set[str], bid: int | None) -> str:
+    """A Hugging Face name gguf knows for ``kind`` that starts as the repo's names do (``model.`` ...)."""
+    keys = [*gguf.TensorNameMap.mappings_cfg.get(kind, ()), *gguf.TensorNameMap.block_mappings_cfg.get(kind, ())]
+    keys = [k.format(bid=bid) if "{bid}" in k else k for k in keys if ("{bid}" in k) == (bid is not None)]
+    match = next((k for k in keys if k.split(".", 1)[0] in prefixes), keys[0] if keys else "")
+    return match + ".weight" if match else ""
+
+
 class ExpertStacks:
     """MoE experts arrive one tensor at a time (maybe across shards); once a layer's are all there,
     each projection becomes one ``Stack`` over the experts, written expert by expert.
@@ -176,6 +213,12 @@ class TextFamily:
     #: vocab kinds to try, in order (see ``hfstream.vocab.add_vocab``)
     vocab_strategies: ClassVar[tuple[str, ...]] = ("bpe",)
 
+    #: output tensors every model of the family has (the block ones in every layer): llama.cpp's loader
+    #: needs them. Kinds the architecture does not have are ignored.
+    required_tensors: ClassVar[tuple[gguf.MODEL_TENSOR, ...]] = REQUIRED_TENSORS
+    #: block tensors a layer may lack although other layers have them (say MoE layers between dense
+    #: ones); every other block tensor must be in every layer once it is in one
+    optional_tensors: ClassVar[tuple[gguf.MODEL_TENSOR, ...]] = ()
     #: ``general.type``, and what the default file name looks like: ``{prefix}{Name}-{SizeLabel}-{FTYPE}.gguf``
     gguf_type: ClassVar[str] = gguf.GGUFType.MODEL
     filename_prefix: ClassVar[str] = ""
@@ -200,8 +243,17 @@ class TextFamily:
         self.hparams = merged
         check_hparams(merged, ints=self.hparam_ints)  # before any value is used: types, bounds, divisibility
         self.block_count = int(self.find(("n_layers", "num_hidden_layers", "n_layer", "num_layers")))
-        self.tensor_map = gguf.get_tensor_name_map(self.gguf_arch, self.block_count)
         self.rope = self._rope_parameters()
+
+    @cached_property
+    def tensor_map(self) -> gguf.TensorNameMap:
+        """gguf's name map for every block (its size grows with the block count: 2M entries and a minute
+        for 7,000 layers); ``map_name`` does not need it."""
+        return gguf.get_tensor_name_map(self.gguf_arch, self.block_count)
+
+    @cached_property
+    def _block_map(self) -> gguf.TensorNameMap:
+        return gguf.get_tensor_name_map(self.gguf_arch, 1)
 
     # -- hyperparameters ------------------------------------------------------
 
@@ -325,7 +377,7 @@ class TextFamily:
 
     def source_name(self, name: str) -> str | None:
         """The name a source tensor is converted under, or None to leave it out."""
-        if name.startswith(_MULTIMODAL_PREFIXES) or any(p in name for p in _MULTIMODAL_PARTS):
+        if name.startswith(_MULTIMODAL_PREFIXES) or _MULTIMODAL_SEARCH.search(name):
             return None
         if name.endswith("e_score_correction_bias"):
             name = name.replace("e_score_correction_bias", "e_score_correction.bias")
@@ -380,11 +432,30 @@ class TextFamily:
         return iter(())
 
     def map_name(self, name: str) -> str:
-        new = self.tensor_map.get_name(key=name, try_suffixes=(".weight", ".bias"))
+        """The llama.cpp name of source tensor ``name`` (after ``source_name``), as gguf's name map for
+        ``block_count`` blocks gives it; UnusedTensorError when it has none."""
+        new = self._lookup(name)
         if new is None:
-            raise errors.UnsupportedArchitectureError(
-                f"cannot map tensor {name!r} of {self.hf_arch} to a llama.cpp tensor name")
+            raise errors.UnusedTensorError(
+                f"cannot map tensor {_short(name)} of {self.hf_arch} to a llama.cpp tensor name")
         return new
+
+    def _lookup(self, name: str) -> str | None:
+        suffixes = (".weight", ".bias")
+        parts = name.split(".")
+        at = next((i for i, p in enumerate(parts) if p.isdecimal()), None)
+        if at is not None and 0 < len(parts[at]) <= 9 and 0 < int(parts[at]) < self.block_count:
+            # as block 0, then the block number put back (the first number of a name is its block, as
+            # the reference reads it; no gguf key has a number before its {bid})
+            hit = self._block_map.get_type_and_name(".".join(parts[:at] + ["0"] + parts[at + 1:]), suffixes)
+            if hit is not None:  # a block key (some name a tensor of no block: rope_freqs)
+                template = gguf.TENSOR_NAMES[hit[0]]
+                return template.format(bid=int(parts[at])) + hit[1][len(template.format(bid=0)):]
+        hit = self._block_map.get_type_and_name(name, suffixes)
+        if hit is None or ("{bid}" in gguf.TENSOR_NAMES[hit[0]] and (at is None or parts[at] != "0"
+                                                                      or self.block_count < 1)):
+            return None
+        return hit[1]
 
     def tensor_kind(self, gguf_name: str, bid: int | None) -> gguf.MODEL_TENSOR | None:
         """The kind of an output ``*.weight`` tensor (for the type rules), or None.
@@ -413,6 +484,64 @@ class TextFamily:
         ``finish``); ``bid``: that tensor's block id.
         """
         return None
+
+    # -- completeness -----------------------------------------------------------
+
+    def check_tensors(self, outputs: Mapping[str, Node], sources: Sequence[tuple[str, SourceTensor]]) -> None:
+        """Refuse a model whose tensors are not all there, or not all used (see the module docstring).
+
+        ``outputs``: every planned output tensor by GGUF name; ``sources``: every source tensor kept by
+        ``source_name``. Linear in the tensors, whatever config.json claims. Raises MissingTensorError
+        naming the first missing tensor (and the source tensor it would come from), or UnusedTensorError.
+        """
+        used = {leaf for node in outputs.values() for leaf in node.leaves()}
+        for name, src in sources:
+            if src not in used:
+                raise errors.UnusedTensorError(
+                    f"{src.file}: tensor {_short(src.name)} is not used by the {self.hf_arch} conversion "
+                    "(hfstream does not know what it is for)")
+        kinds = {t: gguf.TENSOR_NAMES[t] for t in gguf.MODEL_TENSORS.get(self.gguf_arch, ())}
+        blocks: dict[int, set[str]] = {}  # block -> its tensors' names with the block number as {bid}
+        example: dict[str, tuple[int, str]] = {}  # such a name -> (a block that has it, its output name)
+        for out in outputs:
+            bid = _first_number(out)
+            if bid is None or bid >= self.block_count:
+                continue
+            generic = re.sub(rf"(^|\.){bid}(\.|$)", r"\g<1>{bid}\g<2>", out, count=1)
+            blocks.setdefault(bid, set()).add(generic)
+            example.setdefault(generic, (bid, out))
+        optional = {kinds[t] + suffix for t in self.optional_tensors if t in kinds for suffix in (".weight", ".bias")}
+        required = [kinds[t] + ".weight" for t in self.required_tensors if t in kinds and "{bid}" in kinds[t]]
+        everywhere = (set(example) - optional) | set(required)
+        for t in self.required_tensors:
+            if t in kinds and "{bid}" not in kinds[t] and kinds[t] + ".weight" not in outputs:
+                self._missing(kinds[t] + ".weight", None, outputs, sources)
+        # a layer with no tensors at all is found among the first len(blocks) + 1: linear in the data
+        for bid in range(min(self.block_count, len(blocks) + 1)):
+            lacking = everywhere - blocks.get(bid, set())
+            if lacking:  # the family's own required tensors first (a layer's first: its attention norm)
+                first = next((g for g in required if g in lacking), min(lacking))
+                self._missing(first.format(bid=bid), example.get(first), outputs, sources, bid)
+
+    def _missing(self, name: str, like: tuple[int, str] | None, outputs: Mapping[str, Node],
+                 sources: Sequence[tuple[str, SourceTensor]], bid: int | None = None) -> None:
+        """Raise MissingTensorError for output ``name``, naming the source tensor it would be made from:
+        ``like`` another block's tensor of its kind (its sources, the block number changed), else the
+        usual spelling of the kind among gguf's names that looks like the repo's own."""
+        hint = ""
+        if like is not None:
+            leaf = next(iter(outputs[like[1]].leaves()), None)
+            if leaf is not None:
+                hint = re.sub(rf"(^|\.){like[0]}(\.|$)", rf"\g<1>{bid}\g<2>", leaf.name, count=1)
+        else:
+            kind = next((t for t, n in gguf.TENSOR_NAMES.items() if n + ".weight" == name.replace(f".{bid}.", ".{bid}.")),
+                        None)
+            hint = _usual_source(kind, {src.name.split(".", 1)[0] for _, src in sources}, bid) if kind else ""
+        files = sorted({src.file for _, src in sources}) or ["the weights"]
+        where = files[0] if len(files) == 1 else f"the {len(files)} shards ({files[0]}, ...)"
+        layers = f"; config.json counts {self.block_count} layers" if bid is not None else ""
+        source = f" ({hint} is not in {where}{layers})" if hint else f" (not in {where}{layers})"
+        raise errors.MissingTensorError(f"{self.hf_arch} needs tensor {name}, which is missing{source}")
 
     # -- vocab ----------------------------------------------------------------
 
