@@ -26,7 +26,9 @@ import os
 import signal
 import sys
 import threading
-from typing import TYPE_CHECKING, Iterator
+from collections.abc import Iterator
+from types import FrameType
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .errors import InterruptedError_
@@ -103,7 +105,7 @@ def handling() -> Iterator[None]:
             signal.signal(signal.SIGTERM, before[1])
 
 
-def _on_sigterm(signum: int, frame: object) -> None:
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     note(signal.SIGTERM)
     handler = signal.getsignal(signal.SIGINT)  # asyncio's, while asyncio.run runs: it cancels the main task
     if callable(handler) and handler is not _on_sigterm:
