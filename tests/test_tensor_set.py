@@ -9,6 +9,8 @@ with more layers than the old cap (4,096).
 from __future__ import annotations
 
 import json
+import re
+import shutil
 
 import gguf
 import pytest
@@ -174,3 +176,47 @@ def test_config_claims_beyond_the_weights_are_refused_before_transformers_reads_
                                                         r"\(such as model\.layers\.2\."):
         hfstream.convert(str(repo), dry_run=True)
     assert asked == []
+
+
+#: (fixture, source tensor taken out of its header, the output tensor then named missing): each kind of
+#: layer of the hybrid and dense-then-MoE families is held to its own tensors (``layer_kind``)
+KIND_CASES = [
+    ("tiny-lfm2", "model.layers.2.self_attn.out_proj.weight", "blk.2.attn_output.weight"),
+    ("tiny-lfm2", "model.layers.3.conv.out_proj.weight", "blk.3.shortconv.out_proj.weight"),
+    ("tiny-qwen3-next", "model.layers.1.linear_attn.out_proj.weight", "blk.1.ssm_out.weight"),
+    ("tiny-nemotron-h", "backbone.layers.3.mixer.o_proj.weight", "blk.3.attn_output.weight"),
+    ("tiny-nemotron-h", "backbone.layers.4.mixer.gate.weight", "blk.4.ffn_gate_inp.weight"),
+    ("tiny-granite4", "model.layers.2.mamba.out_proj.weight", "blk.2.ssm_out.weight"),
+    ("tiny-glm4-moe", "model.layers.2.mlp.gate.weight", "blk.2.ffn_gate_inp.weight"),
+    ("tiny-llama4", "language_model.model.layers.3.feed_forward.router.weight", "blk.3.ffn_gate_inp.weight"),
+    ("tiny-ernie4_5-moe", "model.layers.1.mlp.gate.weight", "blk.1.ffn_gate_inp.weight"),
+]
+
+
+@pytest.mark.parametrize("fixture, dropped, missing", KIND_CASES, ids=[f"{f}:{m}" for f, _, m in KIND_CASES])
+def test_each_kind_of_layer_is_held_to_its_own_tensors(fixture, dropped, missing, fixture_root, tmp_path, monkeypatch):
+    """The fixture plans as it is; without one tensor of a layer (the index too), that tensor is named,
+    also where its layer is the only one of its kind."""
+    from hfstream import pipeline
+    from tests.conftest import golden
+
+    model_dir = tmp_path / fixture
+    shutil.copytree(fixture_root / "hfs-test" / fixture / "commits" / golden(f"{fixture}.f32")["commit"], model_dir)
+    assert hfstream.convert(str(model_dir), outtype="f32", dry_run=True).tensor_count > 0
+    index = model_dir / "model.safetensors.index.json"
+    if index.exists():
+        blob = json.loads(index.read_text())
+        del blob["weight_map"][dropped]
+        index.write_text(json.dumps(blob))
+    read_header = pipeline.read_header
+
+    async def without(source, file, size, check=None):  # the header as if written without it
+        tensors, head = await read_header(source, file, size)
+        tensors = [t for t in tensors if t.name != dropped]
+        if check is not None:
+            check(file, [t.name for t in tensors])
+        return tensors, head
+
+    monkeypatch.setattr(pipeline, "read_header", without)
+    with pytest.raises(errors.MissingTensorError, match=rf"needs tensor {re.escape(missing)}, which is missing"):
+        hfstream.convert(str(model_dir), outtype="f32", dry_run=True)

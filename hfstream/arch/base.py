@@ -5,12 +5,14 @@ takes, and overrides only what differs (extra hyperparameters, shape rules, tens
 expert stacks, vocabulary).
 
 Every family gets the completeness check (``TextFamily.check_tensors``) after its tensors are
-planned: each layer config.json counts has tensors, each layer has every tensor the others have
-and those the family requires (``required_tensors``; ``optional_tensors`` names the ones a layer
-may lack), and every source tensor is converted or left out on purpose (``source_name`` returns
-None). Otherwise one line names the first tensor missing, or unused: llama.cpp would refuse the
-file, or the conversion would silently drop weights. The default is strict; a family with layers
-of two kinds (dense and MoE, say) declares the tensors only some of its layers have.
+planned: each layer config.json counts has tensors, each layer has every tensor the other layers
+of its kind have and those the family requires (``required_tensors``; ``optional_tensors`` names
+the ones a layer may lack), and every source tensor is converted, read as a value
+(``value_tensors``) or left out on purpose (``source_name`` returns None). Otherwise one line names
+the first tensor missing, or unused: llama.cpp would refuse the file, or the conversion would
+silently drop weights. The default is strict: one kind of layer. A family with layers of several
+kinds (attention and recurrent, dense and MoE) names each layer's kind from its config
+(``layer_kind``), and each kind is held to its own tensors.
 
 Names are mapped one at a time (``map_name``): gguf's name map for one block, the block number
 put back, so planning costs the same per tensor whatever config.json claims about the layers.
@@ -137,6 +139,23 @@ def _short(value: object, limit: int = 60) -> str:
 REQUIRED_TENSORS: tuple[gguf.MODEL_TENSOR, ...] = (
     gguf.MODEL_TENSOR.TOKEN_EMBD, gguf.MODEL_TENSOR.OUTPUT_NORM, gguf.MODEL_TENSOR.ATTN_NORM,
     gguf.MODEL_TENSOR.ATTN_OUT)
+
+
+#: what a hybrid requires of every layer: some of its layers have no attention (their kind holds
+#: them to their own)
+HYBRID_REQUIRED_TENSORS: tuple[gguf.MODEL_TENSOR, ...] = REQUIRED_TENSORS[:3]
+
+_T = gguf.MODEL_TENSOR
+#: the tensors a layer of each kind (``TextFamily.layer_kind``, its ``+``-joined tags) must have, even
+#: when it is the only layer of its kind; kinds its architecture does not have are ignored
+LAYER_KIND_TENSORS: dict[str, tuple[gguf.MODEL_TENSOR, ...]] = {
+    "attention": (_T.ATTN_Q, _T.ATTN_K, _T.ATTN_V, _T.ATTN_OUT),
+    "dense": (_T.FFN_UP, _T.FFN_DOWN),
+    "moe": (_T.FFN_GATE_INP, _T.FFN_UP_EXP, _T.FFN_DOWN_EXP),
+    "ssm": (_T.SSM_IN, _T.SSM_CONV1D, _T.SSM_OUT),  # Mamba-2
+    "linear": (_T.ATTN_QKV, _T.ATTN_GATE, _T.SSM_CONV1D, _T.SSM_OUT),  # a gated delta net
+    "conv": (_T.SHORTCONV_CONV, _T.SHORTCONV_INPROJ, _T.SHORTCONV_OUTPROJ),  # LFM2's short convolution
+}
 
 
 def _first_number(name: str) -> int | None:
@@ -496,32 +515,51 @@ class TextFamily:
         """
         used = {leaf for node in outputs.values() for leaf in node.leaves()}
         for name, src in sources:
-            if src not in used:
+            if src not in used and not (self.value_tensors and re.fullmatch(self.value_tensors, name)):
                 raise errors.UnusedTensorError(
                     f"{src.file}: tensor {_short(src.name)} is not used by the {self.hf_arch} conversion "
                     "(hfstream does not know what it is for)")
         kinds = {t: gguf.TENSOR_NAMES[t] for t in gguf.MODEL_TENSORS.get(self.gguf_arch, ())}
         blocks: dict[int, set[str]] = {}  # block -> its tensors' names with the block number as {bid}
-        example: dict[str, tuple[int, str]] = {}  # such a name -> (a block that has it, its output name)
+        # (layer kind, such a name) -> (a block of that kind that has it, its output name)
+        example: dict[tuple[str, str], tuple[int, str]] = {}
         for out in outputs:
             bid = _first_number(out)
             if bid is None or bid >= self.block_count:
                 continue
             generic = re.sub(rf"(^|\.){bid}(\.|$)", r"\g<1>{bid}\g<2>", out, count=1)
             blocks.setdefault(bid, set()).add(generic)
-            example.setdefault(generic, (bid, out))
+            example.setdefault((self.layer_kind(bid), generic), (bid, out))
         optional = {kinds[t] + suffix for t in self.optional_tensors if t in kinds for suffix in (".weight", ".bias")}
         required = [kinds[t] + ".weight" for t in self.required_tensors if t in kinds and "{bid}" in kinds[t]]
-        everywhere = (set(example) - optional) | set(required)
+        def of_kind(kind: str) -> set[str]:
+            return {*required, *(kinds[t] + ".weight" for tag in kind.split("+") for t in LAYER_KIND_TENSORS.get(tag, ())
+                                 if t in kinds and "{bid}" in kinds[t])}
+
+        everywhere: dict[str, set[str]] = {}  # layer kind -> the tensors each layer of that kind has
+        for kind, generic in example:
+            if kind not in everywhere:
+                everywhere[kind] = of_kind(kind)
+            if generic not in optional:
+                everywhere[kind].add(generic)
         for t in self.required_tensors:
             if t in kinds and "{bid}" not in kinds[t] and kinds[t] + ".weight" not in outputs:
                 self._missing(kinds[t] + ".weight", None, outputs, sources)
         # a layer with no tensors at all is found among the first len(blocks) + 1: linear in the data
         for bid in range(min(self.block_count, len(blocks) + 1)):
-            lacking = everywhere - blocks.get(bid, set())
+            kind = self.layer_kind(bid)
+            lacking = (everywhere.get(kind) or of_kind(kind)) - blocks.get(bid, set())
             if lacking:  # the family's own required tensors first (a layer's first: its attention norm)
                 first = next((g for g in required if g in lacking), min(lacking))
-                self._missing(first.format(bid=bid), example.get(first), outputs, sources, bid)
+                self._missing(first.format(bid=bid), example.get((kind, first)), outputs, sources, bid)
+
+    def layer_kind(self, bid: int) -> str:
+        """The kind of layer ``bid`` for the completeness check: each layer has every tensor the other
+        layers of its kind have, and those ``LAYER_KIND_TENSORS`` lists for its tags (``"attention"``,
+        ``"ssm+moe"``). One kind by default; a hybrid (attention and recurrent layers) or a model with
+        dense and MoE layers names its kinds from its config, so that each kind is held to its own
+        tensors (an attention layer without ``o_proj`` is still refused)."""
+        return ""
 
     def _missing(self, name: str, like: tuple[int, str] | None, outputs: Mapping[str, Node],
                  sources: Sequence[tuple[str, SourceTensor]], bid: int | None = None) -> None:

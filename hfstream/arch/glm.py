@@ -130,6 +130,11 @@ class Glm4Moe(TextFamily):
         self.tensor_map = gguf.get_tensor_name_map(self.gguf_arch, self.block_count)
         self._stacks: ExpertStacks | None = None
 
+    def layer_kind(self, bid: int) -> str:
+        if bid >= self.find(("num_hidden_layers",)):
+            return "nextn+moe"
+        return "dense" if bid < self.find(("first_k_dense_replace",)) else "moe"
+
     def add_hparams(self, w: gguf.GGUFWriter, file_type: int) -> None:
         super().add_hparams(w, file_type)
         hp = self.hparams

@@ -27,6 +27,7 @@ The three families around it:
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any, ClassVar, Iterator, Sequence
 
 import gguf
@@ -43,7 +44,7 @@ from ..graph import (
     SliceRows,
 )
 from . import register
-from .base import DECODER_SHAPES, LAYER, SIZES, ExpertStacks, ShapeRule, TextFamily
+from .base import DECODER_SHAPES, HYBRID_REQUIRED_TENSORS, LAYER, SIZES, ExpertStacks, ShapeRule, TextFamily
 
 T = gguf.MODEL_TENSOR
 
@@ -129,6 +130,16 @@ class GraniteHybrid(_Mamba2Hybrid):
         (LAYER + r"shared_mlp\.input_linear\.weight", ("2*shared_ffn", "hidden")),
         (LAYER + r"shared_mlp\.output_linear\.weight", ("hidden", "shared_ffn")),
     )
+    required_tensors = HYBRID_REQUIRED_TENSORS
+    #: the layers with attention, from the config (the others are Mamba-2)
+    attn_layers: list[int]
+
+    def layer_kind(self, bid: int) -> str:
+        return "attention" if bid in self._attention_set else "ssm"
+
+    @cached_property
+    def _attention_set(self) -> frozenset[int]:
+        return frozenset(self.attn_layers)
 
     def __init__(self, hparams, hf_arch):
         super().__init__(hparams, hf_arch)
@@ -375,6 +386,13 @@ class NemotronH(GraniteHybrid):
         (r"backbone\.layers\.\d+\.mixer\.shared_experts\.up_proj\.weight", ("shared_ffn", "hidden")),
         (r"backbone\.(layers\.\d+\.norm|norm_f)\.weight", ("hidden",)),
     )
+
+    def layer_kind(self, bid: int) -> str:
+        return "moe" if bid in self._moe_set else super().layer_kind(bid)
+
+    @cached_property
+    def _moe_set(self) -> frozenset[int]:
+        return frozenset(self.moe_layers)
 
     def __init__(self, hparams, hf_arch):
         hparams = {**hparams, **(hparams.get("llm_config") or {})} if "llm_config" in hparams else dict(hparams)

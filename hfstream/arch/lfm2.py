@@ -23,7 +23,7 @@ import gguf
 from .. import errors
 from ..graph import Node, Reshape
 from . import register
-from .base import LAYER, SIZES, ExpertStacks, ShapeRule, TextFamily
+from .base import HYBRID_REQUIRED_TENSORS, LAYER, SIZES, ExpertStacks, ShapeRule, TextFamily
 
 _SIZES = {**SIZES, "conv_cache": ("conv_L_cache",),
           "experts": ("num_experts",), "moe_ffn": ("moe_intermediate_size",)}
@@ -57,6 +57,10 @@ class _Lfm2Base(TextFamily):
     shape_rules = _SHAPES
     #: the layer types whose layers have attention (the others have KV head count 0)
     _attention_types: frozenset[str] = frozenset()
+    required_tensors = HYBRID_REQUIRED_TENSORS
+
+    def layer_kind(self, bid: int) -> str:
+        return "attention" if self._is_attention(self._layer_types()[bid]) else "conv"
 
     def _layer_types(self) -> list[str]:
         types = self.hparams.get("layer_types")
@@ -126,6 +130,10 @@ class Lfm2Moe(_Lfm2Base):
 
     def _is_attention(self, layer_type: str) -> bool:
         return layer_type == "full_attention"
+
+    def layer_kind(self, bid: int) -> str:
+        dense = bid < self.find(("num_dense_layers",))
+        return super().layer_kind(bid) + ("+dense" if dense else "+moe")
 
     def add_hparams(self, w: gguf.GGUFWriter, file_type: int) -> None:
         self._add_common(w, file_type)

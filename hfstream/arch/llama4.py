@@ -13,6 +13,7 @@ every layer is full attention). ``rope_type: llama3`` gives ``rope_freqs`` as fo
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Iterator
 
 import gguf
@@ -58,6 +59,17 @@ class Llama4(Llama):
         # the dense MLP's width is the model's feed-forward length; intermediate_size is the experts'
         self.hparams = {**self.hparams, "intermediate_size_moe": self.hparams["intermediate_size"],
                         "intermediate_size": self.hparams["intermediate_size_mlp"]}
+
+    def layer_kind(self, bid: int) -> str:
+        return "moe" if bid in self._moe_layers else "dense"
+
+    @cached_property
+    def _moe_layers(self) -> frozenset[int]:
+        # transformers' config lists them (every interleave_moe_layer_step-th layer unless it says otherwise)
+        layers = self.hparams.get("moe_layers")
+        if not isinstance(layers, list) or not all(type(i) is int for i in layers):
+            raise errors.InvalidConfigError("config.json: Llama 4's moe_layers must be a list of layer numbers")
+        return frozenset(layers)
 
     def add_hparams(self, w: gguf.GGUFWriter, file_type: int) -> None:
         super().add_hparams(w, file_type)

@@ -49,7 +49,7 @@ from ..graph import AddScalar, GatherRows, NegExp, Node, PermuteCols, Reshape
 from ..hfconfig import check_hparams
 from ..safetensors import SourceTensor
 from . import register
-from .base import DECODER_SHAPES, LAYER
+from .base import DECODER_SHAPES, HYBRID_REQUIRED_TENSORS, LAYER
 from .qwen import Qwen2Moe
 
 MT = gguf.MODEL_TENSOR
@@ -86,6 +86,7 @@ class Qwen3Next(Qwen2Moe):
     vocab_strategies = ("bpe",)
     # the gated q_proj is twice the usual rows: checked with the linear attention in check_shapes
     shape_rules = tuple(rule for rule in DECODER_SHAPES if "q_proj\\.weight" not in rule[0])
+    required_tensors = HYBRID_REQUIRED_TENSORS
     #: whether value heads are reordered from grouped to tiled (Qwen3.5; Qwen3-Next keeps them grouped)
     tiled_value_heads = False
 
@@ -116,6 +117,11 @@ class Qwen3Next(Qwen2Moe):
             raise errors.InvalidConfigError(
                 f"config.json: layer_types has {len(types)} entries, num_hidden_layers is {self.n_layer}")
         return [t == "linear_attention" for t in types]
+
+    def layer_kind(self, bid: int) -> str:
+        if bid >= self.n_layer:
+            return "mtp"
+        return "linear" if self._recurrent is not None and self._recurrent[bid] else "attention"
 
     # -- names ------------------------------------------------------------------
 
