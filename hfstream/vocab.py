@@ -52,7 +52,7 @@ import gguf
 from . import jsonfile
 from .errors import ConfigMismatchError, InvalidConfigError, UnsupportedTokenizerError
 
-__all__ = ["add_vocab", "add_special_vocab", "add_fixed_special_ids", "llama_hf_tokens"]
+__all__ = ["add_vocab", "add_special_vocab", "add_fixed_special_ids", "base_vocab", "llama_hf_tokens"]
 
 LLAMA_STRATEGIES = ("spm", "llama_hf", "bpe")
 _STRATEGIES = frozenset(LLAMA_STRATEGIES)
@@ -167,6 +167,21 @@ def add_vocab(
             infill.write(writer)
         if vocab_size == 49152:  # small granite models
             writer.add_bool(_ADD_KEYS["bos"], False)
+
+
+def base_vocab(files: Mapping[str, bytes], hparams: dict, *, bpe_pre: str | None = None
+               ) -> tuple[list[str], list[int], str]:
+    """The tokens, token types and ``tokenizer.ggml.pre`` name of the repo's ``tokenizer.json``, as
+    the BPE vocab has them before it is written (the reference's ``get_vocab_base``): for families
+    that write them under a tokenizer model of their own (BERT's WordPiece as ``bert``). The
+    pre-tokenizer is named by the check-text hash, as for BPE, unless ``bpe_pre`` is given.
+
+    Raises UnsupportedTokenizerError without ``tokenizer.json`` or for an unrecognised hash.
+    """
+    try:
+        return _base_vocab(_Repo(files, hparams), hparams, bpe_pre)
+    except _NotThisKind:
+        raise UnsupportedTokenizerError("no usable tokenizer in the repo: expected tokenizer.json") from None
 
 
 def add_special_vocab(writer: gguf.GGUFWriter, files: Mapping[str, bytes], hparams: dict, *,
@@ -599,6 +614,18 @@ def _bpe_pre_table() -> dict:
 
 
 def _add_bpe(writer: gguf.GGUFWriter, repo: _Repo, hparams: dict, bpe_pre: str | None) -> None:
+    tokens, types, bpe_pre = _base_vocab(repo, hparams, bpe_pre)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre(bpe_pre)
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    del tokens, types
+    _SpecialVocab(repo, load_merges=True).write(writer)
+
+
+def _base_vocab(repo: _Repo, hparams: dict, bpe_pre: str | None) -> tuple[list[str], list[int], str]:
+    """The tokens, token types and pre-tokenizer name of a ``tokenizer.json`` as transformers loads it:
+    the reference's ``get_vocab_base``, which GPT-2 style BPE and WordPiece (BERT) vocabs share."""
     tj = repo.tokenizer_json()
     if tj is None:
         raise _NotThisKind
@@ -654,14 +681,8 @@ def _add_bpe(writer: gguf.GGUFWriter, repo: _Repo, hparams: dict, bpe_pre: str |
         else:
             types.append(NORMAL)
         tokens.append(text)
-
-    writer.add_tokenizer_model("gpt2")
     assert bpe_pre is not None  # recognised, given, or refused above
-    writer.add_tokenizer_pre(bpe_pre)
-    writer.add_token_list(tokens)
-    writer.add_token_types(types)
-    del fast, vocab, reverse, added_vocab, added_by_id
-    _SpecialVocab(repo, load_merges=True).write(writer)
+    return tokens, types, bpe_pre
 
 
 # --- the special vocab (gguf-py SpecialVocab, from memory) ----------------------------------------

@@ -5,6 +5,10 @@ context, evaluates the prompt, then takes the argmax of the last logits ``n`` ti
 lowest id), feeding each token back. No sampler, no penalties, no randomness: the same file gives
 the same ids on every run, so a converter whose output decodes to the golden ids loads and runs
 like the reference's output.
+
+``embeddings(path, texts)`` does the same for an embedding model: llama.cpp tokenizes each text
+with the GGUF's own vocabulary and returns the pooled embedding (the pooling the file records), not
+normalized. Same file, same floats: the tensors are identical, so is every operation on them.
 """
 
 from __future__ import annotations
@@ -50,6 +54,20 @@ def greedy_tokens(gguf_path: str | Path, prompt_ids: list[int], n: int) -> list[
                 out.append(token)
                 pending = [token]
             return out
+        finally:
+            llm.close()
+
+
+def embeddings(gguf_path: str | Path, texts: list[str]) -> list[list[float]]:
+    """The pooled embedding llama.cpp computes for each of ``texts`` (one at a time) from the model in
+    ``gguf_path``, as float32 values (Python floats hold them exactly)."""
+    from llama_cpp import Llama
+
+    with _LOCK:
+        llm = Llama(model_path=str(gguf_path), embedding=True, n_ctx=N_CTX, n_batch=N_CTX, n_ubatch=N_CTX,
+                    n_threads=1, n_threads_batch=1, n_gpu_layers=0, seed=SEED, verbose=False)
+        try:
+            return [[float(v) for v in llm.embed(text)] for text in texts]
         finally:
             llm.close()
 

@@ -8,7 +8,9 @@ two-commits), the commit snapshot is copied to ``{tmp}/{repo name}/`` (what
 the directory name and README) and ``convert_hf_to_gguf.py DIR --outtype T --outfile OUTDIR/`` runs
 for each outtype, so the reference picks its default file name. The result is digested into
 ``models/{name}[@ref].{outtype}.json`` (see ``digest.py``); when ``llama_cpp`` imports, the 16
-token ids llama.cpp greedy-decodes from a fixed prompt are added (``tests/llamacpp.py``).
+token ids llama.cpp greedy-decodes from a fixed prompt are added (``tests/llamacpp.py``), or for an
+embedding model (spec ``"embedding": true``: an encoder has no LM head to decode with) the pooled
+embeddings llama.cpp computes for a few fixed texts.
 
 Goldens that are up to date (same commit, same reference source, greedy present or not
 computable) are skipped; ``--force`` redoes them.
@@ -50,6 +52,8 @@ REFERENCE_NAME = "llama.cpp convert_hf_to_gguf.py from the llama-cpp-python 0.3.
 OUTTYPES = ("f32", "f16", "bf16", "q8_0", "auto")
 GREEDY_PROMPT_TAIL = (100, 200, 300, 400)
 GREEDY_TOKENS = 16
+#: what an embedding model's goldens embed: words, punctuation, digits, case and an unknown word
+EMBEDDING_TEXTS = ("Hello world", "The quick brown fox jumps over the lazy dog.", "hfstream 3.14 GGUF!")
 HOW_TO_GET = (
     "get it with: pip download --no-deps --no-binary :all: llama-cpp-python==0.3.36 -d /tmp/sdist && "
     "tar xzf /tmp/sdist/llama_cpp_python-0.3.36.tar.gz -C /tmp/sdist; then pass --llama-cpp-dir "
@@ -148,7 +152,10 @@ def make_golden(name: str, ref: str, spec: dict, snapshot: Path, commit: str, ou
         "default_name": gguf_path.name,
         **digest,
     }
-    if with_greedy:
+    if with_greedy and spec.get("embedding"):
+        golden["embedding_texts"] = list(EMBEDDING_TEXTS)
+        golden["embeddings"] = llamacpp.embeddings(gguf_path, list(EMBEDDING_TEXTS))
+    elif with_greedy:
         prompt = greedy_prompt(digest)
         golden["greedy_prompt"] = prompt
         golden["greedy"] = llamacpp.greedy_tokens(gguf_path, prompt, GREEDY_TOKENS)  # one at a time
@@ -161,7 +168,7 @@ def up_to_date(path: Path, commit: str, ref_hash: str, with_greedy: bool) -> boo
         return False
     old = json.loads(path.read_text())
     return (old.get("commit") == commit and old.get("reference_sha256") == ref_hash
-            and ("greedy" in old or not with_greedy))
+            and ("greedy" in old or "embeddings" in old or not with_greedy))
 
 
 def write_json(path: Path, obj: dict) -> None:
@@ -233,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"FAILED      {name}@{ref} {outtype}: {exc}", file=sys.stderr)
                 continue
             write_json(path, golden)
-            greedy = f" greedy={golden['greedy']}" if "greedy" in golden else ""
+            greedy = (f" greedy={golden['greedy']}" if "greedy" in golden
+                      else f" embeddings[0][:3]={golden['embeddings'][0][:3]}" if "embeddings" in golden else "")
             print(f"wrote       {path.relative_to(REPO_ROOT)} ({path.stat().st_size} B) "
                   f"<- {golden['default_name']} {golden['size']} B{greedy}")
         print(f"{len(jobs) - failures} goldens written, {failures} failed, "
