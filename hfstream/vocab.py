@@ -52,7 +52,8 @@ import gguf
 from . import jsonfile
 from .errors import ConfigMismatchError, InvalidConfigError, UnsupportedTokenizerError
 
-__all__ = ["add_vocab", "add_special_vocab", "add_fixed_special_ids", "base_vocab", "llama_hf_tokens"]
+__all__ = ["add_vocab", "add_special_vocab", "add_fixed_special_ids", "add_xlm_roberta_vocab", "base_vocab",
+           "llama_hf_tokens"]
 
 LLAMA_STRATEGIES = ("spm", "llama_hf", "bpe")
 _STRATEGIES = frozenset(LLAMA_STRATEGIES)
@@ -395,6 +396,124 @@ def _add_spm(writer: gguf.GGUFWriter, repo: _Repo, hparams: dict) -> None:
     writer.add_token_scores(scores)
     writer.add_token_types(types)
     _SpecialVocab(repo, n_vocab=len(tokens)).write(writer)
+
+
+# --- XLM-RoBERTa: a SentencePiece unigram model with fairseq's ids ------------------------------
+
+#: the ids transformers (and the reference) give XLM-RoBERTa's first tokens, ahead of the model's pieces
+_FAIRSEQ_FIRST = ((b"<s>", CONTROL), (b"<pad>", CONTROL), (b"</s>", CONTROL), (b"<unk>", UNKNOWN))
+_SPM_UNIGRAM = 1  # TrainerSpec.model_type
+
+
+def add_xlm_roberta_vocab(writer: gguf.GGUFWriter, files: Mapping[str, bytes], hparams: dict) -> None:
+    """XLM-RoBERTa's vocabulary from ``sentencepiece.bpe.model`` (a unigram model despite its name), as
+    the reference writes it (model ``t5``, llama.cpp's UGM tokenizer): the pieces realigned to
+    fairseq's ids (``<s> <pad> </s> <unk>``, then piece i at i + 1; the last id stays a placeholder),
+    the normalizer's dummy prefix, whitespace rule and precompiled charsmap, the token-type count,
+    then the special vocab.
+
+    Raises UnsupportedTokenizerError without ``sentencepiece.bpe.model`` (a repo with only
+    tokenizer.json is not converted yet) or for a SentencePiece model that is not unigram.
+    """
+    from sentencepiece import SentencePieceProcessor
+
+    name = "sentencepiece.bpe.model"
+    model = files.get(name)
+    if model is None:
+        raise UnsupportedTokenizerError(f"XLM-RoBERTa without {name} (tokenizer.json only) is not supported yet")
+    model_type, add_prefix, remove_whitespaces, charsmap = _spm_model_spec(bytes(model), name)
+    if model_type != _SPM_UNIGRAM:
+        raise UnsupportedTokenizerError(f"{name}: a SentencePiece model of type {model_type}, not unigram")
+    try:
+        sp = SentencePieceProcessor(model_proto=bytes(model))
+    except Exception as e:  # sentencepiece raises RuntimeError/OSError on a bad proto
+        raise UnsupportedTokenizerError(f"{name}: not a valid SentencePiece model ({e})") from None
+    n_sp = sp.vocab_size()
+    vocab_size = hparams.get("vocab_size", 0)
+    if not isinstance(vocab_size, int) or vocab_size < 0:
+        raise InvalidConfigError(f"config.json: vocab_size must be a positive integer, not {vocab_size!r}")
+    vocab_size = max(vocab_size, n_sp)
+
+    tokens = [f"[PAD{i}]".encode() for i in range(vocab_size)]
+    scores = [-10000.0] * vocab_size
+    types = [UNUSED] * vocab_size
+    for i in range(n_sp):
+        tokens[i] = sp.IdToPiece(i).encode("utf-8")
+        scores[i] = sp.GetScore(i)
+        types[i] = (UNKNOWN if sp.IsUnknown(i) else CONTROL if sp.IsControl(i) else UNUSED if sp.IsUnused(i)
+                    else BYTE if sp.IsByte(i) else NORMAL)
+    # fairseq's first four ids, then the model's pieces from 3 on shifted by one; the last one drops out
+    tokens = [t for t, _ in _FAIRSEQ_FIRST] + tokens[3:-1]
+    scores = [0.0] * len(_FAIRSEQ_FIRST) + scores[3:-1]
+    types = [k for _, k in _FAIRSEQ_FIRST] + types[3:-1]
+
+    writer.add_tokenizer_model("t5")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_scores(scores)
+    writer.add_token_types(types)
+    writer.add_add_space_prefix(add_prefix)
+    writer.add_token_type_count(hparams.get("type_vocab_size", 1))
+    writer.add_remove_extra_whitespaces(remove_whitespaces)
+    if charsmap:
+        writer.add_precompiled_charsmap(charsmap)
+    _SpecialVocab(_Repo(files, hparams), n_vocab=len(tokens)).write(writer)
+
+
+def _spm_model_spec(model: bytes, name: str) -> tuple[int, bool, bool, bytes]:
+    """(trainer_spec.model_type, normalizer_spec.add_dummy_prefix, .remove_extra_whitespaces,
+    .precompiled_charsmap) of a SentencePiece ``ModelProto``, with the proto's defaults (unigram, true,
+    true, empty). Read from the protobuf wire format directly: four fields do not need protobuf."""
+    model_type, add_prefix, remove_whitespaces, charsmap = _SPM_UNIGRAM, True, True, b""
+    try:
+        for field, value in _proto_fields(model):
+            if field == 2 and isinstance(value, bytes):  # TrainerSpec
+                for f, v in _proto_fields(value):
+                    if f == 3 and isinstance(v, int):
+                        model_type = v
+            elif field == 3 and isinstance(value, bytes):  # NormalizerSpec
+                for f, v in _proto_fields(value):
+                    if f == 2 and isinstance(v, bytes):
+                        charsmap = v
+                    elif f == 3 and isinstance(v, int):
+                        add_prefix = bool(v)
+                    elif f == 4 and isinstance(v, int):
+                        remove_whitespaces = bool(v)
+    except (IndexError, ValueError):
+        raise UnsupportedTokenizerError(f"{name}: not a valid SentencePiece model (malformed protobuf)") from None
+    return model_type, add_prefix, remove_whitespaces, charsmap
+
+
+def _proto_fields(buf: bytes):
+    """(field number, value) of each field of a protobuf message: an int (varint) or bytes (the rest)."""
+    i = 0
+    while i < len(buf):
+        key, i = _varint(buf, i)
+        field, wire = key >> 3, key & 7
+        value: int | bytes
+        if wire == 0:
+            value, i = _varint(buf, i)
+        elif wire in (1, 2, 5):
+            n, i = (8, i) if wire == 1 else (4, i) if wire == 5 else _varint(buf, i)
+            if i + n > len(buf):
+                raise ValueError("field past the end")
+            value, i = buf[i:i + n], i + n
+        else:
+            raise ValueError(f"wire type {wire}")
+        yield field, value
+
+
+def _varint(buf: bytes, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        b = buf[i]
+        i += 1
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            return value, i
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
 
 
 # --- the transformers view of a tokenizer.json ---------------------------------------------------

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import gguf
+import pytest
 
-from hfstream.arch.bert import Bert, _phantom_space
+from hfstream import errors, vocab
+from hfstream.arch.bert import Bert, XLMRoberta, _phantom_space
 
 CONTROL, NORMAL = int(gguf.TokenType.CONTROL), int(gguf.TokenType.NORMAL)
 
@@ -36,3 +38,27 @@ def test_bert_leaves_out_the_pooler_and_heads():
     assert bert.source_name("embeddings.position_ids") is None
     assert bert.source_name("bert.encoder.layer.0.output.LayerNorm.gamma") == "encoder.layer.0.output.LayerNorm.weight"
     assert bert.source_name("encoder.layer.1.output.LayerNorm.beta") == "encoder.layer.1.output.LayerNorm.bias"
+
+
+def test_sentencepiece_model_spec_read_from_the_wire():
+    # ModelProto: pieces (1), trainer_spec (2) {model_type (3): BPE = 2},
+    # normalizer_spec (3) {precompiled_charsmap (2): b"abc", add_dummy_prefix (3): 0, remove_extra_whitespaces (4): 1}
+    trainer = b"\x18\x02"
+    normalizer = b"\x12\x03abc" + b"\x18\x00" + b"\x20\x01"
+    model = b"\x0a\x00" + b"\x12" + bytes([len(trainer)]) + trainer + b"\x1a" + bytes([len(normalizer)]) + normalizer
+    assert vocab._spm_model_spec(model, "m") == (2, False, True, b"abc")
+    # absent fields take the proto's defaults: unigram, dummy prefix, whitespace removal, no charsmap
+    assert vocab._spm_model_spec(b"\x0a\x00", "m") == (1, True, True, b"")
+    with pytest.raises(errors.UnsupportedTokenizerError, match="malformed"):
+        vocab._spm_model_spec(b"\x1a\x09abc", "m")  # a field longer than the message
+
+
+def test_xlm_roberta_position_offset():
+    config = {"architectures": ["XLMRobertaModel"], "model_type": "xlm-roberta", "hidden_size": 64,
+              "num_attention_heads": 4, "num_hidden_layers": 2, "intermediate_size": 192, "vocab_size": 100,
+              "max_position_embeddings": 514, "pad_token_id": 1}
+    family = XLMRoberta(config, "XLMRobertaModel")
+    assert family.position_offset == 2 and family.hparams["max_position_embeddings"] == 512
+    assert family.source_name("roberta.embeddings.word_embeddings.weight") == "embeddings.word_embeddings.weight"
+    with pytest.raises(errors.UnsupportedArchitectureError, match="jina-embeddings-v3"):
+        XLMRoberta({**config, "lora_adaptations": ["retrieval.query"]}, "XLMRobertaModel")

@@ -11,11 +11,12 @@ reference leaves them. The vocab is WordPiece written in llama.cpp's "phantom sp
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import gguf
 
-from .. import vocab
+from .. import errors, vocab
+from ..graph import Node, SliceRows
 from . import register
 from .base import ShapeRule, TextFamily
 
@@ -87,6 +88,45 @@ class Bert(TextFamily):
         w.add_token_list([_phantom_space(t, k) for t, k in zip(tokens, types)])
         w.add_token_types(types)
         vocab.add_special_vocab(w, files, self.hparams, n_vocab=len(tokens))
+
+
+@register
+class XLMRoberta(Bert):
+    """XLM-RoBERTa encoders (BAAI/bge-m3, multilingual-e5): BERT's graph with RoBERTa's position ids,
+    which start after the padding id (the first ``pad_token_id + 1`` rows of the position table are
+    never used: the reference cuts them and shortens the context by as much), and a SentencePiece
+    unigram vocabulary (``sentencepiece.bpe.model``, written as llama.cpp's ``t5``/UGM)."""
+
+    hf_architectures = ("XLMRobertaModel",)
+    model_types = ("xlm-roberta",)
+    # the position table is checked against the offset in ``convert``
+    shape_sizes = {k: v for k, v in _SIZES.items() if k != "positions"}
+
+    def __init__(self, hparams: Mapping[str, Any], hf_arch: str):
+        super().__init__(hparams, hf_arch)
+        if self.hparams.get("lora_adaptations"):
+            # jina-embeddings-v3: the reference writes a jina-bert-v3 model and a LoRA file per task
+            raise errors.UnsupportedArchitectureError(
+                "XLMRobertaModel with lora_adaptations (jina-embeddings-v3) is not supported")
+        pad = self.hparams.get("pad_token_id")
+        self.position_offset = None if pad is None else 1 + int(pad)
+        if self.position_offset is not None and "max_position_embeddings" in self.hparams:
+            self.hparams["max_position_embeddings"] -= self.position_offset
+
+    def source_name(self, name: str) -> str | None:
+        return super().source_name(name.removeprefix("roberta."))
+
+    def convert(self, name: str, node: Node, bid: int | None) -> Iterator[tuple[str, Node]]:
+        if name == "embeddings.position_embeddings.weight" and self.position_offset is not None:
+            rows = node.shape[0]
+            if rows <= self.position_offset:
+                raise errors.ConfigMismatchError(
+                    f"{name} has {rows} rows, not more than the {self.position_offset} that pad_token_id skips")
+            node = SliceRows(node, self.position_offset, rows)
+        yield from super().convert(name, node, bid)
+
+    def add_vocab(self, w: gguf.GGUFWriter, files: Mapping[str, bytes], bpe_pre: str | None) -> None:
+        vocab.add_xlm_roberta_vocab(w, files, self.hparams)
 
 
 def _phantom_space(token: str, kind: int) -> str:

@@ -20,6 +20,8 @@ Getting the reference converter (it needs torch and transformers, golden time on
     pip download --no-deps --no-binary :all: llama-cpp-python==0.3.36 -d /tmp/sdist
     tar xzf /tmp/sdist/llama_cpp_python-0.3.36.tar.gz -C /tmp/sdist
     pip install torch==2.13.0 transformers    # CPU wheel
+    # XLM-RoBERTa's vocab needs protobuf in the reference (sentencepiece_model_pb2); to keep it out of
+    # the shared environment: pip install --target /tmp/pb protobuf, then run with PYTHONPATH=/tmp/pb
     # then pass --llama-cpp-dir /tmp/sdist/llama_cpp_python-0.3.36/vendor/llama.cpp
     # (or set LLAMA_CPP_DIR; that path is also the default)
 """
