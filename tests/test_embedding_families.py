@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import gguf
 import pytest
 
 from hfstream import errors, vocab
 from hfstream.arch.bert import Bert, XLMRoberta, _phantom_space
+from hfstream.arch.gemma_embedding import EmbeddingGemma
 
 CONTROL, NORMAL = int(gguf.TokenType.CONTROL), int(gguf.TokenType.NORMAL)
 
@@ -62,3 +65,26 @@ def test_xlm_roberta_position_offset():
     assert family.source_name("roberta.embeddings.word_embeddings.weight") == "embeddings.word_embeddings.weight"
     with pytest.raises(errors.UnsupportedArchitectureError, match="jina-embeddings-v3"):
         XLMRoberta({**config, "lora_adaptations": ["retrieval.query"]}, "XLMRobertaModel")
+
+
+def _embeddinggemma(**extra) -> EmbeddingGemma:
+    config = {"architectures": ["Gemma3TextModel"], "model_type": "gemma3_text", "hidden_size": 64,
+              "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 32, "num_hidden_layers": 2,
+              "intermediate_size": 192, "vocab_size": 100, "sliding_window": 32, **extra}
+    return EmbeddingGemma(config, "Gemma3TextModel")
+
+
+def test_embeddinggemma_reads_the_bare_names_as_the_decoder_ones():
+    family = _embeddinggemma()
+    assert family.source_name("layers.0.self_attn.q_proj.weight") == "model.layers.0.self_attn.q_proj.weight"
+    assert family.source_name("embed_tokens.weight") == "model.embed_tokens.weight"
+    assert family.source_name("norm.weight") == "model.norm.weight"
+    assert family.map_name("model.layers.1.mlp.down_proj.weight") == "blk.1.ffn_down.weight"
+
+
+def test_embeddinggemma_takes_the_sliding_window_of_config_json():
+    family = _embeddinggemma()  # hparams as transformers gives them: 32
+    family.use_files({"config.json": json.dumps({"sliding_window": 33}).encode()})
+    assert family._sliding_window == 33
+    with pytest.raises(errors.InvalidConfigError, match="sliding_window"):
+        _embeddinggemma().use_files({"config.json": b"{}"})
