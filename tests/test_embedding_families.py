@@ -8,7 +8,7 @@ import gguf
 import pytest
 
 from hfstream import errors, vocab
-from hfstream.arch.bert import Bert, XLMRoberta, _phantom_space
+from hfstream.arch.bert import Bert, ModernBert, XLMRoberta, _phantom_space
 from hfstream.arch.gemma_embedding import EmbeddingGemma
 
 CONTROL, NORMAL = int(gguf.TokenType.CONTROL), int(gguf.TokenType.NORMAL)
@@ -88,3 +88,21 @@ def test_embeddinggemma_takes_the_sliding_window_of_config_json():
     assert family._sliding_window == 33
     with pytest.raises(errors.InvalidConfigError, match="sliding_window"):
         _embeddinggemma().use_files({"config.json": b"{}"})
+
+
+def test_modernbert_keys_after_berts(tmp_path):
+    config = {"architectures": ["ModernBertModel"], "model_type": "modernbert", "hidden_size": 64,
+              "num_attention_heads": 4, "num_hidden_layers": 3, "intermediate_size": 96, "vocab_size": 100,
+              "local_attention": 128, "global_attn_every_n_layers": 3, "hidden_activation": "gelu"}
+    family = ModernBert(config, "ModernBertModel")
+    assert family.source_name("model.layers.0.attn.Wqkv.weight") == "layers.0.attn.Wqkv.weight"
+    w = gguf.GGUFWriter(tmp_path / "x.gguf", "modern-bert")
+    family.add_hparams(w, 1)
+    keys = list(w.kv_data[0])
+    tail = keys[keys.index("general.file_type"):]
+    assert tail == ["general.file_type", "modern-bert.attention.causal", "modern-bert.attention.sliding_window",
+                    "modern-bert.attention.sliding_window_pattern", "modern-bert.rope.scaling.type",
+                    "modern-bert.vocab_size", "modern-bert.hidden_activation"]
+    assert w.kv_data[0]["modern-bert.hidden_activation"].value == "gelu"
+    with pytest.raises(errors.InvalidConfigError, match="local_attention"):
+        ModernBert({k: v for k, v in config.items() if k != "local_attention"}, "ModernBertModel").add_hparams(w, 1)

@@ -129,6 +129,51 @@ class XLMRoberta(Bert):
         vocab.add_xlm_roberta_vocab(w, files, self.hparams)
 
 
+_MODERN_LAYER = r"layers\.\d+\."
+_MODERN_SHAPES: tuple[ShapeRule, ...] = (
+    (r"embeddings\.tok_embeddings\.weight", ("vocab", "hidden")),
+    (_MODERN_LAYER + r"attn\.Wo\.weight", ("hidden", "hidden")),
+    (_MODERN_LAYER + r"mlp\.Wo\.weight", ("hidden", "ffn")),
+)
+
+
+@register
+class ModernBert(Bert):
+    """ModernBERT encoders (nomic-ai/modernbert-embed-base, gte-modernbert, granite-embedding-r2):
+    fused qkv, a GLU input projection kept whole (llama.cpp splits it), rotary positions with a
+    global and a local theta, local attention (``local_attention`` wide) except every
+    ``global_attn_every_n_layers``-th layer; a byte-level BPE vocab whose CLS/SEP the reference
+    marks as added (its later special vocab may say otherwise, in place)."""
+
+    hf_architectures = ("ModernBertModel",)
+    model_types = ("modernbert",)
+    gguf_arch = gguf.MODEL_ARCH.MODERN_BERT
+    shape_rules = _MODERN_SHAPES
+
+    def source_name(self, name: str) -> str | None:
+        return super().source_name(name.removeprefix("model."))
+
+    def add_hparams(self, w: gguf.GGUFWriter, file_type: int) -> None:
+        super().add_hparams(w, file_type)
+        window = self.hparams.get("local_attention")
+        if window is None:
+            raise errors.InvalidConfigError("config.json: local_attention is not set")
+        w.add_sliding_window(window)
+        if (pattern := self.hparams.get("global_attn_every_n_layers")) is not None:
+            w.add_sliding_window_pattern(pattern)
+        w.add_rope_scaling_type(gguf.RopeScalingType.NONE)
+        w.add_vocab_size(self.find(("vocab_size",)))
+        # GeGLU for ModernBERT, SwiGLU for some derivatives: llama.cpp picks the graph's activation by it
+        if act := self.hparams.get("hidden_activation"):
+            w.add_string(f"{w.arch}.hidden_activation", act)  # gguf 0.19 has no add_hidden_act
+
+    def add_vocab(self, w: gguf.GGUFWriter, files: Mapping[str, bytes], bpe_pre: str | None) -> None:
+        w.add_add_bos_token(True)
+        w.add_add_eos_token(True)
+        w.add_add_sep_token(True)
+        vocab.add_vocab(w, files, self.hparams, strategies=("bpe",), bpe_pre=bpe_pre)
+
+
 def _phantom_space(token: str, kind: int) -> str:
     """A WordPiece token in llama.cpp's spelling: ``##x`` -> ``x``, ``x`` -> ``\u2581x``, control tokens as they are."""
     if kind == gguf.TokenType.CONTROL:
