@@ -48,10 +48,10 @@ class EmbeddingGemma(Gemma3):
         self._sliding_window = window
 
     def source_name(self, name: str) -> str | None:
-        name = super().source_name(name)
-        if name is not None and name.startswith(("layers.", "embed_tokens.", "norm.")):
-            name = "model." + name
-        return name
+        kept = super().source_name(name)
+        if kept is not None and kept.startswith(("layers.", "embed_tokens.", "norm.")):
+            kept = "model." + kept
+        return kept
 
     def add_hparams(self, w: gguf.GGUFWriter, file_type: int) -> None:
         super().add_hparams(w, file_type)
