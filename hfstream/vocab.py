@@ -53,7 +53,7 @@ from . import jsonfile
 from .errors import ConfigMismatchError, InvalidConfigError, UnsupportedTokenizerError
 
 __all__ = ["add_vocab", "add_special_vocab", "add_fixed_special_ids", "add_xlm_roberta_vocab", "base_vocab",
-           "llama_hf_tokens"]
+           "llama_hf_tokens", "tokenizer_config"]
 
 LLAMA_STRATEGIES = ("spm", "llama_hf", "bpe")
 _STRATEGIES = frozenset(LLAMA_STRATEGIES)
@@ -231,6 +231,12 @@ def add_fixed_special_ids(writer: gguf.GGUFWriter, files: Mapping[str, bytes], h
     if written(_KEY_STRIP_ACCENTS, sv.strip_accents):
         sv.strip_accents = None
     sv.write(writer)
+
+
+def tokenizer_config(files: Mapping[str, bytes]) -> dict:
+    """``tokenizer_config.json`` parsed, for families that read a flag of it themselves (an empty dict
+    when the repo has none or it is not an object); a file that is not JSON fails as ``jsonfile`` says."""
+    return _dict_or_empty(_Repo(files, {}).json("tokenizer_config.json"))
 
 
 # --- reading the repo's small files ------------------------------------------------------------

@@ -13,6 +13,7 @@ import re
 from typing import Any, ClassVar, Iterable, Iterator, Mapping, Sequence
 
 import gguf
+import numpy as np
 
 from .. import errors, jsonfile, prequant
 from ..graph import Node, Stack
@@ -213,6 +214,10 @@ class TextFamily:
     hparam_ints: ClassVar[Mapping[str, tuple[tuple[str, ...], int, int]]] = INT_HPARAMS
     #: the sentence-transformers pooling of an embedding model (``read_pooling``), else None
     pooling: gguf.PoolingType | None = None
+    #: source tensors (a regular expression matched against the whole stored name) whose values the
+    #: reference writes as keys, e.g. Apertus' xIELU scalars: the pipeline reads them before the plan
+    #: (each must be a single number, ``plan.value_sources``) and ``use_values`` gets them
+    value_tensors: ClassVar[str | None] = None
 
     def __init__(self, hparams: Mapping[str, Any], hf_arch: str):
         self.hf_arch = hf_arch
@@ -370,6 +375,10 @@ class TextFamily:
         """Called once with every source tensor (its ``source_name`` and header entry), in the
         reference's order, before ``extra_tensors``: for families whose generated tensors are made
         from source tensors (gpt-oss repacks its MXFP4 experts ahead of every other tensor)."""
+
+    def use_values(self, values: Mapping[str, np.ndarray]) -> None:
+        """Called once, before any tensor is converted, with the float32 values of the source tensors
+        ``value_tensors`` selects, by stored name."""
 
     def extra_tensors(self) -> Iterable[tuple[str, Node]]:
         """Tensors generated from the config (and the sources); they come first in the file."""
