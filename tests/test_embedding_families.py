@@ -106,3 +106,15 @@ def test_modernbert_keys_after_berts(tmp_path):
     assert w.kv_data[0]["modern-bert.hidden_activation"].value == "gelu"
     with pytest.raises(errors.InvalidConfigError, match="local_attention"):
         ModernBert({k: v for k, v in config.items() if k != "local_attention"}, "ModernBertModel").add_hparams(w, 1)
+
+
+def test_bad_labels_and_pad_id_are_refused_in_one_line():
+    with pytest.raises(errors.InvalidConfigError, match="id2label"):
+        _bert(id2label=["LABEL_0"])
+    with pytest.raises(errors.InvalidConfigError, match="id2label"):
+        _bert(id2label={"first": "a"})
+    config = {"architectures": ["XLMRobertaModel"], "model_type": "xlm-roberta", "hidden_size": 64,
+              "num_attention_heads": 4, "num_hidden_layers": 2, "intermediate_size": 192, "vocab_size": 100,
+              "max_position_embeddings": 514, "pad_token_id": "1"}
+    with pytest.raises(errors.InvalidConfigError, match="pad_token_id"):
+        XLMRoberta(config, "XLMRobertaModel")

@@ -53,6 +53,9 @@ class Bert(TextFamily):
     def __init__(self, hparams: Mapping[str, Any], hf_arch: str):
         super().__init__(hparams, hf_arch)
         labels = self.hparams.get("id2label") or None
+        if labels is not None and (not isinstance(labels, dict) or not all(
+                str(k).isdigit() and isinstance(v, str) for k, v in labels.items())):
+            raise errors.InvalidConfigError("config.json: id2label must map label numbers to names")
         # AutoConfig's default two labels are no classifier; a single LABEL_0 (bge's config) is kept,
         # as the reference keeps it
         if labels and len(labels) == 2 and labels.get(0, labels.get("0")) == "LABEL_0":
@@ -109,7 +112,9 @@ class XLMRoberta(Bert):
             raise errors.UnsupportedArchitectureError(
                 "XLMRobertaModel with lora_adaptations (jina-embeddings-v3) is not supported")
         pad = self.hparams.get("pad_token_id")
-        self.position_offset = None if pad is None else 1 + int(pad)
+        if pad is not None and (type(pad) is not int or pad < 0):
+            raise errors.InvalidConfigError(f"config.json: pad_token_id must be a token id, not {pad!r}")
+        self.position_offset = None if pad is None else 1 + pad
         if self.position_offset is not None and "max_position_embeddings" in self.hparams:
             self.hparams["max_position_embeddings"] -= self.position_offset
 
