@@ -39,7 +39,7 @@ key, so both are spelled here. The vision tower of the multimodal checkpoints is
 from __future__ import annotations
 
 import re
-from typing import Iterable, Iterator, Sequence
+from typing import ClassVar, Iterable, Iterator, Sequence
 
 import gguf
 
@@ -79,8 +79,8 @@ _LINEAR_DIVISIBLE = (("linear value heads", "linear key heads", None),)
 
 @register
 class Qwen3Next(Qwen2Moe):
-    hf_architectures = ("Qwen3NextForCausalLM",)
-    model_types = ("qwen3_next",)
+    hf_architectures: ClassVar[tuple[str, ...]] = ("Qwen3NextForCausalLM",)
+    model_types: ClassVar[tuple[str, ...]] = ("qwen3_next",)
     gguf_arch = gguf.MODEL_ARCH.QWEN3NEXT
     vocab_strategies = ("bpe",)
     # the gated q_proj is twice the usual rows: checked with the linear attention in check_shapes
@@ -119,9 +119,10 @@ class Qwen3Next(Qwen2Moe):
     # -- names ------------------------------------------------------------------
 
     def source_name(self, name: str) -> str | None:
-        name = super().source_name(name)
-        if name is None:
+        kept = super().source_name(name)
+        if kept is None:
             return None
+        name = kept
         if name.startswith("model.mtp."):
             name = name[len("model."):]
         if not name.startswith("mtp."):
