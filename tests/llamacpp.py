@@ -72,6 +72,33 @@ def embeddings(gguf_path: str | Path, texts: list[str]) -> list[list[float]]:
             llm.close()
 
 
+def rank_scores(gguf_path: str | Path, texts: list[str]) -> list[list[float]]:
+    """The scores llama.cpp's rank pooling (``--pooling rank``: the classification head over the first
+    token) gives each of ``texts`` with the reranker in ``gguf_path``: one per classifier output."""
+    import llama_cpp
+    from llama_cpp import Llama
+
+    with _LOCK:
+        llm = Llama(model_path=str(gguf_path), embedding=True, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_RANK,
+                    n_ctx=N_CTX, n_batch=N_CTX, n_ubatch=N_CTX, n_threads=1, n_threads_batch=1, n_gpu_layers=0,
+                    seed=SEED, verbose=False)
+        try:
+            n_out = max(1, llama_cpp.llama_model_n_cls_out(llm.model))
+            out = []
+            for text in texts:
+                # as Llama.embed decodes a text (every token an output), but reading only the n_out
+                # scores rank pooling leaves, where embed would read n_embd values
+                llm._batch.reset()
+                llm._batch.add_sequence(llm.tokenize(text.encode("utf-8")), 0, True)
+                llm._ctx.kv_cache_clear()
+                llm._ctx.decode(llm._batch)
+                scores = llama_cpp.llama_get_embeddings_seq(llm._ctx.ctx, 0)
+                out.append([float(scores[i]) for i in range(n_out)])
+            return out
+        finally:
+            llm.close()
+
+
 #: the test image of the multimodal goldens: a 64 x 64 RGB gradient, the same bytes everywhere
 def test_image(size: int = 64) -> tuple[int, int, bytes]:
     """(width, height, RGB bytes) of a deterministic picture: red rises left to right, green top to

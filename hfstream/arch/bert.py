@@ -98,9 +98,14 @@ class XLMRoberta(Bert):
     """XLM-RoBERTa encoders (BAAI/bge-m3, multilingual-e5): BERT's graph with RoBERTa's position ids,
     which start after the padding id (the first ``pad_token_id + 1`` rows of the position table are
     never used: the reference cuts them and shortens the context by as much), and a SentencePiece
-    unigram vocabulary (``sentencepiece.bpe.model``, written as llama.cpp's ``t5``/UGM)."""
+    unigram vocabulary (``sentencepiece.bpe.model``, written as llama.cpp's ``t5``/UGM).
 
-    hf_architectures = ("XLMRobertaModel",)
+    The cross-encoder rerankers (BAAI/bge-reranker-v2-m3: ``XLMRobertaForSequenceClassification``)
+    keep the encoder under ``roberta.`` and add a classification head over the first token
+    (``classifier.dense`` -> ``cls``, ``classifier.out_proj`` -> ``cls.output``) and its labels; they
+    have no sentence-transformers pooling, llama.cpp runs them with ``--pooling rank``."""
+
+    hf_architectures = ("XLMRobertaModel", "XLMRobertaForSequenceClassification")
     model_types = ("xlm-roberta",)
     # the position table is checked against the offset in ``convert``
     shape_sizes = {k: v for k, v in _SIZES.items() if k != "positions"}

@@ -11,7 +11,8 @@ for each outtype, so the reference picks its default file name (with the spec's
 ``models/{name}[@ref].{outtype}.json`` (see ``digest.py``); when ``llama_cpp`` imports, the 16
 token ids llama.cpp greedy-decodes from a fixed prompt are added (``tests/llamacpp.py``), or for an
 embedding model (spec ``"embedding": true``: an encoder has no LM head to decode with) the pooled
-embeddings llama.cpp computes for a few fixed texts.
+embeddings llama.cpp computes for a few fixed texts, or for a reranker (``"reranker": true`` too) the
+scores of its rank pooling.
 
 Goldens that are up to date (same commit, same reference source, greedy present or not
 computable) are skipped; ``--force`` redoes them.
@@ -160,7 +161,10 @@ def make_golden(name: str, ref: str, spec: dict, snapshot: Path, commit: str, ou
     }
     if with_greedy and spec.get("embedding"):
         golden["embedding_texts"] = list(EMBEDDING_TEXTS)
-        golden["embeddings"] = llamacpp.embeddings(gguf_path, list(EMBEDDING_TEXTS))
+        if spec.get("reranker"):
+            golden["rank_scores"] = llamacpp.rank_scores(gguf_path, list(EMBEDDING_TEXTS))
+        else:
+            golden["embeddings"] = llamacpp.embeddings(gguf_path, list(EMBEDDING_TEXTS))
     elif with_greedy:
         prompt = greedy_prompt(digest)
         golden["greedy_prompt"] = prompt
@@ -175,7 +179,7 @@ def up_to_date(path: Path, commit: str, ref_hash: str, with_greedy: bool, option
     old = json.loads(path.read_text())
     return (old.get("commit") == commit and old.get("reference_sha256") == ref_hash
             and old.get("reference_options", []) == (options or [])
-            and ("greedy" in old or "embeddings" in old or not with_greedy))
+            and ("greedy" in old or "embeddings" in old or "rank_scores" in old or not with_greedy))
 
 
 def write_json(path: Path, obj: dict) -> None:
@@ -249,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             write_json(path, golden)
             greedy = (f" greedy={golden['greedy']}" if "greedy" in golden
-                      else f" embeddings[0][:3]={golden['embeddings'][0][:3]}" if "embeddings" in golden else "")
+                      else f" embeddings[0][:3]={golden['embeddings'][0][:3]}" if "embeddings" in golden
+                      else f" rank_scores={golden['rank_scores']}" if "rank_scores" in golden else "")
             print(f"wrote       {path.relative_to(REPO_ROOT)} ({path.stat().st_size} B) "
                   f"<- {golden['default_name']} {golden['size']} B{greedy}")
         print(f"{len(jobs) - failures} goldens written, {failures} failed, "
