@@ -11,7 +11,7 @@ reference leaves them. The vocab is WordPiece written in llama.cpp's "phantom sp
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping
+from typing import Any, ClassVar, Iterator, Mapping
 
 import gguf
 
@@ -44,8 +44,8 @@ _PHANTOM_SPACE = "\u2581"
 
 @register
 class Bert(TextFamily):
-    hf_architectures = ("BertModel",)
-    model_types = ("bert",)
+    hf_architectures: ClassVar[tuple[str, ...]] = ("BertModel",)
+    model_types: ClassVar[tuple[str, ...]] = ("bert",)
     gguf_arch = gguf.MODEL_ARCH.BERT
     shape_rules = _SHAPES
     shape_sizes = _SIZES
