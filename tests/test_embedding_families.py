@@ -118,3 +118,14 @@ def test_bad_labels_and_pad_id_are_refused_in_one_line():
               "max_position_embeddings": 514, "pad_token_id": "1"}
     with pytest.raises(errors.InvalidConfigError, match="pad_token_id"):
         XLMRoberta(config, "XLMRobertaModel")
+
+
+def test_reranker_head_is_cls_and_cls_output():
+    config = {"architectures": ["XLMRobertaForSequenceClassification"], "model_type": "xlm-roberta",
+              "hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 2, "intermediate_size": 192,
+              "vocab_size": 100, "max_position_embeddings": 514, "pad_token_id": 1, "id2label": {0: "LABEL_0"}}
+    family = XLMRoberta(config, "XLMRobertaForSequenceClassification")
+    assert family.labels == {0: "LABEL_0"}
+    assert family.source_name("roberta.encoder.layer.1.output.dense.weight") == "encoder.layer.1.output.dense.weight"
+    assert family.map_name(family.source_name("classifier.dense.weight")) == "cls.weight"
+    assert family.map_name(family.source_name("classifier.out_proj.bias")) == "cls.output.bias"
