@@ -29,7 +29,7 @@ from typing import Any, ClassVar, Iterable, Iterator, Mapping, Sequence
 import gguf
 import numpy as np
 
-from .. import errors, prequant
+from .. import errors, jsonfile, prequant
 from ..graph import Node, Stack
 from ..hfconfig import INT_HPARAMS, check_hparams
 from ..quant import OutType
@@ -214,6 +214,35 @@ class ExpertStacks:
         if left:
             raise errors.InvalidHeaderError(f"incomplete expert set, e.g. {left[0]!r}")
 
+# --- sentence-transformers: the pooling of an embedding model --------------------------------------
+
+_POOLING_MODES = {"mean": gguf.PoolingType.MEAN, "cls": gguf.PoolingType.CLS, "lasttoken": gguf.PoolingType.LAST}
+_POOLING_FLAGS = (("pooling_mode_mean_tokens", gguf.PoolingType.MEAN), ("pooling_mode_cls_token", gguf.PoolingType.CLS),
+                  ("pooling_mode_lasttoken", gguf.PoolingType.LAST))
+
+
+def sentence_transformers_pooling(files: Mapping[str, bytes]) -> gguf.PoolingType | None:
+    """The pooling of a sentence-transformers repo: the first ``*Pooling`` module of ``modules.json``
+    and its ``config.json`` (mean, CLS or last token); None without ``modules.json``."""
+    if "modules.json" not in files:
+        return None
+    modules = jsonfile.load(files["modules.json"], "modules.json", expect=list)
+    path = next((m.get("path") for m in modules
+                 if isinstance(m, dict) and str(m.get("type", "")).endswith("Pooling")), None)
+    if path is None:
+        return None
+    name = f"{path}/config.json"
+    if name not in files:
+        raise errors.UnsupportedArchitectureError(
+            f"modules.json puts the pooling config in {name!r}; hfstream reads it only from 1_Pooling/config.json")
+    pooling = jsonfile.load(files[name], name, expect=dict)
+    for flag, kind in _POOLING_FLAGS:
+        if pooling.get(flag):
+            return kind
+    if (mode := pooling.get("pooling_mode")) in _POOLING_MODES:
+        return _POOLING_MODES[mode]
+    raise errors.UnsupportedArchitectureError(f"{name}: only mean, CLS and last-token pooling are supported")
+
 
 class TextFamily:
     """A decoder-only text model family. Subclasses set the class attributes below."""
@@ -249,6 +278,8 @@ class TextFamily:
     shape_sizes: ClassVar[Mapping[str, tuple[str, ...]]] = SIZES
     #: integer hyperparameters checked before any is used (``hfconfig.check_hparams``)
     hparam_ints: ClassVar[Mapping[str, tuple[tuple[str, ...], int, int]]] = INT_HPARAMS
+    #: the sentence-transformers pooling of an embedding model (``read_pooling``), else None
+    pooling: gguf.PoolingType | None = None
     #: source tensors (a regular expression matched against the whole stored name) whose values the
     #: reference writes as keys, e.g. Apertus' xIELU scalars: the pipeline reads them before the plan
     #: (each must be a single number, ``plan.value_sources``) and ``use_values`` gets them
@@ -437,6 +468,22 @@ class TextFamily:
         """Called once with the outtype decided (``output_type``'s), before any tensor is converted:
         for families whose forced types depend on it (a projector's patch embedding)."""
         self.out = out
+
+    def read_pooling(self, files: Mapping[str, bytes]) -> None:
+        """Remember the sentence-transformers pooling of the repo (``add_pooling`` writes it); for families
+        that may be embedding models, from their ``use_files``."""
+        self.pooling = sentence_transformers_pooling(files)
+
+    def add_pooling(self, w: gguf.GGUFWriter) -> None:
+        """The pooling keys of an embedding model, as the reference's ``_try_set_pooling_type`` writes
+        them: the sentence-transformers pooling (``read_pooling``), then the pooling before a
+        classification head (config ``classifier_pooling``)."""
+        if self.pooling is not None:
+            w.add_pooling_type(self.pooling)
+        if (mode := self.hparams.get("classifier_pooling")) is not None:
+            if mode not in ("cls", "mean"):
+                raise errors.InvalidConfigError(f"config.json: unsupported classifier_pooling {mode!r}")
+            w.add_uint32(f"{w.arch}.classifier.pooling_type", int(_POOLING_MODES[mode]))
 
     def add_tensor_time_hparams(self, w: gguf.GGUFWriter) -> None:
         """Keys the reference writes while it converts tensors, hence right after ``general.architecture``
