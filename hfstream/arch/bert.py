@@ -47,6 +47,9 @@ class Bert(TextFamily):
     hf_architectures: ClassVar[tuple[str, ...]] = ("BertModel",)
     model_types: ClassVar[tuple[str, ...]] = ("bert",)
     gguf_arch = gguf.MODEL_ARCH.BERT
+    #: an encoder: no output norm; the embeddings' LayerNorm instead
+    required_tensors: ClassVar[tuple[gguf.MODEL_TENSOR, ...]] = (
+        gguf.MODEL_TENSOR.TOKEN_EMBD, gguf.MODEL_TENSOR.TOKEN_EMBD_NORM, gguf.MODEL_TENSOR.ATTN_OUT)
     shape_rules = _SHAPES
     shape_sizes = _SIZES
 
@@ -158,6 +161,11 @@ class ModernBert(Bert):
     hf_architectures = ("ModernBertModel",)
     model_types = ("modernbert",)
     gguf_arch = gguf.MODEL_ARCH.MODERN_BERT
+    required_tensors = (gguf.MODEL_TENSOR.TOKEN_EMBD, gguf.MODEL_TENSOR.TOKEN_EMBD_NORM, gguf.MODEL_TENSOR.OUTPUT_NORM,
+                        gguf.MODEL_TENSOR.ATTN_OUT)
+
+    def layer_kind(self, bid: int) -> str:
+        return "first" if bid == 0 else ""  # the first layer's attention norm is an identity (no weight)
     shape_rules = _MODERN_SHAPES
 
     def source_name(self, name: str) -> str | None:
