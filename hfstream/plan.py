@@ -245,7 +245,7 @@ def draft_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[s
     for new_name, new_node in family.finish():
         _add(outputs, family, new_name, new_node, None, None)
 
-    arch = gguf.MODEL_ARCH_NAMES[family.gguf_arch]
+    arch = family.gguf_arch_name()
     metadata = Metadata()
     w = KeyWriter(metadata, arch)
     w.add_architecture()

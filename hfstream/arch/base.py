@@ -169,6 +169,11 @@ class TextFamily:
     model_types: ClassVar[tuple[str, ...]] = ()
     #: the llama.cpp architecture written to ``general.architecture``
     gguf_arch: ClassVar[gguf.MODEL_ARCH]
+    #: an architecture newer than PyPI's gguf (0.19.0) knows: its name for ``general.architecture`` and
+    #: its keys, and the tensor kinds it has beyond ``gguf_arch``'s, whose names it otherwise shares
+    #: (DeepSeek-V3.2 is ``deepseek32``: DeepSeek-V2's tensors plus the indexer and MTP ones)
+    arch_name: ClassVar[str | None] = None
+    extra_tensor_kinds: ClassVar[tuple[gguf.MODEL_TENSOR, ...]] = ()
     #: vocab kinds to try, in order (see ``hfstream.vocab.add_vocab``)
     vocab_strategies: ClassVar[tuple[str, ...]] = ("bpe",)
 
@@ -196,8 +201,31 @@ class TextFamily:
         self.hparams = merged
         check_hparams(merged, ints=self.hparam_ints)  # before any value is used: types, bounds, divisibility
         self.block_count = int(self.find(("n_layers", "num_hidden_layers", "n_layer", "num_layers")))
-        self.tensor_map = gguf.get_tensor_name_map(self.gguf_arch, self.block_count)
+        self.tensor_map = self.name_map(self.block_count)
         self.rope = self._rope_parameters()
+
+    @classmethod
+    def gguf_arch_name(cls) -> str:
+        """What ``general.architecture`` says (and every architecture key starts with)."""
+        return cls.arch_name or gguf.MODEL_ARCH_NAMES[cls.gguf_arch]
+
+    @classmethod
+    def tensor_kinds(cls) -> tuple[gguf.MODEL_TENSOR, ...]:
+        return tuple(gguf.MODEL_TENSORS.get(cls.gguf_arch, ())) + cls.extra_tensor_kinds
+
+    def name_map(self, n_blocks: int) -> gguf.TensorNameMap:
+        """gguf's map from HF names to GGUF names for ``gguf_arch``, with ``extra_tensor_kinds``' names
+        (gguf 0.19.0 has their HF spellings, only not under the newer architecture)."""
+        names = gguf.get_tensor_name_map(self.gguf_arch, n_blocks)
+        for kind in self.extra_tensor_kinds:
+            template = gguf.TENSOR_NAMES[kind]
+            block = "{bid}" in template
+            keys = (names.block_mappings_cfg if block else names.mappings_cfg).get(kind, ())
+            for bid in range(n_blocks) if block else (None,):
+                new = template.format(bid=bid) if block else template
+                for key in (new, *(k.format(bid=bid) for k in keys)):
+                    names.mapping[key] = (kind, new)
+        return names
 
     # -- hyperparameters ------------------------------------------------------
 
@@ -387,7 +415,7 @@ class TextFamily:
 
         ``bid`` is the block id of the source tensor, as the reference matches it.
         """
-        for kind in gguf.MODEL_TENSORS.get(self.gguf_arch, ()):
+        for kind in self.tensor_kinds():
             template = gguf.TENSOR_NAMES[kind]
             if "{bid}" in template:
                 if bid is None:
