@@ -73,7 +73,7 @@ TAIL_KEYS = ("general.quantization_version", "general.file_type")
 #: arrive in other layouts (one tensor per expert, GraniteMoE's fused gate/up, ERNIE's dense first layer)
 MODELS = ("tiny-llama-k", "tiny-qwen3-k", "tiny-mixtral-k", "tiny-llama-spm", "tiny-mixtral", "tiny-gpt-oss-bf16",
           "tiny-deepseek-v3-k", "tiny-deepseek-v2-lite", "tiny-deepseek-v3", "tiny-gemma4", "tiny-gemma3n",
-          "tiny-olmoe", "tiny-granite-moe", "tiny-ernie4_5-moe")
+          "tiny-olmoe", "tiny-granite-moe", "tiny-ernie4_5-moe", "tiny-deepseek-v32")
 
 #: models whose goldens cover a few types only (a big vocabulary makes every case slow, and 64-wide
 #: rows make the 256-block types fall back as tiny-llama-spm's and tiny-mixtral's do, which cover
@@ -86,6 +86,7 @@ SELECTED_TYPES: dict[str, tuple[str, ...]] = {
     "tiny-olmoe": ("q4_k_m",),
     "tiny-granite-moe": ("q4_k_m",),
     "tiny-ernie4_5-moe": ("q4_k_m",),
+    "tiny-deepseek-v32": ("q4_k_m", "q6_k"),
 }
 
 #: llama-quantize's names for hfstream's mixes (as its QUANT_OPTIONS spell them)
