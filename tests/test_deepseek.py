@@ -1,7 +1,9 @@
-"""DeepSeek V2/V3 beyond the goldens: what is left out is never fetched, and what only repo code can read is refused.
+"""DeepSeek V2/V3/V3.2 beyond the goldens: what is left out is never fetched, and what only repo code can read
+(Kimi-K2's tokenizer) or the reference refuses (a V3.2 tokenizer without add_bos_token) is refused.
 
 The byte-for-byte comparison with the reference is ``tests/test_convert.py`` over the goldens of
-tiny-deepseek-v2-lite and tiny-deepseek-v3 (FP8); these tests look at the request log and at refusals.
+tiny-deepseek-v2-lite, tiny-deepseek-v3 and tiny-deepseek-v32 (FP8); these tests look at the request log
+and at refusals.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import hashlib
 import json
 import shutil
 from pathlib import Path
+
+import pytest
 
 import hfstream
 from hfstream import cli, errors
@@ -112,3 +116,25 @@ def test_kimi_k2_as_moonshot_ships_it_is_refused_in_one_line(fixture_root, tmp_p
     assert len(err) == 1 and "trust_remote_code" in err[0] and "DeepseekV3ForCausalLM" in err[0], err
     assert not marker.exists()
     assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.parametrize("add_bos", [False, None])
+def test_deepseek_v32_without_add_bos_token_is_refused_as_the_reference_stops(add_bos, fixture_root, tmp_path, capsys):
+    """The reference converts DeepSeek-V3.2's vocabulary only when the tokenizer adds BOS (it asserts
+    ``add_bos_token``, read from tokenizer_config.json); without it: one line, nothing written."""
+    repo = tmp_path / "DeepSeek-V3.2"
+    shutil.copytree(_snapshot(fixture_root, "hfs-test/tiny-deepseek-v32"), repo)
+    tok_config = json.loads((repo / "tokenizer_config.json").read_text())
+    assert tok_config["add_bos_token"] is True  # the fixture itself converts (tests/test_convert.py)
+    if add_bos is None:
+        del tok_config["add_bos_token"]
+    else:
+        tok_config["add_bos_token"] = add_bos
+    (repo / "tokenizer_config.json").write_text(json.dumps(tok_config))
+
+    out = tmp_path / "out.gguf"
+    rc = cli.main(["convert", str(repo), "--outtype", "f16", "-o", str(out), "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == errors.UnsupportedTokenizerError.exit_code
+    assert len(err) == 1 and "add_bos_token" in err[0] and "DeepseekV32ForCausalLM" in err[0], err
+    assert not list(tmp_path.glob("out.gguf*"))

@@ -21,7 +21,7 @@ PyPI's gguf, so the family adds them (``extra_tensor_kinds``).
 from __future__ import annotations
 
 import re
-from typing import Iterator
+from typing import ClassVar, Iterator
 
 import gguf
 
@@ -29,7 +29,7 @@ from .. import errors, vocab
 from ..graph import HeadSlice, Node
 from ..hfconfig import INT_HPARAMS, check_hparams
 from . import register
-from .base import LAYER, SIZES, ExpertStacks, TextFamily
+from .base import LAYER, SIZES, ExpertStacks, ShapeRule, TextFamily
 
 #: the projections of one expert, in the order the reference writes their stacks
 _EXPERT_PROJS = ("down_proj", "gate_proj", "up_proj")
@@ -50,14 +50,14 @@ _MLA_HPARAMS = {
 
 @register
 class DeepseekV2(TextFamily):
-    hf_architectures = ("DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM")
+    hf_architectures: ClassVar[tuple[str, ...]] = ("DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM")
     gguf_arch = gguf.MODEL_ARCH.DEEPSEEK2
     vocab_strategies = ("bpe",)
-    model_types = ("deepseek_v2", "deepseek_v3")
+    model_types: ClassVar[tuple[str, ...]] = ("deepseek_v2", "deepseek_v3")
     shape_sizes = {**SIZES, "nope": ("qk_nope_head_dim",), "rope": ("qk_rope_head_dim",), "v": ("v_head_dim",),
                    "q_rank": ("q_lora_rank",), "kv_rank": ("kv_lora_rank",), "experts": ("n_routed_experts",),
                    "moe_ffn": ("moe_intermediate_size",), "n_shared": ("n_shared_experts",)}
-    shape_rules = (
+    shape_rules: ClassVar[tuple[ShapeRule, ...]] = (
         (r"model\.embed_tokens\.weight", ("vocab", "hidden")),
         (r"lm_head\.weight", ("vocab", "hidden")),
         (LAYER + r"self_attn\.q_proj\.weight", ("heads*nope+rope", "hidden")),
