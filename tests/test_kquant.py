@@ -85,6 +85,12 @@ FAST_K_CASES: tuple[tuple[str, str, str], ...] = (
     ("tiny-gemma3n", "iq2_xxs+imatrix", "dat"),
 )
 
+#: hybrid (gated delta net + attention) MoE models, 64 wide: the mix's rules on ssm_*, attn_qkv/attn_gate,
+#: nextn and expert tensors, their fallbacks, and per-expert imatrix slices of stacked and fused experts
+HYBRID_CASES: tuple[tuple[str, str], ...] = tuple(
+    (model, cid) for model in ("tiny-qwen3-next", "tiny-qwen35-moe-vlm") for cid in ("q4_k_m", "q4_k_m+imatrix")
+    if model in GOLDENS)
+
 
 #: MoE families whose experts arrive in other layouts (one tensor per expert, GraniteMoE's fused gate/up
 #: cut into two stacks, ERNIE's dense first layer and shared experts; DeepSeek-V3.2's kept MTP block), 64-wide: the K types fall back.
@@ -302,6 +308,11 @@ def test_k_models_are_byte_identical(model, cid, fmt, fresh_hub, tmp_path, capsy
 
 @pytest.mark.parametrize("model, cid", MOE_LAYOUT_CASES, ids=[f"{m}:{c}" for m, c in MOE_LAYOUT_CASES])
 def test_moe_layouts_are_byte_identical(model, cid, fresh_hub, tmp_path, capsys, monkeypatch):
+    check_case(model, cid, tmp_path, capsys, monkeypatch)
+
+
+@pytest.mark.parametrize("model, cid", HYBRID_CASES, ids=[f"{m}:{c}" for m, c in HYBRID_CASES])
+def test_hybrid_moe_models_are_byte_identical(model, cid, fresh_hub, tmp_path, capsys, monkeypatch):
     check_case(model, cid, tmp_path, capsys, monkeypatch)
 
 

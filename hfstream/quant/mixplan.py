@@ -10,8 +10,8 @@ llama-quantize quantizes it. Both steps are decided here at once, before any ten
   stacks), and a type that needs one and has none is refused before anything is fetched;
 - ``general.quantization_version`` and ``general.file_type`` move to the end of the keys (it
   sets them again), followed by the ``quantize.imatrix.*`` keys when an imatrix is used;
-- a tensor's outer dimensions of size 1 are not written (ggml's ``n_dims``): ERNIE's (1, experts)
-  ``exp_probs_b`` and Qwen2-MoE's (1, hidden) shared expert gate come out 1-D.
+- a shape ends at its last dimension longer than 1, as llama.cpp's GGUF writer records it (a
+  (1, hidden) shared-expert gate becomes 1-D).
 """
 
 from __future__ import annotations
@@ -89,13 +89,13 @@ def plan_mix(out: OutType, tensors: Sequence[OutputTensor], keys: Mapping[str, o
     planned = []
     for c in choices:
         ne, was = ne_of[c.name], f32_file.get(c.name, QT.F32)
-        written = _ggml_shape(ne)
         if ne[0] % mixes.block_size(c.qtype):
             raise errors.UnsupportedOptionError(
                 f"{c.name} cannot be {c.qtype.name}: its rows of {ne[0]} values do not split into "
                 f"blocks of {mixes.block_size(c.qtype)}")
+        shape = _written_shape(ne)
         if c.qtype == was:  # llama-quantize copies it as it is
-            planned.append(TensorType(c.name, c.qtype, shape=written))
+            planned.append(TensorType(c.name, c.qtype, shape=shape))
             continue
         if was != QT.F32:
             refusal = ("llama-quantize does not requantize it" if was not in (QT.F16, QT.BF16)
@@ -111,16 +111,14 @@ def plan_mix(out: OutType, tensors: Sequence[OutputTensor], keys: Mapping[str, o
                     "matrix: pass --imatrix FILE (the output of llama.cpp's llama-imatrix)")
             raise errors.ImatrixRequiredError(
                 f"{opts.imatrix.path} has no entry for {c.name}, which {c.qtype.name} needs")
-        planned.append(TensorType(c.name, c.qtype, weights, shape=written))
+        planned.append(TensorType(c.name, c.qtype, weights, shape))
     return planned, _last_keys(mix, opts.imatrix)
 
 
-def _ggml_shape(ne: tuple[int, ...]) -> tuple[int, ...] | None:
-    """The numpy shape llama-quantize writes for a tensor of ggml shape ``ne``: its outer dimensions of
-    size 1 dropped (one kept), as ggml's ``n_dims`` counts them; None when that is the shape as it is."""
-    n = len(ne)
-    while n > 1 and ne[n - 1] == 1:
-        n -= 1
+def _written_shape(ne: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The numpy-order shape llama.cpp records for a tensor of GGUF dims ``ne`` (``ggml_n_dims`` dims),
+    or None when that is its own."""
+    n = mixes.n_dims(ne)
     return tuple(reversed(ne[:n])) if n < len(ne) else None
 
 

@@ -46,8 +46,8 @@ class TensorType:
     qtype: QT
     #: llama-quantize mixes with ``--imatrix`` only
     weights: Weights | None = None
-    #: the shape written, numpy order, when it is not the tensor's own: llama-quantize writes a tensor
-    #: without its outer dimensions of size 1 (ggml's ``n_dims``)
+    #: the shape the file records when it is not the tensor's own (llama-quantize's writer ends it at the
+    #: last dimension longer than 1)
     shape: tuple[int, ...] | None = None
 
 

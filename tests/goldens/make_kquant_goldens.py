@@ -73,7 +73,8 @@ TAIL_KEYS = ("general.quantization_version", "general.file_type")
 #: arrive in other layouts (one tensor per expert, GraniteMoE's fused gate/up, ERNIE's dense first layer)
 MODELS = ("tiny-llama-k", "tiny-qwen3-k", "tiny-mixtral-k", "tiny-llama-spm", "tiny-mixtral", "tiny-gpt-oss-bf16",
           "tiny-deepseek-v3-k", "tiny-deepseek-v2-lite", "tiny-deepseek-v3", "tiny-gemma4", "tiny-gemma3n",
-          "tiny-olmoe", "tiny-granite-moe", "tiny-ernie4_5-moe", "tiny-deepseek-v32")
+          "tiny-olmoe", "tiny-granite-moe", "tiny-ernie4_5-moe", "tiny-qwen3-next", "tiny-qwen35-moe-vlm",
+          "tiny-deepseek-v32")
 
 #: models whose goldens cover a few types only (a big vocabulary makes every case slow, and 64-wide
 #: rows make the 256-block types fall back as tiny-llama-spm's and tiny-mixtral's do, which cover
@@ -193,7 +194,7 @@ def make_model_golden(model: str, spec: dict, snapshot: Path, commit: str, llama
                       ref_hash: str, work: Path, with_greedy: bool, jobs: int) -> dict:
     job = work / model
     model_dir = copy_snapshot(snapshot, job, model)
-    f32 = run_reference(model_dir, "f32", llama_cpp_dir, job / "f32")
+    f32 = run_reference(model_dir, "f32", llama_cpp_dir, job / "f32", tuple(spec.get("reference_options", ())))
     f32_digest = digest_gguf(f32)
 
     # the synthetic imatrix, from the f32 file's tensor list
