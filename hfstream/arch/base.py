@@ -303,12 +303,11 @@ class TextFamily:
         score = f(("score_function", "scoring_func", "score_func", "moe_router_activation",
                    "moe_router_activation_func", "expert_selection_fn"))
         if score is not None:
-            gating = {"sigmoid": gguf.ExpertGatingFuncType.SIGMOID, "softmax": gguf.ExpertGatingFuncType.SOFTMAX}
-            if hasattr(gguf.ExpertGatingFuncType, "SQRTSOFTPLUS"):
-                gating["sqrtsoftplus"] = gguf.ExpertGatingFuncType.SQRTSOFTPLUS
+            # the reference's ExpertGatingFuncType values (gguf 0.19 lacks SQRTSOFTPLUS, DeepSeek-V4's)
+            gating = {"softmax": 1, "sigmoid": 2, "sqrtsoftplus": 4}
             if score not in gating:
                 raise errors.InvalidConfigError(f"config.json: unsupported expert gating function {score!r}")
-            w.add_expert_gating_func(gating[score])
+            w.add_uint32(gguf.Keys.LLM.EXPERT_GATING_FUNC.format(arch=w.arch), gating[score])
         if (v := self.hparams.get("head_dim")) is not None:
             w.add_key_length(v)
             w.add_value_length(v)
