@@ -33,9 +33,9 @@ import re
 from typing import Any, ClassVar, Iterable, Iterator, Mapping, Sequence
 
 import gguf
+from gguf import MODEL_TENSOR as MT
 from gguf import GGMLQuantizationType as QT
 from gguf import LlamaFileType as FT
-from gguf import MODEL_TENSOR as MT
 
 from .. import errors, jsonfile, vocab
 from ..graph import MXFP4, BlockScale, Bytes, EncodedStack, Int32, Load, Node
