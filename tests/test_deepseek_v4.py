@@ -223,3 +223,18 @@ def test_an_expert_without_its_scale_is_refused_in_one_line(fixture_root, tmp_pa
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == errors.InvalidHeaderError.exit_code
     assert len(err) == 1 and "layers.2.ffn.experts.5.w2.scale" in err[0], err
+
+
+@pytest.mark.parametrize("key, value, tensor", [("hc_mult", 2, "layers.0.hc_attn_base"), ("compress_ratios", [0, 128, 128, 4, 0],
+                                                                                  "layers.1.attn.compressor.ape")])
+def test_shapes_config_json_fixes_beyond_the_rule_table_are_checked(key, value, tensor, fixture_root, tmp_path, capsys):
+    """A config that disagrees with the hyper-connection mixers or the compressors is one line before any
+    weight byte is read (not a GGUF llama.cpp would refuse)."""
+    repo = _copy(fixture_root, tmp_path)
+    config = json.loads((repo / "config.json").read_text())
+    config[key] = value
+    (repo / "config.json").write_text(json.dumps(config))
+    rc = cli.main(["convert", str(repo), "--outtype", "q8_0", "-o", str(tmp_path / "out.gguf"), "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == errors.ConfigMismatchError.exit_code
+    assert len(err) == 1 and tensor in err[0] and "config.json makes it" in err[0], err

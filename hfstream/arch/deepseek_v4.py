@@ -159,6 +159,33 @@ class DeepseekV4(TextFamily):
     def tensor_kinds(cls) -> tuple[gguf.MODEL_TENSOR, ...]:
         return _KINDS
 
+    def check_shapes(self, sources: Iterable[tuple[str, SourceTensor]]) -> None:
+        """The rules, then what they cannot spell: the hyper-connection mixers ((2 + hc) x hc outputs
+        from hc x hidden) and the compressors (twice the head width, with an indexer, at ratio 4)."""
+        sources = list(sources)
+        super().check_shapes(sources)
+        hp = self.hparams
+        hidden, hc, ratios = hp["hidden_size"], hp["hc_mult"], hp.get("compress_ratios")
+        mix = (2 + hc) * hc
+        want: dict[str, tuple[int, ...]] = {
+            "hc_head_fn": (hc, hc * hidden), "hc_head_base": (hc,), "hc_head_scale": (1,)}
+        for bid in range(self.block_count):
+            for part in ("attn", "ffn"):
+                p = f"layers.{bid}.hc_{part}"
+                want.update({p + "_fn": (mix, hc * hidden), p + "_base": (mix,), p + "_scale": (3,)})
+            ratio = ratios[bid] if isinstance(ratios, list) and bid < len(ratios) and type(ratios[bid]) is int else 0
+            for prefix, head in (("attn.compressor.", hp["head_dim"]), ("attn.indexer.compressor.", hp["index_head_dim"])):
+                width = (2 if ratio == 4 else 1) * head
+                p = f"layers.{bid}.{prefix}"
+                want.update({p + "ape": (ratio, width), p + "wkv.weight": (width, hidden),
+                             p + "wgate.weight": (width, hidden), p + "norm.weight": (head,)})
+        for name, src in sources:
+            if name in want and tuple(src.shape) != want[name]:
+                raise errors.ConfigMismatchError(
+                    f"{src.file}: tensor {name!r} has shape {list(src.shape)} but config.json makes it "
+                    f"{list(want[name])} (hidden_size {hidden}, hc_mult {hc}, head_dim {hp['head_dim']}, "
+                    f"index_head_dim {hp['index_head_dim']}, compress_ratios)")
+
     # -- config ---------------------------------------------------------------
 
     def use_files(self, files: Mapping[str, bytes]) -> None:
