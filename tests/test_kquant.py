@@ -99,12 +99,13 @@ HYBRID_CASES: tuple[tuple[str, str], ...] = tuple(
 
 
 #: MoE families whose experts arrive in other layouts (one tensor per expert, GraniteMoE's fused gate/up
-#: cut into two stacks, ERNIE's dense first layer and shared experts), 64-wide: the K types fall back.
+#: cut into two stacks, ERNIE's dense first layer and shared experts; DeepSeek-V3.2's kept MTP block), 64-wide: the K types fall back.
 #: With the imatrix, each expert's rows take their expert's slice. (model, case id)
 MOE_LAYOUT_CASES: tuple[tuple[str, str], ...] = (
     ("tiny-olmoe", "q4_k_m"),
     ("tiny-granite-moe", "q4_k_m+imatrix"),
     ("tiny-ernie4_5-moe", "q4_k_m+imatrix"),
+    ("tiny-deepseek-v32", "q4_k_m+imatrix"),  # FP8, the indexer's and the MTP block's tensors
 )
 
 #: encoders (embedding models), 64-wide: no output tensor, position and token-type tables, fused qkv and

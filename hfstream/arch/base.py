@@ -258,6 +258,11 @@ class TextFamily:
     config_source: ClassVar[str] = "transformers"
     #: the llama.cpp architecture written to ``general.architecture``
     gguf_arch: ClassVar[gguf.MODEL_ARCH]
+    #: an architecture newer than PyPI's gguf (0.19.0) knows: its name for ``general.architecture`` and
+    #: its keys, and the tensor kinds it has beyond ``gguf_arch``'s, whose names it otherwise shares
+    #: (DeepSeek-V3.2 is ``deepseek32``: DeepSeek-V2's tensors plus the indexer and MTP ones)
+    arch_name: ClassVar[str | None] = None
+    extra_tensor_kinds: ClassVar[tuple[gguf.MODEL_TENSOR, ...]] = ()
     #: vocab kinds to try, in order (see ``hfstream.vocab.add_vocab``)
     vocab_strategies: ClassVar[tuple[str, ...]] = ("bpe",)
 
@@ -299,11 +304,34 @@ class TextFamily:
     def tensor_map(self) -> gguf.TensorNameMap:
         """gguf's name map for every block (its size grows with the block count: 2M entries and a minute
         for 7,000 layers); ``map_name`` does not need it."""
-        return gguf.get_tensor_name_map(self.gguf_arch, self.block_count)
+        return self.name_map(self.block_count)
 
     @cached_property
     def _block_map(self) -> gguf.TensorNameMap:
-        return gguf.get_tensor_name_map(self.gguf_arch, 1)
+        return self.name_map(1)
+
+    @classmethod
+    def gguf_arch_name(cls) -> str:
+        """What ``general.architecture`` says (and every architecture key starts with)."""
+        return cls.arch_name or gguf.MODEL_ARCH_NAMES[cls.gguf_arch]
+
+    @classmethod
+    def tensor_kinds(cls) -> tuple[gguf.MODEL_TENSOR, ...]:
+        return tuple(gguf.MODEL_TENSORS.get(cls.gguf_arch, ())) + cls.extra_tensor_kinds
+
+    def name_map(self, n_blocks: int) -> gguf.TensorNameMap:
+        """gguf's map from HF names to GGUF names for ``gguf_arch``, with ``extra_tensor_kinds``' names
+        (gguf 0.19.0 has their HF spellings, only not under the newer architecture)."""
+        names = gguf.get_tensor_name_map(self.gguf_arch, n_blocks)
+        for kind in self.extra_tensor_kinds:
+            template = gguf.TENSOR_NAMES[kind]
+            block = "{bid}" in template
+            keys = (names.block_mappings_cfg if block else names.mappings_cfg).get(kind, ())
+            for bid in range(n_blocks) if block else (None,):
+                new = template.format(bid=bid) if block else template
+                for key in (new, *(k.format(bid=bid) for k in keys)):
+                    names.mapping[key] = (kind, new)
+        return names
 
     # -- hyperparameters ------------------------------------------------------
 
@@ -381,12 +409,11 @@ class TextFamily:
         score = f(("score_function", "scoring_func", "score_func", "moe_router_activation",
                    "moe_router_activation_func", "expert_selection_fn"))
         if score is not None:
-            gating = {"sigmoid": gguf.ExpertGatingFuncType.SIGMOID, "softmax": gguf.ExpertGatingFuncType.SOFTMAX}
-            if hasattr(gguf.ExpertGatingFuncType, "SQRTSOFTPLUS"):
-                gating["sqrtsoftplus"] = gguf.ExpertGatingFuncType.SQRTSOFTPLUS
+            # the reference's ExpertGatingFuncType values (gguf 0.19 lacks SQRTSOFTPLUS, DeepSeek-V4's)
+            gating = {"softmax": 1, "sigmoid": 2, "sqrtsoftplus": 4}
             if score not in gating:
                 raise errors.InvalidConfigError(f"config.json: unsupported expert gating function {score!r}")
-            w.add_expert_gating_func(gating[score])
+            w.add_uint32(gguf.Keys.LLM.EXPERT_GATING_FUNC.format(arch=w.arch), gating[score])
         if (v := self.hparams.get("head_dim")) is not None:
             w.add_key_length(v)
             w.add_value_length(v)
@@ -528,7 +555,7 @@ class TextFamily:
 
         ``bid`` is the block id of the source tensor, as the reference matches it.
         """
-        for kind in gguf.MODEL_TENSORS.get(self.gguf_arch, ()):
+        for kind in self.tensor_kinds():
             template = gguf.TENSOR_NAMES[kind]
             if "{bid}" in template:
                 if bid is None:
@@ -566,7 +593,7 @@ class TextFamily:
                 raise errors.UnusedTensorError(
                     f"{src.file}: tensor {_short(src.name)} is not used by the {self.hf_arch} conversion "
                     "(hfstream does not know what it is for)")
-        kinds = {t: gguf.TENSOR_NAMES[t] for t in gguf.MODEL_TENSORS.get(self.gguf_arch, ())}
+        kinds = {t: gguf.TENSOR_NAMES[t] for t in self.tensor_kinds()}
         blocks: dict[int, set[str]] = {}  # block -> its tensors' names with the block number as {bid}
         # (layer kind, such a name) -> (a block of that kind that has it, its output name)
         example: dict[tuple[str, str], tuple[int, str]] = {}

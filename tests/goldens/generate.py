@@ -51,6 +51,7 @@ from tests import llamacpp  # noqa: E402
 from tests.goldens.digest import digest_gguf  # noqa: E402
 
 GOLDENS_DIR = Path(__file__).resolve().parent / "models"
+SHIM_DIR = Path(__file__).resolve().parent / "reference_shim"
 DEFAULT_LLAMA_CPP_DIR = Path("/tmp/sdist/llama_cpp_python-0.3.36/vendor/llama.cpp")
 REFERENCE_NAME = "llama.cpp convert_hf_to_gguf.py from the llama-cpp-python 0.3.36 sdist"
 OUTTYPES = ("f32", "f16", "bf16", "q8_0", "auto")
@@ -119,6 +120,9 @@ def run_reference(model_dir: Path, outtype: str, llama_cpp_dir: Path, out_dir: P
         raise RuntimeError(f"{out_dir} is not empty")
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONHASHSEED="0")
     env.pop("NO_LOCAL_GGUF", None)  # the converter must use its own gguf-py
+    # reference_shim/sitecustomize.py: DeepSeek-V3.2's add_bos_token, which transformers 5 drops
+    env.update(HFSTREAM_REFERENCE_SHIM="1",
+               PYTHONPATH=os.pathsep.join(filter(None, (str(SHIM_DIR), env.get("PYTHONPATH")))))
     cmd = [sys.executable, str(llama_cpp_dir / "convert_hf_to_gguf.py"), str(model_dir),
            "--outtype", outtype, "--outfile", str(out_dir) + os.sep, *extra_args]
     proc = subprocess.run(cmd, cwd=model_dir.parent, env=env, capture_output=True, text=True)

@@ -77,7 +77,8 @@ MODELS = ("tiny-llama-k", "tiny-qwen3-k", "tiny-mixtral-k", "tiny-llama-spm", "t
           "tiny-olmoe", "tiny-granite-moe", "tiny-ernie4_5-moe", "tiny-qwen3-next", "tiny-qwen35-moe-vlm",
           "tiny-nemotron-h-k", "tiny-granite4-k", "tiny-lfm2-moe-k", "tiny-phimoe",
           "tiny-glm4-moe", "tiny-minimax-m2", "tiny-llama4",
-          "tiny-bert", "tiny-xlm-roberta", "tiny-embeddinggemma", "tiny-modernbert")
+          "tiny-bert", "tiny-xlm-roberta", "tiny-embeddinggemma", "tiny-modernbert",
+          "tiny-deepseek-v32")
 
 #: models whose goldens cover a few types only (a big vocabulary makes every case slow, and 64-wide
 #: rows make the 256-block types fall back as tiny-llama-spm's and tiny-mixtral's do, which cover
@@ -103,6 +104,7 @@ SELECTED_TYPES: dict[str, tuple[str, ...]] = {
     "tiny-xlm-roberta": ("q4_k_m", "q6_k"),
     "tiny-embeddinggemma": ("q4_k_m", "q6_k"),
     "tiny-modernbert": ("q4_k_m", "q6_k"),
+    "tiny-deepseek-v32": ("q4_k_m", "q6_k"),
 }
 
 #: llama-quantize's names for hfstream's mixes (as its QUANT_OPTIONS spell them)
