@@ -234,9 +234,17 @@ class DeepseekV4(TextFamily):
 
     # -- tensors --------------------------------------------------------------
 
+    def layer_kind(self, bid: int) -> str:
+        # a layer's compressor (and indexer) come with its compression ratio; hash layers route by a table
+        ratio = self.hparams["compress_ratios"][bid]
+        return f"ratio{ratio}" + ("+hash" if bid < self.hparams["num_hash_layers"] else "")
+
     def source_name(self, name: str) -> str | None:
         if name.startswith(("mtp.", "aligner.", "image_")):
             return None  # the MTP block, and the vision parts of V4-Flash-Vision
+        layer = _LAYER_NAME.fullmatch(name)
+        if layer is not None and layer.group(2) == "ffn.gate.bias" and int(layer.group(1)) < self.hparams["num_hash_layers"]:
+            return None  # hash layers route by their table: their router bias is unused (the reference drops it)
         return super().source_name(name)
 
     def source_nodes(self, sources: Sequence[tuple[str, SourceTensor]]) -> list[tuple[str, Node]]:
@@ -303,8 +311,6 @@ class DeepseekV4(TextFamily):
             return
         if _EXPERT.fullmatch(name):
             return  # repacked in use_sources
-        if name.endswith(".ffn.gate.bias") and bid is not None and bid < self.hparams["num_hash_layers"]:
-            return  # hash layers route by the table: their router bias is unused
         if name.endswith(".ffn.gate.tid2eid"):
             return  # written in use_sources
         yield self._gguf_name(name, bid), node
