@@ -21,7 +21,8 @@ What the projector (the reference's ``LFM2VLModel``) does beyond every projector
 
 from __future__ import annotations
 
-from typing import ClassVar, Iterator
+from collections.abc import Iterator
+from typing import ClassVar
 
 import gguf
 
