@@ -1,4 +1,4 @@
-"""SmolVLM / Idefics3 and LFM2-VL beyond their goldens (``tests/test_mmproj.py``, ``tests/test_convert.py``):
+"""SmolVLM / Idefics3, LFM2-VL and InternVL beyond their goldens (``tests/test_mmproj.py``, ``tests/test_convert.py``):
 the LFM2-VL patch-embedding rearrangement, and the text model of a config whose ``text_config`` names
 no architecture, which the reference cannot convert (its projector still converts)."""
 
@@ -55,3 +55,20 @@ def test_a_text_config_without_architectures_has_no_text_model_but_a_projector(r
     rc = cli.main(["convert", str(model), "--mmproj", "--outtype", "f16", "-o", str(out), "-q"])
     assert rc == 0, capsys.readouterr().err
     assert [p.name.startswith("mmproj-") for p in out.iterdir()] == [True]
+
+
+def test_internvl_with_a_text_model_hfstream_does_not_pair_is_refused_in_one_line(fresh_hub, fixture_root, tmp_path,
+                                                                                  capsys):
+    (snapshot,) = (fixture_root / "hfs-test" / "tiny-internvl3" / "commits").iterdir()
+    model = tmp_path / "tiny-internvl3"
+    shutil.copytree(snapshot, model)
+    config = json.loads((model / "config.json").read_text())
+    config["llm_config"]["architectures"] = ["InternLM2ForCausalLM"]  # InternVL2.5-8B's text model
+    (model / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "out"
+    out.mkdir()
+    rc = cli.main(["convert", str(model), "--outtype", "f16", "-o", str(out), "-q"])
+    err = capsys.readouterr().err
+    assert rc == errors.UnsupportedArchitectureError.exit_code
+    assert len(err.strip().splitlines()) == 1 and "InternLM2ForCausalLM text model" in err
+    assert list(out.iterdir()) == []
