@@ -53,8 +53,10 @@ def _nested_arch(hparams, key: str) -> str | None:
 @register
 class InternVLChat(Qwen2):
     hf_architectures: ClassVar[tuple[str, ...]] = ("InternVLChatModel",)
-    # internvl_chat is repo code: the reference reads config.json as written, and so does hfstream
-    model_types: ClassVar[tuple[str, ...]] = ()
+    # the text config it reads; internvl_chat itself is repo code, which transformers does not know: the
+    # reference reads that config.json as written, and so does hfstream (so it is not named here, where
+    # a model type transformers does not know is refused)
+    model_types: ClassVar[tuple[str, ...]] = ("qwen2",)
 
     def __init__(self, hparams, hf_arch):
         text_arch = _nested_arch(hparams, "text_config")
@@ -68,7 +70,7 @@ class InternVLChat(Qwen2):
 @register_projector
 class InternVLVision(ProjectorFamily):
     hf_architectures = ("InternVLChatModel",)
-    model_types = ()
+    model_types = ("intern_vit_6b",)
     #: the projector's layers, numbered like blocks but not the tower's
     optional_tensors = (gguf.MODEL_TENSOR.V_MMPROJ_MLP,)
 
