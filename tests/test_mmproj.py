@@ -25,6 +25,8 @@ from .test_convert import comparable
 GOLDENS_DIR = Path(__file__).resolve().parent / "goldens" / "mmproj"
 GOLDENS = {p.stem: json.loads(p.read_text()) for p in sorted(GOLDENS_DIR.glob("*.json"))}
 VLM = "hfs-test/tiny-gemma3-vlm"
+#: every fixture with projector goldens
+VLMS = sorted({g["repo"] for g in GOLDENS.values()})
 
 
 def _shard_ranges(hub, repo: str) -> list[tuple[str, int, int]]:
@@ -51,23 +53,25 @@ def test_the_projector_is_the_references(name, fresh_hub, tmp_path, capsys):
     assert diff_digests(comparable(expected), comparable(digest_gguf(written))) == []
 
 
-def test_with_mmproj_writes_both_files_from_one_pass(fresh_hub, tmp_path):
-    result = hfstream.convert(VLM, outtype="f16,q8_0", outfile=tmp_path, with_mmproj=True)
+@pytest.mark.parametrize("repo", VLMS)
+def test_with_mmproj_writes_both_files_from_one_pass(repo, fresh_hub, tmp_path):
+    name = repo.split("/")[1]
+    result = hfstream.convert(repo, outtype="f16,q8_0", outfile=tmp_path, with_mmproj=True)
     assert [o.path.name.startswith("mmproj-") for o in result.outputs] == [False, False, True, True]
     for o in result.outputs:
         kind = "mmproj" if o.path.name.startswith("mmproj-") else "text"
-        expected = GOLDENS[f"tiny-gemma3-vlm.{o.outtype}"] if kind == "mmproj" else golden(f"tiny-gemma3-vlm.{o.outtype}")
+        expected = GOLDENS[f"{name}.{o.outtype}"] if kind == "mmproj" else golden(f"{name}.{o.outtype}")
         assert o.path.name == expected["default_name"]
         assert diff_digests(comparable(expected), comparable(digest_gguf(o.path))) == []
     # every byte of the weights file once: the projector's tensors and the text model's, no range twice
-    ranges = _shard_ranges(fresh_hub, VLM)
+    ranges = _shard_ranges(fresh_hub, repo)
     for i, (path, a, b) in enumerate(ranges):
         for other, c, d in ranges[:i]:
             assert other != path or b < c or a > d, f"bytes {a}-{b} fetched twice"
     alone = sum(b - a + 1 for _, a, b in ranges)
     fresh_hub.clear_log()
-    hfstream.convert(VLM, outtype="f16", outfile=tmp_path / "text-only", mmproj=False)
-    text_only = sum(b - a + 1 for _, a, b in _shard_ranges(fresh_hub, VLM))
+    hfstream.convert(repo, outtype="f16", outfile=tmp_path / "text-only", mmproj=False)
+    text_only = sum(b - a + 1 for _, a, b in _shard_ranges(fresh_hub, repo))
     assert alone > text_only  # the projector's bytes came in the same pass
 
 

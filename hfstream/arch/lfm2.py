@@ -16,7 +16,7 @@ What else the reference (``LFM2Model``, ``LFM2MoeModel``) does differently from 
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import ClassVar, Iterator
 
 import gguf
 
@@ -85,8 +85,8 @@ class _Lfm2Base(TextFamily):
 
 @register
 class Lfm2(_Lfm2Base):
-    hf_architectures = ("Lfm2ForCausalLM", "LFM2ForCausalLM")
-    model_types = ("lfm2",)
+    hf_architectures: ClassVar[tuple[str, ...]] = ("Lfm2ForCausalLM", "LFM2ForCausalLM")
+    model_types: ClassVar[tuple[str, ...]] = ("lfm2",)
     gguf_arch = gguf.MODEL_ARCH.LFM2
 
     def _is_attention(self, layer_type: str) -> bool:

@@ -22,8 +22,8 @@ from .base import ExpertStacks, TextFamily
 
 @register
 class Qwen2(TextFamily):
-    hf_architectures = ("Qwen2ForCausalLM",)
-    model_types = ("qwen2",)
+    hf_architectures: ClassVar[tuple[str, ...]] = ("Qwen2ForCausalLM",)
+    model_types: ClassVar[tuple[str, ...]] = ("qwen2",)
     gguf_arch = gguf.MODEL_ARCH.QWEN2
     vocab_strategies = ("spm", "bpe")
 
