@@ -1,9 +1,12 @@
 """Lazy transforms: shapes known up front, values as the reference computes them, block by block."""
 
+import math
+
 import numpy as np
 import pytest
 
-from hfstream.graph import AddScalar, Constant, Load, PadRows, PermuteHeads, SliceRows, Stack, Transpose, decode
+from hfstream.graph import (AddScalar, Constant, Load, PadRows, PermuteHeads, Reshape, Select, SliceRows, Softplus, Stack,
+                            SwapLastAxes, Transpose, decode)
 from hfstream.safetensors import SourceTensor
 
 
@@ -85,6 +88,10 @@ def _nodes():
     emb = f.add("emb", m(10, 8))
     conv = f.add("conv", m(8, 12))
     norm = f.add("norm", m(8))
+    patch = f.add("patch", m(6, 4 * 3), "BF16")
+    conv3d = f.add("conv3d", m(4, 3, 2, 2, 5))
+    bias = f.add("bias", m(12))
+    scalar = f.add("scalar", np.float32(0.75).reshape(()), "BF16")
     return f, {
         "load": Load(emb),
         "permute": PermuteHeads(Load(q), 4),
@@ -96,6 +103,15 @@ def _nodes():
         "pad": PadRows(Load(emb), 13),
         "pad-stacked": PadRows(Stack(tuple(Load(e) for e in experts)), 5),
         "constant": Constant(np.arange(12, dtype=np.float32).reshape(3, 4)),
+        "reshape": Reshape(Load(emb), (20, 4)),
+        "reshape-coarser": Reshape(Load(emb), (5, 16)),
+        "reshape-uneven": Reshape(Load(emb), (16, 5)),
+        "reshape-scalar": Reshape(Load(scalar), (1,)),
+        "patch-kernel": Reshape(SwapLastAxes(Reshape(Load(patch), (6, 4, 3))), (6, 3, 2, 2)),
+        "select": Select(Load(conv3d), 2, 1),
+        "select-permuted": Select(Reshape(PermuteHeads(Load(q), 4), (4, 2, 2, 8)), 1, 0),
+        "slice-1d": SliceRows(Load(bias), 4, 8),
+        "softplus": Softplus(Load(norm)),
     }
 
 
@@ -117,3 +133,56 @@ def test_blocks_of_rows_reassemble_the_whole_and_need_disjoint_bytes(name):
     if name != "stack-permuted":  # that one reads the same source twice on purpose
         ordered = sorted((s.start, s.end) for s in spans)
         assert all(a[1] <= b[0] for a, b in zip(ordered, ordered[1:]))
+
+
+def test_reshape_keeps_the_values_in_order_and_cuts_only_at_whole_input_rows():
+    f, nodes = _nodes()
+    emb = whole(f, Load(nodes["load"].src))
+    assert np.array_equal(whole(f, nodes["reshape-uneven"]), emb.reshape(16, 5))
+    # 16 rows of 5 from rows of 8: a cut every 8 output rows is a cut every 5 input rows
+    assert nodes["reshape-uneven"].row_align() == 8 and nodes["reshape-coarser"].row_align() == 1
+    assert nodes["reshape"].row_align() == 2
+    assert whole(f, nodes["reshape-scalar"]).tolist() == [0.75]
+    with pytest.raises(ValueError):
+        Reshape(Load(nodes["load"].src), (3, 3))
+
+
+def test_patch_kernel_moves_the_channel_ahead_of_the_pixels():
+    f, nodes = _nodes()
+    flat = whole(f, Load(nodes["patch-kernel"].x.x.x.src))
+    out = whole(f, nodes["patch-kernel"])
+    for n in range(6):
+        for c in range(3):
+            for i in range(2):
+                for j in range(2):
+                    assert out[n, c, i, j] == flat[n, (i * 2 + j) * 3 + c]
+
+
+def test_select_takes_one_time_step_of_a_conv3d_kernel():
+    f, nodes = _nodes()
+    node = nodes["select"]
+    kernel = whole(f, Load(node.x.src))
+    assert node.shape == (4, 3, 2, 5)
+    assert np.array_equal(whole(f, node), kernel[:, :, 1])
+    assert np.array_equal(whole(f, Select(Load(node.x.src), 2, 0)), kernel[:, :, 0])
+    # a block of whole (out, in) channel pairs reads both time steps of them: each step reads the same bytes
+    assert node.row_align() == 2 and Select(Load(node.x.src), 2, 0).spans(6, 12) == node.spans(6, 12)
+    assert node.spans(6, 12) == Load(node.x.src).spans(12, 24)
+    with pytest.raises(ValueError):
+        Select(Load(node.x.src), 4, 0)  # the last axis is not selected from
+
+
+def test_slice_rows_of_a_vector_takes_its_elements():
+    f, nodes = _nodes()
+    bias = whole(f, Load(nodes["slice-1d"].x.src))
+    assert np.array_equal(whole(f, nodes["slice-1d"]), bias[4:8])
+
+
+def test_softplus_is_log_one_plus_exp_correctly_rounded_and_x_above_twenty():
+    xs = np.array([-30.0, -1.0, 0.0, 0.25, 1.0, 5.5, 19.5, 20.0, 20.5, 100.0], dtype=np.float32)
+    out = Softplus(Constant(xs.reshape(1, -1))).eval_rows({}, 0, 1).ravel()
+    assert out.dtype == np.float32
+    for x, y in zip(xs.tolist(), out.tolist()):
+        # two roundings to float32, as torch: exp, then log1p of the rounded exp
+        want = x if x > 20 else float(np.float32(math.log1p(float(np.float32(math.exp(x))))))
+        assert y == want, x

@@ -366,8 +366,9 @@ class TextFamily:
         """Called after the last source tensor; raises if something buffered was never used."""
         return iter(())
 
-    def map_name(self, name: str) -> str:
-        new = self.tensor_map.get_name(key=name, try_suffixes=(".weight", ".bias"))
+    def map_name(self, name: str, suffixes: Sequence[str] = (".weight", ".bias")) -> str:
+        """The GGUF name of a (converted) source tensor name; ``suffixes`` are kept as they are."""
+        new = self.tensor_map.get_name(key=name, try_suffixes=tuple(suffixes))
         if new is None:
             raise errors.UnsupportedArchitectureError(
                 f"cannot map tensor {name!r} of {self.hf_arch} to a llama.cpp tensor name")
@@ -419,6 +420,9 @@ class ProjectorFamily(TextFamily):
     ``preprocessor_config.json`` and ``processor_config.json`` (``use_files``). Every tensor of the
     language model is left out. Subclasses register with ``@register_projector`` and name the
     projector type; everything not vision-specific is ``TextFamily``'s.
+
+    A family with ``has_audio_encoder`` also converts the audio encoder of a repo whose config.json
+    has an ``audio_config`` (``hparams_audio``, else None), into the same file, as the reference does.
     """
 
     gguf_arch = gguf.MODEL_ARCH.MMPROJ
@@ -432,6 +436,8 @@ class ProjectorFamily(TextFamily):
                                              "layers", "encoder_layers", "vt_num_hidden_layers")
     #: source tensors the projector converts start with one of these (after ``language_model.`` is left out)
     tensor_prefixes: ClassVar[tuple[str, ...]] = ()
+    #: the model may have an audio encoder too (``audio_config``), which goes in the same file
+    has_audio_encoder: ClassVar[bool] = False
 
     def __init__(self, hparams: Mapping[str, Any], hf_arch: str):
         self.hf_arch = hf_arch
@@ -446,8 +452,15 @@ class ProjectorFamily(TextFamily):
             raise errors.InvalidConfigError(f"config.json: {hf_arch} has no vision_config")
         self.hparams = dict(vision)
         check_hparams(self.hparams, name="config.json vision_config")
+        audio = hparams.get("audio_config")
+        self.hparams_audio: dict[str, Any] | None = None
+        if self.has_audio_encoder and isinstance(audio, dict) and audio:
+            self.hparams_audio = dict(audio)
+            check_hparams(self.hparams_audio, name="config.json audio_config")
         self.block_count = int(self.find(self.block_keys))
-        self.tensor_map = gguf.get_tensor_name_map(self.gguf_arch, self.block_count)
+        # the reference maps the names of a two-encoder model for 128 blocks, whatever each has
+        mapped_blocks = max(128, self.block_count) if self.has_audio_encoder else self.block_count
+        self.tensor_map = gguf.get_tensor_name_map(self.gguf_arch, mapped_blocks)
         self.rope = {}
         self.preprocessor: dict[str, Any] = {}
 
@@ -472,7 +485,7 @@ class ProjectorFamily(TextFamily):
         return self.preprocessor[key]
 
     def source_name(self, name: str) -> str | None:
-        if "language_model." in name:
+        if "language_model." in name or name.endswith(_IGNORED_SUFFIXES):
             return None
         if name.endswith("e_score_correction_bias"):
             name = name.replace("e_score_correction_bias", "e_score_correction.bias")
@@ -492,6 +505,22 @@ class ProjectorFamily(TextFamily):
         w.add_vision_head_count(f(("num_attention_heads", "num_heads", "heads", "vt_num_attention_heads")))
         w.add_vision_image_mean(self.preprocessor_value("image_mean"))
         w.add_vision_image_std(self.preprocessor_value("image_std"))
+        if self.hparams_audio is not None:
+            a = lambda keys: self.find_audio(keys)  # noqa: E731
+            w.add_clip_has_audio_encoder(True)
+            w.add_audio_projection_dim(self.n_embd_text)
+            w.add_audio_embedding_length(a(("hidden_size",)))
+            w.add_audio_feed_forward_length(a(("intermediate_size",)))
+            w.add_audio_block_count(a(self.block_keys))
+            w.add_audio_head_count(a(("num_attention_heads",)))
+
+    def find_audio(self, keys: Sequence[str]) -> Any:
+        """The first of ``keys`` the audio config sets (``find`` for the audio encoder)."""
+        assert self.hparams_audio is not None
+        for k in keys:
+            if k in self.hparams_audio:
+                return self.hparams_audio[k]
+        raise errors.InvalidConfigError(f"config.json audio_config: none of {', '.join(keys)} is set")
 
     def forced_type(self, gguf_name: str, bid: int | None, source_name: str | None) -> gguf.GGMLQuantizationType | None:
         # the patch embedding (a convolution llama.cpp runs in F16 at most) and the patch merger
