@@ -22,7 +22,7 @@ The vision towers are the projectors' (``qwen_vision.py``).
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import gguf
 
