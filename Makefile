@@ -3,7 +3,7 @@ PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 STAMP := .make-installed
 
-.PHONY: install fixtures demo test test-slow bench clean
+.PHONY: install fixtures demo typecheck test test-slow bench clean
 
 $(STAMP): pyproject.toml hfstream/quant/_q8_0.c
 	$(PIP) install -q -e '.[test]'
@@ -18,7 +18,11 @@ fixtures: install
 demo: fixtures
 	$(PYTHON) -m fixtures.demo
 
-test: fixtures
+# mypy over the package (its type hints ship with it: py.typed); part of every `make test`
+typecheck: install
+	$(PYTHON) -m mypy hfstream
+
+test: fixtures typecheck
 	$(PYTHON) -m pytest -q
 
 # Real llama.cpp runs (builds llama-cpp-python from source once, ~4 minutes) and other slow checks.

@@ -251,7 +251,7 @@ class _Filling:
 
     def __init__(self, length: int):
         # numpy's empty array: no zero-filling pass over memory that is about to be overwritten
-        self.view = memoryview(np.empty(length, dtype=np.uint8)).cast("B")
+        self.view = memoryview(np.empty(length, dtype=np.uint8).data).cast("B")
         self.filled = 0
 
 

@@ -20,9 +20,13 @@ gives rows of bytes in that GGUF type (``encoded``), which pass to the file as t
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import ClassVar, Iterator, Mapping, NamedTuple
+from functools import cache, cached_property
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 from gguf import GGMLQuantizationType as QT
@@ -30,7 +34,7 @@ from gguf import GGMLQuantizationType as QT
 from .quant import floats
 from .safetensors import DTYPE_SIZES, SourceTensor
 
-_NUMPY_DTYPES = {
+_NUMPY_DTYPES: dict[str, np.dtype[Any]] = {
     "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"),
     "I64": np.dtype("<i8"), "I32": np.dtype("<i4"), "I16": np.dtype("<i2"), "I8": np.dtype("i1"),
     "U8": np.dtype("u1"), "U16": np.dtype("<u2"), "U32": np.dtype("<u4"), "U64": np.dtype("<u8"),
@@ -855,6 +859,58 @@ class HeadSlice(Node):
 
 
 @dataclass(frozen=True, eq=False)
+class SliceStackRows(Node):
+    """Rows [start, stop) of every matrix of a 3-D stack, i.e. axis 1 (GraniteMoE stores each expert's
+    gate and up projections as one (experts, 2 * ffn, hidden) tensor, which becomes two stacks).
+
+    A block of output rows inside one matrix is one contiguous run of source rows, so the stack is
+    still fetched a block (an expert) at a time.
+    """
+
+    x: Node
+    start: int
+    stop: int
+
+    @property
+    def shape(self):  # type: ignore[override]
+        return (self.x.shape[0], self.stop - self.start, self.x.shape[2])
+
+    @property
+    def dtype(self):  # type: ignore[override]
+        return self.x.dtype
+
+    def leaves(self):
+        return self.x.leaves()
+
+    def row_align(self):
+        inner = self.x.row_align()
+        if inner is None or any(n % inner for n in (self.x.shape[1], self.start, self.stop - self.start)):
+            return None
+        return inner
+
+    def _source_runs(self, r0: int, r1: int) -> Iterator[tuple[int, int]]:
+        """Source row ranges, in order, holding output rows [r0, r1)."""
+        n, m = self.stop - self.start, self.x.shape[1]
+        while r0 < r1:
+            k, a = divmod(r0, n)
+            end = min(r1, (k + 1) * n)
+            yield k * m + self.start + a, k * m + self.start + end - k * n
+            r0 = end
+
+    def spans(self, r0, r1):
+        if self.row_align() is None:
+            return self.x.spans(0, self.x.rows)
+        return [s for a, b in self._source_runs(r0, r1) for s in self.x.spans(a, b)]
+
+    def eval_rows(self, data, r0, r1):
+        if self.row_align() is None:
+            whole = self.x.evaluate(data)[:, self.start:self.stop]
+            return np.ascontiguousarray(whole).reshape(self.rows, self.cols)[r0:r1]
+        blocks = [self.x.eval_rows(data, a, b) for a, b in self._source_runs(r0, r1)]
+        return np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
+
+
+@dataclass(frozen=True, eq=False)
 class Reshape(Node):
     """The same values in the same (row-major) order under another shape: a scalar as a 1-element
     vector, a depthwise convolution's (C, 1, K) as (C, K), a flat patch projection (n, p*p*3) as
@@ -901,6 +957,180 @@ class Reshape(Node):
         if self.row_align() is None:
             return self.x.evaluate(data).reshape(self.rows, self.cols)[r0:r1]
         return self.x.eval_rows(data, *self._input_rows(r0, r1)).reshape(r1 - r0, self.cols)
+
+
+@dataclass(frozen=True, eq=False)
+class GatherRows(Node):
+    """Rows of ``x`` in another order or selection: ``runs`` lists (first source row, row count), and
+    the output is those rows one run after the other, in ``shape`` (the same row length as ``x``).
+
+    Splitting a fused projection (Qwen3-Next's q/k/v/z rows, interleaved per key head; the gate and up
+    halves of each expert of a fused stack) and reordering heads are such gathers. Every output row is
+    one source row, so a block of output rows needs only its own source rows: its runs, sorted and
+    joined where they touch, are its spans (the whole tensor, gathered at once, is one span).
+    """
+
+    x: Node
+    runs: tuple[tuple[int, int], ...]
+    shape: tuple[int, ...]
+
+    def __post_init__(self):
+        if _cols(self.shape) != self.x.cols or sum(n for _, n in self.runs) != _rows(self.shape):
+            raise ValueError(f"runs of {self.x.shape} do not make {self.shape}")
+        if any(n <= 0 or start < 0 or start + n > self.x.rows for start, n in self.runs):
+            raise ValueError(f"a run is outside the {self.x.rows} rows of {self.x.shape}")
+
+    @property
+    def dtype(self):  # type: ignore[override]
+        return self.x.dtype
+
+    def leaves(self):
+        return self.x.leaves()
+
+    @cached_property
+    def _firsts(self) -> list[int]:
+        """The output row each run starts at."""
+        return list(itertools.accumulate((n for _, n in self.runs), initial=0))[:-1]
+
+    def _pieces(self, r0: int, r1: int) -> Iterator[tuple[int, int]]:
+        """Source row ranges [a, b) giving output rows [r0, r1), in output order."""
+        k = bisect.bisect_right(self._firsts, r0) - 1
+        while r0 < r1:
+            start, n = self.runs[k]
+            first = self._firsts[k]
+            end = min(r1, first + n)
+            yield start + r0 - first, start + end - first
+            r0, k = end, k + 1
+
+    def _intervals(self, r0: int, r1: int) -> list[tuple[int, int]]:
+        """The source rows of output rows [r0, r1) as sorted ranges, touching ones joined."""
+        merged: list[list[int]] = []
+        for a, b in sorted(self._pieces(r0, r1)):
+            if merged and a <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], b)
+            else:
+                merged.append([a, b])
+        return [(a, b) for a, b in merged]
+
+    def row_align(self):
+        return 1 if self.x.row_align() == 1 else None
+
+    def spans(self, r0, r1):
+        if self.row_align() is None:
+            return self.x.spans(0, self.x.rows)
+        return [s for a, b in self._intervals(r0, r1) for s in self.x.spans(a, b)]
+
+    def eval_rows(self, data, r0, r1):
+        if self.row_align() is None:
+            rows = self.x.evaluate(data).reshape(self.x.rows, self.x.cols)
+            return np.concatenate([rows[a:b] for a, b in self._pieces(r0, r1)])
+        blocks = [(a, self.x.eval_rows(data, a, b)) for a, b in self._intervals(r0, r1)]
+        out = []
+        for a, b in self._pieces(r0, r1):
+            first, block = next((first, block) for first, block in blocks if first <= a < first + len(block))
+            out.append(block[a - first:b - first])
+        return np.concatenate(out) if len(out) > 1 else out[0]
+
+
+@dataclass(frozen=True, eq=False)
+class PermuteCols(Node):
+    """Every row with its values reordered: ``out[..., j] = x[..., perm[j]]`` (heads reordered along
+    the input dimension of a projection, or along a 1-D per-head parameter). Rows stay rows."""
+
+    x: Node
+    perm: tuple[int, ...]
+
+    def __post_init__(self):
+        if sorted(self.perm) != list(range(self.x.cols)):
+            raise ValueError(f"not a permutation of the {self.x.cols} columns of {self.x.shape}")
+
+    @property
+    def shape(self):  # type: ignore[override]
+        return self.x.shape
+
+    @property
+    def dtype(self):  # type: ignore[override]
+        return self.x.dtype
+
+    def leaves(self):
+        return self.x.leaves()
+
+    def row_align(self):
+        return self.x.row_align()
+
+    def spans(self, r0, r1):
+        return self.x.spans(r0, r1) if self.row_align() is not None else self.x.spans(0, self.x.rows)
+
+    def eval_rows(self, data, r0, r1):
+        if self.row_align() is None:
+            rows = self.x.evaluate(data).reshape(self.rows, self.cols)[r0:r1]
+        else:
+            rows = self.x.eval_rows(data, r0, r1)
+        return rows[:, np.asarray(self.perm)]
+
+
+@dataclass(frozen=True, eq=False)
+class NegExp(Node):
+    """``-exp(x)`` in the dtype of x (a gated delta net's decay ``A = -exp(A_log)``), as ``reference_exp``."""
+
+    x: Node
+
+    @property
+    def shape(self):  # type: ignore[override]
+        return self.x.shape
+
+    @property
+    def dtype(self):  # type: ignore[override]
+        return self.x.dtype
+
+    def leaves(self):
+        return self.x.leaves()
+
+    def row_align(self):
+        return self.x.row_align()
+
+    def spans(self, r0, r1):
+        return self.x.spans(r0, r1) if self.row_align() is not None else self.x.spans(0, self.x.rows)
+
+    def eval_rows(self, data, r0, r1):
+        if self.row_align() is None:
+            w = self.x.evaluate(data).reshape(self.rows, self.cols)[r0:r1]
+        else:
+            w = self.x.eval_rows(data, r0, r1)
+        return -reference_exp(w)
+
+
+def reference_exp(x: np.ndarray) -> np.ndarray:
+    """``exp`` of float32 or float16 values, as the reference's torch gives it where that is known.
+
+    torch's float32 ``exp`` is not correctly rounded and not the same everywhere: the x86-64 wheels
+    call MKL's vector exp, one ulp off for about 1% of float32 inputs; other builds use SLEEF or libm.
+    For the inputs a bfloat16 holds (every value of a bf16 checkpoint), torch 2.13's results on x86-64
+    are known (``data/torch_exp_bf16.json``, 45 differ from the correctly rounded value) and used;
+    any other input gets the correctly rounded value, the one every implementation approximates.
+    float16 is rounded once from the exact value too (torch rounds its float32 result).
+    """
+    with np.errstate(over="ignore"):
+        out = np.exp(x.astype(np.float64)).astype(x.dtype)
+    if x.dtype == np.float32 and x.size:
+        keys, values = _torch_exp_bf16()
+        bits = x.view(np.uint32)
+        known = (bits & 0xFFFF) == 0
+        at = np.searchsorted(keys, bits >> 16)
+        hit = known & (at < len(keys)) & (keys[np.minimum(at, len(keys) - 1)] == bits >> 16)
+        out.view(np.uint32)[hit] = values[at[hit]]
+    return out
+
+
+@cache
+def _torch_exp_bf16() -> tuple[np.ndarray, np.ndarray]:
+    """(sorted bfloat16 bits, torch's float32 exp bits) where torch's exp is not correctly rounded."""
+    import json
+    from pathlib import Path
+
+    table = json.loads((Path(__file__).parent / "data" / "torch_exp_bf16.json").read_text())["exceptions"]
+    keys = np.array(sorted(int(k, 16) for k in table), dtype=np.uint32)
+    return keys, np.array([int(table[f"{k:04x}"], 16) for k in keys], dtype=np.uint32)
 
 
 @dataclass(frozen=True, eq=False)

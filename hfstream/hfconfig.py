@@ -32,7 +32,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping, NoReturn
 
 from . import errors, jsonfile
 from .errors import NotReproducibleError
@@ -190,7 +190,7 @@ class _Worker:
         assert self._proc is not None and self._proc.stdout is not None
         frame = _frame_in(self._proc.stdout)
         if frame is None:
-            self._died()
+            return self._died()
         try:
             answer = _PlainUnpickler(io.BytesIO(frame)).load()
         except pickle.UnpicklingError as e:
@@ -199,7 +199,7 @@ class _Worker:
             raise errors.HelperDiedError("reading config.json: the transformers worker answered nonsense")
         return answer
 
-    def _died(self):
+    def _died(self) -> NoReturn:
         proc, self._proc = self._proc, None
         code = proc.wait() if proc is not None else None
         raise errors.HelperDiedError(f"reading config.json: the transformers worker ended (status {code}) "
@@ -264,7 +264,8 @@ DIVISIBLE_HPARAMS: tuple[tuple[str, str, str | None], ...] = (
 )
 
 
-def check_hparams(hparams: dict, *, ints: dict = INT_HPARAMS, floats: tuple[str, ...] = FLOAT_HPARAMS,
+def check_hparams(hparams: Mapping[str, Any], *, ints: Mapping[str, tuple[tuple[str, ...], int, int]] = INT_HPARAMS,
+                  floats: tuple[str, ...] = FLOAT_HPARAMS,
                   divisible: tuple = DIVISIBLE_HPARAMS, name: str = "config.json") -> None:
     """Refuse hyperparameters that are present but insane (wrong type, out of bounds, indivisible).
 

@@ -7,11 +7,11 @@ repo name as the directory name a local clone would have.
 
 from __future__ import annotations
 
-from pathlib import PurePosixPath
+from pathlib import Path
 from typing import Any, Mapping
 
 import gguf
-import yaml
+import yaml  # type: ignore[import-untyped]  # types-PyYAML is not a dependency
 
 from . import errors, jsonfile
 
@@ -100,7 +100,7 @@ def build(repo_name: str, files: Mapping[str, bytes], total_params: int) -> gguf
     """The authorship and sampling metadata the reference derives for a local clone named ``repo_name``."""
     card = model_card(files.get("README.md"))
     hf_params = _json(files.get("config.json"), "config.json")
-    md = gguf.Metadata.apply_metadata_heuristic(gguf.Metadata(), card, hf_params, PurePosixPath(repo_name),
+    md = gguf.Metadata.apply_metadata_heuristic(gguf.Metadata(), card, hf_params, Path(repo_name),
                                                 total_params)
     gen = _json(files.get("generation_config.json"), "generation_config.json")
     for attr, keys in _SAMPLING_KEYS:

@@ -33,7 +33,7 @@ from .layout import Layout, layout
 from .quant import options_from
 from .localdir import LocalSource, local_snapshot
 from .options import ConvertResult, Options, OutputResult, Progress
-from .plan import Plan, build_vocab, draft_plan, weight_files, with_vocab
+from .plan import Plan, build_vocab, draft_plan, value_sources, weight_files, with_vocab
 from .safetensors import SourceTensor, read_header
 from .source import ByteSource, HeadCachedSource
 from .writer import check_destination, part_path
@@ -74,14 +74,16 @@ async def _convert(repo_id: str, opts: Options, resolved: Resolved | None = None
         _check_families(load_config(files["config.json"]), kinds)  # refused before any header is read
         shards = weight_shards(snapshot, files)
         headers, heads = await read_headers(source, snapshot, shards)
+        cached = HeadCachedSource(source, heads)
+        # the few single numbers a text model's keys are made of (Apertus' xIELU scalars)
+        values = await read_values(cached, files, headers) if False in kinds else {}
         plans = [draft_plan(repo_name=snapshot.name, files=files, headers=headers, shards=shards, outtype=outtype,
                             bpe_pre=opts.bpe_pre, source=(snapshot.repo_id, snapshot.sha) if snapshot.sha else None,
                             quant_opts=quant_opts, split_max_tensors=opts.split_max_tensors,
-                            split_max_size=opts.split_max_size, projector=projector)
+                            split_max_size=opts.split_max_size, projector=projector, values=values)
                  for projector in kinds for outtype in opts.outtypes()]
         del files, headers
         finals = output_paths_of(opts.outfile, plans, create=not opts.dry_run)
-        cached = HeadCachedSource(source, heads)
         workers = Workers(opts)
         early = None
         try:
@@ -311,6 +313,14 @@ async def read_headers(source: ByteSource, snapshot: hub.Snapshot,
     """Every shard's header, all at once; also the bytes read from each file's start."""
     parsed = await asyncio.gather(*(read_header(source, s, snapshot.files.get(s)) for s in shards))
     return {s: p[0] for s, p in zip(shards, parsed)}, {s: p[1] for s, p in zip(shards, parsed)}
+
+
+async def read_values(source: ByteSource, files: dict[str, bytes],
+                  headers: dict[str, list[SourceTensor]]) -> dict[SourceTensor, bytes | memoryview]:
+    """The bytes of the few single-number tensors whose values the plan writes as keys (``value_sources``)."""
+    wanted = value_sources(files, headers)
+    blobs = await asyncio.gather(*(source.read(s.file, s.start, s.nbytes) for s in wanted))
+    return dict(zip(wanted, blobs))
 
 
 def output_path(outfile: str | os.PathLike | None, plan: Plan, *, create: bool = False) -> Path:

@@ -6,17 +6,19 @@ Pure: no network, no files. The pipeline fetches what the plan needs and execute
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Callable, Iterable, Mapping, Sequence
 
 import gguf
+import numpy as np
 from gguf import GGMLQuantizationType as QT
 
 from . import errors, jsonfile, meta, quant
 from .arch import family_class, projector_class
 from .arch.base import TextFamily
-from .graph import Node
+from .graph import Node, decode
 from .hfconfig import load_config, normalize
 from .kv import KeyWriter, Metadata
 from .safetensors import SourceTensor
@@ -125,11 +127,34 @@ def _plain_file_name(name: str) -> bool:
 def make_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[str, Sequence[SourceTensor]],
               shards: Sequence[str], outtype: str, bpe_pre: str | None = None,
               source: tuple[str, str] | None = None, quant_opts: quant.QuantOptions | None = None,
-              split_max_tensors: int = 0, split_max_size: int = 0) -> Plan:
+              split_max_tensors: int = 0, split_max_size: int = 0,
+              values: Mapping[SourceTensor, bytes | memoryview] | None = None) -> Plan:
     """Decide every output tensor and all metadata: ``with_vocab(draft_plan(...))``."""
     return with_vocab(draft_plan(repo_name=repo_name, files=files, headers=headers, shards=shards, outtype=outtype,
                                  bpe_pre=bpe_pre, source=source, quant_opts=quant_opts,
-                                 split_max_tensors=split_max_tensors, split_max_size=split_max_size))
+                                 split_max_tensors=split_max_tensors, split_max_size=split_max_size, values=values))
+
+
+def value_sources(files: Mapping[str, bytes], headers: Mapping[str, Sequence[SourceTensor]]) -> list[SourceTensor]:
+    """The source tensors whose values the plan needs (the family's ``value_tensors``), to be read before
+    ``draft_plan`` and given to it as ``values``. Each must hold one float (the reference takes
+    ``.item()``), so that what is read before the plan stays a few bytes whatever the file says."""
+    config_blob = files.get("config.json")
+    pattern = family_class(load_config(config_blob)).value_tensors if config_blob is not None else None
+    if not pattern:
+        return []
+    wanted = []
+    for shard in sorted(headers):
+        for src in headers[shard]:
+            if re.fullmatch(pattern, src.name):
+                if math.prod(src.shape) != 1 or src.dtype not in _VALUE_DTYPES:
+                    raise errors.InvalidHeaderError(
+                        f"{src.file}: tensor {_short(src.name)} should hold one number, not {src.dtype} {list(src.shape)}")
+                wanted.append(src)
+    return wanted
+
+
+_VALUE_DTYPES = ("BF16", "F16", "F32", "F64")
 
 
 def with_vocab(plan: Plan, vocab: Metadata | None = None) -> Plan:
@@ -160,13 +185,15 @@ def build_vocab(plan: Plan) -> Metadata:
 def draft_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[str, Sequence[SourceTensor]],
                shards: Sequence[str], outtype: str, bpe_pre: str | None = None,
                source: tuple[str, str] | None = None, quant_opts: quant.QuantOptions | None = None,
-               split_max_tensors: int = 0, split_max_size: int = 0, projector: bool = False) -> Plan:
+               split_max_tensors: int = 0, split_max_size: int = 0, projector: bool = False,
+               values: Mapping[SourceTensor, bytes | memoryview] | None = None) -> Plan:
     """Every output tensor (name, shape, type, order: final) and all metadata but the vocabulary.
 
     ``files``: small repo files by name; ``headers``: parsed tensors per shard; ``shards``:
     shard order; ``source``: (repo id, commit sha) to record in our own keys; ``quant_opts``:
     type overrides and importance matrix of a llama-quantize mix (``quant.mixplan``); ``projector``:
-    the vision projector (``mmproj-*.gguf``) of a multimodal repo instead of its text model.
+    the vision projector (``mmproj-*.gguf``) of a multimodal repo instead of its text model; ``values``:
+    the bytes of the tensors ``value_sources`` names.
     """
     config_blob = files.get("config.json")
     if config_blob is None:
@@ -177,6 +204,7 @@ def draft_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[s
     hparams = normalize(config_blob, name_or_path=repo_name, model_types=family_cls.model_types)
     family = family_cls(hparams, hparams["architectures"][0])
     family.use_files(files)
+    family.use_values({src.name: decode(src, raw).astype(np.float32) for src, raw in (values or {}).items()})
 
     _check_unique_names(shards, headers)
     if "model.safetensors.index.json" in files:
@@ -248,8 +276,9 @@ def draft_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[s
     planned = []
     for choice in typed.tensors:
         tensor, node = outputs[choice.name]
-        planned.append(PlannedTensor(name=choice.name, node=node, qtype=choice.qtype, shape=tensor.shape,
-                                     nbytes=quant.nbytes(choice.qtype, tensor.shape), weights=choice.weights))
+        shape = choice.shape or tensor.shape
+        planned.append(PlannedTensor(name=choice.name, node=node, qtype=choice.qtype, shape=shape,
+                                     nbytes=quant.nbytes(choice.qtype, shape), weights=choice.weights))
 
     size_label = md.size_label if family.size_label_in_filename else None
     filename = family.filename_prefix + gguf.naming_convention(md.name, md.basename, md.finetune, md.version,

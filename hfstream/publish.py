@@ -81,8 +81,11 @@ class Publisher:
 
     def refresh(self) -> str:
         """Read the branch head now and guard the next commit with it."""
-        self.parent = self._call(self.api.model_info, self.repo_id, revision="main").sha
-        return self.parent
+        sha = self._call(self.api.model_info, self.repo_id, revision="main").sha
+        if sha is None:
+            raise errors.PublishError(f"{self.repo_id}: the Hub gave no commit for its main branch")
+        self.parent = sha
+        return sha
 
     def upload(self, path: Path, path_in_repo: str | None = None, *, delete_after: bool = False) -> None:
         """Upload one file's bytes now; it becomes visible with the commit. ``delete_after`` removes it once up.

@@ -52,7 +52,7 @@ import gguf
 from . import jsonfile
 from .errors import ConfigMismatchError, InvalidConfigError, UnsupportedTokenizerError
 
-__all__ = ["add_vocab", "add_special_vocab", "add_fixed_special_ids", "llama_hf_tokens"]
+__all__ = ["add_vocab", "add_special_vocab", "add_fixed_special_ids", "llama_hf_tokens", "tokenizer_config"]
 
 LLAMA_STRATEGIES = ("spm", "llama_hf", "bpe")
 _STRATEGIES = frozenset(LLAMA_STRATEGIES)
@@ -217,6 +217,12 @@ def add_fixed_special_ids(writer: gguf.GGUFWriter, files: Mapping[str, bytes], h
     sv.write(writer)
 
 
+def tokenizer_config(files: Mapping[str, bytes]) -> dict:
+    """``tokenizer_config.json`` parsed, for families that read a flag of it themselves (an empty dict
+    when the repo has none or it is not an object); a file that is not JSON fails as ``jsonfile`` says."""
+    return _dict_or_empty(_Repo(files, {}).json("tokenizer_config.json"))
+
+
 # --- reading the repo's small files ------------------------------------------------------------
 
 
@@ -241,7 +247,7 @@ class _Repo:
             raise InvalidConfigError(f"{name}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
 
     def raw(self, name: str) -> bytes | None:
-        """The file's bytes (UTF-8 checked by ``json`` or ``text`` first)."""
+        """The file's bytes (UTF-8 checked by ``json`` or ``text`` first), None when the repo lacks it."""
         data = self.files.get(name)
         return data.encode("utf-8") if isinstance(data, str) else None if data is None else bytes(data)
 
@@ -264,7 +270,9 @@ class _Repo:
         and the parsed vocabulary and the ``tokenizers`` object never live at once.
         """
         tj = self._json.get("tokenizer.json")
-        model = tj.get("model") if isinstance(tj, dict) else None
+        if not isinstance(tj, dict):
+            return
+        model = tj.get("model")
         if not isinstance(model, dict):
             return
         slim = {k: v for k, v in model.items() if k != "vocab"}
@@ -400,6 +408,8 @@ class _FastTokenizer:
 
         if data is None:
             data = repo.raw("tokenizer.json")  # parsed (so checked) by the caller already
+        if data is None:
+            raise UnsupportedTokenizerError("no tokenizer.json in the repo")
         try:
             self.tok = Tokenizer.from_buffer(data)
         except Exception as e:  # tokenizers raises a plain Exception on a bad file
@@ -429,14 +439,15 @@ class _FastTokenizer:
         have = {t.content for t in self.tok.get_added_tokens_decoder().values()}
         to_add = []
         decoder = _dict_or_empty(config.get("added_tokens_decoder"))
-        for _, data in sorted(((int(k), v) for k, v in decoder.items() if str(k).isdigit()), key=lambda x: x[0]):
-            content = _token_content(data)
+        for _, entry in sorted(((int(k), v) for k, v in decoder.items() if str(k).isdigit()), key=lambda x: x[0]):
+            content = _token_content(entry)
             if content is not None and content not in have:
+                entry = _dict_or_empty(entry)
                 to_add.append(AddedToken(
-                    content, special=bool(data.get("special", False)),
-                    normalized=bool(data.get("normalized", not data.get("special", False))),
-                    lstrip=bool(data.get("lstrip", False)), rstrip=bool(data.get("rstrip", False)),
-                    single_word=bool(data.get("single_word", False)),
+                    content, special=bool(entry.get("special", False)),
+                    normalized=bool(entry.get("normalized", not entry.get("special", False))),
+                    lstrip=bool(entry.get("lstrip", False)), rstrip=bool(entry.get("rstrip", False)),
+                    single_word=bool(entry.get("single_word", False)),
                 ))
                 have.add(content)
         for content in [*self.named.values(), *self.extra]:
@@ -448,12 +459,12 @@ class _FastTokenizer:
 
         # transformers rebuilds the post-processor when the config states add_bos/eos_token
         if "add_bos_token" in config or "add_eos_token" in config or self.tok.post_processor is None:
-            bos, eos = self.named.get("bos_token"), self.named.get("eos_token")
-            add_bos = bool(config.get("add_bos_token")) and bos is not None
-            add_eos = bool(config.get("add_eos_token")) and eos is not None
-            single = f"{bos + ':0 ' if add_bos else ''}$A:0{' ' + eos + ':0' if add_eos else ''}"
-            pair = f"{single}{' ' + bos + ':1' if add_bos else ''} $B:1{' ' + eos + ':1' if add_eos else ''}"
-            special_tokens = [(t, self.tok.token_to_id(t)) for t, on in ((bos, add_bos), (eos, add_eos)) if on]
+            bos = self.named.get("bos_token") if config.get("add_bos_token") else None
+            eos = self.named.get("eos_token") if config.get("add_eos_token") else None
+            single = f"{bos + ':0 ' if bos is not None else ''}$A:0{' ' + eos + ':0' if eos is not None else ''}"
+            pair = (f"{single}{' ' + bos + ':1' if bos is not None else ''} "
+                    f"$B:1{' ' + eos + ':1' if eos is not None else ''}")
+            special_tokens = [(t, self.tok.token_to_id(t)) for t in (bos, eos) if t is not None]
             try:
                 self.tok.post_processor = processors.TemplateProcessing(
                     single=single, pair=pair, special_tokens=special_tokens)
@@ -501,7 +512,7 @@ def _with_needed_merges(data: bytes, tj: dict, texts: Sequence[str]) -> bytes | 
         # the same normalizer and pre-tokenizer around an empty model, to cut the texts into words
         cutter = Tokenizer.from_str(json.dumps({**tj, "model": {**model, "vocab": {}, "merges": []},
                                                 "added_tokens": []}))
-        words = []
+        words: list[str] = []
         for sample in [*texts, *added]:
             if cutter.normalizer is not None:
                 sample = cutter.normalizer.normalize_str(sample)
@@ -576,9 +587,9 @@ def _llama_hf_tokens(repo: _Repo) -> tuple[list[bytes], list[float], list[int]]:
     for tid in range(base_size):
         if tid not in reverse:
             raise UnsupportedTokenizerError(f"tokenizer.json: no token has id {tid} (the vocab has holes)")
-        text = reverse[tid].encode("utf-8")
-        tokens.append(text)
-        types.append(BYTE if re.fullmatch(rb"<0x[0-9A-Fa-f]{2}>", text)
+        piece = reverse[tid].encode("utf-8")
+        tokens.append(piece)
+        types.append(BYTE if re.fullmatch(rb"<0x[0-9A-Fa-f]{2}>", piece)
                      else CONTROL if tid in special_ids else NORMAL)
     for text, _ in added:
         tokens.append(text.encode("utf-8"))
@@ -598,7 +609,9 @@ def _add_bpe(writer: gguf.GGUFWriter, repo: _Repo, hparams: dict, bpe_pre: str |
     if tj is None:
         raise _NotThisKind
     table = _bpe_pre_table() if bpe_pre is None else None
-    lighter = _with_needed_merges(repo.raw("tokenizer.json"), tj, [table["chktxt"]] if table else [])
+    raw = repo.raw("tokenizer.json")
+    assert raw is not None  # tokenizer_json() parsed it
+    lighter = _with_needed_merges(raw, tj, [table["chktxt"]] if table else [])
     del tj
     repo.slim_tokenizer_json()
     fast = _FastTokenizer(repo, data=lighter)
@@ -649,6 +662,7 @@ def _add_bpe(writer: gguf.GGUFWriter, repo: _Repo, hparams: dict, bpe_pre: str |
         tokens.append(text)
 
     writer.add_tokenizer_model("gpt2")
+    assert bpe_pre is not None  # recognised, given, or refused above
     writer.add_tokenizer_pre(bpe_pre)
     writer.add_token_list(tokens)
     writer.add_token_types(types)
@@ -909,4 +923,4 @@ def _add_chat_template(w: gguf.GGUFWriter, template: str | list) -> None:
         if default is None:
             return
         template = default
-    w.add_string(_KEY_CHAT_TEMPLATE, template)
+    w.add_string(_KEY_CHAT_TEMPLATE, str(template))

@@ -5,8 +5,25 @@ import math
 import numpy as np
 import pytest
 
-from hfstream.graph import (AddScalar, Constant, Load, PadRows, PermuteHeads, Reshape, Select, SliceRows, Softplus, Stack,
-                            SwapLastAxes, Transpose, decode)
+from hfstream.graph import (
+    AddScalar,
+    Constant,
+    GatherRows,
+    Load,
+    NegExp,
+    PadRows,
+    PermuteCols,
+    PermuteHeads,
+    Reshape,
+    Select,
+    SliceRows,
+    SliceStackRows,
+    Softplus,
+    Stack,
+    SwapLastAxes,
+    Transpose,
+    decode,
+)
 from hfstream.safetensors import SourceTensor
 
 
@@ -82,12 +99,15 @@ def test_pad_rows_appends_zero_rows_in_the_source_dtype_and_reads_nothing_for_th
 def _nodes():
     rng = np.random.default_rng(0)
     f = FakeFile()
-    m = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
+    m = lambda *s: rng.standard_normal(s).astype(np.float32)
     q = f.add("q", m(16, 8), "BF16")
     experts = [f.add(f"e{i}", m(6, 8), "F16") for i in range(3)]
     emb = f.add("emb", m(10, 8))
     conv = f.add("conv", m(8, 12))
     norm = f.add("norm", m(8))
+    conv3 = f.add("conv3", m(8, 1, 12), "BF16")
+    fused = f.add("fused", m(3, 4, 8), "BF16")
+    half = f.add("half", m(2, 8), "F16")
     patch = f.add("patch", m(6, 4 * 3), "BF16")
     conv3d = f.add("conv3d", m(4, 3, 2, 2, 5))
     bias = f.add("bias", m(12))
@@ -103,7 +123,15 @@ def _nodes():
         "pad": PadRows(Load(emb), 13),
         "pad-stacked": PadRows(Stack(tuple(Load(e) for e in experts)), 5),
         "constant": Constant(np.arange(12, dtype=np.float32).reshape(3, 4)),
-        "reshape": Reshape(Load(emb), (20, 4)),
+        "reshape": Reshape(Load(conv3), (8, 12)),
+        "reshape-rows": Reshape(Load(conv), (12, 8)),
+        "gather": GatherRows(Load(emb), ((6, 2), (0, 3), (8, 2), (3, 1)), (8, 8)),
+        "gather-experts": GatherRows(Load(fused), ((0, 2), (4, 2), (8, 2)), (3, 2, 8)),
+        "gather-squeezed": GatherRows(Reshape(Load(conv3), (8, 12)), ((4, 4), (0, 4)), (8, 12)),
+        "permute-cols": PermuteCols(Load(emb), (7, 6, 5, 4, 0, 1, 2, 3)),
+        "negexp": NegExp(PermuteCols(Load(norm), (1, 0, 3, 2, 5, 4, 7, 6))),
+        "negexp-f16": NegExp(Load(half)),
+        "reshape-finer": Reshape(Load(emb), (20, 4)),
         "reshape-coarser": Reshape(Load(emb), (5, 16)),
         "reshape-uneven": Reshape(Load(emb), (16, 5)),
         "reshape-scalar": Reshape(Load(scalar), (1,)),
@@ -135,13 +163,127 @@ def test_blocks_of_rows_reassemble_the_whole_and_need_disjoint_bytes(name):
         assert all(a[1] <= b[0] for a, b in zip(ordered, ordered[1:]))
 
 
+def test_slice_stack_rows_cuts_the_same_rows_of_every_matrix_block_by_block():
+    """GraniteMoE's fused gate/up: rows [start, stop) of each expert's matrix, fetched as exactly those bytes."""
+    experts, rows, cols = 3, 6, 4
+    w = np.arange(experts * rows * cols, dtype=np.float32).reshape(experts, rows, cols)
+    f = FakeFile()
+    src = f.add("input_linear", w, "F16")
+    node = SliceStackRows(Load(src), 2, 5)
+    assert node.shape == (3, 3, 4) and node.dtype == np.float16 and node.row_align() == 1
+    expected = np.stack([w[e, 2:5] for e in range(experts)]).reshape(9, cols)
+    for r0, r1 in ((0, 9), (0, 3), (2, 7), (4, 5), (8, 9)):
+        assert np.array_equal(node.eval_rows(f.data(node, r0, r1), r0, r1), expected[r0:r1])
+        # only the source rows of the block: expert e's rows 2..4 start at byte (e * 6 + 2) * 4 * 2
+        wanted = set()
+        for r in range(r0, r1):
+            e, i = divmod(r, 3)
+            start = src.start + (e * rows + 2 + i) * cols * 2
+            wanted.update(range(start, start + cols * 2))
+        assert set().union(*(range(s.start, s.end) for s in node.spans(r0, r1))) == wanted
+
+
+def test_slice_stack_rows_of_a_stack_cut_only_by_whole_matrices_evaluates_it_whole():
+    a = np.arange(8, dtype=np.float32).reshape(2, 4)
+    b = -np.arange(8, dtype=np.float32).reshape(2, 4)
+    f = FakeFile()
+    stack = Stack((Transpose(Load(f.add("a", a))), Transpose(Load(f.add("b", b)))))  # (2, 4, 2), whole parts only
+    assert stack.row_align() == 4
+    node = SliceStackRows(stack, 1, 3)
+    assert node.row_align() is None
+    assert np.array_equal(whole(f, node), np.stack([a.T[1:3], b.T[1:3]]))
+def test_gather_rows_picks_runs_of_rows_in_order():
+    f = FakeFile()
+    w = np.arange(10 * 3, dtype=np.float32).reshape(10, 3)
+    out = whole(f, GatherRows(Load(f.add("w", w)), ((6, 2), (0, 3), (9, 1)), (6, 3)))
+    assert np.array_equal(out, w[[6, 7, 0, 1, 2, 9]])
+
+
+def test_gather_rows_of_a_block_reads_only_its_runs_joined_where_they_touch():
+    f = FakeFile()
+    src = f.add("w", np.zeros((10, 4), dtype=np.float32))
+    node = GatherRows(Load(src), ((6, 2), (0, 3), (3, 3), (8, 2)), (10, 4))
+    row = 4 * 4
+    # output rows 1..5 are source rows 7, 0, 1, 2, 3: two spans, 0-4 joined
+    assert [(s.start, s.end) for s in node.spans(1, 6)] == [(0, 4 * row), (7 * row, 8 * row)]
+    assert [(s.start, s.end) for s in node.spans(0, 10)] == [(0, 10 * row)]  # a permutation of all: one span
+
+
+def test_gather_rows_cuts_the_halves_of_a_fused_expert_stack():
+    f = FakeFile()
+    w = np.arange(3 * 4 * 2, dtype=np.float32).reshape(3, 4, 2)
+    load = Load(f.add("gate_up", w))
+    gate = whole(f, GatherRows(load, tuple((e * 4, 2) for e in range(3)), (3, 2, 2)))
+    up = whole(f, GatherRows(load, tuple((e * 4 + 2, 2) for e in range(3)), (3, 2, 2)))
+    assert np.array_equal(gate, w[:, :2, :]) and np.array_equal(up, w[:, 2:, :])
+
+
+def test_gather_rows_refuses_runs_that_do_not_fit():
+    src = SourceTensor("f", "w", "F32", (4, 2), 0, 32)
+    with pytest.raises(ValueError):
+        GatherRows(Load(src), ((3, 2),), (2, 2))  # past the last row
+    with pytest.raises(ValueError):
+        GatherRows(Load(src), ((0, 2),), (3, 2))  # fewer rows than the shape
+
+
+def test_permute_cols_reorders_every_row():
+    f = FakeFile()
+    w = np.arange(12, dtype=np.float32).reshape(3, 4)
+    out = whole(f, PermuteCols(Load(f.add("w", w)), (2, 0, 3, 1)))
+    assert np.array_equal(out, np.stack([w[:, 2], w[:, 0], w[:, 3], w[:, 1]], axis=1))
+    with pytest.raises(ValueError):
+        PermuteCols(Load(SourceTensor("f", "v", "F32", (3,), 0, 12)), (0, 0, 1))
+
+
+def test_reshape_squeezes_and_keeps_the_values():
+    f = FakeFile()
+    w = np.arange(12, dtype=np.float32).reshape(3, 1, 4)
+    node = Reshape(Load(f.add("w", w)), (3, 4))
+    assert node.row_align() == 1 and np.array_equal(whole(f, node), w.reshape(3, 4))
+    # other rows: cut only where whole input rows end (4 rows of 3 = 3 rows of 4)
+    assert Reshape(Load(f.add("v", w)), (4, 3)).row_align() == 4
+
+
+def test_neg_exp_is_correctly_rounded_where_torch_is_not_known():
+    import math
+
+    # x = 1.0610006: float32 exp (numpy's) gives 0x4038_F9A4, the exact value rounds to 0x4038_F9A5
+    values = np.array([1.0610005855560303, 0.9571602940559387, -2.7182817], dtype=np.float32)
+    assert not (values.view(np.uint32) & 0xFFFF == 0).any()  # no bfloat16 among them
+    f = FakeFile()
+    out = whole(f, NegExp(Load(f.add("a_log", values))))
+    expected = np.array([np.float32(-math.exp(float(v))) for v in values], dtype=np.float32)
+    assert out.dtype == np.float32 and np.array_equal(out.view(np.uint32), expected.view(np.uint32))
+    assert np.exp(values[0]) != -out[0]  # not float32 arithmetic
+    half = whole(f, NegExp(Load(f.add("h", values, "F16"))))
+    assert half.dtype == np.float16
+    assert np.array_equal(half, np.array([-math.exp(float(v)) for v in values.astype(np.float16)], dtype=np.float16))
+
+
+def test_neg_exp_of_a_bfloat16_value_is_torchs():
+    # bf16 0.9765625: torch 2.13 (MKL) gives exp = 0x4029F0A5, one ulp below the correctly rounded 0x4029F0A6
+    f = FakeFile()
+    out = whole(f, NegExp(Load(f.add("a_log", np.array([0.9765625, 0.0, 1.0], dtype=np.float32), "BF16"))))
+    assert list(out.view(np.uint32)) == [0xC029F0A5, 0xBF800000, 0xC02DF854]
+
+
+def test_reference_exp_is_torchs_on_every_bfloat16_value():
+    """The table against torch itself (the reference's environment)."""
+    torch = pytest.importorskip("torch")
+    from hfstream.graph import reference_exp
+
+    x = (np.arange(1 << 16, dtype=np.uint32) << 16).view(np.float32)
+    x = x[np.isfinite(x)]
+    assert np.array_equal(reference_exp(x).view(np.uint32), torch.exp(torch.from_numpy(x.copy())).numpy().view(np.uint32))
+
+
 def test_reshape_keeps_the_values_in_order_and_cuts_only_at_whole_input_rows():
     f, nodes = _nodes()
     emb = whole(f, Load(nodes["load"].src))
     assert np.array_equal(whole(f, nodes["reshape-uneven"]), emb.reshape(16, 5))
     # 16 rows of 5 from rows of 8: a cut every 8 output rows is a cut every 5 input rows
     assert nodes["reshape-uneven"].row_align() == 8 and nodes["reshape-coarser"].row_align() == 1
-    assert nodes["reshape"].row_align() == 2
+    assert nodes["reshape-finer"].row_align() == 2
     assert whole(f, nodes["reshape-scalar"]).tolist() == [0.75]
     with pytest.raises(ValueError):
         Reshape(Load(nodes["load"].src), (3, 3))

@@ -7,9 +7,10 @@ keys, the tensors in llama-quantize's order, their types and a 64-bit prefix of 
 sha256; or the refusal when the type needs an importance matrix and none was given.
 
 - fast: every case's types from ``mixes.choose_types`` (pure, no data), every refusal through the
-  CLI, every case of the small 64-wide model (where the 256-block types fall back), and for the
+  CLI, every case of the small 64-wide model (where the 256-block types fall back), for the
   256-wide models a selection that converts every type at least once (some with the legacy .dat
-  imatrix, the MoE with per-expert imatrix slices and row blocks smaller than an expert);
+  imatrix, the MoE with per-expert imatrix slices and row blocks smaller than an expert), and one
+  case of each MoE family whose experts are stored another way;
 - slow: every case byte for byte, and each output loaded and greedy-decoded by llama.cpp.
 """
 
@@ -82,6 +83,22 @@ FAST_K_CASES: tuple[tuple[str, str, str], ...] = (
     ("tiny-gemma4", "q4_k_m+imatrix", "gguf"),
     ("tiny-gemma3n", "q4_k_m", "gguf"),
     ("tiny-gemma3n", "iq2_xxs+imatrix", "dat"),
+)
+
+#: hybrid (gated delta net + attention) MoE models, 64 wide: the mix's rules on ssm_*, attn_qkv/attn_gate,
+#: nextn and expert tensors, their fallbacks, and per-expert imatrix slices of stacked and fused experts
+HYBRID_CASES: tuple[tuple[str, str], ...] = tuple(
+    (model, cid) for model in ("tiny-qwen3-next", "tiny-qwen35-moe-vlm") for cid in ("q4_k_m", "q4_k_m+imatrix")
+    if model in GOLDENS)
+
+
+#: MoE families whose experts arrive in other layouts (one tensor per expert, GraniteMoE's fused gate/up
+#: cut into two stacks, ERNIE's dense first layer and shared experts), 64-wide: the K types fall back.
+#: With the imatrix, each expert's rows take their expert's slice. (model, case id)
+MOE_LAYOUT_CASES: tuple[tuple[str, str], ...] = (
+    ("tiny-olmoe", "q4_k_m"),
+    ("tiny-granite-moe", "q4_k_m+imatrix"),
+    ("tiny-ernie4_5-moe", "q4_k_m+imatrix"),
 )
 
 
@@ -286,6 +303,16 @@ def test_small_model_every_case_is_byte_identical(model, cid, fresh_hub, tmp_pat
 @pytest.mark.parametrize("model, cid, fmt", FAST_K_CASES, ids=[f"{m}:{c}:{f}" for m, c, f in FAST_K_CASES])
 def test_k_models_are_byte_identical(model, cid, fmt, fresh_hub, tmp_path, capsys, monkeypatch):
     check_case(model, cid, tmp_path, capsys, monkeypatch, imatrix_format=fmt)
+
+
+@pytest.mark.parametrize("model, cid", MOE_LAYOUT_CASES, ids=[f"{m}:{c}" for m, c in MOE_LAYOUT_CASES])
+def test_moe_layouts_are_byte_identical(model, cid, fresh_hub, tmp_path, capsys, monkeypatch):
+    check_case(model, cid, tmp_path, capsys, monkeypatch)
+
+
+@pytest.mark.parametrize("model, cid", HYBRID_CASES, ids=[f"{m}:{c}" for m, c in HYBRID_CASES])
+def test_hybrid_moe_models_are_byte_identical(model, cid, fresh_hub, tmp_path, capsys, monkeypatch):
+    check_case(model, cid, tmp_path, capsys, monkeypatch)
 
 
 def test_moe_row_blocks_smaller_than_an_expert_take_their_experts_slice(fresh_hub, tmp_path, capsys, monkeypatch):

@@ -10,7 +10,7 @@ import pytest
 from gguf import GGUFValueType
 
 from hfstream.layout import _pack_value, layout
-from hfstream.pipeline import read_headers, small_files, weight_shards
+from hfstream.pipeline import read_headers, read_values, small_files, weight_shards
 
 from .goldens.cases import cases
 
@@ -31,7 +31,7 @@ def plan_for(repo, hub, **options):
             shards = weight_shards(snap, files)
             headers, _ = await read_headers(src, snap, shards)
             return make_plan(repo_name=snap.name, files=files, headers=headers, shards=shards,
-                             source=(snap.repo_id, snap.sha), **options)
+                             source=(snap.repo_id, snap.sha), values=await read_values(src, files, headers), **options)
 
     return asyncio.run(plan())
 

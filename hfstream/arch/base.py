@@ -13,6 +13,7 @@ import re
 from typing import Any, ClassVar, Iterable, Iterator, Mapping, Sequence
 
 import gguf
+import numpy as np
 
 from .. import errors, prequant
 from ..graph import Node, Stack
@@ -182,6 +183,10 @@ class TextFamily:
     shape_sizes: ClassVar[Mapping[str, tuple[str, ...]]] = SIZES
     #: integer hyperparameters checked before any is used (``hfconfig.check_hparams``)
     hparam_ints: ClassVar[Mapping[str, tuple[tuple[str, ...], int, int]]] = INT_HPARAMS
+    #: source tensors (a regular expression matched against the whole stored name) whose values the
+    #: reference writes as keys, e.g. Apertus' xIELU scalars: the pipeline reads them before the plan
+    #: (each must be a single number, ``plan.value_sources``) and ``use_values`` gets them
+    value_tensors: ClassVar[str | None] = None
 
     def __init__(self, hparams: Mapping[str, Any], hf_arch: str):
         self.hf_arch = hf_arch
@@ -340,6 +345,10 @@ class TextFamily:
         reference's order, before ``extra_tensors``: for families whose generated tensors are made
         from source tensors (gpt-oss repacks its MXFP4 experts ahead of every other tensor)."""
 
+    def use_values(self, values: Mapping[str, np.ndarray]) -> None:
+        """Called once, before any tensor is converted, with the float32 values of the source tensors
+        ``value_tensors`` selects, by stored name."""
+
     def extra_tensors(self) -> Iterable[tuple[str, Node]]:
         """Tensors generated from the config (and the sources); they come first in the file."""
         return ()
@@ -442,8 +451,8 @@ class ProjectorFamily(TextFamily):
     def __init__(self, hparams: Mapping[str, Any], hf_arch: str):
         self.hf_arch = hf_arch
         self.global_config = dict(hparams)
-        text = hparams.get("text_config") if isinstance(hparams.get("text_config"), dict) else {}
-        text = {**hparams, **text}
+        nested = hparams.get("text_config")
+        text = {**hparams, **(nested if isinstance(nested, dict) else {})}
         self.n_embd_text = text.get("hidden_size", text.get("n_embd", 0))
         if type(self.n_embd_text) is not int or self.n_embd_text <= 0:
             raise errors.InvalidConfigError("config.json: the text model's hidden_size is not set")

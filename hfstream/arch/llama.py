@@ -1,9 +1,18 @@
-"""Llama and Mistral: rotary q/k rows permuted per head; Mixtral experts stacked per layer."""
+"""Llama and Mistral: rotary q/k rows permuted per head; Mixtral experts stacked per layer. Also the
+families the reference converts with its Llama converter under another llama.cpp architecture:
+
+- SmolLM3: nothing else (llama.cpp knows its NoPE layers by their position).
+- Apertus: no q/k permute; the xIELU activation's four scalars per layer (``mlp.act_fn.alpha_n``,
+  ``alpha_p``, ``beta``, ``eps``) are not tensors of the output but keys (``xielu.*``, one value per
+  layer), which the reference writes as it meets them: right after ``general.architecture``, each
+  key once the last layer's scalar of its kind has come by.
+"""
 
 from __future__ import annotations
 
 import math
-from typing import Iterable, Iterator
+import re
+from typing import Callable, ClassVar, Iterable, Iterator, Mapping
 
 import gguf
 import numpy as np
@@ -16,10 +25,15 @@ from .base import ExpertStacks, TextFamily
 
 @register
 class Llama(TextFamily):
-    hf_architectures = ("LlamaForCausalLM", "LLaMAForCausalLM", "MistralForCausalLM", "MixtralForCausalLM")
-    model_types = ("llama", "mistral", "ministral", "mixtral")
+    hf_architectures: ClassVar[tuple[str, ...]] = (
+        "LlamaForCausalLM", "LLaMAForCausalLM", "MistralForCausalLM", "MixtralForCausalLM")
+    model_types: ClassVar[tuple[str, ...]] = ("llama", "mistral", "ministral", "mixtral")
     gguf_arch = gguf.MODEL_ARCH.LLAMA
     vocab_strategies = ("spm", "llama_hf", "bpe")
+    #: the reference's ``undo_permute``: q/k rows reordered for llama.cpp's rotary layout
+    permute_qk = True
+    #: ``factor`` of a ``rope_type: llama3`` config that does not say
+    llama3_default_factor = 8.0
 
     def __init__(self, hparams, hf_arch):
         super().__init__(hparams, hf_arch)
@@ -36,26 +50,16 @@ class Llama(TextFamily):
         w.add_rope_dimension_count(rope_dim)
 
     def extra_tensors(self) -> Iterable[tuple[str, Node]]:
-        """Llama 3.1+ ``rope_type: llama3``: the per-dimension rope frequency factors, as ``rope_freqs``."""
-        rope = self.rope.get("full_attention", self.rope)
-        if not rope or str(rope.get("rope_type") or "").lower() != "llama3":
-            return ()
-        dim = self.hparams.get("head_dim")
-        if dim is None:
-            dim = self.find(("hidden_size",)) // self.find(("num_attention_heads",))
-        factors = llama3_rope_factors(
-            rope_base_freqs(rope.get("rope_theta", 10000.0), dim), factor=rope.get("factor", 8.0),
-            low_freq_factor=rope.get("low_freq_factor", 1.0), high_freq_factor=rope.get("high_freq_factor", 4.0),
-            original_context=rope.get("original_max_position_embeddings", 8192))
-        return ((gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight", Constant(factors)),)
+        return llama3_rope_freqs(self, self.llama3_default_factor)
 
     def convert(self, name: str, node: Node, bid: int | None) -> Iterator[tuple[str, Node]]:
-        n_head = self.find(("n_heads", "num_attention_heads"))
-        n_kv_head = self.find(("n_kv_heads", "num_key_value_heads"))
-        if name.endswith(("q_proj.weight", "q_proj.bias")):
-            node = PermuteHeads(node, n_head)
-        elif name.endswith(("k_proj.weight", "k_proj.bias")):
-            node = PermuteHeads(node, n_kv_head)
+        if self.permute_qk:
+            n_head = self.find(("n_heads", "num_attention_heads"))
+            n_kv_head = self.find(("n_kv_heads", "num_key_value_heads"))
+            if name.endswith(("q_proj.weight", "q_proj.bias")):
+                node = PermuteHeads(node, n_head)
+            elif name.endswith(("k_proj.weight", "k_proj.bias")):
+                node = PermuteHeads(node, n_kv_head)
 
         if "block_sparse_moe.experts" in name:
             yield from self._collect_expert(name, node, bid)
@@ -74,6 +78,72 @@ class Llama(TextFamily):
         if self._stacks is not None:
             self._stacks.check_complete()
         return iter(())
+
+
+@register
+class SmolLM3(Llama):
+    hf_architectures = ("SmolLM3ForCausalLM",)
+    model_types = ("smollm3",)
+    gguf_arch = gguf.MODEL_ARCH.SMOLLM3
+
+
+#: Apertus' xIELU scalars: (source name suffix, the GGUFWriter method of their key)
+_XIELU: Mapping[str, Callable[[gguf.GGUFWriter, list[float]], None]] = {
+    "alpha_n": gguf.GGUFWriter.add_xielu_alpha_n, "alpha_p": gguf.GGUFWriter.add_xielu_alpha_p,
+    "beta": gguf.GGUFWriter.add_xielu_beta, "eps": gguf.GGUFWriter.add_xielu_eps,
+}
+
+
+@register
+class Apertus(Llama):
+    hf_architectures = ("ApertusForCausalLM",)
+    model_types = ("apertus",)
+    gguf_arch = gguf.MODEL_ARCH.APERTUS
+    permute_qk = False
+    value_tensors = r"model\.layers\.(\d+)\.mlp\.act_fn\.(alpha_n|alpha_p|beta|eps)"
+
+    def __init__(self, hparams, hf_arch):
+        super().__init__(hparams, hf_arch)
+        self._values: Mapping[str, np.ndarray] = {}
+        self._xielu: dict[str, dict[int, float]] = {kind: {} for kind in _XIELU}
+        self._xielu_done: list[str] = []  # kinds whose key is complete, in the order they completed
+
+    def use_values(self, values: Mapping[str, np.ndarray]) -> None:
+        self._values = values
+
+    def convert(self, name: str, node: Node, bid: int | None) -> Iterator[tuple[str, Node]]:
+        match = re.fullmatch(self.value_tensors, name)
+        if match is None:
+            yield from super().convert(name, node, bid)
+            return
+        (src,) = node.leaves()
+        if src.name not in self._values:
+            raise RuntimeError(f"the value of {src.name!r} was not read before the plan")
+        layer, kind = int(match.group(1)), match.group(2)
+        self._xielu[kind][layer] = float(self._values[src.name].reshape(()))
+        if len(self._xielu[kind]) == self.find(("num_hidden_layers",)) and kind not in self._xielu_done:
+            self._xielu_done.append(kind)
+
+    def add_tensor_time_hparams(self, w: gguf.GGUFWriter) -> None:
+        for kind in self._xielu_done:
+            per_layer = self._xielu[kind]
+            _XIELU[kind](w, [per_layer[b] for b in sorted(per_layer)])
+
+
+def llama3_rope_freqs(family: TextFamily, default_factor: float) -> tuple[tuple[str, Node], ...]:
+    """Llama 3.1+ ``rope_type: llama3``: the per-dimension rope frequency factors, as ``rope_freqs``
+    (Llama and the families whose converters copied it; EXAONE 4's ``factor`` defaults to 16)."""
+    rope = family.rope.get("full_attention", family.rope)
+    if not rope or str(rope.get("rope_type") or "").lower() != "llama3":
+        return ()
+    dim = family.hparams.get("head_dim")
+    if dim is None:
+        dim = family.find(("hidden_size",)) // family.find(("num_attention_heads",))
+    factors = llama3_rope_factors(
+        rope_base_freqs(rope.get("rope_theta", 10000.0), dim), factor=rope.get("factor", default_factor),
+        low_freq_factor=rope.get("low_freq_factor", 1.0), high_freq_factor=rope.get("high_freq_factor", 4.0),
+        original_context=rope.get("original_max_position_embeddings", 8192))
+    return ((gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight", Constant(factors)),)
 
 
 def rope_base_freqs(theta: float, dim: int) -> np.ndarray:

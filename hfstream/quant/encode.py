@@ -49,7 +49,7 @@ def quantize(array: np.ndarray, qt: QT, engine: str | None = None, weights: Weig
         return floats.f32_to_f16(array) if array.dtype == np.float32 else array.astype(np.float16, copy=False)
     engine = engine or default_engine()
     if engine == "ggml":
-        if qt == QT.Q8_0 and compiled_q8_0():
+        if qt == QT.Q8_0 and _KERNEL is not None and compiled_q8_0():
             encoded = _kernel_q8_0(_KERNEL, array)  # Q8_0 takes no importance weights, in ggml either
             if encoded is not None:
                 return encoded

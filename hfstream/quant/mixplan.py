@@ -9,7 +9,9 @@ llama-quantize quantizes it. Both steps are decided here at once, before any ten
 - rows are weighted with the importance matrix's values when one is given (per expert for MoE
   stacks), and a type that needs one and has none is refused before anything is fetched;
 - ``general.quantization_version`` and ``general.file_type`` move to the end of the keys (it
-  sets them again), followed by the ``quantize.imatrix.*`` keys when an imatrix is used.
+  sets them again), followed by the ``quantize.imatrix.*`` keys when an imatrix is used;
+- a shape ends at its last dimension longer than 1, as llama.cpp's GGUF writer records it (a
+  (1, hidden) shared-expert gate becomes 1-D).
 """
 
 from __future__ import annotations
@@ -91,8 +93,9 @@ def plan_mix(out: OutType, tensors: Sequence[OutputTensor], keys: Mapping[str, o
             raise errors.UnsupportedOptionError(
                 f"{c.name} cannot be {c.qtype.name}: its rows of {ne[0]} values do not split into "
                 f"blocks of {mixes.block_size(c.qtype)}")
+        shape = _written_shape(ne)
         if c.qtype == was:  # llama-quantize copies it as it is
-            planned.append(TensorType(c.name, c.qtype))
+            planned.append(TensorType(c.name, c.qtype, shape=shape))
             continue
         if was != QT.F32:
             refusal = ("llama-quantize does not requantize it" if was not in (QT.F16, QT.BF16)
@@ -108,8 +111,15 @@ def plan_mix(out: OutType, tensors: Sequence[OutputTensor], keys: Mapping[str, o
                     "matrix: pass --imatrix FILE (the output of llama.cpp's llama-imatrix)")
             raise errors.ImatrixRequiredError(
                 f"{opts.imatrix.path} has no entry for {c.name}, which {c.qtype.name} needs")
-        planned.append(TensorType(c.name, c.qtype, weights))
+        planned.append(TensorType(c.name, c.qtype, weights, shape))
     return planned, _last_keys(mix, opts.imatrix)
+
+
+def _written_shape(ne: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The numpy-order shape llama.cpp records for a tensor of GGUF dims ``ne`` (``ggml_n_dims`` dims),
+    or None when that is its own."""
+    n = mixes.n_dims(ne)
+    return tuple(reversed(ne[:n])) if n < len(ne) else None
 
 
 def _weights(im: Imatrix | None, name: str, ne: tuple[int, ...]) -> Weights | None:

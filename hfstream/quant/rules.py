@@ -46,6 +46,9 @@ class TensorType:
     qtype: QT
     #: llama-quantize mixes with ``--imatrix`` only
     weights: Weights | None = None
+    #: the shape the file records when it is not the tensor's own (llama-quantize's writer ends it at the
+    #: last dimension longer than 1)
+    shape: tuple[int, ...] | None = None
 
 
 #: Tensor kinds the reference always keeps in F32 (they are small or precision-critical).

@@ -6,7 +6,8 @@ For every fixture model repo (not the error cases) and every ref of it (``main``
 two-commits), the commit snapshot is copied to ``{tmp}/{repo name}/`` (what
 ``hf download org/name --local-dir name`` gives a user; the reference derives ``general.name`` from
 the directory name and README) and ``convert_hf_to_gguf.py DIR --outtype T --outfile OUTDIR/`` runs
-for each outtype, so the reference picks its default file name. The result is digested into
+for each outtype, so the reference picks its default file name (with the spec's
+``reference_options`` when it has some, recorded in the golden). The result is digested into
 ``models/{name}[@ref].{outtype}.json`` (see ``digest.py``); when ``llama_cpp`` imports, the 16
 token ids llama.cpp greedy-decodes from a fixed prompt are added (``tests/llamacpp.py``).
 
@@ -104,7 +105,8 @@ def copy_snapshot(snapshot: Path, dest_parent: Path, name: str) -> Path:
 def run_reference(model_dir: Path, outtype: str, llama_cpp_dir: Path, out_dir: Path,
                   extra_args: tuple[str, ...] = ()) -> Path:
     """Run the reference converter with ``--outfile out_dir/`` (an empty directory) and return the
-    one GGUF it wrote under its default name. ``extra_args``: e.g. ``("--mmproj",)``."""
+    one GGUF it wrote under its default name. ``extra_args``: e.g. ``("--mmproj",)``, or a spec's
+    ``reference_options``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     if any(out_dir.iterdir()):
         raise RuntimeError(f"{out_dir} is not empty")
@@ -136,7 +138,8 @@ def make_golden(name: str, ref: str, spec: dict, snapshot: Path, commit: str, ou
     """Convert one (repo, ref, outtype) with the reference and return its golden dict."""
     job = work / f"{name}@{ref}.{outtype}"
     model_dir = copy_snapshot(snapshot, job, name)
-    gguf_path = run_reference(model_dir, outtype, llama_cpp_dir, job / "out")
+    options = spec.get("reference_options", [])
+    gguf_path = run_reference(model_dir, outtype, llama_cpp_dir, job / "out", tuple(options))
     digest = digest_gguf(gguf_path)
     golden = {
         "repo": spec["repo"],
@@ -145,6 +148,7 @@ def make_golden(name: str, ref: str, spec: dict, snapshot: Path, commit: str, ou
         "outtype": outtype,
         "reference": REFERENCE_NAME,
         "reference_sha256": ref_hash,
+        **({"reference_options": options} if options else {}),
         "default_name": gguf_path.name,
         **digest,
     }
@@ -156,12 +160,12 @@ def make_golden(name: str, ref: str, spec: dict, snapshot: Path, commit: str, ou
     return golden
 
 
-def up_to_date(path: Path, commit: str, ref_hash: str, with_greedy: bool) -> bool:
+def up_to_date(path: Path, commit: str, ref_hash: str, with_greedy: bool, options: list[str] | None = None) -> bool:
     if not path.is_file():
         return False
     old = json.loads(path.read_text())
     return (old.get("commit") == commit and old.get("reference_sha256") == ref_hash
-            and ("greedy" in old or not with_greedy))
+            and old.get("reference_options", []) == (options or []) and ("greedy" in old or not with_greedy))
 
 
 def write_json(path: Path, obj: dict) -> None:
@@ -210,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         snapshot = built[name].path / "commits" / commit
         for outtype in args.outtypes:
             path = GOLDENS_DIR / golden_name(name, ref, outtype)
-            if not args.force and up_to_date(path, commit, ref_hash, with_greedy):
+            if not args.force and up_to_date(path, commit, ref_hash, with_greedy,
+                                             specs[name].get("reference_options")):
                 print(f"up to date  {path.relative_to(REPO_ROOT)}")
                 continue
             jobs.append((name, ref, commit, snapshot, outtype, path))

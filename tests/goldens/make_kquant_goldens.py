@@ -68,18 +68,24 @@ SHA_HEX = 16
 GREEDY_TOKENS = 8
 TAIL_KEYS = ("general.quantization_version", "general.file_type")
 
-#: fixture models: rows that are multiples of 256 (the K and IQ types are used) and two with 64-wide
-#: rows, where every 256-block type falls back (tensor_type_fallback)
+#: fixture models: rows that are multiples of 256 (the K and IQ types are used) and 64-wide ones,
+#: where every 256-block type falls back (tensor_type_fallback), among them MoE families whose experts
+#: arrive in other layouts (one tensor per expert, GraniteMoE's fused gate/up, ERNIE's dense first layer)
 MODELS = ("tiny-llama-k", "tiny-qwen3-k", "tiny-mixtral-k", "tiny-llama-spm", "tiny-mixtral", "tiny-gpt-oss-bf16",
-          "tiny-deepseek-v3-k", "tiny-deepseek-v2-lite", "tiny-deepseek-v3", "tiny-gemma4", "tiny-gemma3n")
+          "tiny-deepseek-v3-k", "tiny-deepseek-v2-lite", "tiny-deepseek-v3", "tiny-gemma4", "tiny-gemma3n",
+          "tiny-olmoe", "tiny-granite-moe", "tiny-ernie4_5-moe", "tiny-qwen3-next", "tiny-qwen35-moe-vlm")
 
 #: models whose goldens cover a few types only (a big vocabulary makes every case slow, and 64-wide
-#: rows make the 256-block types fall back as tiny-llama-spm's do); the golden lists them
+#: rows make the 256-block types fall back as tiny-llama-spm's and tiny-mixtral's do, which cover
+#: every type); the golden lists them
 SELECTED_TYPES: dict[str, tuple[str, ...]] = {
     "tiny-gpt-oss-bf16": ("q4_k_m", "q6_k"),
     "tiny-deepseek-v3-k": ("q4_k_m", "q6_k"),
     "tiny-deepseek-v2-lite": ("q4_k_m", "q6_k"),
     "tiny-deepseek-v3": ("q4_k_m", "q6_k"),
+    "tiny-olmoe": ("q4_k_m",),
+    "tiny-granite-moe": ("q4_k_m",),
+    "tiny-ernie4_5-moe": ("q4_k_m",),
 }
 
 #: llama-quantize's names for hfstream's mixes (as its QUANT_OPTIONS spell them)
@@ -186,7 +192,7 @@ def make_model_golden(model: str, spec: dict, snapshot: Path, commit: str, llama
                       ref_hash: str, work: Path, with_greedy: bool, jobs: int) -> dict:
     job = work / model
     model_dir = copy_snapshot(snapshot, job, model)
-    f32 = run_reference(model_dir, "f32", llama_cpp_dir, job / "f32")
+    f32 = run_reference(model_dir, "f32", llama_cpp_dir, job / "f32", tuple(spec.get("reference_options", ())))
     f32_digest = digest_gguf(f32)
 
     # the synthetic imatrix, from the f32 file's tensor list
