@@ -1,4 +1,5 @@
-"""The projectors (``--mmproj``) of Qwen's vision-language models: Qwen2-VL, Qwen2.5-VL and Qwen3-VL (dense and MoE).
+"""The projectors (``--mmproj``) of Qwen's vision-language models: Qwen2-VL, Qwen2.5-VL, Qwen3-VL (dense and MoE)
+and Qwen3.5 (whose tower is Qwen3-VL's without deepstack mergers).
 
 All three are a ViT under ``visual.`` whose patch embedding is a Conv3D over two frames (an image
 is its own second frame) and whose merger concatenates 2 x 2 neighbouring patches into the text
@@ -114,8 +115,9 @@ def window_attention_pattern(full_attention_blocks: Any) -> int:
 
 @register_projector
 class Qwen3VLVision(ProjectorFamily):
-    hf_architectures = ("Qwen3VLForConditionalGeneration", "Qwen3VLMoeForConditionalGeneration")
-    model_types = ("qwen3_vl", "qwen3_vl_moe")
+    hf_architectures = ("Qwen3VLForConditionalGeneration", "Qwen3VLMoeForConditionalGeneration",
+                        "Qwen3_5ForConditionalGeneration")
+    model_types = ("qwen3_vl", "qwen3_vl_moe", "qwen3_5")
     tensor_prefixes = ("visual.",)
 
     def __init__(self, hparams: Mapping[str, Any], hf_arch: str):
