@@ -116,8 +116,8 @@ def window_attention_pattern(full_attention_blocks: Any) -> int:
 @register_projector
 class Qwen3VLVision(ProjectorFamily):
     hf_architectures = ("Qwen3VLForConditionalGeneration", "Qwen3VLMoeForConditionalGeneration",
-                        "Qwen3_5ForConditionalGeneration")
-    model_types = ("qwen3_vl", "qwen3_vl_moe", "qwen3_5")
+                        "Qwen3_5ForConditionalGeneration", "Qwen3_5MoeForConditionalGeneration")
+    model_types = ("qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe")
     tensor_prefixes = ("visual.",)
 
     def __init__(self, hparams: Mapping[str, Any], hf_arch: str):
