@@ -5,7 +5,7 @@ STAMP := .make-installed
 
 .PHONY: install fixtures demo typecheck test test-slow bench clean
 
-$(STAMP): pyproject.toml hfstream/quant/_q8_0.c
+$(STAMP): pyproject.toml hfstream/quant/_q8_0.c hfstream/quant/_kquants.c
 	$(PIP) install -q -e '.[test]'
 	@touch $(STAMP)
 
@@ -35,7 +35,7 @@ test-slow: fixtures
 bench: install
 	$(PYTHON) -m bench.run $(BENCH_ARGS)
 	$(PYTHON) -m bench.kquant $(BENCH_KQUANT_ARGS)
-	$(PYTHON) -m bench.q8_0
+	$(PYTHON) -m bench.encoders
 
 clean:
 	rm -rf fixtures/repos demo-out bench/.cache $(STAMP) .pytest_cache

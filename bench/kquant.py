@@ -1,4 +1,5 @@
-"""The q4_k_m benchmark (issue 6): one streaming pass against download + convert + llama-quantize.
+"""The q4_k_m benchmark (issues 6 and 20): one streaming pass against download + convert + llama-quantize,
+and against llama-quantize alone.
 
     python -m bench.kquant [--quick] [--scenario a|b] [--outtype q4_k_m] [--intermediate f32]
                            [--quantize BIN] [--llama-cpp-dir DIR] [--skip-reference] [--json FILE]
@@ -6,12 +7,18 @@
 On the same fixture Hub (``bench/run.py``'s models and throttles), it times:
 
 - **hfstream**: ``hfstream convert REPO --outtype q4_k_m``: fetch, convert, quantize and write in
-  one pass; nothing of the source lands on disk;
+  one pass; nothing of the source lands on disk. Under the scenario's throttle, and again on the
+  unthrottled loopback (scenario b), where the cores are the limit;
 - **reference**: what a llama.cpp user does today, three steps one after the other:
   1. ``hf download REPO --local-dir DIR`` (huggingface_hub's ``snapshot_download``),
   2. ``convert_hf_to_gguf.py DIR --outtype f32`` (f32: the intermediate whose quantized output
      hfstream's equals byte for byte; ``--intermediate f16`` or ``bf16`` is what many users pick),
   3. ``llama-quantize f32.gguf out.gguf Q4_K_M``.
+
+Issue 6 compares the whole reference with hfstream under the throttle. Issue 20 compares the
+reference's quantize step alone, ``llama-quantize`` reading the local F32 file, with hfstream from the
+unthrottled Hub: both quantize on the same cores, and most of the time of both is the K-quant
+encoders (ggml's in llama-quantize, hfstream's compiled ones, with the same bytes).
 
 For each: wall time (the reference's is the sum of its steps, shown too), CPU time, peak RSS (the
 largest of its processes) and **peak disk**: the most bytes allocated at once under the run's work
@@ -207,24 +214,36 @@ def find_quantize(explicit: str | os.PathLike | None = None) -> Path | None:
 
 
 def report(results: list[KquantResult]) -> str:
-    lines = [f"{'tool':10} {'outtype':8} {'wall s':>8} {'cpu s':>8} {'hub cpu s':>9} {'peak RSS MiB':>13} "
-             f"{'peak disk MB':>13} {'output MB':>10}  steps"]
+    lines = [f"{'tool':10} {'scenario':8} {'outtype':8} {'wall s':>8} {'cpu s':>8} {'hub cpu s':>9} "
+             f"{'peak RSS MiB':>13} {'peak disk MB':>13} {'output MB':>10}  steps"]
     for r in results:
         if not r.ok:
-            lines.append(f"{r.tool:10} {r.outtype:8} FAILED {r.error[:100]}")
+            lines.append(f"{r.tool:10} {r.scenario:8} {r.outtype:8} FAILED {r.error[:100]}")
             continue
         steps = ", ".join(f"{s.name} {s.wall_s:.1f}s" for s in r.steps)
-        lines.append(f"{r.tool:10} {r.outtype:8} {r.wall_s:8.1f} {r.cpu_s:8.1f} {r.hub_cpu_s:9.1f} "
+        lines.append(f"{r.tool:10} {r.scenario:8} {r.outtype:8} {r.wall_s:8.1f} {r.cpu_s:8.1f} {r.hub_cpu_s:9.1f} "
                      f"{r.peak_rss_mib:13.0f} {r.peak_disk_bytes / MB:13.1f} {r.output_bytes / MB:10.1f}  {steps}")
-    by = {r.tool: r for r in results if r.ok}
-    if "hfstream" in by and "reference" in by:
-        h, ref = by["hfstream"], by["reference"]
-        lines.append(f"reference / hfstream: wall {ref.wall_s / h.wall_s:.2f}x, "
+    ok = [r for r in results if r.ok]
+    ref = next((r for r in ok if r.tool == "reference"), None)
+    if ref is None:
+        return "\n".join(lines)
+    same_scenario = next((r for r in ok if r.tool == "hfstream" and r.scenario == ref.scenario), None)
+    if same_scenario is not None:
+        h = same_scenario
+        lines.append(f"issue 6, reference / hfstream ({ref.scenario}): wall {ref.wall_s / h.wall_s:.2f}x, "
                      f"peak disk {ref.peak_disk_bytes / max(h.peak_disk_bytes, 1):.2f}x "
                      f"(target: wall >= 2x, no input on disk)")
+    quantize = next((s for s in ref.steps if s.name == "quantize" and s.ok), None)
+    unthrottled = next((r for r in ok if r.tool == "hfstream" and r.scenario == "b"), None)
+    if quantize is not None and unthrottled is not None:
+        lines.append(f"issue 20, llama-quantize alone (local {ref.intermediate.upper()} file) / hfstream from the "
+                     f"unthrottled Hub: wall {quantize.wall_s:.1f} / {unthrottled.wall_s:.1f} s = "
+                     f"{quantize.wall_s / unthrottled.wall_s:.2f}x, cpu {quantize.cpu_s:.1f} / {unthrottled.cpu_s:.1f} s "
+                     f"= {quantize.cpu_s / unthrottled.cpu_s:.2f}x (target: wall >= 2x)")
+    for h in (r for r in ok if r.tool == "hfstream"):
         same = h.tensors_sha256 == ref.tensors_sha256
         note = "" if ref.intermediate == "f32" else f" (expected only with an f32 intermediate, not {ref.intermediate})"
-        lines.append(f"tensors byte-identical: {'yes' if same else 'no'}{note}")
+        lines.append(f"tensors byte-identical, hfstream ({h.scenario}) and reference: {'yes' if same else 'no'}{note}")
     return "\n".join(lines)
 
 
@@ -260,15 +279,18 @@ def main(argv: list[str] | None = None) -> int:
           f"scenario {scenario.key}: {scenario.title}, {args.outtype}; {os.cpu_count()} cores, load average "
           f"{os.getloadavg()[0]:.1f}", flush=True)
     work = Path(tempfile.mkdtemp(prefix="hfstream-kquant-", dir=args.work_dir))
+    runs = [(tool, scenario) for tool in tools]
+    if scenario.key != "b":  # the cores as the limit, for issue 20's comparison with llama-quantize alone
+        runs.insert(1, ("hfstream", SCENARIOS["b"]))
     results = []
     try:
         with FixtureHub(args.root) as hub:
             warm_hub(hub, model)
-            for tool in tools:
-                r = run_case(hub, model, scenario.throttle, work, tool, outtype=args.outtype, scenario=scenario.key,
+            for tool, where in runs:
+                r = run_case(hub, model, where.throttle, work, tool, outtype=args.outtype, scenario=where.key,
                              llama_cpp_dir=llama_cpp_dir, quantize_bin=quantize_bin, intermediate=args.intermediate)
                 results.append(r)
-                print(f"  {tool}: {'ok' if r.ok else 'FAILED ' + r.error} {r.wall_s:.1f}s", flush=True)
+                print(f"  {tool} ({where.key}): {'ok' if r.ok else 'FAILED ' + r.error} {r.wall_s:.1f}s", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print()

@@ -7,14 +7,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from . import interrupt as _interrupt
 
-from . import errors
-from ._version import __version__
-from .errors import HfstreamError
-from .options import ConvertResult, Options, Progress
-from .options import describe as _describe_options
-from .options import signature as _options_signature
+# Before anything else is imported: Ctrl-C while the command starts is one line, not a traceback.
+if _interrupt.started_as_the_command():
+    _interrupt.install_early()
+
+from typing import Any  # noqa: E402
+
+from . import errors  # noqa: E402
+from ._version import __version__  # noqa: E402
+from .errors import HfstreamError  # noqa: E402
+from .options import ConvertResult, Options, Progress  # noqa: E402
+from .options import describe as _describe_options  # noqa: E402
+from .options import signature as _options_signature  # noqa: E402
 
 __all__ = ["convert", "ConvertResult", "Progress", "HfstreamError", "errors", "__version__"]
 

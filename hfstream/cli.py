@@ -9,7 +9,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from . import errors, forked, hub, options, settings
+from . import errors, forked, hub, interrupt, options, settings
 from ._version import __version__
 from .quant import OUTTYPE_CHOICES
 
@@ -35,7 +35,7 @@ class _VersionAction(argparse.Action):
     """``--version``: ours, and which ggml quantizes (loaded only when asked)."""
 
     def __call__(self, parser, namespace, values, option_string=None):
-        from .quant import compiled_q8_0, default_engine, ggml_origin, ggml_version
+        from .quant import compiled_kquants, compiled_q8_0, default_engine, ggml_origin, ggml_version
 
         try:
             engine = default_engine()
@@ -45,6 +45,8 @@ class _VersionAction(argparse.Action):
             engine = f"ggml {ggml_version() or '(unknown version)'} from {ggml_origin()}"
             if compiled_q8_0():
                 engine += "; Q8_0 by hfstream's AVX2 encoder"
+            if compiled_kquants():
+                engine += "; Q4_K, Q5_K and Q6_K by hfstream's AVX2 encoders"
         elif engine == "numpy":
             engine = "gguf's numpy quantization"
         print(f"hfstream {__version__} ({engine}; config.json read by transformers {_transformers_version()})")
@@ -124,26 +126,62 @@ _positive = _argument_type(options.positive)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        if args.command == "convert":
-            return _convert(args)
-        if args.command == "inspect":
-            return _inspect(args)
-        if args.command == "mirror":
-            return _mirror(args)
-    except errors.HfstreamError as e:
-        return _fail(args, e.message, e.exit_code)
-    except KeyboardInterrupt:
-        return _fail(args, "interrupted; rerun the same command to resume", errors.InterruptedError_.exit_code)
-    except BrokenPipeError:  # stdout's reader stopped reading (`| head`): it has what it wanted
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-    except Exception as e:  # a bug: still one line, unless asked for the traceback
-        if settings.debug():
-            raise
-        return _fail(args, f"internal error: {type(e).__name__}: {e} (set HFSTREAM_DEBUG=1 for a traceback)", 1)
+    """Run the command line ``argv``; returns the exit code. Ctrl-C or SIGTERM at any point of it is one
+    line and 130 or 143 (``interrupt``)."""
+    args: argparse.Namespace | None = None
+    with interrupt.handling():
+        try:
+            args = build_parser().parse_args(argv)
+            if getattr(args, "token", None):
+                hide_in_argv(args.token)  # before any helper process is forked with a copy of it
+            if args.command == "convert":
+                return _convert(args)
+            if args.command == "inspect":
+                return _inspect(args)
+            if args.command == "mirror":
+                return _mirror(args)
+        except KeyboardInterrupt:
+            interrupt.ignore()  # a second Ctrl-C while this is said does not cut it short
+            stopped = interrupt.error()
+            return _fail(args, stopped.message, stopped.exit_code)
+        except errors.HfstreamError as e:
+            return _fail(args, e.message, e.exit_code)
+        except BrokenPipeError:  # stdout's reader stopped reading (`| head`): it has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
+        except Exception as e:  # a bug: still one line, unless asked for the traceback
+            if settings.debug():
+                raise
+            return _fail(args, f"internal error: {type(e).__name__}: {e} (set HFSTREAM_DEBUG=1 for a traceback)", 1)
     return 2
+
+
+def hide_in_argv(secret: str) -> bool:
+    """Overwrite ``secret`` with asterisks in this process's command line as the kernel keeps it (what
+    ``ps`` and ``/proc/<pid>/cmdline`` show other users), so that neither this process nor the
+    helpers forked from it carry it there from now on. Linux only (a Linux-only path, ``argv``); True
+    when it was found and blanked. Until this runs (the interpreter's start, ~0.3 s) it is visible:
+    HF_TOKEN or the cached login never are."""
+    if not secret or not sys.platform.startswith("linux") or not settings.linux_path("argv"):
+        return False
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            stat = f.read()
+        # proc(5): after "pid (comm)" come the fields numbered from 3; arg_start and arg_end are 48, 49
+        fields = stat[stat.rindex(b")") + 2:].split()
+        start, end = int(fields[48 - 3]), int(fields[49 - 3])
+        import ctypes
+
+        args = ctypes.string_at(start, end - start)
+        needle = secret.encode()
+        at = args.find(needle)
+        found = at >= 0
+        while at >= 0:
+            ctypes.memset(start + at, ord("*"), len(needle))
+            at = args.find(needle, at + len(needle))
+        return found
+    except (OSError, ValueError, IndexError):
+        return False
 
 
 def entry_point() -> None:
@@ -152,7 +190,7 @@ def entry_point() -> None:
     By then every output is fsynced and renamed and every thread joined; the teardown would only
     free memory object by object (~0.1 s after a big conversion, 2% of a fast one).
     """
-    code = main()
+    code = main()  # after it, Ctrl-C and SIGTERM are ignored: the outcome is decided (``interrupt.handling``)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -161,7 +199,7 @@ def entry_point() -> None:
     os._exit(code)
 
 
-def _fail(args: argparse.Namespace, message: str, code: int) -> int:
+def _fail(args: argparse.Namespace | None, message: str, code: int) -> int:
     """The one error line on stderr; with ``--json`` also the error as the JSON result on stdout."""
     print(f"hfstream: error: {message}", file=sys.stderr)
     if getattr(args, "json", False):
@@ -207,7 +245,8 @@ def _start_resolving(asked: hub.Source, args: argparse.Namespace) -> forked.Pend
         return None
     revision = hub.pick_revision(asked.revision, args.revision)
     return forked.start(f"resolving {asked.repo_id}@{revision}", functools.partial(
-        hub.resolve_with_token, asked.repo_id, revision, settings.endpoint(), args.token, retries=args.retries))
+        hub.resolve_with_token, asked.repo_id, revision, settings.endpoint(), args.token, retries=args.retries,
+        read_timeout=args.read_timeout))
 
 
 def _convert_resolving(args: argparse.Namespace, resolving: forked.Pending | None, display: Display | None) -> int:

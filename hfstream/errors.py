@@ -16,7 +16,8 @@ A caller can catch a whole group; the five groups are the first level of the tre
     │   ├── MissingFileError               15
     │   ├── UnsupportedArchitectureError   20
     │   │   ├── NotReproducibleError       20
-    │   │   └── UnsupportedQuantizationError 24
+    │   │   ├── UnsupportedQuantizationError 24
+    │   │   └── UnusedTensorError          25
     │   ├── UnsupportedTokenizerError      21
     │   ├── UnsupportedOptionError         22
     │   ├── ImatrixRequiredError           23
@@ -25,6 +26,7 @@ A caller can catch a whole group; the five groups are the first level of the tre
     │   ├── InvalidIndexError              32
     │   ├── ConfigMismatchError            33
     │   ├── InvalidImatrixError            34
+    │   ├── MissingTensorError             35
     │   └── ManifestError                  60
     ├── AccessError                        the Hub does not show us the repo or let us in
     │   ├── RepoNotFoundError              10
@@ -39,12 +41,14 @@ A caller can catch a whole group; the five groups are the first level of the tre
     ├── OutputError                        the result cannot be put where it goes
     │   ├── OutputExistsError              50
     │   ├── OutputWriteError               51
+    │   ├── OutputBusyError                52  retryable
     │   ├── LockHeldError                  61  retryable
     │   └── PublishError                   62
     │       └── PublishConflictError       63  retryable
     └── InternalError                      1   the run itself stopped: a bug, a helper killed, Ctrl-C
         ├── HelperDiedError                70
         └── InterruptedError_              130
+            └── TerminatedError            143
 
 ``retryable``: running the same command again later may succeed (``mirror`` exits 75 when
 every failed entry is retryable). Within a run, ``retry.RetryPolicy`` retries the
@@ -127,6 +131,13 @@ class UnsupportedQuantizationError(UnsupportedArchitectureError):
     exit_code = 24
 
 
+class UnusedTensorError(UnsupportedArchitectureError):
+    """A tensor of the weights that the family neither converts nor knowingly leaves out (a variant
+    of the architecture hfstream does not know): converting without it could change the model."""
+
+    exit_code = 25
+
+
 class UnsupportedTokenizerError(InputError):
     """The tokenizer cannot be converted (an unknown BPE pre-tokenizer, a tokenizer file that is not JSON)."""
 
@@ -173,6 +184,13 @@ class InvalidImatrixError(InputError):
     """The ``--imatrix`` file is unreadable, malformed, or made for another model."""
 
     exit_code = 34
+
+
+class MissingTensorError(InputError):
+    """A tensor the architecture needs is not in the weights (a layer config.json counts that has
+    no tensors at all included): llama.cpp would refuse the file."""
+
+    exit_code = 35
 
 
 class ManifestError(InputError):
@@ -256,6 +274,13 @@ class OutputWriteError(OutputError):
     exit_code = 51
 
 
+class OutputBusyError(OutputError):
+    """Another hfstream run is writing the same output file right now (its lock is held)."""
+
+    exit_code = 52
+    retryable = True
+
+
 class LockHeldError(OutputError):
     """Another mirror run holds the lock on the same state file."""
 
@@ -287,6 +312,12 @@ class HelperDiedError(InternalError):
 
 
 class InterruptedError_(InternalError):
-    """The run was interrupted (Ctrl-C); a rerun resumes."""
+    """The run was interrupted (Ctrl-C, SIGINT); a rerun resumes."""
 
     exit_code = 130
+
+
+class TerminatedError(InterruptedError_):
+    """The run was stopped by SIGTERM (a scheduler's stop), handled as Ctrl-C is; a rerun resumes."""
+
+    exit_code = 143

@@ -10,7 +10,8 @@ own origin, never to a host a redirect points at.
 
 Failures are ours before they leave a request: a status becomes its error in
 ``httperrors``, an aiohttp failure a NetworkError, and ``retry.RetryPolicy`` tries
-the NetworkError family again, a range continuing from the byte it reached.
+the NetworkError family again, a range continuing from the byte it reached. A body
+that trickles (less than ``retry.PROGRESS_BYTES`` per read timeout) is a stall too.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import asyncio
 import re
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
-from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 import numpy as np
@@ -39,7 +39,9 @@ T = TypeVar("T")
 SMALL_FILE_PART = 4 * 1024 * 1024
 
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
-_REDIRECTS = (301, 302, 303, 307, 308)
+_REDIRECTS = httperrors.REDIRECTS
+_redirect_target = httperrors.redirect_target
+_origin = httperrors.origin
 
 
 class HubSource(ByteSource):
@@ -52,6 +54,7 @@ class HubSource(ByteSource):
         self._token = token
         self._connections = connections
         self._retry = RetryPolicy.of(retries)
+        self._read_timeout = read_timeout
         self._timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=read_timeout)
         self._session: aiohttp.ClientSession | None = None
         self._storage_urls: dict[str, str] = {}
@@ -177,12 +180,15 @@ class HubSource(ByteSource):
                     raise self._error(resp.status, path, resp.headers)
                 chunks: list[bytes] = []
                 size = 0
-                async for chunk in resp.content.iter_chunked(1 << 20):
+                expected = resp.headers.get("Content-Length")
+                progress = self._retry.progress(path, self._read_timeout,
+                                                int(expected) if expected is not None and expected.isdigit() else None)
+                async for chunk in resp.content.iter_any():
                     size += len(chunk)
                     if size > MAX_SMALL_FILE_BYTES:
                         raise errors.InvalidConfigError(f"{path}: too large for a metadata file")
                     chunks.append(chunk)
-                expected = resp.headers.get("Content-Length")
+                    progress.arrived(len(chunk))
                 if expected is not None and expected.isdigit() and int(expected) != size:
                     raise errors.NetworkError(f"{path}: the body ended after {size} of {expected} bytes")
                 self.stats.bytes_fetched += size
@@ -215,6 +221,7 @@ class HubSource(ByteSource):
                     f"{path}: Content-Range {resp.headers.get('Content-Range')!r} does not match bytes {first}-{end}")
             want = end - first + 1
             got = 0
+            progress = self._retry.progress(path, self._read_timeout, want)
             async for chunk in resp.content.iter_any():
                 n = len(chunk)
                 got += n
@@ -223,6 +230,7 @@ class HubSource(ByteSource):
                 buf.view[buf.filled:buf.filled + n] = chunk
                 buf.filled += n
                 self.stats.bytes_fetched += n
+                progress.arrived(n)
             if got != want:
                 raise errors.NetworkError(f"{path}: the body ended after {got} of {want} bytes")
 
@@ -253,20 +261,3 @@ class _Filling:
         # numpy's empty array: no zero-filling pass over memory that is about to be overwritten
         self.view = memoryview(np.empty(length, dtype=np.uint8).data).cast("B")
         self.filled = 0
-
-
-def _redirect_target(url: str, headers, path: str) -> str:
-    """Where a redirect points: an http(s) URL, else the server broke the protocol (no retry helps)."""
-    location = headers.get("Location")
-    if not location:
-        raise errors.ProtocolError(f"{path}: redirect without a Location header")
-    target = urljoin(url, location)
-    if urlsplit(target).scheme.lower() not in ("http", "https"):
-        raise errors.ProtocolError(f"{path}: the server redirected to a {urlsplit(target).scheme}: URL, "
-                                   "not to http(s)")
-    return target
-
-
-def _origin(url: str) -> tuple[str, str]:
-    parts = urlsplit(url)
-    return parts.scheme.lower(), parts.netloc.lower()

@@ -24,7 +24,7 @@ import signal
 import sys
 from typing import Any, Callable, Generic, TypeVar
 
-from . import errors, settings
+from . import errors, interrupt, settings
 
 T = TypeVar("T")
 
@@ -107,8 +107,11 @@ class Pending(Generic[T]):
                 status = None
         answer = _answer(payload) if status is None or status == 0 else None  # 0: it wrote all it had
         if answer is None:
-            if status is not None and os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGINT:
-                raise KeyboardInterrupt  # Ctrl-C reached the child too: the user's interrupt, not a failure
+            if status is not None and os.WIFSIGNALED(status) and os.WTERMSIG(status) in (signal.SIGINT, signal.SIGTERM):
+                # Ctrl-C (or a SIGTERM to the process group) reached the child too: the run is being
+                # stopped, it did not fail
+                interrupt.note(os.WTERMSIG(status))
+                raise KeyboardInterrupt
             if status is None:
                 how = "ended"
             elif os.WIFSIGNALED(status):

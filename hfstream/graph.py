@@ -619,6 +619,45 @@ class StrideCols(Node):
 
 
 @dataclass(frozen=True, eq=False)
+class SliceCols(Node):
+    """Columns [start, stop) of every row: one half of a fused [in, out] projection whose outputs are
+    the concatenated halves (Llama 4's experts ``gate_up_proj``, gate columns first). Rows are cut
+    where the input is; both halves of a block read the very same rows."""
+
+    x: Node
+    start: int
+    stop: int
+
+    def __post_init__(self):
+        if not 0 <= self.start < self.stop <= self.x.shape[-1]:
+            raise ValueError(f"cannot take columns [{self.start}, {self.stop}) of {self.x.shape[-1]}")
+
+    @property
+    def shape(self):  # type: ignore[override]
+        return (*self.x.shape[:-1], self.stop - self.start)
+
+    @property
+    def dtype(self):  # type: ignore[override]
+        return self.x.dtype
+
+    def leaves(self):
+        return self.x.leaves()
+
+    def row_align(self):
+        return self.x.row_align()
+
+    def spans(self, r0, r1):
+        return self.x.spans(r0, r1) if self.row_align() is not None else self.x.spans(0, self.x.rows)
+
+    def eval_rows(self, data, r0, r1):
+        if self.row_align() is None:
+            w = self.x.eval_rows(data, 0, self.x.rows)[r0:r1]
+        else:
+            w = self.x.eval_rows(data, r0, r1)
+        return np.ascontiguousarray(w[:, self.start:self.stop])
+
+
+@dataclass(frozen=True, eq=False)
 class MXFP4(Node):
     """MX-format FP4 weights (OCP MX: per 32 values, one E8M0 exponent and 32 E2M1 codes) repacked,
     bits only, into GGML's ``block_mxfp4`` rows.
@@ -1131,6 +1170,135 @@ def _torch_exp_bf16() -> tuple[np.ndarray, np.ndarray]:
     table = json.loads((Path(__file__).parent / "data" / "torch_exp_bf16.json").read_text())["exceptions"]
     keys = np.array(sorted(int(k, 16) for k in table), dtype=np.uint32)
     return keys, np.array([int(table[f"{k:04x}"], 16) for k in keys], dtype=np.uint32)
+
+
+def _same_rows(node: Node, x: Node) -> bool:
+    """True when ``node`` has the rows of ``x`` one for one (same row count and length)."""
+    return node.rows == x.rows and node.cols == x.cols
+
+
+class _Elementwise(Node):
+    """A node whose rows are its input's rows, transformed value by value (``x`` is a dataclass field)."""
+
+    x: Node
+
+    @property
+    def shape(self):  # type: ignore[override]
+        return self.x.shape
+
+    @property
+    def dtype(self):  # type: ignore[override]
+        return self.x.dtype
+
+    def leaves(self):
+        return self.x.leaves()
+
+    def row_align(self):
+        return self.x.row_align()
+
+    def spans(self, r0, r1):
+        return self.x.spans(r0, r1) if self.row_align() is not None else self.x.spans(0, self.x.rows)
+
+    def _input(self, data: SpanData, r0: int, r1: int) -> np.ndarray:
+        if self.row_align() is not None:
+            return self.x.eval_rows(data, r0, r1)
+        return self.x.evaluate(data).reshape(self.rows, self.cols)[r0:r1]
+
+
+def _mul(w: np.ndarray, c: float) -> np.ndarray:
+    """w * c as torch computes it for a Python float c: in F32 (c rounded to F32), F16 rounded back."""
+    return (w.astype(F32, copy=False) * np.float32(c)).astype(w.dtype, copy=False)
+
+
+@dataclass(frozen=True, eq=False)
+class Scale(_Elementwise):
+    """x * c (Falcon-H1's muP multipliers folded into the weights)."""
+
+    x: Node
+    c: float
+
+    def eval_rows(self, data, r0, r1):
+        return _mul(self._input(data, r0, r1), self.c)
+
+
+@dataclass(frozen=True, eq=False)
+class ScaleRowBlocks(_Elementwise):
+    """Each block of rows times its own factor: ``blocks`` is ((end row, factor), ...) in order, the
+    first block starting at row 0 and the last ending at the last row (Falcon-H1's in_proj, whose
+    z, x, B, C and dt rows carry five multipliers)."""
+
+    x: Node
+    blocks: tuple[tuple[int, float], ...]
+
+    def __post_init__(self):
+        ends = [end for end, _ in self.blocks]
+        if ends != sorted(ends) or not ends or ends[-1] != self.x.rows or ends[0] < 0:
+            raise ValueError(f"row blocks {ends} do not cover the {self.x.rows} rows of {list(self.x.shape)}")
+
+    def eval_rows(self, data, r0, r1):
+        w = self._input(data, r0, r1).copy()
+        start = 0
+        for end, factor in self.blocks:
+            a, b = max(start, r0), min(end, r1)
+            if a < b:
+                w[a - r0:b - r0] = _mul(w[a - r0:b - r0], factor)
+            start = end
+        return w
+
+
+@dataclass(frozen=True, eq=False)
+class SliceInner(Node):
+    """Rows [start, stop) of each matrix of a stack ([..., R, n] -> [..., stop - start, n]): one half
+    of Granite's fused expert ``input_linear`` [E, 2 ff, h], gate first. Output rows map to source rows
+    one for one (row r of matrix m is source row m * R + start + r), so a block of rows reads only the
+    half it takes: the gate and up halves of an expert never fetch each other's bytes."""
+
+    x: Node
+    start: int
+    stop: int
+
+    def __post_init__(self):
+        if self.x.ndim < 2 or not 0 <= self.start < self.stop <= self.x.shape[-2]:
+            raise ValueError(f"cannot take rows {self.start}:{self.stop} of each matrix of {list(self.x.shape)}")
+
+    @property
+    def shape(self):  # type: ignore[override]
+        return (*self.x.shape[:-2], self.stop - self.start, self.x.shape[-1])
+
+    @property
+    def dtype(self):  # type: ignore[override]
+        return self.x.dtype
+
+    def leaves(self):
+        return self.x.leaves()
+
+    def row_align(self):
+        inner = self.x.row_align()
+        if inner is None or any(v % inner for v in (self.x.shape[-2], self.start, self.stop)):
+            return None
+        return inner
+
+    def _pieces(self, r0: int, r1: int) -> Iterator[tuple[int, int]]:
+        """Source row ranges holding output rows [r0, r1), in order (one per matrix touched)."""
+        n, whole = self.shape[-2], self.x.shape[-2]
+        while r0 < r1:
+            m, local = divmod(r0, n)
+            take = min(r1 - r0, n - local)
+            first = m * whole + self.start + local
+            yield first, first + take
+            r0 += take
+
+    def spans(self, r0, r1):
+        if self.row_align() is None:
+            return self.x.spans(0, self.x.rows)
+        return [span for a, b in self._pieces(r0, r1) for span in self.x.spans(a, b)]
+
+    def eval_rows(self, data, r0, r1):
+        if self.row_align() is None:
+            w = self.x.evaluate(data).reshape(-1, self.x.shape[-2], self.cols)[:, self.start:self.stop]
+            return w.reshape(-1, self.cols)[r0:r1]
+        blocks = [self.x.eval_rows(data, a, b) for a, b in self._pieces(r0, r1)]
+        return np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
 
 
 @dataclass(frozen=True, eq=False)

@@ -37,7 +37,7 @@ from typing import Any, Iterable, Mapping, NoReturn
 from . import errors, jsonfile
 from .errors import NotReproducibleError
 
-__all__ = ["normalize", "prepare", "load_config", "check_hparams", "NotReproducibleError", "transformers_version"]
+__all__ = ["normalize", "as_written", "prepare", "load_config", "check_hparams", "NotReproducibleError", "transformers_version"]
 
 _WORKER_SCRIPT = Path(__file__).with_name("_autoconfig.py")
 
@@ -86,6 +86,16 @@ def normalize(config_blob: bytes, *, name_or_path: str | None = None,
                 "(pip install -U transformers)")
         hparams = config
     return _load_hparams_renames(hparams)
+
+
+def as_written(config_blob: bytes) -> dict:
+    """config.json as it is, for the families whose reference class reads it without AutoConfig (the
+    Mamba-2 ones: ``Mamba2Model.__init__`` opens config.json itself and only renames ``llm_config`` to
+    ``text_config``). ``config_blob`` must have passed ``load_config``."""
+    config = load_config(config_blob)
+    if "llm_config" in config:
+        config["text_config"] = config["llm_config"]
+    return config
 
 
 def _load_hparams_renames(config: dict) -> dict:
@@ -240,9 +250,11 @@ def load_config(blob: bytes, name: str = "config.json") -> dict:
 
 #: Integer hyperparameters families read, by meaning: (the config.json spellings, smallest, largest).
 #: Every spelling present is checked. The bounds lie far outside any real model; they keep a hostile
-#: config.json from making hfstream build a billion-layer tensor map or divide by zero.
+#: config.json from making hfstream divide by zero or size a table by it. The block count has none but
+#: GGUF's (uint32): the weights bound it (a layer without tensors is a missing tensor, checked before
+#: transformers sees the config: ``plan._check_layer_count``), and names are mapped one at a time.
 INT_HPARAMS: dict[str, tuple[tuple[str, ...], int, int]] = {
-    "block count": (("num_hidden_layers", "n_layers", "n_layer", "num_layers"), 1, 4096),
+    "block count": (("num_hidden_layers", "n_layers", "n_layer", "num_layers"), 1, (1 << 32) - 1),
     "embedding length": (("hidden_size", "n_embd", "dim"), 1, 1 << 20),
     "head count": (("num_attention_heads", "n_head", "n_heads"), 1, 1 << 12),
     "head count kv": (("num_key_value_heads", "n_kv_heads", "n_head_kv"), 1, 1 << 12),

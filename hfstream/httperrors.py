@@ -21,8 +21,9 @@ needed". The table (reading the repo / publishing to one):
 
 The last-but-one row is the ``NetworkError`` family, the failures ``retry.RetryPolicy`` tries again;
 each carries the wait the server asked for (``Retry-After``, ``RateLimit: "api";r=0;t=N``).
-Connection failures (OS, httpx, aiohttp errors) are ``NetworkError`` too. Messages never contain a
-token.
+Connection failures (OS, httpx, aiohttp errors) are ``NetworkError`` too. A redirect anywhere but to
+http(s) (``file://``, ``ftp://``) is a ``ProtocolError`` at once: no retry makes it another answer.
+Messages never contain a token.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit
 
 from . import errors
 
@@ -64,6 +66,39 @@ class Request:
 
 
 _LOG_IN = "log in with `hf auth login`, set HF_TOKEN or pass --token"
+_INVALID_CREDENTIALS = "Invalid credentials in Authorization header"
+#: statuses that redirect
+REDIRECTS = (301, 302, 303, 307, 308)
+
+
+def api_error_code(status: int, headers: Mapping[str, str]) -> str | None:
+    """The ``X-Error-Code`` an answer of the Hub's repo API stands for, as huggingface_hub reads it: a
+    401 without one means the repo is not there for us (missing, private or gated), unless the Hub
+    says the token itself is invalid."""
+    code = headers.get("X-Error-Code")
+    if code:
+        return code
+    if status == 401 and headers.get("X-Error-Message") != _INVALID_CREDENTIALS:
+        return "RepoNotFound"
+    return None
+
+
+def redirect_target(url: str, headers: Mapping[str, str], what: str) -> str:
+    """Where a redirect from ``url`` points: an http(s) URL, else the server broke the protocol."""
+    location = headers.get("Location")
+    if not location:
+        raise errors.ProtocolError(f"{what}: redirect without a Location header")
+    target = urljoin(url, location)
+    scheme = urlsplit(target).scheme.lower()
+    if scheme not in ("http", "https"):
+        raise errors.ProtocolError(f"{what}: the server redirected to a {scheme[:20]}: URL, not to http(s)")
+    return target
+
+
+def origin(url: str) -> tuple[str, str]:
+    """(scheme, host:port) of ``url``: a token goes only to its own origin."""
+    parts = urlsplit(url)
+    return parts.scheme.lower(), parts.netloc.lower()
 
 
 def for_status(status: int | None, headers: Mapping[str, str], request: Request, *,

@@ -15,6 +15,7 @@ the top, and raises the kind's error with one line that names the file:
     INDEX       model.safetensors.index.json                               InvalidIndexError (32)
     HEADER      a safetensors header                                       InvalidHeaderError (31)
     STATE       the mirror's state file                                    ManifestError (60)
+    LISTING     the Hub's answer listing a repo's commit and files         ProtocolError (43)
 
 The depth is counted on the text before it is parsed, without recursion: brackets outside strings,
 in C-speed passes (``bytes.translate``, numpy). So the parser never nests deeper than the limit and
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import errors
-from .settings import MAX_HEADER_BYTES, MAX_SMALL_FILE_BYTES
+from .settings import MAX_HEADER_BYTES, MAX_LISTING_BYTES, MAX_SMALL_FILE_BYTES
 
 #: deeper than any real file hfstream reads: configs nest 2-4 levels, tokenizer.json ~6, headers 3
 MAX_DEPTH = 32
@@ -53,6 +54,7 @@ INDEX = Kind(errors.InvalidIndexError, unique_keys=True)
 #: a tensor named twice would hide one of them
 HEADER = Kind(errors.InvalidHeaderError, unique_keys=True, max_bytes=MAX_HEADER_BYTES)
 STATE = Kind(errors.ManifestError)
+LISTING = Kind(errors.ProtocolError, max_bytes=MAX_LISTING_BYTES)
 
 INDEX_FILE = "model.safetensors.index.json"
 TOKENIZER_FILES = frozenset({"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",

@@ -29,12 +29,14 @@ import fcntl
 import hashlib
 import json
 import os
+import stat
+import string
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from . import errors, fanout, jsonfile, options
+from . import errors, fanout, jsonfile, options, writer
 from ._version import __version__
 
 EXIT_OK = 0
@@ -43,6 +45,9 @@ EXIT_PERMANENT = 76
 
 #: manifest keys that are not convert options
 _ENTRY_KEYS = {"repo", "revision", "outtypes", "target_dir", "target_repo"}
+#: what ``target_dir`` and ``target_repo`` templates may name, and nothing else (no attributes,
+#: indexes, conversions or format specs: ``{repo.__class__}`` would reach into Python)
+TEMPLATE_FIELDS = ("org", "name", "repo", "outtype")
 #: convert options a manifest may set, with the TOML types each takes (declared with the option)
 _OPTION_TYPES: dict[str, tuple[type, ...]] = {f.name: f.metadata["manifest"] for f in options.fields()
                                               if f.metadata["manifest"]}
@@ -62,6 +67,13 @@ class Entry:
     def fill(self, template: str) -> str:
         org, _, name = self.repo.rpartition("/")
         return template.format(org=org, name=name, repo=self.repo, outtype=self.outtype)
+
+    @property
+    def place(self) -> tuple[str, str, str | None, str | None]:
+        """What decides the output's file name and where it lands: the repo, the outtype, the target
+        directory and repo. Two entries with the same place write one file."""
+        return (self.repo, self.outtype.lower(), self.fill(self.target_dir) if self.target_dir else None,
+                self.fill(self.target_repo) if self.target_repo else None)
 
     def key(self, sha: str) -> str:
         """What decides whether the entry must run again: repo, commit, outtype, options, version."""
@@ -105,6 +117,8 @@ def load_manifest(path: Path) -> list[Entry]:
     if unknown:
         raise errors.ManifestError(f"{path}: unknown top-level key {sorted(unknown)[0]!r}")
     entries: list[Entry] = []
+    #: where each entry's file goes -> the models (numbers) that write there
+    places: dict[tuple, list[int]] = {}
     for i, raw in enumerate(models, 1):
         if not isinstance(raw, dict):
             raise errors.ManifestError(f"{path}: model #{i} is not a table")
@@ -125,6 +139,9 @@ def load_manifest(path: Path) -> list[Entry]:
         target_dir, target_repo = merged.get("target_dir"), merged.get("target_repo")
         if target_dir is None and target_repo is None:
             raise errors.ManifestError(f"{where} ({repo}): no target_dir or target_repo (per model or in [defaults])")
+        for key in ("target_dir", "target_repo"):
+            if merged.get(key) is not None:
+                _check_template(merged[key], key, f"{where} ({repo})")
         options = {}
         for k, v in merged.items():
             if k in _ENTRY_KEYS:
@@ -136,7 +153,37 @@ def load_manifest(path: Path) -> list[Entry]:
             entries.append(Entry(repo=repo, revision=revision, outtype=outtype.lower(),
                                  options=tuple(sorted(options.items())),
                                  target_dir=target_dir, target_repo=target_repo))
+            places.setdefault(entries[-1].place, []).append(i)
+    for (repo, outtype, target_dir, target_repo), models in places.items():
+        if len(models) > 1:
+            which = (f"models #{models[0]} and #{models[1]} would both write" if models[0] != models[1]
+                     else f"model #{models[0]} would twice write")
+            raise errors.ManifestError(
+                f"{path}: {which} {repo} {outtype} to {target_dir or target_repo} (one file: its name says "
+                "neither the revision nor the options): give one its own target_dir or target_repo")
     return entries
+
+
+def _check_template(value: Any, key: str, where: str) -> None:
+    """A target template: a non-empty string whose fields are bare names from TEMPLATE_FIELDS."""
+    fields = " ".join("{" + f + "}" for f in TEMPLATE_FIELDS)
+    if not isinstance(value, str) or not value:
+        raise errors.ManifestError(f"{where}: {key!r} must be a non-empty string")
+    try:
+        parts = list(string.Formatter().parse(value))
+    except ValueError as e:
+        raise errors.ManifestError(f"{where}: {key} {_short(value)} is not a valid template ({e})") from None
+    for _, name, spec, conversion in parts:
+        if name is not None and (name not in TEMPLATE_FIELDS or spec or conversion):
+            shown = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            raise errors.ManifestError(f"{where}: {key} {_short(value)} uses {_short(shown)}; "
+                                       f"a template may only use {fields}")
+
+
+def _short(value: object, limit: int = 60) -> str:
+    """repr of a value from the manifest, cut so a hostile one cannot flood the error line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _did_you_mean(key: str) -> str:
@@ -160,8 +207,16 @@ class State:
 
     def save(self) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps({"version": 1, "done": self.done}, indent=1, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, self.path)
+        blob = json.dumps({"version": 1, "done": self.done}, indent=1, sort_keys=True).encode("utf-8")
+        try:
+            fd = writer.create_new(tmp, os.O_WRONLY)  # never through a link planted at the name
+            try:
+                os.write(fd, blob)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.path)
+        except OSError as e:
+            raise writer.write_error(e, tmp) from None
 
 
 def _done_entries(path: Path) -> dict[str, dict[str, Any]]:
@@ -194,14 +249,17 @@ def locked(state_path: Path) -> Iterator[None]:
     """
     lock_path = state_path.with_name(state_path.name + ".lock")
     while True:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # a link planted at the name is refused, never followed (and truncated)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            raise writer.write_error(e, lock_path) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             raise errors.LockHeldError(f"another mirror run holds {lock_path}") from None
         try:
-            same = os.path.samestat(os.fstat(fd), os.stat(lock_path))
+            same = os.path.samestat(os.fstat(fd), os.lstat(lock_path))
         except FileNotFoundError:
             same = False
         if same:
@@ -258,11 +316,9 @@ def run_entry(entry: Entry, sha: str, convert: Callable[..., Any] | None = None)
             out_dir = Path(entry.fill(entry.target_dir))
             out_dir.mkdir(parents=True, exist_ok=True)
         else:
-            import tempfile
-
-            # named after the entry's key, so an interrupted conversion resumes from its journal on this machine
-            out_dir = Path(tempfile.gettempdir()) / f"hfstream-mirror-{entry.key(sha)}"
-            out_dir.mkdir(exist_ok=True)
+            # named after the entry's key, so an interrupted conversion resumes from its journal on this
+            # machine; in the user's own cache, so nobody else can have put a journal there
+            out_dir = work_dir(entry.key(sha))
         uploaded: list[Path] = []
 
         def shard_written(path: Path) -> None:
@@ -296,6 +352,34 @@ def run_entry(entry: Entry, sha: str, convert: Callable[..., Any] | None = None)
         outcome.status, outcome.reason, outcome.exit_code = "failed", f"internal error: {type(e).__name__}: {e}", 1
     outcome.seconds = round(time.monotonic() - started, 3)
     return outcome
+
+
+def work_dir(name: str) -> Path:
+    """``<cache>/mirror/<name>``, where a conversion bound only for a Hub repo is written: created
+    0700, and refused (OutputWriteError) unless it and its parent are directories of this user that
+    nobody else may write. A resume there can then only find files this user made."""
+    from . import settings
+
+    base = settings.cache_dir() / "mirror"
+    try:
+        base.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _check_private(base)
+        target = base / name
+        target.mkdir(exist_ok=True, mode=0o700)
+        _check_private(target)
+    except OSError as e:
+        raise writer.write_error(e, base) from None
+    return target
+
+
+def _check_private(path: Path) -> None:
+    st = os.lstat(path)
+    uid = os.geteuid() if hasattr(os, "geteuid") else st.st_uid
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid or st.st_mode & 0o022:
+        what = "a symbolic link" if stat.S_ISLNK(st.st_mode) else (
+            f"owned by uid {st.st_uid}" if st.st_uid != uid else f"writable by others (mode {st.st_mode & 0o777:o})")
+        raise errors.OutputWriteError(f"the work directory {path} is {what}, not private to this user: "
+                                      "remove it, or set HFSTREAM_CACHE to a directory of your own")
 
 
 def manifest_words(message: str) -> str:
@@ -336,22 +420,38 @@ def mirror(manifest: Path, *, state_path: Path | None = None, report_path: Path 
         outcomes: list[Outcome | None] = [None] * len(entries)
         todo: list[tuple[int, Entry, str, str]] = []
         shas: dict[tuple[str, str], str] = {}
+        keys: dict[int, str] = {}
+        # Which entry each output file is. Two entries of different repos can still get one file name
+        # (the names come from the models' own metadata, unknown before converting): the second to
+        # write it fails, and the first is converted again next time, since its file was overwritten.
+        owner: dict[str, int] = {}
+
         def record(i: int, key: str | None, outcome: Outcome) -> None:
+            if outcome.status == "converted" and key is not None:
+                shared = next((p for p in outcome.outputs if owner.get(p, i) != i), None)
+                if shared is not None:
+                    first = entries[owner[shared]]
+                    outcome.status, outcome.exit_code, outcome.retryable = "failed", errors.ManifestError.exit_code, False
+                    outcome.reason = (f"its output {shared} is also the output of {first.repo}@{first.revision} "
+                                      f"{first.outtype}: give them different target_dir")
+                    state.done.pop(keys[owner[shared]], None)
+                else:
+                    owner.update((p, i) for p in outcome.outputs)
+                    state.done[key] = {"repo": outcome.repo, "commit": outcome.commit, "outtype": outcome.outtype,
+                                       "outputs": outcome.outputs, "published": outcome.published,
+                                       "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                state.save()
             outcomes[i] = outcome
             if on_outcome is not None:
                 on_outcome(outcome)
-            if outcome.status == "converted" and key is not None:
-                state.done[key] = {"repo": outcome.repo, "commit": outcome.commit, "outtype": outcome.outtype,
-                                   "outputs": outcome.outputs, "published": outcome.published,
-                                   "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-                state.save()
 
         for i, entry in enumerate(entries):
             try:
                 tok = dict(entry.options).get("token") or settings.token(token)
                 if (entry.repo, entry.revision) not in shas:
                     snap = hub.resolve(entry.repo, entry.revision, endpoint, tok,
-                                       retries=dict(entry.options).get("retries", 8))
+                                       retries=dict(entry.options).get("retries", 8),
+                                       read_timeout=dict(entry.options).get("read_timeout", 60.0))
                     shas[(entry.repo, entry.revision)] = snap.sha
                 sha = shas[(entry.repo, entry.revision)]
             except errors.HfstreamError as e:
@@ -359,7 +459,7 @@ def mirror(manifest: Path, *, state_path: Path | None = None, report_path: Path 
                                         reason=manifest_words(e.message), retryable=e.retryable,
                                         exit_code=e.exit_code))
                 continue
-            key = entry.key(sha)
+            key = keys[i] = entry.key(sha)
             previous = state.done.get(key)
             if previous and all(Path(p).exists() for p in previous.get("outputs", [])):
                 record(i, None, Outcome(entry.repo, entry.revision, entry.outtype, "skipped", commit=sha,
@@ -372,6 +472,7 @@ def mirror(manifest: Path, *, state_path: Path | None = None, report_path: Path 
                 continue
             todo.append((i, entry, sha, key))
 
+        owner.update((p, i) for i, key in keys.items() for p in state.done.get(key, {}).get("outputs", []))
         # each outcome is recorded (and the state saved) as soon as its job is done, in any order
         for n, outcome in engine.run(run_job, [Job(entry, sha) for _, entry, sha, _ in todo]):
             i, _, _, key = todo[n]

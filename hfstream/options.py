@@ -178,8 +178,10 @@ class Options:
         "Python also a hfstream.retry.RetryPolicy (its backoff, clock and sleep)", flags=("--retries",),
         parse=retries, manifest=(int,))
     connect_timeout: float = _option(30.0, "seconds to wait for a connection (default 30)", parse=seconds)
-    read_timeout: float = _option(60.0, "seconds without a byte before a connection counts as stalled and is retried (default 60)",
-                                  flags=("--timeout",), metavar="SECONDS", parse=seconds)
+    read_timeout: float = _option(
+        60.0, "seconds a connection may go without a byte, or without 64 KiB of the answer, before it counts as "
+              "stalled and is retried (default 60)", flags=("--timeout",), metavar="SECONDS", parse=seconds,
+        manifest=(int, float))
     on_progress: Callable[[Progress], None] | None = _option(
         None, "called with a Progress as bytes are fetched and written")
     on_shard_written: Callable[[Path], None] | None = _option(

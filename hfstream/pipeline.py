@@ -33,10 +33,10 @@ from .layout import Layout, layout
 from .quant import options_from
 from .localdir import LocalSource, local_snapshot
 from .options import ConvertResult, Options, OutputResult, Progress
-from .plan import Plan, build_vocab, draft_plan, value_sources, weight_files, with_vocab
+from .plan import Plan, build_vocab, draft_plan, index_name_check, value_sources, weight_files, with_vocab
 from .safetensors import SourceTensor, read_header
 from .source import ByteSource, HeadCachedSource
-from .writer import check_destination, part_path
+from .writer import OutputLock, check_destination, part_path
 
 Resolved = Callable[[], "tuple[hub.Snapshot, str | None]"]
 
@@ -73,7 +73,7 @@ async def _convert(repo_id: str, opts: Options, resolved: Resolved | None = None
         files = await small_files(source, snapshot)
         _check_families(load_config(files["config.json"]), kinds)  # refused before any header is read
         shards = weight_shards(snapshot, files)
-        headers, heads = await read_headers(source, snapshot, shards)
+        headers, heads = await read_headers(source, snapshot, shards, files, opts.connections)
         cached = HeadCachedSource(source, heads)
         # the few single numbers a text model's keys are made of (Apertus' xIELU scalars)
         values = await read_values(cached, files, headers) if False in kinds else {}
@@ -86,7 +86,11 @@ async def _convert(repo_id: str, opts: Options, resolved: Resolved | None = None
         finals = output_paths_of(opts.outfile, plans, create=not opts.dry_run)
         workers = Workers(opts)
         early = None
+        held = contextlib.ExitStack()
         try:
+            if not opts.dry_run:
+                for final in finals:  # before the destination is checked: one run per output at a time
+                    held.enter_context(OutputLock(final))
             report.progress.bytes_to_fetch = source.stats.bytes_fetched + _still_to_fetch(plans, heads)
             report.phase("vocabulary")
             if len(plans) == 1 and _starts_early(opts, source, finals[0]):
@@ -125,6 +129,7 @@ async def _convert(repo_id: str, opts: Options, resolved: Resolved | None = None
             if early is not None:
                 await early.cancel()
             workers.pool.shutdown(wait=True, cancel_futures=True)
+            held.close()
         result.bytes_fetched = source.stats.bytes_fetched
     result.seconds = time.monotonic() - started
     report.progress.bytes_fetched = result.bytes_fetched
@@ -276,7 +281,8 @@ async def open_source(asked: hub.Source, revision: str, opts: Options, endpoint:
         assert asked.repo_id is not None
         if resolved is None:
             resolved = functools.partial(hub.resolve_with_token, asked.repo_id, revision, endpoint, opts.token,
-                                         retries=opts.retries)
+                                         retries=opts.retries, connect_timeout=opts.connect_timeout,
+                                         read_timeout=opts.read_timeout)
         snapshot, token = await asyncio.to_thread(resolved)
     if snapshot.local_root is not None:
         return snapshot, LocalSource(snapshot)
@@ -290,6 +296,12 @@ async def small_files(source: ByteSource, snapshot: hub.Snapshot) -> dict[str, b
     blobs = await asyncio.gather(*(source.get(n) for n in names))
     files = {n: b for n, b in zip(names, blobs) if b is not None}
     if "config.json" not in files:
+        if "params.json" in snapshot.files:
+            # Mistral's own layout (params.json, consolidated*.safetensors, tekken.json): the reference reads it
+            # only when told (--mistral-format) and with mistral_common's tokenizer classes
+            raise errors.UnsupportedArchitectureError(
+                f"{snapshot.repo_id} is in Mistral's format (params.json, no config.json), which hfstream does not "
+                "read; convert the Hugging Face layout of the model (config.json, model*.safetensors)")
         raise errors.MissingFileError(f"{snapshot.repo_id} has no config.json")
     return files
 
@@ -308,11 +320,45 @@ def weight_shards(snapshot: hub.Snapshot, files: dict[str, bytes]) -> list[str]:
     return shards
 
 
-async def read_headers(source: ByteSource, snapshot: hub.Snapshot,
-                       shards: list[str]) -> tuple[dict[str, list[SourceTensor]], dict[str, bytes]]:
-    """Every shard's header, all at once; also the bytes read from each file's start."""
-    parsed = await asyncio.gather(*(read_header(source, s, snapshot.files.get(s)) for s in shards))
-    return {s: p[0] for s, p in zip(shards, parsed)}, {s: p[1] for s, p in zip(shards, parsed)}
+#: bytes read with the headers kept to serve the tensor data they hold (small files), over all shards
+HEAD_CACHE_BYTES = 64 * 1024 * 1024
+
+
+async def read_headers(source: ByteSource, snapshot: hub.Snapshot, shards: list[str],
+                       files: dict[str, bytes] | None = None,
+                       connections: int = 8) -> tuple[dict[str, list[SourceTensor]], dict[str, bytes]]:
+    """Every shard's header, ``connections`` at a time (the memory a header costs is bounded by its
+    length, 25 MB at most, so many shards cost no more at once); also the bytes read from each file's
+    start that hold tensor data, up to ``HEAD_CACHE_BYTES`` in all. With an index, each header's names
+    are checked against it as soon as the header is parsed: the first shard that disagrees stops the
+    run."""
+    check = index_name_check((files or {}).get("model.safetensors.index.json"))
+    parsed: dict[str, tuple[list[SourceTensor], bytes]] = {}
+    pending = iter(shards)
+
+    async def worker() -> None:
+        # a few workers take the shards in turn: no task, coroutine or buffer per shard waits its turn
+        # (a listing of 100,000 shard names costs a name each, not a waiting task each)
+        for shard in pending:
+            parsed[shard] = await read_header(source, shard, snapshot.files.get(shard), check)
+
+    workers = [asyncio.ensure_future(worker()) for _ in range(max(1, min(connections, len(shards))))]
+    try:
+        await asyncio.gather(*workers)
+    except BaseException:
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        raise
+    headers, heads, kept = {}, {}, 0
+    for shard in shards:
+        tensors, head = parsed[shard]
+        headers[shard] = tensors
+        data_start = min((t.start for t in tensors), default=len(head))
+        if len(head) > data_start and kept + len(head) <= HEAD_CACHE_BYTES:  # it holds tensor bytes
+            heads[shard] = head
+            kept += len(head)
+    return headers, heads
 
 
 async def read_values(source: ByteSource, files: dict[str, bytes],

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import Callable, Iterable, Mapping, Sequence
 
 import gguf
 import numpy as np
@@ -19,7 +19,7 @@ from . import errors, jsonfile, meta, quant
 from .arch import family_class, projector_class
 from .arch.base import TextFamily
 from .graph import Node, decode
-from .hfconfig import load_config, normalize
+from .hfconfig import as_written, load_config, normalize
 from .kv import KeyWriter, Metadata
 from .safetensors import SourceTensor
 
@@ -200,8 +200,12 @@ def draft_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[s
         raise errors.MissingFileError(f"{repo_name}: config.json is missing")
     config = load_config(config_blob)
     family_cls: type[TextFamily] = projector_class(config) if projector else family_class(config)
+    _check_layer_count(config, headers)  # before transformers builds anything per layer
     # the reference reads config.json through transformers' AutoConfig: defaults and rope normalization
-    hparams = normalize(config_blob, name_or_path=repo_name, model_types=family_cls.model_types)
+    if family_cls.config_source == "config.json":
+        hparams = as_written(config_blob)
+    else:
+        hparams = normalize(config_blob, name_or_path=repo_name, model_types=family_cls.model_types)
     family = family_cls(hparams, hparams["architectures"][0])
     family.use_files(files)
     family.use_values({src.name: decode(src, raw).astype(np.float32) for src, raw in (values or {}).items()})
@@ -240,10 +244,16 @@ def draft_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[s
     from_sources = iter(nodes)
     for name, node in chain(generated, from_sources):
         bid = _block_id(name)
-        for new_name, new_node in list(family.convert(name, node, bid)):
+        try:
+            converted = list(family.convert(name, node, bid))
+        except errors.UnusedTensorError as e:  # the line names the file the tensor is in
+            leaf = next(iter(node.leaves()), None)
+            raise errors.UnusedTensorError(f"{leaf.file}: {e.message}" if leaf is not None else e.message) from None
+        for new_name, new_node in converted:
             _add(outputs, family, new_name, new_node, bid, name)
     for new_name, new_node in family.finish():
         _add(outputs, family, new_name, new_node, None, None)
+    family.check_tensors({name: node for name, (_, node) in outputs.items()}, sources)
 
     arch = gguf.MODEL_ARCH_NAMES[family.gguf_arch]
     metadata = Metadata()
@@ -319,11 +329,71 @@ def _parameter_counts(tensors: Iterable[quant.OutputTensor]) -> tuple[int, int, 
 
 
 def _block_id(name: str) -> int | None:
-    """The first all-digit part of a dotted name, as the reference takes the block id."""
+    """The first all-digit part of a dotted name, as the reference takes the block id (None past 9
+    digits: no model has a billion layers, and Python refuses to read an int of 4,300 digits)."""
     for part in name.split("."):
         if part.isdecimal():
-            return int(part)
+            return int(part) if len(part) <= 9 else None
     return None
+
+
+def index_name_check(index: bytes | None) -> Callable[[str, Iterable[str]], None] | None:
+    """With a shard index, a check of each header's names as it is parsed (``safetensors.parse_header``):
+    a tensor the index does not list refuses the whole repo at its header, before that header's
+    entries are built or the next header is read (a header of 300,000 unlisted names costs one JSON
+    parse, not four). What needs every header (a tensor in two shards, or listed in another one, or
+    listed and in none) is checked once they are all in: ``_check_unique_names``, ``_check_index``."""
+    if index is None:
+        return None
+    wm = weight_map(index)
+
+    def check(shard: str, names: Iterable[str]) -> None:
+        for name in names:
+            if name not in wm:
+                extra = sum(1 for n in names if n not in wm) + 1  # the rest of this header's names
+                raise errors.InvalidIndexError(f"{_INDEX} does not list {extra} tensor(s) of the shards, e.g. "
+                                               f"{_short(name)} of {shard}")
+
+    return check
+
+
+#: the config.json spellings of the layer count (root or text_config), as families and transformers read them
+_LAYER_KEYS = ("n_layers", "num_hidden_layers", "n_layer", "num_layers")
+
+
+def _check_layer_count(config: Mapping, headers: Mapping[str, Sequence[SourceTensor]]) -> None:
+    """The layers config.json counts must all be in the weights: a layer with no tensor is a missing
+    tensor (MissingTensorError, naming one). Checked on config.json as written, before transformers
+    reads it (a config class may build a list per layer), against the block numbers of the tensors'
+    names, so what a config may claim is bounded by what the files hold, not by a fixed cap.
+    (``TextFamily.check_tensors`` checks each layer's tensors once they are planned.)"""
+    merged = {**config, **config["text_config"]} if isinstance(config.get("text_config"), dict) else config
+    claims = [(k, merged[k]) for k in _LAYER_KEYS if type(merged.get(k)) is int]
+    if not claims:
+        return  # the family's default, or a type check_hparams refuses
+    key, count = max(claims, key=lambda kv: kv[1])
+    held: dict[int, SourceTensor] = {}
+    for tensors in headers.values():
+        for t in tensors:
+            bid = _block_id(t.name)
+            if bid is not None:
+                held.setdefault(bid, t)
+    if count <= len(held) and all(b in held for b in range(count)):
+        return
+    bid = next(b for b in range(len(held) + 1) if b not in held)
+    like = held.get(0) or next(iter(held.values()), None)
+    files = sorted(headers)
+    where = files[0] if len(files) == 1 else f"the {len(files)} shards ({files[0]}, ...)"
+    hint = f" (such as {_renumbered(like.name, bid)})" if like is not None else ""
+    raise errors.MissingTensorError(f"config.json: {key} is {count} but {where} hold(s) no tensor of layer "
+                                    f"{bid}{hint}: a layer without tensors is missing")
+
+
+def _renumbered(name: str, bid: int) -> str:
+    """``name`` with its first number (its block) replaced by ``bid``."""
+    parts = name.split(".")
+    at = next(i for i, p in enumerate(parts) if p.isdecimal())
+    return _short(".".join(parts[:at] + [str(bid)] + parts[at + 1:]))[1:-1]
 
 
 def _check_index(wm: Mapping[str, str], headers: Mapping[str, Sequence[SourceTensor]]) -> None:

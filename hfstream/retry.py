@@ -11,7 +11,12 @@ parallel connections do not retry in step); never more than ``max_wait``.
 Each wait is said once, before it, as a warning on the ``hfstream`` logger (``retrying in 4 s (3/8):
 <what failed>``): the CLI prints it above its progress line, ``-q`` silences it.
 
-The clock and both sleeps are fields, so a test injects its own: a fault test that would spend 30 s
+What counts as stalled is decided here too (``Progress``): a body must bring ``PROGRESS_BYTES`` (or
+all that is left of it) within every ``timeout`` seconds. A per-read timeout alone (a socket silent
+that long) is defeated by a server that sends a byte a second; this is not, and the stall is a
+``NetworkError``, retried like a dropped connection.
+
+The clocks and both sleeps are fields, so a test injects its own: a fault test that would spend 30 s
 in backoff takes none, and can still read what was waited::
 
     waits = []
@@ -32,6 +37,8 @@ from . import errors
 
 T = TypeVar("T")
 
+#: a body that brings less than this (and is not done) within the read timeout is stalled
+PROGRESS_BYTES = 64 * 1024
 #: where each wait is said (``RetryPolicy._announce``)
 log = logging.getLogger("hfstream")
 
@@ -53,6 +60,8 @@ class RetryPolicy:
     clock: Callable[[], float] = time.time
     #: uniform in [0, 1): spreads the backoff of parallel requests
     jitter: Callable[[], float] = random.random
+    #: elapsed time, for ``Progress`` (a test moves it by events instead)
+    monotonic: Callable[[], float] = time.monotonic
 
     @classmethod
     def of(cls, retries: int | RetryPolicy) -> RetryPolicy:
@@ -96,6 +105,10 @@ class RetryPolicy:
                 await sleep(self._announce(n, e))
         raise AssertionError("unreachable")
 
+    def progress(self, what: str, timeout: float, expected: int | None = None) -> Progress:
+        """A ``Progress`` for a body of ``expected`` bytes (None: unknown), read on this policy's clock."""
+        return Progress(what, timeout, self.monotonic, expected)
+
     def _announce(self, attempt: int, e: errors.NetworkError) -> float:
         """The wait after failed attempt ``attempt``, said once on the ``hfstream`` logger first:
         ``retrying in 4 s (3/8): <what failed>`` (the CLI prints it above its progress line)."""
@@ -109,3 +122,30 @@ class RetryPolicy:
         if self.retries == 0:
             return e
         return type(e)(f"{e.message} (after {self.retries} retries)")
+
+
+class Progress:
+    """The deadline of one body: ``PROGRESS_BYTES``, or what is left of it, within every ``timeout``
+    seconds from the start or from the last time that much arrived. ``arrived(n)`` after each chunk
+    raises NetworkError once the deadline has passed; a socket silent for ``timeout`` is the HTTP
+    client's read timeout. A trickle is cut within twice the timeout, however slow it is."""
+
+    __slots__ = ("what", "timeout", "clock", "left", "since", "mark")
+
+    def __init__(self, what: str, timeout: float, clock: Callable[[], float], expected: int | None = None):
+        self.what, self.timeout, self.clock = what, timeout, clock
+        #: bytes still to come (None: unknown)
+        self.left = expected
+        self.since = 0
+        self.mark = clock()
+
+    def arrived(self, n: int) -> None:
+        self.since += n
+        if self.left is not None:
+            self.left -= n
+        now = self.clock()
+        if self.since >= PROGRESS_BYTES or (self.left is not None and self.left <= 0):
+            self.since, self.mark = 0, now
+        elif now - self.mark > self.timeout:
+            raise errors.NetworkError(f"{self.what}: stalled ({self.since} bytes in {now - self.mark:.0f} s, "
+                                      f"less than {PROGRESS_BYTES // 1024} KiB per {self.timeout:g} s)")

@@ -4,12 +4,17 @@ Layout: 8-byte little-endian header length N, N bytes of JSON
 (``{"__metadata__": {...}, name: {"dtype", "shape", "data_offsets": [a, b]}}``),
 then the data; offsets are relative to the end of the header. Nothing in a header
 is trusted: every span is checked against its shape, the file size and the others.
+
+A header may hold hundreds of thousands of entries, so a tensor is kept small (slots, the dtype
+shared, ~200 bytes with its name) and a caller that knows which names a file must hold (the shard
+index) checks them right after the JSON is parsed, before any entry is built.
 """
 
 from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from . import errors, jsonfile
@@ -30,7 +35,11 @@ DTYPE_SIZES = {
 }
 
 
-@dataclass(frozen=True)
+#: the dtype strings, one object each, shared by every tensor of that dtype
+_DTYPE_NAMES = {name: name for name in DTYPE_SIZES}
+
+
+@dataclass(frozen=True, slots=True)
 class SourceTensor:
     """One tensor of a safetensors file: where its bytes are, and what they mean."""
 
@@ -47,11 +56,15 @@ class SourceTensor:
         return self.end - self.start
 
 
-def parse_header(file: str, blob: bytes, file_size: int | None) -> list[SourceTensor]:
+#: called with a header's file and tensor names once its JSON is parsed; raises to refuse them
+NameCheck = Callable[[str, Iterable[str]], None]
+
+
+def parse_header(file: str, blob: bytes, file_size: int | None, check_names: NameCheck | None = None) -> list[SourceTensor]:
     """Parse and validate a complete header (``blob`` = the 8 length bytes + the JSON).
 
     Returns the tensors in the order of the JSON object. Raises InvalidHeaderError
-    with a message naming the file and the problem.
+    with a message naming the file and the problem, or what ``check_names`` raises.
     """
     if len(blob) < 8:
         raise errors.InvalidHeaderError(f"{file}: too short to be a safetensors file")
@@ -60,6 +73,8 @@ def parse_header(file: str, blob: bytes, file_size: int | None) -> list[SourceTe
     if len(blob) < 8 + n:
         raise errors.InvalidHeaderError(f"{file}: header truncated ({len(blob) - 8} of {n} bytes)")
     header = jsonfile.load(blob[8:8 + n], f"{file}: header", jsonfile.HEADER, expect=dict)
+    if check_names is not None:
+        check_names(file, (name for name in header if name != "__metadata__"))
 
     data_start = 8 + n
     data_size = None if file_size is None else file_size - data_start
@@ -117,7 +132,7 @@ def _parse_entry(file: str, name: str, entry: object, data_start: int, data_size
             f"{where}: data span is {end - begin} bytes but shape {shape} x {dtype} needs {expected}")
     if data_size is not None and end > data_size:
         raise errors.InvalidHeaderError(f"{where}: data ends at {end}, past the end of the file data ({data_size})")
-    return SourceTensor(file=file, name=name, dtype=dtype, shape=tuple(shape),
+    return SourceTensor(file=file, name=name, dtype=_DTYPE_NAMES[dtype], shape=tuple(shape),
                         start=data_start + begin, end=data_start + end)
 
 
@@ -127,7 +142,8 @@ def _short(value: object, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-async def read_header(source: ByteSource, file: str, file_size: int | None) -> tuple[list[SourceTensor], bytes]:
+async def read_header(source: ByteSource, file: str, file_size: int | None,
+                      check_names: NameCheck | None = None) -> tuple[list[SourceTensor], bytes]:
     """Read one header with a ~100 KB first range, then the exact remainder if needed.
 
     Returns the tensors and every byte read from offset 0: on a small file the first
@@ -143,4 +159,4 @@ async def read_header(source: ByteSource, file: str, file_size: int | None) -> t
     _check_header_length(file, n, file_size)
     if 8 + n > len(blob):
         blob += await source.read(file, len(blob), 8 + n - len(blob))
-    return parse_header(file, blob, file_size), blob
+    return parse_header(file, blob, file_size, check_names), blob

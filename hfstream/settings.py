@@ -37,6 +37,9 @@ SMALL_FILES = (
 DEFAULT_MAX_MEMORY = 256 * 1024 * 1024
 #: A small file larger than this is refused rather than read into memory.
 MAX_SMALL_FILE_BYTES = 64 * 1024 * 1024
+#: The Hub's answer listing a repo's files, decoded (a gzip answer is counted as it is inflated): ~300
+#: bytes a file, so room for 200,000 files. Larger is refused before it is all read.
+MAX_LISTING_BYTES = 64 * 1024 * 1024
 
 
 #: The Linux-only paths, each with a portable fallback that writes the same bytes (what macOS and
@@ -48,8 +51,10 @@ LINUX_PATHS = {
     "sync_file_range": "writeback started after each write (writer.py); else all at the final fsync",
     "copy_file_range": "raw tensors of a local directory copied file to file (localdir.py); else read and written",
     "q8_0_avx2": "Q8_0 by hfstream's compiled AVX2 encoder (_q8_0.c); else ggml's encoder",
+    "kquants_avx2": "Q4_K, Q5_K and Q6_K by hfstream's compiled AVX2 encoders (_kquants.c); else ggml's encoders",
     "f16c": "bf16/f16 <-> f32 with ggml-cpu's F16C routines (floats.py); else numpy",
     "malloc_trim": "glibc's malloc_trim after building the vocabulary (pipeline.py); else nothing",
+    "argv": "--token's value blanked in the command line the kernel shows (ps, /proc; cli.py); else left there",
 }
 
 
@@ -129,6 +134,17 @@ def parse_size(text: str | int) -> int:
         raise ValueError(f"not a size: {text!r} (e.g. 256M, 2G)")
     scale = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[m.group(2).lower()]
     return int(float(m.group(1)) * scale)
+
+
+def cache_dir() -> Path:
+    """Where hfstream keeps its own work between runs (a mirror's conversions on their way to a Hub
+    repo): ``HFSTREAM_CACHE``, else ``$XDG_CACHE_HOME/hfstream``, else ``~/.cache/hfstream``. Private
+    to the user: never a shared, predictable place such as ``/tmp``."""
+    explicit = os.environ.get("HFSTREAM_CACHE", "").strip()
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "hfstream"
 
 
 def debug() -> bool:

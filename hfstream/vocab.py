@@ -42,17 +42,25 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Mapping, Sequence
 from hashlib import sha256
 from importlib import resources
 from string import ascii_letters, digits
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import gguf
 
 from . import jsonfile
 from .errors import ConfigMismatchError, InvalidConfigError, UnsupportedTokenizerError
 
-__all__ = ["add_vocab", "add_special_vocab", "add_fixed_special_ids", "llama_hf_tokens", "tokenizer_config"]
+__all__ = [
+    "SpecialTokens",
+    "add_fixed_special_ids",
+    "add_special_vocab",
+    "add_vocab",
+    "llama_hf_tokens",
+    "tokenizer_config",
+]
 
 LLAMA_STRATEGIES = ("spm", "llama_hf", "bpe")
 _STRATEGIES = frozenset(LLAMA_STRATEGIES)
@@ -102,6 +110,7 @@ def add_vocab(
     strategies: Sequence[str] = LLAMA_STRATEGIES,
     bpe_pre: str | None = None,
     llama_quirks: bool | None = None,
+    special: Callable[[gguf.GGUFWriter, SpecialTokens], None] | None = None,
 ) -> None:
     """Add the tokenizer keys for the repo whose small files are ``files`` to ``writer``.
 
@@ -117,6 +126,9 @@ def add_vocab(
             (``add_space_prefix`` from ``tokenizer_config.json`` first; the CodeLlama infill ids for
             vocab_size 32016; ``add_bos_token`` false for vocab_size 49152). Default: on exactly when
             ``strategies`` is the Llama order ``("spm", "llama_hf", "bpe")``.
+        special: for a family that does something between the token list and the special vocab
+            (``spm`` and ``bpe``): called there with the writer and the special token ids about to
+            be written, which it may change (GLM-4's EOT from its added tokens, InternLM3's EOS).
 
     Raises:
         UnsupportedTokenizerError: no strategy fits the files, an unrecognised BPE pre-tokenizer
@@ -145,11 +157,11 @@ def add_vocab(
     for strategy in strategies:
         try:
             if strategy == "spm":
-                _add_spm(writer, repo, hparams)
+                _add_spm(writer, repo, hparams, special)
             elif strategy == "llama_hf":
                 _add_llama_hf(writer, repo)
             else:
-                _add_bpe(writer, repo, hparams, bpe_pre)
+                _add_bpe(writer, repo, hparams, bpe_pre, special)
             break
         except _NotThisKind:
             continue
@@ -221,6 +233,33 @@ def tokenizer_config(files: Mapping[str, bytes]) -> dict:
     """``tokenizer_config.json`` parsed, for families that read a flag of it themselves (an empty dict
     when the repo has none or it is not an object); a file that is not JSON fails as ``jsonfile`` says."""
     return _dict_or_empty(_Repo(files, {}).json("tokenizer_config.json"))
+
+
+class SpecialTokens:
+    """The special token ids a vocab is about to write (type -> id, in writing order), for a family
+    that changes them around gguf-py's ``SpecialVocab`` as the reference does.
+
+    ``added``: the tokenizer's added tokens, content -> id, as transformers' ``get_added_vocab``
+    lists them (a BPE ``tokenizer.json``; empty for a SentencePiece vocab).
+    """
+
+    def __init__(self, special: _SpecialVocab, added: Mapping[str, int]):
+        self._special = special
+        self.added = added
+
+    @property
+    def ids(self) -> Mapping[str, int]:
+        return dict(self._special.special_ids)
+
+    def set_default(self, typ: str, tid: int) -> None:
+        """``typ`` takes ``tid`` unless the files named one (gguf-py's ``_set_special_token``)."""
+        self._special.set_special_token(typ, tid)
+
+    def replace(self, typ: str, tid: int) -> None:
+        """``typ``, already set, takes ``tid`` instead, keeping its place in the writing order."""
+        if typ not in self._special.special_ids:
+            raise KeyError(typ)
+        self._special.special_ids[typ] = tid
 
 
 # --- reading the repo's small files ------------------------------------------------------------
@@ -317,7 +356,8 @@ def _does_token_look_special(text: str) -> bool:
     )
 
 
-def _add_spm(writer: gguf.GGUFWriter, repo: _Repo, hparams: dict) -> None:
+def _add_spm(writer: gguf.GGUFWriter, repo: _Repo, hparams: dict,
+             special: Callable[[gguf.GGUFWriter, SpecialTokens], None] | None = None) -> None:
     model = repo.files.get("tokenizer.model")
     if model is None:
         raise _NotThisKind
@@ -385,7 +425,10 @@ def _add_spm(writer: gguf.GGUFWriter, repo: _Repo, hparams: dict) -> None:
     writer.add_token_list(tokens)
     writer.add_token_scores(scores)
     writer.add_token_types(types)
-    _SpecialVocab(repo, n_vocab=len(tokens)).write(writer)
+    sv = _SpecialVocab(repo, n_vocab=len(tokens))
+    if special is not None:
+        special(writer, SpecialTokens(sv, {}))
+    sv.write(writer)
 
 
 # --- the transformers view of a tokenizer.json ---------------------------------------------------
@@ -604,7 +647,8 @@ def _bpe_pre_table() -> dict:
     return json.loads(resources.files("hfstream").joinpath("data/bpe_pre.json").read_text(encoding="utf-8"))
 
 
-def _add_bpe(writer: gguf.GGUFWriter, repo: _Repo, hparams: dict, bpe_pre: str | None) -> None:
+def _add_bpe(writer: gguf.GGUFWriter, repo: _Repo, hparams: dict, bpe_pre: str | None,
+             special: Callable[[gguf.GGUFWriter, SpecialTokens], None] | None = None) -> None:
     tj = repo.tokenizer_json()
     if tj is None:
         raise _NotThisKind
@@ -666,8 +710,12 @@ def _add_bpe(writer: gguf.GGUFWriter, repo: _Repo, hparams: dict, bpe_pre: str |
     writer.add_tokenizer_pre(bpe_pre)
     writer.add_token_list(tokens)
     writer.add_token_types(types)
+    added = dict(added_vocab) if special is not None else {}
     del fast, vocab, reverse, added_vocab, added_by_id
-    _SpecialVocab(repo, load_merges=True).write(writer)
+    sv = _SpecialVocab(repo, load_merges=True)
+    if special is not None:
+        special(writer, SpecialTokens(sv, added))
+    sv.write(writer)
 
 
 # --- the special vocab (gguf-py SpecialVocab, from memory) ----------------------------------------

@@ -6,6 +6,17 @@ fsynced and atomically renamed into place only after every unit landed. Beside i
 bytes). A rerun of the same plan (the journal's first line names it: a hash of the GGUF header,
 which holds the commit sha, the options and every tensor's type and offset) reopens the
 ``.part`` file, checks each journaled unit's bytes against its CRC, and does only the rest.
+
+The output directory may be shared (``/tmp``, a team's mount), so nothing found there is trusted:
+
+- ``<final>.lock`` (``OutputLock``), an ``flock`` held for the whole run, keeps a second run off the
+  same output: it is refused at once, naming the run that holds it. The kernel drops the lock of a
+  killed run, so a stale lock file is simply taken over.
+- Every file is created anew (``O_CREAT | O_EXCL``, whatever was at its name removed first) and
+  opened with ``O_NOFOLLOW``: a link planted at ``.part``, the journal or its ``.tmp`` is never
+  written through, and a link at the final path counts as an existing output.
+- A resume trusts only a ``.part`` and journal this user created: regular files (not links), owned
+  by the user, writable by nobody else. Anything else is replaced by a fresh start.
 """
 
 from __future__ import annotations
@@ -13,13 +24,23 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+import socket
+import stat
 import threading
 import zlib
 from pathlib import Path
 
 from . import errors, settings
 
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; outputs are not locked there
+    fcntl = None  # type: ignore[assignment]
+
 JOURNAL_MAGIC = "hfstream-journal-v1"
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
 def part_path(final: Path) -> Path:
@@ -30,12 +51,118 @@ def journal_path(final: Path) -> Path:
     return final.with_name(final.name + ".part.journal")
 
 
+def lock_path(final: Path) -> Path:
+    return final.with_name(final.name + ".lock")
+
+
 def check_destination(final: Path, force: bool) -> None:
-    """Refuse to overwrite ``final`` without ``force``, or to write into a directory that is not there."""
-    if final.exists() and not force:
+    """Refuse to overwrite ``final`` without ``force`` (a link there, even one pointing nowhere, is
+    something to overwrite), or to write into a directory that is not there."""
+    if os.path.lexists(final) and not force:
         raise errors.OutputExistsError(f"{final} already exists (use --force to overwrite)")
     if not final.parent.is_dir():
         raise errors.OutputWriteError(f"output directory {final.parent} does not exist")
+
+
+def create_new(path: Path, flags: int = os.O_RDWR, mode: int = 0o644) -> int:
+    """A file descriptor on a file this call creates at ``path``: whatever was there (a stale file of
+    ours, a link someone planted) is removed first, and the new file is made with ``O_EXCL`` so no
+    link is ever followed. Raises OSError (EEXIST if something reappeared at the name meanwhile)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    return os.open(path, flags | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, mode)
+
+
+def open_own(path: Path, flags: int) -> int | None:
+    """``path`` opened without following a link, if it is a regular file of this user that nobody
+    else may write (a file this user's earlier run made); None otherwise (missing, a link, someone
+    else's, or open to others' writes)."""
+    try:
+        fd = os.open(path, flags | _NOFOLLOW | _CLOEXEC)
+    except OSError:  # missing, or a link (ELOOP)
+        return None
+    st = os.fstat(fd)  # of what was opened, not of what the name points at by now
+    if stat.S_ISREG(st.st_mode) and _owned(st) and not st.st_mode & 0o022:
+        return fd
+    os.close(fd)
+    return None
+
+
+def _owned(st: os.stat_result) -> bool:
+    return not hasattr(os, "geteuid") or st.st_uid == os.geteuid()
+
+
+class OutputLock:
+    """``<final>.lock`` held with ``flock`` from before the destination is checked until the output is
+    in place (or the run stopped): a second run on the same output is refused at once with
+    OutputBusyError naming the holder's pid. The lock file is removed by the run that holds it; a
+    killed run's is left behind unlocked (the kernel releases an ``flock`` with its process) and the
+    next run takes it over."""
+
+    def __init__(self, final: Path):
+        self.final = final
+        self.path = lock_path(final)
+        self._fd = -1
+
+    def __enter__(self) -> "OutputLock":
+        if fcntl is None:
+            return self
+        for _ in range(100):  # each turn: the holder removed the file between our open and flock
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | _NOFOLLOW | _CLOEXEC, 0o644)
+            except OSError as e:
+                raise write_error(e, self.path) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _holder(fd)
+                os.close(fd)
+                raise errors.OutputBusyError(
+                    f"another hfstream run{holder} is writing {self.final} (it holds {self.path.name}); "
+                    "wait for it to finish or choose another output") from None
+            if _same_file(fd, self.path):
+                try:
+                    os.ftruncate(fd, 0)
+                    os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+                except OSError:
+                    pass  # the lock is what counts; the pid is for the other run's message
+                self._fd = fd
+                return self
+            os.close(fd)
+        raise errors.OutputBusyError(f"{self.path} keeps being replaced: another run is using {self.final}")
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd >= 0:
+            try:
+                os.unlink(self.path)  # while holding it: a run waiting on the old file sees it is gone
+            except OSError:
+                pass
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        now = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    st = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (now.st_dev, now.st_ino)
+
+
+def _holder(fd: int) -> str:
+    """`` (pid N)``, or `` (pid N on host)``, from a lock file's first line; empty if unreadable."""
+    try:
+        words = os.pread(fd, 200, 0).decode("ascii", "replace").split()
+    except OSError:
+        return ""
+    if not words or not words[0].isdigit():
+        return ""
+    if len(words) > 1 and words[1] != socket.gethostname():
+        return f" (pid {words[0]} on {words[1][:60]})"
+    return f" (pid {words[0]})"
 
 
 class OutputFile:
@@ -62,26 +189,35 @@ class OutputFile:
         try:
             if not self._resume():
                 self._start_over()
-            self._dfd = _open_direct(self.path)
+            self._dfd = _open_direct(self.path, self._fd)
         except OSError as e:
             self._close()
-            raise _translate(e, self.path) from None
+            raise write_error(e, self.path) from None
 
     # -- opening -----------------------------------------------------------------
 
     def _resume(self) -> bool:
-        """Reopen an earlier run's .part file if its journal is for this very plan."""
-        if not self.identity or not self.path.exists() or not self.journal.exists():
+        """Reopen an earlier run's .part file if its journal is for this very plan, and both are this
+        user's own files (``open_own``): a .part and journal someone else left cannot inject bytes."""
+        if not self.identity:
+            return False
+        jfd = open_own(self.journal, os.O_RDONLY)
+        if jfd is None:
             return False
         try:
-            lines = self.journal.read_text(encoding="ascii").splitlines()
+            with open(jfd, "rb", closefd=True) as f:
+                lines = f.read(1 << 26).decode("ascii").splitlines()
         except (OSError, UnicodeDecodeError):
             return False
         if not lines or lines[0] != f"{JOURNAL_MAGIC} {self.identity} {self.size}":
             return False
-        if self.path.stat().st_size != self.size:
+        fd = open_own(self.path, os.O_RDWR)
+        if fd is None:
             return False
-        self._fd = os.open(self.path, os.O_RDWR)
+        if os.fstat(fd).st_size != self.size:
+            os.close(fd)
+            return False
+        self._fd = fd
         entries = []
         for line in lines[1:]:
             parts = line.split()
@@ -96,18 +232,25 @@ class OutputFile:
         return True
 
     def _start_over(self) -> None:
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._fd = create_new(self.path)
         self._preallocate(self.size)
         if self.identity:
             self._write_journal_header()
 
     def _write_journal_header(self, verified=(), crcs=None) -> None:
+        """A new journal (the plan's line, then ``verified`` units) written to ``.tmp`` and renamed
+        over the old one; its descriptor stays open for the appends."""
         tmp = self.journal.with_name(self.journal.name + ".tmp")
         lines = [f"{JOURNAL_MAGIC} {self.identity} {self.size}"]
         lines += [f"{o} {n} {crcs[(o, n)]}" for o, n in verified]
-        tmp.write_text("\n".join(lines) + "\n", encoding="ascii")
-        os.replace(tmp, self.journal)
-        self._jfd = os.open(self.journal, os.O_WRONLY | os.O_APPEND)
+        fd = create_new(tmp, os.O_WRONLY | os.O_APPEND)
+        try:
+            os.write(fd, ("\n".join(lines) + "\n").encode("ascii"))
+            os.replace(tmp, self.journal)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._jfd = fd
 
     def _preallocate(self, size: int) -> None:
         if hasattr(os, "posix_fallocate") and settings.linux_path("fallocate"):
@@ -148,7 +291,7 @@ class OutputFile:
                 offset += n
                 self.bytes_written += n
         except OSError as e:
-            raise _translate(e, self.path) from None
+            raise write_error(e, self.path) from None
         if self._writeback:
             _start_writeback(self._fd, start, total)
 
@@ -176,7 +319,7 @@ class OutputFile:
                 self.bytes_written += n
         except OSError as e:
             if e.errno != errno.EINVAL:
-                raise _translate(e, self.path) from None
+                raise write_error(e, self.path) from None
             self._direct_ok = False
         return done
 
@@ -191,7 +334,7 @@ class OutputFile:
         try:
             os.write(self._jfd, f"{offset} {nbytes} {crc}\n".encode("ascii"))
         except OSError as e:
-            raise _translate(e, self.journal) from None
+            raise write_error(e, self.journal) from None
 
     # -- finishing ---------------------------------------------------------------
 
@@ -199,8 +342,14 @@ class OutputFile:
         """fsync, rename into place, fsync the directory, drop the journal."""
         try:
             os.fsync(self._fd)
-            self._close()
+            # what the rename puts in place must be the file written, not one swapped in at its name
+            if not _same_file(self._fd, self.path):
+                raise errors.OutputWriteError(f"{self.path} was replaced by another file while it was written")
             os.replace(self.path, self.final)
+            if not _same_file(self._fd, self.final):
+                os.unlink(self.final)
+                raise errors.OutputWriteError(f"{self.path} was replaced by another file while it was written")
+            self._close()
             dir_fd = os.open(self.final.parent, os.O_RDONLY)
             try:
                 os.fsync(dir_fd)
@@ -211,7 +360,7 @@ class OutputFile:
             except FileNotFoundError:
                 pass
         except OSError as e:
-            raise _translate(e, self.final) from None
+            raise write_error(e, self.final) from None
         return self.final
 
     def abort(self, keep: bool = False) -> None:
@@ -251,14 +400,22 @@ _BOUNCE_SIZE = 4 << 20
 _bounce = threading.local()
 
 
-def _open_direct(path: Path) -> int:
-    """``path`` opened for O_DIRECT writes, or -1 where there is no such thing (macOS, tmpfs before Linux 6.6)."""
+def _open_direct(path: Path, fd: int | None = None) -> int:
+    """``path`` (the file open as ``fd``, if given) opened again for O_DIRECT writes, or -1 where there is
+    no such thing (macOS, tmpfs before Linux 6.6) or the name no longer leads to that file."""
     if not _O_DIRECT or not settings.linux_path("o_direct"):
         return -1
     try:
-        return os.open(path, os.O_WRONLY | _O_DIRECT)
+        direct = os.open(path, os.O_WRONLY | _O_DIRECT | _NOFOLLOW | _CLOEXEC)
     except OSError:
         return -1
+    if fd is None:
+        return direct
+    st, ours = os.fstat(direct), os.fstat(fd)
+    if (st.st_dev, st.st_ino) != (ours.st_dev, ours.st_ino):
+        os.close(direct)
+        return -1
+    return direct
 
 
 def _bounce_buffer() -> memoryview:
@@ -296,7 +453,12 @@ def _start_writeback(fd: int, offset: int, nbytes: int) -> None:
         _SYNC_FILE_RANGE(fd, offset, nbytes, _SYNC_FILE_RANGE_WRITE)
 
 
-def _translate(e: OSError, path: Path) -> errors.OutputWriteError:
+def write_error(e: OSError, path: Path) -> errors.OutputWriteError:
+    """An OS error while creating or writing ``path`` as the one-line OutputWriteError."""
+    if e.errno == errno.ELOOP:
+        return errors.OutputWriteError(f"{path} is a symbolic link; hfstream does not write through links")
+    if e.errno == errno.EEXIST:
+        return errors.OutputWriteError(f"{path} appeared while hfstream was creating it (another process?)")
     if e.errno == errno.ENOSPC:
         return errors.OutputWriteError(f"disk full while writing {path} (rerun to resume once there is room)")
     if e.errno in (errno.EACCES, errno.EPERM):

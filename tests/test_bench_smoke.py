@@ -61,14 +61,17 @@ def test_measure_counts_the_memory_of_a_forked_child(tmp_path):
     assert run.maxrss_kib > 380 * 1024
 
 
-def test_bench_q8_0_compares_the_two_encoders(tmp_path):
-    """`python -m bench.q8_0` prints both timings and that the bytes are identical (no timing asserted)."""
+def test_bench_encoders_compares_each_compiled_encoder_with_ggml(tmp_path):
+    """`python -m bench.encoders` prints both timings of every type and that the bytes are identical (no
+    timing asserted)."""
     from hfstream.quant import encode
 
-    if encode._KERNEL is None:
-        pytest.skip("no compiled Q8_0 encoder on this machine")
-    proc = subprocess.run([sys.executable, "-m", "bench.q8_0", "--values", str(1 << 20), "--repeat", "1"],
+    if encode._KERNEL is None or not encode.compiled_kquants():
+        pytest.skip("no compiled encoders in use on this machine")
+    proc = subprocess.run([sys.executable, "-m", "bench.encoders", "--values", str(1 << 16), "--repeat", "1"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "ggml reference" in proc.stdout and "hfstream compiled" in proc.stdout
-    assert "bytes identical: True" in proc.stdout
+    rows = [line.split() for line in proc.stdout.splitlines()[2:]]
+    assert [" ".join(r[:-8]) for r in rows] == ["Q8_0", "Q4_K", "Q4_K imatrix", "Q5_K", "Q5_K imatrix", "Q6_K",
+                                                 "Q6_K imatrix"]
+    assert all(r[-5:-3] == ["yes", "0"] for r in rows)  # identical, no block handed back to ggml

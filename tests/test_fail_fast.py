@@ -69,7 +69,7 @@ def test_a_malformed_answer_is_a_protocol_error_at_once(fresh_hub, tmp_path):
     finally:
         server.shutdown()
     assert proc.returncode == errors.ProtocolError.exit_code, proc.stderr
-    assert "is not a model's info for org/model@main" in proc.stderr and "Traceback" not in proc.stderr
+    assert "'s answer for org/model@main is not valid JSON" in proc.stderr and "Traceback" not in proc.stderr
     assert [p.split("?")[0] for p in _NotTheHub.asked if p.startswith("/api/models/")] == [
         "/api/models/org/model/revision/main"]
 

@@ -83,6 +83,11 @@ FAST_K_CASES: tuple[tuple[str, str, str], ...] = (
     ("tiny-gemma4", "q4_k_m+imatrix", "gguf"),
     ("tiny-gemma3n", "q4_k_m", "gguf"),
     ("tiny-gemma3n", "iq2_xxs+imatrix", "dat"),
+    # hybrids: Mamba-2 mixers (ssm_in/out, the F32 conv and A/D), short convolutions, stacked and split experts
+    ("tiny-nemotron-h-k", "q4_k_m", "gguf"),
+    ("tiny-granite4-k", "q4_k_m+imatrix", "gguf"),
+    ("tiny-lfm2-moe-k", "q4_k_m+imatrix", "dat"),
+    ("tiny-phimoe", "q4_k_m+imatrix", "gguf"),  # biases, LongRoPE tensors, experts with their imatrix slices
 )
 
 #: hybrid (gated delta net + attention) MoE models, 64 wide: the mix's rules on ssm_*, attn_qkv/attn_gate,

@@ -375,3 +375,97 @@ def test_an_unreachable_dask_scheduler_is_a_network_error_not_a_bug(mini_hub, tm
     assert proc.stderr.strip().splitlines() == [
         f"hfstream: error: cannot reach the Dask scheduler at tcp://127.0.0.1:{port} (HFSTREAM_DASK_SCHEDULER): "
         f"Timed out trying to connect to tcp://127.0.0.1:{port} after 2 s"]
+
+
+# --- manifests that would lose outputs or reach into Python -----------------------------------------
+
+
+def test_entries_that_would_share_an_output_are_refused_with_the_clash_named(tmp_path):
+    """Same repo and outtype, options that differ (so do the bytes), one target: one file would be lost
+    and both would say converted. Refused when the manifest is read, whatever the engine."""
+    body = f"""
+[defaults]
+target_dir = "{tmp_path}/out/{{name}}"
+
+[[model]]
+repo = "org/model"
+outtypes = ["q4_k_m"]
+
+[[model]]
+repo = "org/model"
+outtypes = ["q8_0", "q4_k_m"]
+tensor_types = ["attn_v=q8_0"]
+"""
+    manifest = _manifest(tmp_path, body)
+    with pytest.raises(errors.ManifestError, match=r"models #1 and #2 would both write org/model q4_k_m to "
+                                                   r".*/out/model .*give one its own target_dir"):
+        load_manifest(manifest)
+    for engine in ("serial", "dask"):
+        with pytest.raises(errors.ManifestError):
+            mirror(manifest, engine=engine)
+    assert not (tmp_path / "out").exists() and not manifest.with_name(manifest.name + ".state.json").exists()
+    with pytest.raises(errors.ManifestError, match="model #1 would twice write org/model q8_0"):
+        load_manifest(_manifest(tmp_path, f'[[model]]\nrepo = "org/model"\ntarget_dir = "{tmp_path}"\n'
+                                          'outtypes = ["q8_0", "Q8_0"]\n'))
+    # the same repo twice is fine once the targets differ
+    fixed = body.replace('tensor_types', 'target_dir = "' + str(tmp_path) + '/out/{name}-attn-v"\ntensor_types')
+    assert len(load_manifest(_manifest(tmp_path, fixed))) == 3
+
+
+def test_two_repos_whose_outputs_get_one_name_fail_the_second_and_redo_the_first(mini_hub, tmp_path, monkeypatch):
+    """File names come from the models' metadata, so two repos can meet on one name only when converted:
+    the second fails (permanently) naming the first, whose record is dropped since its file was
+    overwritten; the state never claims a file holds what it does not."""
+    from types import SimpleNamespace
+
+    import hfstream
+
+    def convert(repo, outtype, revision, outfile, force, **options):
+        path = Path(outfile) / f"Model-{outtype}.gguf"  # both repos' models call themselves "Model"
+        path.write_bytes(repo.encode())
+        return SimpleNamespace(path=path, paths=[path], outtype=outtype)
+
+    monkeypatch.setattr(hfstream, "convert", convert)
+    manifest = _manifest(tmp_path, f"""
+[defaults]
+target_dir = "{tmp_path}/flat"
+[[model]]
+repo = "hfs-test/two-commits"
+outtypes = ["q8_0"]
+[[model]]
+repo = "hfs-test/tiny-llama-spm"
+outtypes = ["q8_0"]
+""")
+    code, outcomes = mirror(manifest)
+    assert code == EXIT_PERMANENT
+    assert [o.status for o in outcomes] == ["converted", "failed"]
+    assert "also the output of hfs-test/two-commits@main q8_0" in outcomes[1].reason
+    assert json.loads(manifest.with_name(manifest.name + ".state.json").read_text())["done"] == {}
+
+
+@pytest.mark.parametrize("template, says", [
+    ("out/{foo}", "uses '{foo}'"),
+    ("out/{repo.__class__.__mro__[1].__subclasses__}", "uses '{repo.__class__.__mro__[1].__subclasses__}'"),
+    ("out/{name!r}", "uses '{name!r}'"),
+    ("out/{name:>{repo}}", "uses '{name:>{repo}}'"),
+    ("out/{0}", "uses '{0}'"),
+    ("out/{name", "is not a valid template"),
+])
+def test_a_template_may_use_the_documented_fields_only(template, says, fresh_hub, tmp_path, capsys):
+    from hfstream import cli
+
+    repo = "hfs-test/tiny-llama-spm"
+    manifest = _manifest(tmp_path, f'[[model]]\nrepo = "{repo}"\ntarget_dir = "{tmp_path}/{template}"\n')
+    code = cli.main(["mirror", str(manifest)])
+    err = capsys.readouterr().err
+    assert code == errors.ManifestError.exit_code == 60, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and f"model #1 ({repo}): target_dir" in lines[0] and says in lines[0], err
+    assert "{org} {name} {repo} {outtype}" in lines[0] or "not a valid template" in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mirror.toml"]  # no directory of any name made
+
+
+@pytest.mark.parametrize("value", ["5", "true", "''", "['a']"])
+def test_a_target_that_is_not_a_string_is_refused(value, tmp_path):
+    with pytest.raises(errors.ManifestError, match="'target_dir' must be a non-empty string"):
+        load_manifest(_manifest(tmp_path, f'[[model]]\nrepo = "org/model"\ntarget_dir = {value}\n'))

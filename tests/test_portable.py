@@ -1,8 +1,8 @@
 """The paths other platforms take, run here: every Linux-only path switched off gives the same bytes.
 
 Only Linux x86-64 runs hfstream's fast paths (``settings.LINUX_PATHS``: forked helpers, O_DIRECT,
-posix_fallocate, sync_file_range, copy_file_range, the AVX2 Q8_0 encoder, ggml-cpu's F16C
-conversions, malloc_trim); macOS and Windows take each one's fallback. ``HFSTREAM_PORTABLE``
+posix_fallocate, sync_file_range, copy_file_range, the AVX2 Q8_0 and K-quant encoders, ggml-cpu's
+F16C conversions, malloc_trim); macOS and Windows take each one's fallback. ``HFSTREAM_PORTABLE``
 switches them off one by one or all at once. The first tests show that each switch really turns
 its path off (the fallback is the one called); the last ones convert fixture models end to end
 with all of them off, with spies on every Linux-only primitive, against the reference's goldens.
@@ -157,6 +157,22 @@ def test_q8_0_avx2_off_ggml_encodes_q8_0_with_the_same_bytes(monkeypatch):
     assert len(calls) == 1 and len(ggml) == 1
 
 
+def test_kquants_avx2_off_ggml_encodes_the_k_quants_with_the_same_bytes(monkeypatch):
+    monkeypatch.delenv("HFSTREAM_PORTABLE", raising=False)
+    if quant._KQUANTS is None or quant.default_engine() != "ggml" or not quant.compiled_kquants():
+        pytest.skip("the compiled K-quant encoders are not in use here")
+    calls = _spy(monkeypatch, quant._KQUANTS, "quantize")
+    ggml = _spy(monkeypatch, quant, "_ggml_quantize")
+    x = (RNG.standard_normal((8, 512)) * 0.02).astype(np.float32)
+    weights = quant.Weights(RNG.random((1, 512)).astype(np.float32), 8)
+    fast = [quant.quantize(x, qt, weights=w).tobytes() for qt in quant.KQUANT_TYPES for w in (None, weights)]
+    assert len(calls) == 6 and ggml == []
+    _off(monkeypatch, "kquants_avx2")
+    assert not quant.compiled_kquants()
+    assert [quant.quantize(x, qt, weights=w).tobytes() for qt in quant.KQUANT_TYPES for w in (None, weights)] == fast
+    assert len(calls) == 6 and len(ggml) == 6
+
+
 def test_f16c_off_numpy_converts_floats_with_the_same_bits(monkeypatch):
     monkeypatch.delenv("HFSTREAM_PORTABLE", raising=False)
     if floats.engine() != "ggml-cpu":
@@ -232,6 +248,14 @@ def portable(monkeypatch):
                 raise AssertionError("the compiled Q8_0 encoder used with HFSTREAM_PORTABLE=all")
 
         monkeypatch.setattr(quant, "_KERNEL", Kernel)
+    if quant._KQUANTS is not None:
+        class KQuants:
+            @staticmethod
+            def quantize(*args):
+                called.append("kquants_avx2")
+                raise AssertionError("the compiled K-quant encoders used with HFSTREAM_PORTABLE=all")
+
+        monkeypatch.setattr(quant, "_KQUANTS", KQuants)
 
     class Lib:  # what floats would call if its switch did not hold
         def __getattr__(self, name):
@@ -288,3 +312,14 @@ def _sha(fixture_root: Path, repo_id: str) -> str:
     import json
 
     return json.loads((fixture_root / repo_id / "repo.json").read_text())["refs"]["main"]
+
+
+def test_a_q4_k_m_conversion_with_every_linux_path_off_gives_llama_quantizes_bytes(
+        portable, fresh_hub, tmp_path, capsys, monkeypatch):
+    """ggml encodes every K-quant (the compiled encoders are off), with and without an importance matrix."""
+    from .test_kquant import check_case
+
+    for cid in ("q4_k_m", "q4_k_m+imatrix"):
+        (tmp_path / cid).mkdir()
+        check_case("tiny-mixtral-k", cid, tmp_path / cid, capsys, monkeypatch)
+    assert portable == []

@@ -9,7 +9,6 @@ import base64
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -320,12 +319,12 @@ outtypes = ["q8_0"]
 
 @pytest.fixture
 def publishing(mini_hub, tmp_path, monkeypatch):  # noqa: F811
-    """mini_hub, a write token, and the mirror's work directories under tmp_path/work."""
+    """mini_hub, a write token, and the mirror's work directories under tmp_path/cache/mirror."""
     hub, root = mini_hub
     monkeypatch.setenv("HF_TOKEN", GOOD)
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(work))
+    monkeypatch.setenv("HFSTREAM_CACHE", str(tmp_path / "cache"))
+    work = tmp_path / "cache" / "mirror"
+    work.mkdir(parents=True)
     return hub, root, work
 
 

@@ -161,5 +161,6 @@ def test_version_names_the_quantization_engine():
     if quant.default_engine() == "ggml":
         assert f"ggml {quant.ggml_version()} from {quant.ggml_origin()}" in out.stdout
         assert ("Q8_0 by hfstream's AVX2 encoder" in out.stdout) == quant.compiled_q8_0()
+        assert ("Q4_K, Q5_K and Q6_K by hfstream's AVX2 encoders" in out.stdout) == quant.compiled_kquants()
     else:
         assert "numpy" in out.stdout

@@ -46,7 +46,7 @@ def test_load_config_keeps_the_last_of_duplicate_keys_as_transformers_does():
 @pytest.mark.parametrize("change, message", [
     ({"num_hidden_layers": 0}, "num_hidden_layers is 0"),
     ({"num_hidden_layers": -1}, "num_hidden_layers is -1"),
-    ({"num_hidden_layers": 10**9}, "num_hidden_layers is 1000000000"),
+    ({"num_hidden_layers": 2**32}, "num_hidden_layers is 4294967296; expected an integer from 1 to 4294967295"),
     ({"num_hidden_layers": 2.0}, "num_hidden_layers is 2.0"),
     ({"num_hidden_layers": True}, "num_hidden_layers is True"),
     ({"num_attention_heads": 0}, "num_attention_heads is 0"),
@@ -71,8 +71,16 @@ def test_sane_hparams_pass_and_head_dim_lifts_the_divisibility_rule():
 
 
 def test_families_check_hparams_before_using_them():
-    with pytest.raises(errors.InvalidConfigError, match="num_hidden_layers is 1000000000"):
-        family_for({**LLAMA, "num_hidden_layers": 10**9})  # would build a billion-layer tensor map
+    with pytest.raises(errors.InvalidConfigError, match="num_hidden_layers is 0"):
+        family_for({**LLAMA, "num_hidden_layers": 0})
+
+
+def test_a_billion_layers_cost_nothing_until_the_weights_say_how_many_there_are():
+    """No cap on the layer count: names are mapped one at a time (gguf's map for a billion blocks is
+    never built), and the weights bound what config.json may claim (see test_tensor_set.py)."""
+    family = family_for({**LLAMA, "num_hidden_layers": 10**9})
+    assert family.map_name("model.layers.999999999.self_attn.q_proj.weight") == "blk.999999999.attn_q.weight"
+    assert "tensor_map" not in vars(family)
 
 
 # --- every fixture repo passes the checks (no false refusal) ------------------------------------------

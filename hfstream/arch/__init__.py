@@ -10,9 +10,10 @@ from __future__ import annotations
 import importlib
 import json
 import pkgutil
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .. import errors
 from .base import ProjectorFamily, TextFamily
@@ -20,6 +21,8 @@ from .base import ProjectorFamily, TextFamily
 _REGISTRY: dict[str, type[TextFamily]] = {}
 #: vision projectors (``--mmproj``), by the same HF architecture names
 _PROJECTORS: dict[str, type[ProjectorFamily]] = {}
+#: architectures refused on purpose, with why (``refuse``)
+_REFUSED: dict[str, str] = {}
 _SHARED_MODULES = frozenset({"base"})
 
 
@@ -72,6 +75,13 @@ def projector_class(config: Mapping[str, Any]) -> type[ProjectorFamily]:
             f"{', '.join(supported_projectors())}")
     return cls
 
+def refuse(hf_arch: str, why: str) -> None:
+    """Refuse ``hf_arch`` with ``why`` instead of the generic line (e.g. the reference itself stops on
+    it, so there is no output to match); it stays out of ``supported()``."""
+    if hf_arch in _REGISTRY:
+        raise TypeError(f"{hf_arch} is registered by {_REGISTRY[hf_arch].__name__} and refused")
+    _REFUSED[hf_arch] = why
+
 
 def supported() -> list[str]:
     """Every HF architecture name hfstream converts, sorted."""
@@ -97,6 +107,8 @@ def family_class(config: Mapping[str, Any]) -> type[TextFamily]:
     if not isinstance(archs, list) or not archs or not isinstance(archs[0], str):
         raise errors.InvalidConfigError("config.json: 'architectures' must be a non-empty list of names")
     cls = _REGISTRY.get(archs[0])
+    if cls is None and archs[0] in _REFUSED:
+        raise errors.UnsupportedArchitectureError(f"architecture {archs[0]} is not supported: {_REFUSED[archs[0]]}")
     if cls is None:
         name = archs[0] if len(archs[0]) <= 80 else archs[0][:80] + "..."
         by_reference = ("; llama.cpp's convert_hf_to_gguf.py converts it, hfstream does not yet"

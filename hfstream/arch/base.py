@@ -3,6 +3,19 @@
 A family module subclasses ``TextFamily``, names the HF architectures and config ``model_type``s it
 takes, and overrides only what differs (extra hyperparameters, shape rules, tensor transforms,
 expert stacks, vocabulary).
+
+Every family gets the completeness check (``TextFamily.check_tensors``) after its tensors are
+planned: each layer config.json counts has tensors, each layer has every tensor the other layers
+of its kind have and those the family requires (``required_tensors``; ``optional_tensors`` names
+the ones a layer may lack), and every source tensor is converted, read as a value
+(``value_tensors``) or left out on purpose (``source_name`` returns None). Otherwise one line names
+the first tensor missing, or unused: llama.cpp would refuse the file, or the conversion would
+silently drop weights. The default is strict: one kind of layer. A family with layers of several
+kinds (attention and recurrent, dense and MoE) names each layer's kind from its config
+(``layer_kind``), and each kind is held to its own tensors.
+
+Names are mapped one at a time (``map_name``): gguf's name map for one block, the block number
+put back, so planning costs the same per tensor whatever config.json claims about the layers.
 """
 
 from __future__ import annotations
@@ -10,6 +23,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+from functools import cached_property
 from typing import Any, ClassVar, Iterable, Iterator, Mapping, Sequence
 
 import gguf
@@ -29,6 +43,8 @@ _MULTIMODAL_PREFIXES = ("mlp", "vit.", "vpm.", "siglip2.", "conformer.", "merger
 _MULTIMODAL_PARTS = ("visual.", "vision.", "audio.", "talker.", "vision_", "audio_", "token2wav.",
                      "code2wav.", "projector.", "pre_mm_projector_norm", "image_newline", "view_seperator",
                      "patch_embed", "patch_embedding", "patch_merger.", "patch_merge_mlp.", "model.connector.")
+#: the same, one search per name (a header may hold hundreds of thousands)
+_MULTIMODAL_SEARCH = re.compile("|".join(map(re.escape, _MULTIMODAL_PARTS)))
 
 
 # --- tensor shapes that config.json fixes ------------------------------------------------------
@@ -47,7 +63,8 @@ SIZES: Mapping[str, tuple[str, ...]] = {
 LAYER = r"model\.layers\.\d+\."
 #: A shape rule: a regular expression matched against a whole source tensor name (after the family's
 #: ``source_name``), and the tensor's dimensions, each a product of SIZES joined by ``*``, where a factor
-#: may be a sum joined by ``+`` (``heads*nope+rope`` is heads x (nope + rope): MLA's query heads).
+#: may be a sum joined by ``+`` (``heads*nope+rope`` is heads x (nope + rope): MLA's query heads); a size may
+#: also be a literal number (``2*ffn``: a fused gate and up projection).
 ShapeRule = tuple[str, tuple[str, ...]]
 #: The standard transformers names of a llama-like decoder. A checkpoint that disagrees with config.json
 #: would not load in transformers, and here it would crash a transform (the q/k permute) or write a
@@ -92,10 +109,10 @@ def check_shapes(hparams: Mapping[str, Any], rules: Sequence[ShapeRule], sizes: 
             continue
         dims = rule_dims[int(match.lastgroup[1:])]
         factors = [[f.split("+") for f in dim.split("*")] for dim in dims]
-        used_sizes = [s for fs in factors for f in fs for s in f]
+        used_sizes = [s for fs in factors for f in fs for s in f if not s.isdecimal()]
         if any(s not in known for s in used_sizes):
             continue
-        want = [math.prod(sum(known[s][1] for s in f) for f in fs) for fs in factors]
+        want = [math.prod(sum(int(s) if s.isdecimal() else known[s][1] for s in f) for f in fs) for fs in factors]
         if list(src.shape) != want:
             used = ", ".join(dict.fromkeys(f"{known[s][0]} {known[s][1]}" for s in used_sizes))
             raise errors.ConfigMismatchError(
@@ -115,6 +132,50 @@ def _short(value: object, limit: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + "..."
 
+
+
+#: what llama.cpp's loader needs of every decoder: embedding, final norm, and in each layer the
+#: attention's input norm and output projection (the rest differ: fused or split, MoE or dense)
+REQUIRED_TENSORS: tuple[gguf.MODEL_TENSOR, ...] = (
+    gguf.MODEL_TENSOR.TOKEN_EMBD, gguf.MODEL_TENSOR.OUTPUT_NORM, gguf.MODEL_TENSOR.ATTN_NORM,
+    gguf.MODEL_TENSOR.ATTN_OUT)
+
+
+#: what a hybrid requires of every layer: some of its layers have no attention (their kind holds
+#: them to their own)
+HYBRID_REQUIRED_TENSORS: tuple[gguf.MODEL_TENSOR, ...] = REQUIRED_TENSORS[:3]
+
+_T = gguf.MODEL_TENSOR
+#: the tensors a layer of each kind (``TextFamily.layer_kind``, its ``+``-joined tags) must have, even
+#: when it is the only layer of its kind; kinds its architecture does not have are ignored
+LAYER_KIND_TENSORS: dict[str, tuple[gguf.MODEL_TENSOR, ...]] = {
+    "attention": (_T.ATTN_Q, _T.ATTN_K, _T.ATTN_V, _T.ATTN_OUT),
+    "dense": (_T.FFN_UP, _T.FFN_DOWN),
+    "moe": (_T.FFN_GATE_INP, _T.FFN_UP_EXP, _T.FFN_DOWN_EXP),
+    "ssm": (_T.SSM_IN, _T.SSM_CONV1D, _T.SSM_OUT),  # Mamba-2
+    "linear": (_T.ATTN_QKV, _T.ATTN_GATE, _T.SSM_CONV1D, _T.SSM_OUT),  # a gated delta net
+    "conv": (_T.SHORTCONV_CONV, _T.SHORTCONV_INPROJ, _T.SHORTCONV_OUTPROJ),  # LFM2's short convolution
+}
+
+
+#: a vision tower block's tensor in a projector (``v.blk.{bid}.``)
+_VISION_BLOCK = re.compile(r"v\.blk\.(\d{1,9})\.")
+
+
+def _first_number(name: str) -> int | None:
+    """The first all-digit part of a dotted name (the block, as the reference reads it), if short."""
+    for part in name.split("."):
+        if part.isdecimal():
+            return int(part) if len(part) <= 9 else None
+    return None
+
+
+def _usual_source(kind: gguf.MODEL_TENSOR, prefixes: set[str], bid: int | None) -> str:
+    """A Hugging Face name gguf knows for ``kind`` that starts as the repo's names do (``model.`` ...)."""
+    keys = [*gguf.TensorNameMap.mappings_cfg.get(kind, ()), *gguf.TensorNameMap.block_mappings_cfg.get(kind, ())]
+    keys = [k.format(bid=bid) if "{bid}" in k else k for k in keys if ("{bid}" in k) == (bid is not None)]
+    match = next((k for k in keys if k.split(".", 1)[0] in prefixes), keys[0] if keys else "")
+    return match + ".weight" if match else ""
 
 
 class ExpertStacks:
@@ -167,11 +228,20 @@ class TextFamily:
     #: gives the hparams (``hfconfig.normalize``); if the installed transformers does not know one, the
     #: conversion is refused rather than done on the raw config.json the reference would fall back to.
     model_types: ClassVar[tuple[str, ...]] = ()
+    #: where the hparams come from: "transformers" (``AutoConfig``, as ``ModelBase.load_hparams``) or
+    #: "config.json" as written (reference classes that open it themselves, e.g. the Mamba-2 ones)
+    config_source: ClassVar[str] = "transformers"
     #: the llama.cpp architecture written to ``general.architecture``
     gguf_arch: ClassVar[gguf.MODEL_ARCH]
     #: vocab kinds to try, in order (see ``hfstream.vocab.add_vocab``)
     vocab_strategies: ClassVar[tuple[str, ...]] = ("bpe",)
 
+    #: output tensors every model of the family has (the block ones in every layer): llama.cpp's loader
+    #: needs them. Kinds the architecture does not have are ignored.
+    required_tensors: ClassVar[tuple[gguf.MODEL_TENSOR, ...]] = REQUIRED_TENSORS
+    #: block tensors a layer may lack although other layers have them (say MoE layers between dense
+    #: ones); every other block tensor must be in every layer once it is in one
+    optional_tensors: ClassVar[tuple[gguf.MODEL_TENSOR, ...]] = ()
     #: ``general.type``, and what the default file name looks like: ``{prefix}{Name}-{SizeLabel}-{FTYPE}.gguf``
     gguf_type: ClassVar[str] = gguf.GGUFType.MODEL
     filename_prefix: ClassVar[str] = ""
@@ -196,8 +266,22 @@ class TextFamily:
         self.hparams = merged
         check_hparams(merged, ints=self.hparam_ints)  # before any value is used: types, bounds, divisibility
         self.block_count = int(self.find(("n_layers", "num_hidden_layers", "n_layer", "num_layers")))
-        self.tensor_map = gguf.get_tensor_name_map(self.gguf_arch, self.block_count)
         self.rope = self._rope_parameters()
+
+    @cached_property
+    def tensor_map(self) -> gguf.TensorNameMap:
+        """gguf's name map for every block (its size grows with the block count: 2M entries and a minute
+        for 7,000 layers); ``map_name`` does not need it."""
+        return gguf.get_tensor_name_map(self.gguf_arch, self.mapped_blocks)
+
+    @property
+    def mapped_blocks(self) -> int:
+        """The blocks whose tensor names ``map_name`` maps: ``block_count``."""
+        return self.block_count
+
+    @cached_property
+    def _block_map(self) -> gguf.TensorNameMap:
+        return gguf.get_tensor_name_map(self.gguf_arch, 1)
 
     # -- hyperparameters ------------------------------------------------------
 
@@ -321,7 +405,7 @@ class TextFamily:
 
     def source_name(self, name: str) -> str | None:
         """The name a source tensor is converted under, or None to leave it out."""
-        if name.startswith(_MULTIMODAL_PREFIXES) or any(p in name for p in _MULTIMODAL_PARTS):
+        if name.startswith(_MULTIMODAL_PREFIXES) or _MULTIMODAL_SEARCH.search(name):
             return None
         if name.endswith("e_score_correction_bias"):
             name = name.replace("e_score_correction_bias", "e_score_correction.bias")
@@ -376,12 +460,29 @@ class TextFamily:
         return iter(())
 
     def map_name(self, name: str, suffixes: Sequence[str] = (".weight", ".bias")) -> str:
-        """The GGUF name of a (converted) source tensor name; ``suffixes`` are kept as they are."""
-        new = self.tensor_map.get_name(key=name, try_suffixes=tuple(suffixes))
+        """The llama.cpp name of source tensor ``name`` (after ``source_name``), as gguf's name map for
+        ``block_count`` blocks gives it, ``suffixes`` kept as they are; UnusedTensorError when it has none."""
+        new = self._lookup(name, tuple(suffixes))
         if new is None:
-            raise errors.UnsupportedArchitectureError(
-                f"cannot map tensor {name!r} of {self.hf_arch} to a llama.cpp tensor name")
+            raise errors.UnusedTensorError(
+                f"cannot map tensor {_short(name)} of {self.hf_arch} to a llama.cpp tensor name")
         return new
+
+    def _lookup(self, name: str, suffixes: tuple[str, ...]) -> str | None:
+        parts = name.split(".")
+        at = next((i for i, p in enumerate(parts) if p.isdecimal()), None)
+        if at is not None and 0 < len(parts[at]) <= 9 and 0 < int(parts[at]) < self.mapped_blocks:
+            # as block 0, then the block number put back (the first number of a name is its block, as
+            # the reference reads it; no gguf key has a number before its {bid})
+            hit = self._block_map.get_type_and_name(".".join(parts[:at] + ["0"] + parts[at + 1:]), suffixes)
+            if hit is not None:  # a block key (some name a tensor of no block: rope_freqs)
+                template = gguf.TENSOR_NAMES[hit[0]]
+                return template.format(bid=int(parts[at])) + hit[1][len(template.format(bid=0)):]
+        hit = self._block_map.get_type_and_name(name, suffixes)
+        if hit is None or ("{bid}" in gguf.TENSOR_NAMES[hit[0]] and (at is None or parts[at] != "0"
+                                                                      or self.mapped_blocks < 1)):
+            return None
+        return hit[1]
 
     def tensor_kind(self, gguf_name: str, bid: int | None) -> gguf.MODEL_TENSOR | None:
         """The kind of an output ``*.weight`` tensor (for the type rules), or None.
@@ -410,6 +511,88 @@ class TextFamily:
         ``finish``); ``bid``: that tensor's block id.
         """
         return None
+
+    # -- completeness -----------------------------------------------------------
+
+    def check_tensors(self, outputs: Mapping[str, Node], sources: Sequence[tuple[str, SourceTensor]]) -> None:
+        """Refuse a model whose tensors are not all there, or not all used (see the module docstring).
+
+        ``outputs``: every planned output tensor by GGUF name; ``sources``: every source tensor kept by
+        ``source_name``. Linear in the tensors, whatever config.json claims. Raises MissingTensorError
+        naming the first missing tensor (and the source tensor it would come from), or UnusedTensorError.
+        """
+        used = {leaf for node in outputs.values() for leaf in node.leaves()}
+        for name, src in sources:
+            if src not in used and not (self.value_tensors and re.fullmatch(self.value_tensors, name)):
+                raise errors.UnusedTensorError(
+                    f"{src.file}: tensor {_short(src.name)} is not used by the {self.hf_arch} conversion "
+                    "(hfstream does not know what it is for)")
+        kinds = {t: gguf.TENSOR_NAMES[t] for t in gguf.MODEL_TENSORS.get(self.gguf_arch, ())}
+        blocks: dict[int, set[str]] = {}  # block -> its tensors' names with the block number as {bid}
+        # (layer kind, such a name) -> (a block of that kind that has it, its output name)
+        example: dict[tuple[str, str], tuple[int, str]] = {}
+        for out in outputs:
+            bid = self.output_block(out)
+            if bid is None or bid >= self.block_count:
+                continue
+            generic = re.sub(rf"(^|\.){bid}(\.|$)", r"\g<1>{bid}\g<2>", out, count=1)
+            blocks.setdefault(bid, set()).add(generic)
+            example.setdefault((self.layer_kind(bid), generic), (bid, out))
+        optional = {kinds[t] + suffix for t in self.optional_tensors if t in kinds for suffix in (".weight", ".bias")}
+        required = [kinds[t] + ".weight" for t in self.required_tensors if t in kinds and "{bid}" in kinds[t]]
+        def of_kind(kind: str) -> set[str]:
+            return {*required, *(kinds[t] + ".weight" for tag in kind.split("+") for t in LAYER_KIND_TENSORS.get(tag, ())
+                                 if t in kinds and "{bid}" in kinds[t])}
+
+        everywhere: dict[str, set[str]] = {}  # layer kind -> the tensors each layer of that kind has
+        for kind, generic in example:
+            if kind not in everywhere:
+                everywhere[kind] = of_kind(kind)
+            if generic not in optional:
+                everywhere[kind].add(generic)
+        for t in self.required_tensors:
+            if t in kinds and "{bid}" not in kinds[t] and kinds[t] + ".weight" not in outputs:
+                self._missing(kinds[t] + ".weight", None, outputs, sources)
+        # a layer with no tensors at all is found among the first len(blocks) + 1: linear in the data
+        for bid in range(min(self.block_count, len(blocks) + 1)):
+            kind = self.layer_kind(bid)
+            lacking = (everywhere.get(kind) or of_kind(kind)) - blocks.get(bid, set())
+            if lacking:  # the family's own required tensors first (a layer's first: its attention norm)
+                first = next((g for g in required if g in lacking), min(lacking))
+                self._missing(first.format(bid=bid), example.get((kind, first)), outputs, sources, bid)
+
+    def output_block(self, gguf_name: str) -> int | None:
+        """The block (layer) output tensor ``gguf_name`` belongs to for the completeness check: its first
+        number, as the reference reads it."""
+        return _first_number(gguf_name)
+
+    def layer_kind(self, bid: int) -> str:
+        """The kind of layer ``bid`` for the completeness check: each layer has every tensor the other
+        layers of its kind have, and those ``LAYER_KIND_TENSORS`` lists for its tags (``"attention"``,
+        ``"ssm+moe"``). One kind by default; a hybrid (attention and recurrent layers) or a model with
+        dense and MoE layers names its kinds from its config, so that each kind is held to its own
+        tensors (an attention layer without ``o_proj`` is still refused)."""
+        return ""
+
+    def _missing(self, name: str, like: tuple[int, str] | None, outputs: Mapping[str, Node],
+                 sources: Sequence[tuple[str, SourceTensor]], bid: int | None = None) -> None:
+        """Raise MissingTensorError for output ``name``, naming the source tensor it would be made from:
+        ``like`` another block's tensor of its kind (its sources, the block number changed), else the
+        usual spelling of the kind among gguf's names that looks like the repo's own."""
+        hint = ""
+        if like is not None:
+            leaf = next(iter(outputs[like[1]].leaves()), None)
+            if leaf is not None:
+                hint = re.sub(rf"(^|\.){like[0]}(\.|$)", rf"\g<1>{bid}\g<2>", leaf.name, count=1)
+        else:
+            kind = next((t for t, n in gguf.TENSOR_NAMES.items() if n + ".weight" == name.replace(f".{bid}.", ".{bid}.")),
+                        None)
+            hint = _usual_source(kind, {src.name.split(".", 1)[0] for _, src in sources}, bid) if kind else ""
+        files = sorted({src.file for _, src in sources}) or ["the weights"]
+        where = files[0] if len(files) == 1 else f"the {len(files)} shards ({files[0]}, ...)"
+        layers = f"; config.json counts {self.block_count} layers" if bid is not None else ""
+        source = f" ({hint} is not in {where}{layers})" if hint else f" (not in {where}{layers})"
+        raise errors.MissingTensorError(f"{self.hf_arch} needs tensor {name}, which is missing{source}")
 
     # -- vocab ----------------------------------------------------------------
 
@@ -467,11 +650,25 @@ class ProjectorFamily(TextFamily):
             self.hparams_audio = dict(audio)
             check_hparams(self.hparams_audio, name="config.json audio_config")
         self.block_count = int(self.find(self.block_keys))
-        # the reference maps the names of a two-encoder model for 128 blocks, whatever each has
-        mapped_blocks = max(128, self.block_count) if self.has_audio_encoder else self.block_count
-        self.tensor_map = gguf.get_tensor_name_map(self.gguf_arch, mapped_blocks)
         self.rope = {}
         self.preprocessor: dict[str, Any] = {}
+
+    @property
+    def mapped_blocks(self) -> int:
+        # the reference maps the names of a two-encoder model for 128 blocks, whatever each has
+        return max(128, self.block_count) if self.has_audio_encoder else self.block_count
+
+    def _lookup(self, name: str, suffixes: tuple[str, ...]) -> str | None:
+        # gguf's whole map, as the reference: a tower's names may put the block number inside a part
+        # (Gemma 4's conformer.subsample_conv_projection.layer0), and a tower has few blocks
+        return self.tensor_map.get_name(key=name, try_suffixes=suffixes)
+
+    def output_block(self, gguf_name: str) -> int | None:
+        # only the vision tower's blocks (v.blk.N), the ones block_count counts: other numbers are no
+        # block (the second frame's patch kernel v.patch_embd.weight.1, the merger's mm.0 / mm.2, a
+        # deepstack merger after the block it reads), and an audio tower counts its own blocks
+        m = _VISION_BLOCK.match(gguf_name)
+        return int(m.group(1)) if m else None
 
     def use_files(self, files: Mapping[str, bytes]) -> None:
         """Image mean and std (and the rest of the image processing): ``preprocessor_config.json``

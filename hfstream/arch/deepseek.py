@@ -81,12 +81,22 @@ class DeepseekV2(TextFamily):
 
     # -- tensors --------------------------------------------------------------
 
-    def convert(self, name: str, node: Node, bid: int | None) -> Iterator[tuple[str, Node]]:
+    #: the first ``first_k_dense_replace`` layers have a dense MLP, the others experts and a router
+    optional_tensors = tuple(getattr(gguf.MODEL_TENSOR, k) for k in (
+        "FFN_GATE", "FFN_UP", "FFN_DOWN", "FFN_GATE_INP", "FFN_GATE_EXP", "FFN_UP_EXP", "FFN_DOWN_EXP",
+        "FFN_GATE_SHEXP", "FFN_UP_SHEXP", "FFN_DOWN_SHEXP", "FFN_EXP_PROBS_B"))
+
+    def source_name(self, name: str) -> str | None:
+        # left out on purpose (the base's completeness check holds the family to it): a tied lm_head,
+        # and the multi-token-prediction blocks after the last layer
         if self.hparams.get("tie_word_embeddings", False) and name in ("lm_head.weight", "model.lm_head.weight"):
-            return
+            return None
         layer = _LAYER.match(name)
         if layer and int(layer.group(1)) >= self.find(("num_hidden_layers",)):
-            return  # a multi-token-prediction block
+            return None
+        return super().source_name(name)
+
+    def convert(self, name: str, node: Node, bid: int | None) -> Iterator[tuple[str, Node]]:
         if "mlp.experts" in name:
             yield from self._collect_expert(name, node, bid)
             return

@@ -115,6 +115,14 @@ class Ernie4_5Moe(Ernie4_5):
             return None
         return super().source_name(name)
 
+    def layer_kind(self, bid: int) -> str:
+        # transformers' Ernie4_5_MoeDecoderLayer: experts every moe_layer_interval-th layer within the range
+        hp = self.hparams
+        end = hp.get("moe_layer_end_index", -1)
+        end = self.block_count - 1 if end == -1 else end
+        moe = (bid + 1) % self._required("moe_layer_interval") == 0 and self._required("moe_layer_start_index") <= bid <= end
+        return "moe" if moe else "dense"
+
     def add_hparams(self, w: gguf.GGUFWriter, file_type: int) -> None:
         super().add_hparams(w, file_type)
         hp = self.hparams

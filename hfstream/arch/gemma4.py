@@ -92,6 +92,8 @@ _LAYER_SHAPES = (
 @register
 class Gemma4(Gemma3):
     hf_architectures = ("Gemma4ForCausalLM", "Gemma4ForConditionalGeneration")
+    #: full-attention layers with ``attention_k_eq_v`` have no v_proj
+    optional_tensors = (gguf.MODEL_TENSOR.ATTN_V,)
     model_types = ("gemma4", "gemma4_text")
     gguf_arch = gguf.MODEL_ARCH.GEMMA4
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Callable, ClassVar, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import ClassVar
 
 import gguf
 import numpy as np
@@ -29,7 +30,7 @@ class Llama(TextFamily):
         "LlamaForCausalLM", "LLaMAForCausalLM", "MistralForCausalLM", "MixtralForCausalLM")
     model_types: ClassVar[tuple[str, ...]] = ("llama", "mistral", "ministral", "mixtral")
     gguf_arch = gguf.MODEL_ARCH.LLAMA
-    vocab_strategies = ("spm", "llama_hf", "bpe")
+    vocab_strategies: ClassVar[tuple[str, ...]] = ("spm", "llama_hf", "bpe")
     #: the reference's ``undo_permute``: q/k rows reordered for llama.cpp's rotary layout
     permute_qk = True
     #: ``factor`` of a ``rope_type: llama3`` config that does not say

@@ -1,5 +1,6 @@
 """Phi-3 (Phi3ForCausalLM): fused ``qkv_proj`` and ``gate_up_proj`` kept as they are, NEOX rope (no
-permute), LongRoPE factor tensors generated from the config, and a vocab of its own.
+permute), LongRoPE factor tensors generated from the config, and a vocab of its own. Phi-3.5-MoE
+(PhiMoEForCausalLM) is Phi-3 with Mixtral's experts.
 
 What the reference (``Phi3MiniModel``) does that differs from the shared defaults:
 
@@ -11,12 +12,16 @@ What the reference (``Phi3MiniModel``) does that differs from the shared default
 - vocab: ``GPT2Tokenizer`` repos (Phi-4) take the BPE path; the others read ``tokenizer.model``,
   pad to ``vocab_size`` with ``[PAD{i}]`` (score -10000, unused), then let ``added_tokens.json``,
   ``added_tokens_decoder`` and ``tokenizer.json``'s ``added_tokens`` overwrite ids in that order.
+
+Phi-3.5-MoE (``PhiMoeModel``, a ``Phi3MiniModel``): the same keys, vocab and LongRoPE tensors, then
+the expert counts (used, then total); each layer's ``block_sparse_moe.experts.{i}.w1/w2/w3`` stacked
+into ``ffn_gate/down/up_exps``; its biases (q/k/v/o, LayerNorms, ``lm_head``) mapped as they are.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import gguf
 import numpy as np
@@ -24,7 +29,7 @@ import numpy as np
 from .. import errors, jsonfile
 from ..graph import Constant, Node
 from . import register
-from .base import TextFamily
+from .base import ExpertStacks, TextFamily
 
 _T = gguf.TokenType
 
@@ -119,6 +124,34 @@ class Phi3(TextFamily):
             super().add_vocab(w, files, bpe_pre)  # Phi-4
             return
         _add_phi3_spm(w, files, self.hparams)
+
+
+@register
+class PhiMoE(Phi3):
+    hf_architectures = ("PhiMoEForCausalLM",)
+    model_types = ("phimoe",)
+    gguf_arch = gguf.MODEL_ARCH.PHIMOE
+
+    def __init__(self, hparams, hf_arch):
+        super().__init__(hparams, hf_arch)
+        self._stacks = ExpertStacks(self.find(("num_local_experts", "num_experts")), ("w1", "w2", "w3"),
+                                    "model.layers.{bid}.block_sparse_moe.experts.{xid}.{proj}.weight",
+                                    "model.layers.{bid}.block_sparse_moe.experts.{proj}.weight")
+
+    def add_hparams(self, w: gguf.GGUFWriter, file_type: int) -> None:
+        super().add_hparams(w, file_type)
+        w.add_expert_used_count(self.find(("num_experts_per_tok", "num_experts_per_token")))
+        w.add_expert_count(self.find(("num_local_experts", "num_experts")))
+
+    def convert(self, name: str, node: Node, bid: int | None) -> Iterator[tuple[str, Node]]:
+        if "block_sparse_moe.experts" in name:
+            yield from self._stacks.add(name, node, bid, self.map_name)
+            return
+        yield self.map_name(name), node
+
+    def finish(self) -> Iterator[tuple[str, Node]]:
+        self._stacks.check_complete()
+        return iter(())
 
 
 def _json(files: Mapping[str, bytes], name: str, expect: type | None = None) -> Any:

@@ -9,7 +9,8 @@ are) and add the expert feed-forward lengths. The vocab is SentencePiece when th
 
 from __future__ import annotations
 
-from typing import Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import ClassVar
 
 import gguf
 
@@ -96,8 +97,8 @@ _EXPERT_PROJS = ("down_proj", "gate_proj", "up_proj")
 
 @register
 class Qwen2Moe(TextFamily):
-    hf_architectures = ("Qwen2MoeForCausalLM",)
-    model_types = ("qwen2_moe",)
+    hf_architectures: ClassVar[tuple[str, ...]] = ("Qwen2MoeForCausalLM",)
+    model_types: ClassVar[tuple[str, ...]] = ("qwen2_moe",)
     gguf_arch = gguf.MODEL_ARCH.QWEN2MOE
     # unlike dense Qwen, the reference's MoE classes only read tokenizer.json (never tokenizer.model)
     vocab_strategies = ("bpe",)

@@ -39,7 +39,8 @@ key, so both are spelled here. The vision tower of the multimodal checkpoints is
 from __future__ import annotations
 
 import re
-from typing import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import ClassVar
 
 import gguf
 
@@ -48,7 +49,7 @@ from ..graph import AddScalar, GatherRows, NegExp, Node, PermuteCols, Reshape
 from ..hfconfig import check_hparams
 from ..safetensors import SourceTensor
 from . import register
-from .base import DECODER_SHAPES, LAYER
+from .base import DECODER_SHAPES, HYBRID_REQUIRED_TENSORS, LAYER
 from .qwen import Qwen2Moe
 
 MT = gguf.MODEL_TENSOR
@@ -79,12 +80,13 @@ _LINEAR_DIVISIBLE = (("linear value heads", "linear key heads", None),)
 
 @register
 class Qwen3Next(Qwen2Moe):
-    hf_architectures = ("Qwen3NextForCausalLM",)
-    model_types = ("qwen3_next",)
+    hf_architectures: ClassVar[tuple[str, ...]] = ("Qwen3NextForCausalLM",)
+    model_types: ClassVar[tuple[str, ...]] = ("qwen3_next",)
     gguf_arch = gguf.MODEL_ARCH.QWEN3NEXT
     vocab_strategies = ("bpe",)
     # the gated q_proj is twice the usual rows: checked with the linear attention in check_shapes
     shape_rules = tuple(rule for rule in DECODER_SHAPES if "q_proj\\.weight" not in rule[0])
+    required_tensors = HYBRID_REQUIRED_TENSORS
     #: whether value heads are reordered from grouped to tiled (Qwen3.5; Qwen3-Next keeps them grouped)
     tiled_value_heads = False
 
@@ -116,12 +118,18 @@ class Qwen3Next(Qwen2Moe):
                 f"config.json: layer_types has {len(types)} entries, num_hidden_layers is {self.n_layer}")
         return [t == "linear_attention" for t in types]
 
+    def layer_kind(self, bid: int) -> str:
+        if bid >= self.n_layer:
+            return "mtp"
+        return "linear" if self._recurrent is not None and self._recurrent[bid] else "attention"
+
     # -- names ------------------------------------------------------------------
 
     def source_name(self, name: str) -> str | None:
-        name = super().source_name(name)
-        if name is None:
+        mapped = super().source_name(name)
+        if mapped is None:
             return None
+        name = mapped
         if name.startswith("model.mtp."):
             name = name[len("model."):]
         if not name.startswith("mtp."):

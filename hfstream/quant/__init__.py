@@ -9,11 +9,12 @@ One module per concept, arrows pointing down the list:
 - ``rules``: the reference converter's per-tensor rule (f32/f16/bf16/q8_0, forced types);
 - ``outtypes``: what ``--outtype`` names, and the bytes a type takes;
 - ``mixes``: llama-quantize's rules as data; ``imatrix``: importance matrix files;
-- ``encode``: the encoders (libggml, the gguf package, the compiled Q8_0 encoder ``_q8_0.c``);
+- ``encode``: the encoders (libggml, the gguf package, the compiled Q8_0 and K-quant encoders
+  ``_q8_0.c``, ``_kquants.c``);
 - ``floats``: bf16/f16 <-> f32 through ggml-cpu; ``ggml``: which libggml is loaded.
 """
 
-from .encode import compiled_q8_0, default_engine, quantize
+from .encode import compiled_kquants, compiled_q8_0, default_engine, quantize
 from .ggml import origin as ggml_origin
 from .ggml import version as ggml_version
 from .imatrix import Imatrix, Weights
@@ -25,6 +26,7 @@ from .typeplan import TypePlan, plan_types
 
 __all__ = [
     "MIXES", "OUTTYPES", "OUTTYPE_CHOICES", "Imatrix", "OutType", "OutputTensor", "QuantOptions", "TensorType",
-    "TypePlan", "Weights", "auto_outtype", "bits_per_weight", "check_options", "compiled_q8_0", "default_engine",
+    "TypePlan", "Weights", "auto_outtype", "bits_per_weight", "check_options", "compiled_kquants", "compiled_q8_0",
+    "default_engine",
     "ggml_origin", "ggml_version", "nbytes", "options_from", "outtype", "plan_types", "quantize",
 ]

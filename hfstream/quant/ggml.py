@@ -51,6 +51,12 @@ def version() -> str | None:
     return lib.ggml_version().decode() if lib is not None and hasattr(lib, "ggml_version") else None
 
 
+def version_tuple() -> tuple[int, int, int] | None:
+    """``version()`` as (major, minor, patch), or None when it is not known."""
+    parts = _version_tuple(version())
+    return parts if len(parts) == 3 else None  # type: ignore[return-value]
+
+
 def _open(path: str) -> ctypes.CDLL:
     lib = ctypes.CDLL(path)
     lib.ggml_quantize_chunk.restype = ctypes.c_size_t

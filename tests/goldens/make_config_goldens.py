@@ -438,6 +438,114 @@ CASES: dict[str, dict] = {
 }
 
 
+# Command R / R7B, GLM-4-0414, StarCoder2, Phi-3.5-MoE, InternLM3, StableLM 2 and GPT-NeoX (real configs;
+# Phi-3.5-MoE's rope factors shortened to a ramp of the right length)
+COMMAND_R_V01 = {
+    "architectures": ["CohereForCausalLM"], "attention_bias": False, "attention_dropout": 0.0, "bos_token_id": 5,
+    "eos_token_id": 255001, "hidden_act": "silu", "hidden_size": 8192, "initializer_range": 0.02,
+    "intermediate_size": 22528, "layer_norm_eps": 1e-05, "logit_scale": 0.0625, "max_position_embeddings": 8192,
+    "model_max_length": 131072, "model_type": "cohere", "num_attention_heads": 64, "num_hidden_layers": 40,
+    "num_key_value_heads": 64, "pad_token_id": 0, "rope_theta": 8000000.0, "torch_dtype": "float16",
+    "transformers_version": "4.40.0.dev0", "use_cache": True, "use_qk_norm": False, "vocab_size": 256000,
+}
+COMMAND_R7B = {
+    "architectures": ["Cohere2ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0, "bos_token_id": 5,
+    "cache_implementation": "hybrid", "eos_token_id": 255001, "head_dim": 128, "hidden_act": "silu",
+    "hidden_size": 4096, "initializer_range": 0.02, "intermediate_size": 14336, "layer_norm_eps": 1e-05,
+    "logit_scale": 0.25, "max_position_embeddings": 132096, "model_type": "cohere2", "num_attention_heads": 32,
+    "num_hidden_layers": 32, "num_key_value_heads": 8, "order_of_interleaved_layers": "local_attn_first",
+    "pad_token_id": 0, "position_embedding_type": "rope_gptj", "rope_scaling": None, "rope_theta": 50000,
+    "rotary_pct": 1.0, "sliding_window": 4096, "sliding_window_pattern": 4, "torch_dtype": "bfloat16",
+    "transformers_version": "4.48.0.dev0", "use_cache": True, "use_embedding_sharing": True,
+    "use_gated_activation": True, "vocab_size": 256000,
+}
+GLM4_9B_0414 = {
+    "architectures": ["Glm4ForCausalLM"], "attention_bias": True, "attention_dropout": 0.0,
+    "eos_token_id": [151329, 151336, 151338], "head_dim": 128, "hidden_act": "silu", "hidden_size": 4096,
+    "initializer_range": 0.02, "intermediate_size": 13696, "max_position_embeddings": 32768, "model_type": "glm4",
+    "num_attention_heads": 32, "num_hidden_layers": 40, "num_key_value_heads": 2, "pad_token_id": 151329,
+    "partial_rotary_factor": 0.5, "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16", "transformers_version": "4.51.3", "use_cache": True, "vocab_size": 151552,
+}
+STARCODER2_3B = {
+    "architectures": ["Starcoder2ForCausalLM"], "attention_dropout": 0.1, "residual_dropout": 0.1,
+    "embedding_dropout": 0.1, "bos_token_id": 0, "eos_token_id": 0, "hidden_act": "gelu_pytorch_tanh",
+    "hidden_size": 3072, "initializer_range": 0.018042, "intermediate_size": 12288, "layer_norm_epsilon": 1e-05,
+    "max_position_embeddings": 16384, "mlp_type": "default", "model_type": "starcoder2", "norm_epsilon": 1e-05,
+    "norm_type": "layer_norm", "num_attention_heads": 24, "num_hidden_layers": 30, "num_key_value_heads": 2,
+    "rope_theta": 999999.4420358813, "sliding_window": 4096, "torch_dtype": "float32",
+    "transformers_version": "4.37.0.dev0", "use_bias": True, "use_cache": True, "vocab_size": 49152,
+}
+PHI35_MOE = {
+    "_name_or_path": "Phi-3.5-MoE-instruct", "architectures": ["PhiMoEForCausalLM"], "attention_bias": True,
+    "attention_dropout": 0.0,
+    "auto_map": {"AutoConfig": "configuration_phimoe.PhiMoEConfig",
+                 "AutoModelForCausalLM": "modeling_phimoe.PhiMoEForCausalLM"},
+    "bos_token_id": 1, "eos_token_id": 32000, "hidden_act": "silu", "hidden_dropout": 0.0, "hidden_size": 4096,
+    "initializer_range": 0.02, "input_jitter_noise": 0.01, "intermediate_size": 6400, "lm_head_bias": True,
+    "max_position_embeddings": 131072, "model_type": "phimoe", "num_attention_heads": 32, "num_experts_per_tok": 2,
+    "num_hidden_layers": 32, "num_key_value_heads": 8, "num_local_experts": 16,
+    "original_max_position_embeddings": 4096, "output_router_logits": False, "rms_norm_eps": 1e-05,
+    "rope_scaling": {"long_factor": [round(1.0 + 0.5 * i, 2) for i in range(64)], "long_mscale": 1.243163121016122,
+                     "original_max_position_embeddings": 4096,
+                     "short_factor": [round(1.0 + 0.02 * i, 2) for i in range(64)],
+                     "short_mscale": 1.243163121016122, "type": "longrope"},
+    "rope_theta": 10000.0, "router_aux_loss_coef": 0.0, "router_jitter_noise": 0.01, "sliding_window": 131072,
+    "tie_word_embeddings": False, "torch_dtype": "bfloat16", "transformers_version": "4.43.3", "use_cache": True,
+    "vocab_size": 32064,
+}
+INTERNLM3_8B = {
+    "architectures": ["InternLM3ForCausalLM"], "attention_dropout": 0.0,
+    "auto_map": {"AutoConfig": "configuration_internlm3.InternLM3Config",
+                 "AutoModel": "modeling_internlm3.InternLM3Model",
+                 "AutoModelForCausalLM": "modeling_internlm3.InternLM3ForCausalLM"},
+    "bias": False, "bos_token_id": 1, "eos_token_id": 2, "head_dim": 128, "hidden_act": "silu", "hidden_size": 4096,
+    "initializer_range": 0.02, "intermediate_size": 10240, "max_position_embeddings": 32768,
+    "model_type": "internlm3", "num_attention_heads": 32, "num_hidden_layers": 48, "num_key_value_heads": 2,
+    "pad_token_id": 2, "qkv_bias": False, "rms_norm_eps": 1e-05,
+    "rope_scaling": {"factor": 6.0, "rope_type": "dynamic"}, "rope_theta": 50000000, "tie_word_embeddings": False, "torch_dtype": "bfloat16", "transformers_version": "4.47.1",
+    "use_cache": True, "vocab_size": 128512,
+}
+STABLELM2_1_6B = {
+    "architectures": ["StableLmForCausalLM"], "bos_token_id": 100257, "eos_token_id": 100257, "hidden_act": "silu",
+    "hidden_dropout": 0.0, "hidden_size": 2048, "initializer_range": 0.02, "intermediate_size": 5632,
+    "layer_norm_eps": 1e-05, "max_position_embeddings": 4096, "model_type": "stablelm", "num_attention_heads": 32,
+    "num_hidden_layers": 24, "num_key_value_heads": 32, "partial_rotary_factor": 0.25, "qk_layernorm": False,
+    "rope_scaling": None, "rope_theta": 10000, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+    "transformers_version": "4.40.0.dev0", "use_cache": True, "use_parallel_residual": False, "use_qkv_bias": True,
+    "vocab_size": 100352,
+}
+PYTHIA_70M = {
+    "architectures": ["GPTNeoXForCausalLM"], "bos_token_id": 0, "eos_token_id": 0, "hidden_act": "gelu",
+    "hidden_size": 512, "initializer_range": 0.02, "intermediate_size": 2048, "layer_norm_eps": 1e-05,
+    "max_position_embeddings": 2048, "model_type": "gpt_neox", "num_attention_heads": 8, "num_hidden_layers": 6,
+    "rotary_emb_base": 10000, "rotary_pct": 0.25, "tie_word_embeddings": False, "torch_dtype": "float16",
+    "transformers_version": "4.24.0", "use_cache": True, "use_parallel_residual": True, "vocab_size": 50304,
+}
+CASES.update({
+    "command-r-v01": COMMAND_R_V01,
+    "command-r-plus-qk-norm": variant(COMMAND_R_V01, hidden_size=12288, intermediate_size=33792,
+                                      logit_scale=0.8333333333333334, num_attention_heads=96, num_hidden_layers=64,
+                                      num_key_value_heads=8, rope_theta=75000000.0, use_qk_norm=True),
+    "aya-23-no-model-max-length": variant(COMMAND_R_V01, drop=("model_max_length",)),
+    "command-r7b": COMMAND_R7B,
+    # rotary_pct is no Cohere2Config field: kept as an extra attribute, or missing (the reference stops)
+    "command-r7b-no-rotary-pct": variant(COMMAND_R7B, drop=("rotary_pct", "sliding_window_pattern")),
+    "glm4-9b-0414": GLM4_9B_0414,
+    "glm4-no-partial-rotary": variant(GLM4_9B_0414, drop=("partial_rotary_factor",)),
+    "starcoder2-3b": STARCODER2_3B,
+    "starcoder2-norm-epsilon-only": variant(STARCODER2_3B, drop=("layer_norm_epsilon",)),
+    "phi35-moe": PHI35_MOE,
+    "internlm3-8b-instruct": INTERNLM3_8B,
+    "stablelm2-1.6b": STABLELM2_1_6B,
+    "stablelm2-12b-qk-layernorm": variant(STABLELM2_1_6B, hidden_size=5120, intermediate_size=13824,
+                                          num_attention_heads=32, num_hidden_layers=40, num_key_value_heads=8,
+                                          qk_layernorm=True, use_parallel_residual=True, use_qkv_bias=False),
+    # transformers 5 moves rotary_pct / rotary_emb_base into rope_parameters (the reference then stops)
+    "pythia-70m": PYTHIA_70M,
+})
+
+
 def fixture_cases() -> dict[str, dict]:
     """The config.json of every fixture repo (``fixture-NAME``), and of every commit whose config
     differs from the first one's (``fixture-NAME@REF``)."""

@@ -73,11 +73,14 @@ TAIL_KEYS = ("general.quantization_version", "general.file_type")
 #: arrive in other layouts (one tensor per expert, GraniteMoE's fused gate/up, ERNIE's dense first layer)
 MODELS = ("tiny-llama-k", "tiny-qwen3-k", "tiny-mixtral-k", "tiny-llama-spm", "tiny-mixtral", "tiny-gpt-oss-bf16",
           "tiny-deepseek-v3-k", "tiny-deepseek-v2-lite", "tiny-deepseek-v3", "tiny-gemma4", "tiny-gemma3n",
-          "tiny-olmoe", "tiny-granite-moe", "tiny-ernie4_5-moe", "tiny-qwen3-next", "tiny-qwen35-moe-vlm")
+          "tiny-olmoe", "tiny-granite-moe", "tiny-ernie4_5-moe", "tiny-qwen3-next", "tiny-qwen35-moe-vlm",
+          "tiny-nemotron-h-k", "tiny-granite4-k", "tiny-lfm2-moe-k", "tiny-phimoe",
+          "tiny-glm4-moe", "tiny-minimax-m2", "tiny-llama4")
 
 #: models whose goldens cover a few types only (a big vocabulary makes every case slow, and 64-wide
 #: rows make the 256-block types fall back as tiny-llama-spm's and tiny-mixtral's do, which cover
-#: every type); the golden lists them
+#: every type; the hybrids check the mix's rules on Mamba-2, short-convolution and expert tensors);
+#: the golden lists them
 SELECTED_TYPES: dict[str, tuple[str, ...]] = {
     "tiny-gpt-oss-bf16": ("q4_k_m", "q6_k"),
     "tiny-deepseek-v3-k": ("q4_k_m", "q6_k"),
@@ -86,6 +89,13 @@ SELECTED_TYPES: dict[str, tuple[str, ...]] = {
     "tiny-olmoe": ("q4_k_m",),
     "tiny-granite-moe": ("q4_k_m",),
     "tiny-ernie4_5-moe": ("q4_k_m",),
+    "tiny-nemotron-h-k": ("q4_k_m", "q6_k"),
+    "tiny-granite4-k": ("q4_k_m", "q6_k"),
+    "tiny-lfm2-moe-k": ("q4_k_m", "q6_k"),
+    "tiny-phimoe": ("q4_k_m", "q6_k"),
+    "tiny-glm4-moe": ("q4_k_m", "q6_k"),
+    "tiny-minimax-m2": ("q4_k_m", "q6_k"),
+    "tiny-llama4": ("q4_k_m", "q6_k"),
 }
 
 #: llama-quantize's names for hfstream's mixes (as its QUANT_OPTIONS spell them)
