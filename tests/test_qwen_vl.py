@@ -1,5 +1,6 @@
 """Qwen's vision-language projectors (``hfstream/arch/qwen_vision.py``): the configs the reference
-refuses are refused in one line before anything is written. The bytes of what they convert are
+refuses, and a tower without the blocks its config counts, are refused in one line before anything
+is written. The bytes of what they convert are
 ``test_mmproj.py``'s (goldens of every fixture)."""
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ def _local_copy(fixture_root, tmp_path, name: str, edit) -> str:
      errors.InvalidConfigError.exit_code, ["deepstack_visual_indexes [1, 4]", "depth-4"]),
     ("tiny-qwen2-vl", lambda c: c.update(model_type="qwen2_5_omni"),
      errors.UnsupportedArchitectureError.exit_code, ["qwen2_5_omni"]),
+    # the completeness check holds a tower to the blocks its config counts
+    ("tiny-qwen2-vl", lambda c: c["vision_config"].update(depth=4),
+     errors.MissingTensorError.exit_code, ["v.blk.3.", "visual.blocks.3.", "counts 4 layers"]),
 ])
 def test_a_projector_config_the_reference_refuses_is_refused_in_one_line(fixture_root, tmp_path, capsys,
                                                                         name, edit, code, words):
