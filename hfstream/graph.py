@@ -378,7 +378,8 @@ class Transpose(Node):
 
 @dataclass(frozen=True, eq=False)
 class SliceRows(Node):
-    """Rows [start, stop) of a tensor's first axis (e.g. an embedding cut to the real vocab size)."""
+    """Rows [start, stop) of a tensor's first axis (e.g. an embedding cut to the real vocab size; a
+    third of a fused q/k/v weight or bias)."""
 
     x: Node
     start: int
@@ -400,6 +401,8 @@ class SliceRows(Node):
         return self.rows // self.shape[0] if self.shape[0] else 1
 
     def row_align(self):
+        if self.ndim == 1:  # one row: its columns are cut, so only whole
+            return None
         inner = self.x.row_align()
         return self._per_first if inner is not None and self._per_first % inner == 0 else None
 
@@ -953,15 +956,24 @@ class SliceStackRows(Node):
 
 @dataclass(frozen=True, eq=False)
 class Reshape(Node):
-    """The same values in another shape (e.g. a conv1d weight (channels, 1, kernel) squeezed to
-    (channels, kernel)). Keeping the row length keeps the rows, and then their blocks too."""
+    """The same values in the same (row-major) order under another shape: a scalar as a 1-element
+    vector, a depthwise convolution's (C, 1, K) as (C, K), a flat patch projection (n, p*p*3) as
+    (n, p*p, 3) before its channels are moved.
+
+    Output rows [r0, r1) are the elements [r0 * cols, r1 * cols); a block can be cut where that is
+    a whole number of input rows at one of the input's own cut points.
+    """
 
     x: Node
-    shape: tuple[int, ...]
+    new_shape: tuple[int, ...]
 
     def __post_init__(self):
-        if math.prod(self.shape) != math.prod(self.x.shape):
-            raise ValueError(f"cannot reshape {self.x.shape} to {self.shape}")
+        if math.prod(self.new_shape) != math.prod(self.x.shape):
+            raise ValueError(f"cannot reshape {list(self.x.shape)} to {list(self.new_shape)}")
+
+    @property
+    def shape(self):  # type: ignore[override]
+        return self.new_shape
 
     @property
     def dtype(self):  # type: ignore[override]
@@ -970,21 +982,25 @@ class Reshape(Node):
     def leaves(self):
         return self.x.leaves()
 
-    def _same_rows(self) -> bool:
-        return _cols(self.shape) == self.x.cols
-
     def row_align(self):
-        return self.x.row_align() if self._same_rows() else None
+        inner = self.x.row_align()
+        if inner is None or self.cols == 0:
+            return None
+        step = self.x.cols * inner  # elements between two cut points of the input
+        return step // math.gcd(step, self.cols)
+
+    def _input_rows(self, r0: int, r1: int) -> tuple[int, int]:
+        return r0 * self.cols // self.x.cols, r1 * self.cols // self.x.cols
 
     def spans(self, r0, r1):
         if self.row_align() is None:
             return self.x.spans(0, self.x.rows)
-        return self.x.spans(r0, r1)
+        return self.x.spans(*self._input_rows(r0, r1))
 
     def eval_rows(self, data, r0, r1):
         if self.row_align() is None:
             return self.x.evaluate(data).reshape(self.rows, self.cols)[r0:r1]
-        return self.x.eval_rows(data, r0, r1)
+        return self.x.eval_rows(data, *self._input_rows(r0, r1)).reshape(r1 - r0, self.cols)
 
 
 @dataclass(frozen=True, eq=False)
@@ -1288,6 +1304,107 @@ class SliceInner(Node):
             return w.reshape(-1, self.cols)[r0:r1]
         blocks = [self.x.eval_rows(data, a, b) for a, b in self._pieces(r0, r1)]
         return np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
+
+
+@dataclass(frozen=True, eq=False)
+class Select(Node):
+    """Index ``index`` of axis ``axis``, that axis dropped (a Conv3D's kernel at one time step, as
+    (out, in, kh, kw): Qwen-VL's patch embedding becomes two Conv2D kernels). ``axis`` is not the last.
+
+    Each index of the axes before ``axis`` is a run of output rows that needs its run of input rows
+    (all of ``axis``'s indexes); the kernels of the other time steps read the very same bytes.
+    """
+
+    x: Node
+    axis: int
+    index: int
+
+    def __post_init__(self):
+        if not 0 <= self.axis < self.x.ndim - 1 or not 0 <= self.index < self.x.shape[self.axis]:
+            raise ValueError(f"cannot select index {self.index} of axis {self.axis} of {list(self.x.shape)}")
+
+    @property
+    def shape(self):  # type: ignore[override]
+        return self.x.shape[:self.axis] + self.x.shape[self.axis + 1:]
+
+    @property
+    def dtype(self):  # type: ignore[override]
+        return self.x.dtype
+
+    def leaves(self):
+        return self.x.leaves()
+
+    @property
+    def _rows_per_outer(self) -> int:
+        """Output rows per index of the axes before ``axis``."""
+        return math.prod(self.shape[self.axis:-1])
+
+    def row_align(self):
+        inner = self.x.row_align()
+        if inner is None:
+            return None
+        per_outer_in = self.x.shape[self.axis] * self._rows_per_outer  # input rows per outer index
+        return inner // math.gcd(inner, per_outer_in) * self._rows_per_outer
+
+    def _outer(self, r0: int, r1: int) -> tuple[int, int]:
+        n = self._rows_per_outer
+        return r0 // n, -(-r1 // n)
+
+    def spans(self, r0, r1):
+        if self.row_align() is None:
+            return self.x.spans(0, self.x.rows)
+        o0, o1 = self._outer(r0, r1)
+        per_outer_in = self.x.shape[self.axis] * self._rows_per_outer
+        return self.x.spans(o0 * per_outer_in, o1 * per_outer_in)
+
+    def eval_rows(self, data, r0, r1):
+        n, steps = self._rows_per_outer, self.x.shape[self.axis]
+        if self.row_align() is None:
+            o0, o1 = 0, self.rows // n if n else 0
+            w = self.x.evaluate(data)
+        else:
+            o0, o1 = self._outer(r0, r1)
+            w = self.x.eval_rows(data, o0 * steps * n, o1 * steps * n)
+        picked = w.reshape(o1 - o0, steps, n * self.cols)[:, self.index]
+        return np.ascontiguousarray(picked).reshape(-1, self.cols)[r0 - o0 * n:r1 - o0 * n]
+
+
+@dataclass(frozen=True, eq=False)
+class Softplus(Node):
+    """log(1 + exp(x)) in float32, as torch's ``softplus`` (beta 1: x itself above 20) computes it on
+    a float32 tensor: exp rounded to float32, then log1p of that rounded to float32 (each step done in
+    float64 and rounded once, which is the correctly rounded float32 result torch's vector math gives)."""
+
+    x: Node
+    threshold: float = 20.0
+
+    @property
+    def shape(self):  # type: ignore[override]
+        return self.x.shape
+
+    @property
+    def dtype(self):  # type: ignore[override]
+        return F32
+
+    def leaves(self):
+        return self.x.leaves()
+
+    def row_align(self):
+        return self.x.row_align()
+
+    def spans(self, r0, r1):
+        return self.x.spans(r0, r1) if self.row_align() is not None else self.x.spans(0, self.x.rows)
+
+    def eval_rows(self, data, r0, r1):
+        if self.row_align() is None:
+            w = self.x.evaluate(data).reshape(self.rows, self.cols)[r0:r1]
+        else:
+            w = self.x.eval_rows(data, r0, r1)
+        w = w.astype(np.float32)
+        with np.errstate(over="ignore"):
+            e = np.exp(w.astype(np.float64)).astype(np.float32)
+        out = np.log1p(e.astype(np.float64)).astype(np.float32)
+        return np.where(w > self.threshold, w, out)
 
 
 @dataclass(frozen=True, eq=False)

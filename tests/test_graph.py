@@ -1,5 +1,7 @@
 """Lazy transforms: shapes known up front, values as the reference computes them, block by block."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -13,9 +15,12 @@ from hfstream.graph import (
     PermuteCols,
     PermuteHeads,
     Reshape,
+    Select,
     SliceRows,
     SliceStackRows,
+    Softplus,
     Stack,
+    SwapLastAxes,
     Transpose,
     decode,
 )
@@ -103,6 +108,10 @@ def _nodes():
     conv3 = f.add("conv3", m(8, 1, 12), "BF16")
     fused = f.add("fused", m(3, 4, 8), "BF16")
     half = f.add("half", m(2, 8), "F16")
+    patch = f.add("patch", m(6, 4 * 3), "BF16")
+    conv3d = f.add("conv3d", m(4, 3, 2, 2, 5))
+    bias = f.add("bias", m(12))
+    scalar = f.add("scalar", np.float32(0.75).reshape(()), "BF16")
     return f, {
         "load": Load(emb),
         "permute": PermuteHeads(Load(q), 4),
@@ -122,6 +131,15 @@ def _nodes():
         "permute-cols": PermuteCols(Load(emb), (7, 6, 5, 4, 0, 1, 2, 3)),
         "negexp": NegExp(PermuteCols(Load(norm), (1, 0, 3, 2, 5, 4, 7, 6))),
         "negexp-f16": NegExp(Load(half)),
+        "reshape-finer": Reshape(Load(emb), (20, 4)),
+        "reshape-coarser": Reshape(Load(emb), (5, 16)),
+        "reshape-uneven": Reshape(Load(emb), (16, 5)),
+        "reshape-scalar": Reshape(Load(scalar), (1,)),
+        "patch-kernel": Reshape(SwapLastAxes(Reshape(Load(patch), (6, 4, 3))), (6, 3, 2, 2)),
+        "select": Select(Load(conv3d), 2, 1),
+        "select-permuted": Select(Reshape(PermuteHeads(Load(q), 4), (4, 2, 2, 8)), 1, 0),
+        "slice-1d": SliceRows(Load(bias), 4, 8),
+        "softplus": Softplus(Load(norm)),
     }
 
 
@@ -222,7 +240,8 @@ def test_reshape_squeezes_and_keeps_the_values():
     w = np.arange(12, dtype=np.float32).reshape(3, 1, 4)
     node = Reshape(Load(f.add("w", w)), (3, 4))
     assert node.row_align() == 1 and np.array_equal(whole(f, node), w.reshape(3, 4))
-    assert Reshape(Load(f.add("v", w)), (4, 3)).row_align() is None  # other rows: whole only
+    # other rows: cut only where whole input rows end (4 rows of 3 = 3 rows of 4)
+    assert Reshape(Load(f.add("v", w)), (4, 3)).row_align() == 4
 
 
 def test_neg_exp_is_correctly_rounded_where_torch_is_not_known():
@@ -256,3 +275,56 @@ def test_reference_exp_is_torchs_on_every_bfloat16_value():
     x = (np.arange(1 << 16, dtype=np.uint32) << 16).view(np.float32)
     x = x[np.isfinite(x)]
     assert np.array_equal(reference_exp(x).view(np.uint32), torch.exp(torch.from_numpy(x.copy())).numpy().view(np.uint32))
+
+
+def test_reshape_keeps_the_values_in_order_and_cuts_only_at_whole_input_rows():
+    f, nodes = _nodes()
+    emb = whole(f, Load(nodes["load"].src))
+    assert np.array_equal(whole(f, nodes["reshape-uneven"]), emb.reshape(16, 5))
+    # 16 rows of 5 from rows of 8: a cut every 8 output rows is a cut every 5 input rows
+    assert nodes["reshape-uneven"].row_align() == 8 and nodes["reshape-coarser"].row_align() == 1
+    assert nodes["reshape-finer"].row_align() == 2
+    assert whole(f, nodes["reshape-scalar"]).tolist() == [0.75]
+    with pytest.raises(ValueError):
+        Reshape(Load(nodes["load"].src), (3, 3))
+
+
+def test_patch_kernel_moves_the_channel_ahead_of_the_pixels():
+    f, nodes = _nodes()
+    flat = whole(f, Load(nodes["patch-kernel"].x.x.x.src))
+    out = whole(f, nodes["patch-kernel"])
+    for n in range(6):
+        for c in range(3):
+            for i in range(2):
+                for j in range(2):
+                    assert out[n, c, i, j] == flat[n, (i * 2 + j) * 3 + c]
+
+
+def test_select_takes_one_time_step_of_a_conv3d_kernel():
+    f, nodes = _nodes()
+    node = nodes["select"]
+    kernel = whole(f, Load(node.x.src))
+    assert node.shape == (4, 3, 2, 5)
+    assert np.array_equal(whole(f, node), kernel[:, :, 1])
+    assert np.array_equal(whole(f, Select(Load(node.x.src), 2, 0)), kernel[:, :, 0])
+    # a block of whole (out, in) channel pairs reads both time steps of them: each step reads the same bytes
+    assert node.row_align() == 2 and Select(Load(node.x.src), 2, 0).spans(6, 12) == node.spans(6, 12)
+    assert node.spans(6, 12) == Load(node.x.src).spans(12, 24)
+    with pytest.raises(ValueError):
+        Select(Load(node.x.src), 4, 0)  # the last axis is not selected from
+
+
+def test_slice_rows_of_a_vector_takes_its_elements():
+    f, nodes = _nodes()
+    bias = whole(f, Load(nodes["slice-1d"].x.src))
+    assert np.array_equal(whole(f, nodes["slice-1d"]), bias[4:8])
+
+
+def test_softplus_is_log_one_plus_exp_correctly_rounded_and_x_above_twenty():
+    xs = np.array([-30.0, -1.0, 0.0, 0.25, 1.0, 5.5, 19.5, 20.0, 20.5, 100.0], dtype=np.float32)
+    out = Softplus(Constant(xs.reshape(1, -1))).eval_rows({}, 0, 1).ravel()
+    assert out.dtype == np.float32
+    for x, y in zip(xs.tolist(), out.tolist()):
+        # two roundings to float32, as torch: exp, then log1p of the rounded exp
+        want = x if x > 20 else float(np.float32(math.log1p(float(np.float32(math.exp(x))))))
+        assert y == want, x

@@ -158,6 +158,10 @@ LAYER_KIND_TENSORS: dict[str, tuple[gguf.MODEL_TENSOR, ...]] = {
 }
 
 
+#: a vision tower block's tensor in a projector (``v.blk.{bid}.``)
+_VISION_BLOCK = re.compile(r"v\.blk\.(\d{1,9})\.")
+
+
 def _first_number(name: str) -> int | None:
     """The first all-digit part of a dotted name (the block, as the reference reads it), if short."""
     for part in name.split("."):
@@ -304,7 +308,12 @@ class TextFamily:
     def tensor_map(self) -> gguf.TensorNameMap:
         """gguf's name map for every block (its size grows with the block count: 2M entries and a minute
         for 7,000 layers); ``map_name`` does not need it."""
-        return self.name_map(self.block_count)
+        return self.name_map(self.mapped_blocks)
+
+    @property
+    def mapped_blocks(self) -> int:
+        """The blocks whose tensor names ``map_name`` maps: ``block_count``."""
+        return self.block_count
 
     @cached_property
     def _block_map(self) -> gguf.TensorNameMap:
@@ -524,20 +533,19 @@ class TextFamily:
         """Called after the last source tensor; raises if something buffered was never used."""
         return iter(())
 
-    def map_name(self, name: str) -> str:
+    def map_name(self, name: str, suffixes: Sequence[str] = (".weight", ".bias")) -> str:
         """The llama.cpp name of source tensor ``name`` (after ``source_name``), as gguf's name map for
-        ``block_count`` blocks gives it; UnusedTensorError when it has none."""
-        new = self._lookup(name)
+        ``block_count`` blocks gives it, ``suffixes`` kept as they are; UnusedTensorError when it has none."""
+        new = self._lookup(name, tuple(suffixes))
         if new is None:
             raise errors.UnusedTensorError(
                 f"cannot map tensor {_short(name)} of {self.hf_arch} to a llama.cpp tensor name")
         return new
 
-    def _lookup(self, name: str) -> str | None:
-        suffixes = (".weight", ".bias")
+    def _lookup(self, name: str, suffixes: tuple[str, ...] = (".weight", ".bias")) -> str | None:
         parts = name.split(".")
         at = next((i for i, p in enumerate(parts) if p.isdecimal()), None)
-        if at is not None and 0 < len(parts[at]) <= 9 and 0 < int(parts[at]) < self.block_count:
+        if at is not None and 0 < len(parts[at]) <= 9 and 0 < int(parts[at]) < self.mapped_blocks:
             # as block 0, then the block number put back (the first number of a name is its block, as
             # the reference reads it; no gguf key has a number before its {bid})
             hit = self._block_map.get_type_and_name(".".join(parts[:at] + ["0"] + parts[at + 1:]), suffixes)
@@ -546,7 +554,7 @@ class TextFamily:
                 return template.format(bid=int(parts[at])) + hit[1][len(template.format(bid=0)):]
         hit = self._block_map.get_type_and_name(name, suffixes)
         if hit is None or ("{bid}" in gguf.TENSOR_NAMES[hit[0]] and (at is None or parts[at] != "0"
-                                                                      or self.block_count < 1)):
+                                                                      or self.mapped_blocks < 1)):
             return None
         return hit[1]
 
@@ -598,7 +606,7 @@ class TextFamily:
         # (layer kind, such a name) -> (a block of that kind that has it, its output name)
         example: dict[tuple[str, str], tuple[int, str]] = {}
         for out in outputs:
-            bid = _first_number(out)
+            bid = self.output_block(out)
             if bid is None or bid >= self.block_count:
                 continue
             generic = re.sub(rf"(^|\.){bid}(\.|$)", r"\g<1>{bid}\g<2>", out, count=1)
@@ -626,6 +634,11 @@ class TextFamily:
             if lacking:  # the family's own required tensors first (a layer's first: its attention norm)
                 first = next((g for g in required if g in lacking), min(lacking))
                 self._missing(first.format(bid=bid), example.get((kind, first)), outputs, sources, bid)
+
+    def output_block(self, gguf_name: str) -> int | None:
+        """The block (layer) output tensor ``gguf_name`` belongs to for the completeness check: its first
+        number, as the reference reads it."""
+        return _first_number(gguf_name)
 
     def layer_kind(self, bid: int) -> str:
         """The kind of layer ``bid`` for the completeness check: each layer has every tensor the other
@@ -673,6 +686,9 @@ class ProjectorFamily(TextFamily):
     ``preprocessor_config.json`` and ``processor_config.json`` (``use_files``). Every tensor of the
     language model is left out. Subclasses register with ``@register_projector`` and name the
     projector type; everything not vision-specific is ``TextFamily``'s.
+
+    A family with ``has_audio_encoder`` also converts the audio encoder of a repo whose config.json
+    has an ``audio_config`` (``hparams_audio``, else None), into the same file, as the reference does.
     """
 
     gguf_arch = gguf.MODEL_ARCH.MMPROJ
@@ -686,6 +702,8 @@ class ProjectorFamily(TextFamily):
                                              "layers", "encoder_layers", "vt_num_hidden_layers")
     #: source tensors the projector converts start with one of these (after ``language_model.`` is left out)
     tensor_prefixes: ClassVar[tuple[str, ...]] = ()
+    #: the model may have an audio encoder too (``audio_config``), which goes in the same file
+    has_audio_encoder: ClassVar[bool] = False
 
     def __init__(self, hparams: Mapping[str, Any], hf_arch: str):
         self.hf_arch = hf_arch
@@ -700,10 +718,31 @@ class ProjectorFamily(TextFamily):
             raise errors.InvalidConfigError(f"config.json: {hf_arch} has no vision_config")
         self.hparams = dict(vision)
         check_hparams(self.hparams, name="config.json vision_config")
+        audio = hparams.get("audio_config")
+        self.hparams_audio: dict[str, Any] | None = None
+        if self.has_audio_encoder and isinstance(audio, dict) and audio:
+            self.hparams_audio = dict(audio)
+            check_hparams(self.hparams_audio, name="config.json audio_config")
         self.block_count = int(self.find(self.block_keys))
-        self.tensor_map = gguf.get_tensor_name_map(self.gguf_arch, self.block_count)
         self.rope = {}
         self.preprocessor: dict[str, Any] = {}
+
+    @property
+    def mapped_blocks(self) -> int:
+        # the reference maps the names of a two-encoder model for 128 blocks, whatever each has
+        return max(128, self.block_count) if self.has_audio_encoder else self.block_count
+
+    def _lookup(self, name: str, suffixes: tuple[str, ...] = (".weight", ".bias")) -> str | None:
+        # gguf's whole map, as the reference: a tower's names may put the block number inside a part
+        # (Gemma 4's conformer.subsample_conv_projection.layer0), and a tower has few blocks
+        return self.tensor_map.get_name(key=name, try_suffixes=suffixes)
+
+    def output_block(self, gguf_name: str) -> int | None:
+        # only the vision tower's blocks (v.blk.N), the ones block_count counts: other numbers are no
+        # block (the second frame's patch kernel v.patch_embd.weight.1, the merger's mm.0 / mm.2, a
+        # deepstack merger after the block it reads), and an audio tower counts its own blocks
+        m = _VISION_BLOCK.match(gguf_name)
+        return int(m.group(1)) if m else None
 
     def use_files(self, files: Mapping[str, bytes]) -> None:
         """Image mean and std (and the rest of the image processing): ``preprocessor_config.json``
@@ -726,7 +765,7 @@ class ProjectorFamily(TextFamily):
         return self.preprocessor[key]
 
     def source_name(self, name: str) -> str | None:
-        if "language_model." in name:
+        if "language_model." in name or name.endswith(_IGNORED_SUFFIXES):
             return None
         if name.endswith("e_score_correction_bias"):
             name = name.replace("e_score_correction_bias", "e_score_correction.bias")
@@ -746,6 +785,22 @@ class ProjectorFamily(TextFamily):
         w.add_vision_head_count(f(("num_attention_heads", "num_heads", "heads", "vt_num_attention_heads")))
         w.add_vision_image_mean(self.preprocessor_value("image_mean"))
         w.add_vision_image_std(self.preprocessor_value("image_std"))
+        if self.hparams_audio is not None:
+            a = lambda keys: self.find_audio(keys)  # noqa: E731
+            w.add_clip_has_audio_encoder(True)
+            w.add_audio_projection_dim(self.n_embd_text)
+            w.add_audio_embedding_length(a(("hidden_size",)))
+            w.add_audio_feed_forward_length(a(("intermediate_size",)))
+            w.add_audio_block_count(a(self.block_keys))
+            w.add_audio_head_count(a(("num_attention_heads",)))
+
+    def find_audio(self, keys: Sequence[str]) -> Any:
+        """The first of ``keys`` the audio config sets (``find`` for the audio encoder)."""
+        assert self.hparams_audio is not None
+        for k in keys:
+            if k in self.hparams_audio:
+                return self.hparams_audio[k]
+        raise errors.InvalidConfigError(f"config.json audio_config: none of {', '.join(keys)} is set")
 
     def forced_type(self, gguf_name: str, bid: int | None, source_name: str | None) -> gguf.GGMLQuantizationType | None:
         # the patch embedding (a convolution llama.cpp runs in F16 at most) and the patch merger

@@ -164,10 +164,10 @@ class Qwen3Next(Qwen2Moe):
             self.tensor_map = gguf.get_tensor_name_map(self.gguf_arch, self.block_count)
         return self._mtp_layers
 
-    def map_name(self, name: str) -> str:
+    def map_name(self, name: str, suffixes: Sequence[str] = (".weight", ".bias")) -> str:
         if (m := _NEXTN_NAME.fullmatch(name)) and int(m.group(1)) < self.block_count:
             return gguf.TENSOR_NAMES[_NEXTN[m.group(2)]].format(bid=int(m.group(1))) + ".weight"
-        return super().map_name(name)
+        return super().map_name(name, suffixes)
 
     # -- shapes -----------------------------------------------------------------
 

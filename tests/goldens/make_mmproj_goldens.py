@@ -4,7 +4,9 @@
 
 For every fixture whose spec says ``"mmproj": true`` and every outtype, the commit snapshot is copied
 to ``{tmp}/{repo name}/`` and ``convert_hf_to_gguf.py DIR --mmproj --outtype T --outfile OUTDIR/``
-runs; its output is digested into ``mmproj/{name}.{outtype}.json`` (``digest.py``). With
+runs; its output is digested into ``mmproj/{name}.{outtype}.json`` (``digest.py``), with the values
+of the float32 tensors the reference computes with torch's vector math (``float32_values``, as
+uint32 bit patterns: their last bit depends on the CPU, see ``hfstream/arch/gemma4_vision.py``). With
 llama-cpp-python installed, the reference's text model of the same outtype is converted too and the
 pair runs in llama.cpp's multimodal runtime on the test image (``tests/llamacpp.py``): the 8 token
 ids it greedy-decodes are the golden's ``greedy``.
@@ -36,6 +38,17 @@ OUTTYPES = ("f32", "f16", "bf16", "q8_0")
 #: the text before the image in the multimodal greedy check (the image marker follows it)
 GREEDY_PROMPT = "Look: "
 GREEDY_TOKENS = 8
+#: GGUF tensor names (parts) whose float32 values the reference gets from torch's softplus
+CPU_DEPENDENT = ("per_dim_scale", "per_dim_k_scale")
+
+
+def float32_bits(path: Path, parts: tuple[str, ...] = CPU_DEPENDENT) -> dict[str, list[int]]:
+    """The uint32 bit patterns of every F32 tensor of ``path`` whose name contains one of ``parts``."""
+    import numpy as np
+    from gguf import GGMLQuantizationType, GGUFReader
+
+    return {t.name: np.asarray(t.data).view(np.uint32).ravel().tolist() for t in GGUFReader(path).tensors
+            if t.tensor_type == GGMLQuantizationType.F32 and any(p in t.name for p in parts)}
 
 
 def make_golden(name: str, spec: dict, snapshot: Path, commit: str, outtype: str, llama_cpp_dir: Path,
@@ -46,6 +59,8 @@ def make_golden(name: str, spec: dict, snapshot: Path, commit: str, outtype: str
     golden = {"repo": spec["repo"], "revision": "main", "commit": commit, "outtype": outtype,
               "reference": REFERENCE_NAME + " --mmproj", "reference_sha256": ref_hash,
               "default_name": mmproj.name, **digest_gguf(mmproj)}
+    if values := float32_bits(mmproj):
+        golden["float32_values"] = values
     if with_greedy:
         text = run_reference(model_dir, outtype, llama_cpp_dir, job / "text")
         golden["greedy_text_outtype"] = outtype
