@@ -25,6 +25,16 @@ from .test_convert import comparable
 GOLDENS_DIR = Path(__file__).resolve().parent / "goldens" / "mmproj"
 GOLDENS = {p.stem: json.loads(p.read_text()) for p in sorted(GOLDENS_DIR.glob("*.json"))}
 VLM = "hfs-test/tiny-gemma3-vlm"
+#: every fixture with projector goldens
+VLMS = sorted({g["repo"] for g in GOLDENS.values()})
+
+
+def expected_projector(golden: dict) -> dict:
+    """The reference's projector as hfstream writes it: with the tensors hfstream appends where the
+    reference's file does not load in llama.cpp (``appended``: Pixtral's ``[IMG_BREAK]`` row)."""
+    out = comparable(golden)
+    appended = [{k: v for k, v in t.items() if k != "from"} for t in golden.get("appended", ())]
+    return {**out, "tensors": out["tensors"] + appended}
 
 
 def _shard_ranges(hub, repo: str) -> list[tuple[str, int, int]]:
@@ -48,26 +58,32 @@ def test_the_projector_is_the_references(name, fresh_hub, tmp_path, capsys):
     assert rc == 0, capsys.readouterr().err
     (written,) = tmp_path.glob("*.gguf")
     assert written.name == expected["default_name"] and written.name.startswith("mmproj-")
-    assert diff_digests(comparable(expected), comparable(digest_gguf(written))) == []
+    assert diff_digests(expected_projector(expected), comparable(digest_gguf(written))) == []
 
 
-def test_with_mmproj_writes_both_files_from_one_pass(fresh_hub, tmp_path):
-    result = hfstream.convert(VLM, outtype="f16,q8_0", outfile=tmp_path, with_mmproj=True)
+@pytest.mark.parametrize("repo", VLMS, ids=[r.split("/")[1] for r in VLMS])
+def test_with_mmproj_writes_both_files_from_one_pass(repo, fresh_hub, tmp_path):
+    name = repo.split("/")[1]
+    result = hfstream.convert(repo, outtype="f16,q8_0", outfile=tmp_path, with_mmproj=True)
     assert [o.path.name.startswith("mmproj-") for o in result.outputs] == [False, False, True, True]
     for o in result.outputs:
-        kind = "mmproj" if o.path.name.startswith("mmproj-") else "text"
-        expected = GOLDENS[f"tiny-gemma3-vlm.{o.outtype}"] if kind == "mmproj" else golden(f"tiny-gemma3-vlm.{o.outtype}")
+        if o.path.name.startswith("mmproj-"):
+            expected, want = GOLDENS[f"{name}.{o.outtype}"], expected_projector(GOLDENS[f"{name}.{o.outtype}"])
+        else:
+            expected = golden(f"{name}.{o.outtype}")
+            want = comparable(expected)
         assert o.path.name == expected["default_name"]
-        assert diff_digests(comparable(expected), comparable(digest_gguf(o.path))) == []
-    # every byte of the weights file once: the projector's tensors and the text model's, no range twice
-    ranges = _shard_ranges(fresh_hub, VLM)
+        assert diff_digests(want, comparable(digest_gguf(o.path))) == []
+    # every byte of the weights files once: the projector's tensors and the text model's (and the
+    # text embedding's row a Pixtral projector takes), no range twice
+    ranges = _shard_ranges(fresh_hub, repo)
     for i, (path, a, b) in enumerate(ranges):
         for other, c, d in ranges[:i]:
             assert other != path or b < c or a > d, f"bytes {a}-{b} fetched twice"
     alone = sum(b - a + 1 for _, a, b in ranges)
     fresh_hub.clear_log()
-    hfstream.convert(VLM, outtype="f16", outfile=tmp_path / "text-only", mmproj=False)
-    text_only = sum(b - a + 1 for _, a, b in _shard_ranges(fresh_hub, VLM))
+    hfstream.convert(repo, outtype="f16", outfile=tmp_path / "text-only", mmproj=False)
+    text_only = sum(b - a + 1 for _, a, b in _shard_ranges(fresh_hub, repo))
     assert alone > text_only  # the projector's bytes came in the same pass
 
 
@@ -83,6 +99,32 @@ def test_a_projector_needs_the_image_processing_files(fresh_hub, fixture_root, t
     err = capsys.readouterr().err
     assert rc == errors.MissingFileError.exit_code
     assert err.strip().splitlines() == [err.strip()] and "preprocessor_config.json" in err and "image_mean" in err
+    assert list(out.iterdir()) == []
+
+
+def test_a_pixtral_projector_needs_the_img_break_token(fresh_hub, fixture_root, tmp_path, capsys):
+    """Its [IMG_BREAK] row is what makes the file load in llama.cpp: without the token's id, one line."""
+    (snapshot,) = (fixture_root / "hfs-test/tiny-mistral3-vlm" / "commits").iterdir()
+    repo = tmp_path / "tiny-mistral3-vlm"
+    shutil.copytree(snapshot, repo)
+    config = json.loads((repo / "tokenizer_config.json").read_text())
+    config["added_tokens_decoder"] = {k: v for k, v in config["added_tokens_decoder"].items()
+                                      if v["content"] != "[IMG_BREAK]"}
+    (repo / "tokenizer_config.json").write_text(json.dumps(config))
+    out = tmp_path / "out"
+    out.mkdir()
+    # tokenizer.json still names it: found there, as the reference looks
+    assert cli.main(["convert", str(repo), "--mmproj", "--outtype", "f16", "-o", str(out), "-q"]) == 0
+    tokenizer = json.loads((repo / "tokenizer.json").read_text())
+    tokenizer["added_tokens"] = [t for t in tokenizer["added_tokens"] if t["content"] != "[IMG_BREAK]"]
+    (repo / "tokenizer.json").write_text(json.dumps(tokenizer))
+    shutil.rmtree(out)
+    out.mkdir()
+    capsys.readouterr()
+    rc = cli.main(["convert", str(repo), "--mmproj", "--outtype", "f16", "-o", str(out), "-q"])
+    err = capsys.readouterr().err
+    assert rc == errors.UnsupportedTokenizerError.exit_code, err
+    assert err.strip().splitlines() == [err.strip()] and "[IMG_BREAK]" in err
     assert list(out.iterdir()) == []
 
 
