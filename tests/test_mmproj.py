@@ -128,6 +128,27 @@ def test_a_pixtral_projector_needs_the_img_break_token(fresh_hub, fixture_root, 
     assert list(out.iterdir()) == []
 
 
+@pytest.mark.parametrize("args", [[], ["--mmproj"]], ids=["text", "mmproj"])
+def test_a_llava_of_another_tower_is_refused_in_one_line(args, fresh_hub, fixture_root, tmp_path, capsys):
+    """Llava's text model and projector are converted with Pixtral's tower only (llava-1.5's CLIP: not checked here,
+    and no projector in the reference)."""
+    (snapshot,) = (fixture_root / "hfs-test/tiny-pixtral" / "commits").iterdir()
+    repo = tmp_path / "tiny-llava"
+    shutil.copytree(snapshot, repo)
+    config = json.loads((repo / "config.json").read_text())
+    config["vision_config"] = {"hidden_size": 32, "image_size": 64, "intermediate_size": 64,
+                               "model_type": "clip_vision_model", "num_attention_heads": 2, "num_hidden_layers": 3,
+                               "patch_size": 16}
+    (repo / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "out"
+    out.mkdir()
+    rc = cli.main(["convert", str(repo), *args, "--outtype", "f16", "-o", str(out), "-q"])
+    err = capsys.readouterr().err
+    assert rc == errors.UnsupportedArchitectureError.exit_code, err
+    assert err.strip().splitlines() == [err.strip()] and "'clip_vision_model' vision tower" in err
+    assert list(out.iterdir()) == []
+
+
 def test_a_model_without_a_projector_hfstream_converts_is_refused_in_one_line(fresh_hub, tmp_path, capsys):
     rc = cli.main(["convert", "hfs-test/tiny-llama-bpe", "--mmproj", "-o", str(tmp_path), "-q"])
     err = capsys.readouterr().err

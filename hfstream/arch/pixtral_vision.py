@@ -1,5 +1,6 @@
-"""Mistral 3's vision projector (``--mmproj``; ``Mistral3ForConditionalGeneration``: Mistral Small
-3.1/3.2, Magistral Small, Devstral Small 2), a Pixtral tower and the patch-merger projector.
+"""The Pixtral vision projector (``--mmproj``) of Mistral 3 (``Mistral3ForConditionalGeneration``: Mistral
+Small 3.1/3.2, Magistral Small, Devstral Small 2; a patch merger before the projector) and of Pixtral
+12B (``LlavaForConditionalGeneration`` with a Pixtral tower; projector biases, no patch merger).
 
 What the reference (``LlavaVisionModel``, HF format) does beyond every projector's keys:
 
@@ -42,8 +43,8 @@ IMG_BREAK_TENSOR = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.V_TOK_EMBD_IMG_BREAK]
 
 @register_projector
 class PixtralVision(ProjectorFamily):
-    hf_architectures = ("Mistral3ForConditionalGeneration",)
-    model_types = ("mistral3",)
+    hf_architectures = ("Mistral3ForConditionalGeneration", "LlavaForConditionalGeneration")
+    model_types = ("mistral3", "llava")
     tensor_prefixes = ("multi_modal_projector.", "vision_tower.", "vision_encoder.", "vision_language_adapter.",
                        "patch_merger.", "pre_mm_projector_norm")
     # mm.1, mm.2: numbered like blocks, but one each
