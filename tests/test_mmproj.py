@@ -149,6 +149,32 @@ def test_a_llava_of_another_tower_is_refused_in_one_line(args, fresh_hub, fixtur
     assert list(out.iterdir()) == []
 
 
+@pytest.mark.parametrize("name, tower", [("tiny-mistral3-vlm", "vision_tower."), ("tiny-llama4-vlm", "vision_model.")])
+def test_a_tower_under_another_prefix_is_refused_not_left_out(name, tower, fresh_hub, fixture_root, tmp_path, capsys):
+    """transformers 5 saves the tower as model.vision_tower.: the reference writes no tower from it (Mistral 3) or
+    stops (Llama 4); hfstream says so in one line rather than writing a projector without a tower."""
+    from fixtures import hostile
+
+    (snapshot,) = (fixture_root / f"hfs-test/{name}" / "commits").iterdir()
+    repo = tmp_path / name
+    shutil.copytree(snapshot, repo)
+    files = {p.name: p.read_bytes() for p in repo.iterdir()}
+    renamed = {n: ("model." + n if n.startswith(tower) else n) for n in json.loads(files[hostile.INDEX])["weight_map"]}
+    for shard in sorted(f for f in files if f.endswith(".safetensors")):
+        files = hostile.rewrite_tensors(files, shard, lambda ts: [(renamed[n], shape, b) for n, shape, b in ts])
+    files = hostile.edit_json(files, hostile.INDEX, lambda d: d.update(
+        weight_map={renamed[n]: f for n, f in d["weight_map"].items()}))
+    for file, blob in files.items():
+        (repo / file).write_bytes(blob)
+    out = tmp_path / "out"
+    out.mkdir()
+    rc = cli.main(["convert", str(repo), "--mmproj", "--outtype", "f16", "-o", str(out), "-q"])
+    err = capsys.readouterr().err
+    assert rc == errors.MissingTensorError.exit_code, err
+    assert err.strip().splitlines() == [err.strip()] and f"{tower}" in err and "projector needs" in err
+    assert list(out.iterdir()) == []
+
+
 def test_a_model_without_a_projector_hfstream_converts_is_refused_in_one_line(fresh_hub, tmp_path, capsys):
     rc = cli.main(["convert", "hfs-test/tiny-llama-bpe", "--mmproj", "-o", str(tmp_path), "-q"])
     err = capsys.readouterr().err

@@ -16,12 +16,13 @@ What the reference (``Llama4VisionModel``) does beyond every projector's keys:
 from __future__ import annotations
 
 import re
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import gguf
 
 from .. import errors
 from ..graph import Node
+from ..safetensors import SourceTensor
 from . import register_projector
 from .base import ProjectorFamily
 
@@ -53,6 +54,13 @@ class Llama4Vision(ProjectorFamily):
         if kept is not None and "positional_embedding_vlm" in kept and ".weight" not in kept:
             kept += ".weight"
         return kept
+
+    def check_tensors(self, outputs: Mapping[str, Node], sources: Sequence[tuple[str, SourceTensor]]) -> None:
+        if gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.V_ENC_EMBD_PATCH] + ".weight" not in outputs:
+            raise errors.MissingTensorError(
+                f"{self.hf_arch}'s projector needs the vision tower (vision_model.patch_embedding.linear.weight ...), "
+                "which is not in the weights under that name")
+        super().check_tensors(outputs, sources)
 
     def add_hparams(self, w: gguf.GGUFWriter, file_type: int) -> None:
         super().add_hparams(w, file_type)

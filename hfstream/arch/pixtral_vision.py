@@ -25,12 +25,13 @@ their bytes and relative offsets, the keys stay the same (the size label counts 
 from __future__ import annotations
 
 import re
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import gguf
 
 from .. import errors, jsonfile
 from ..graph import Node, PermuteHeads, Reshape, SliceRows
+from ..safetensors import SourceTensor
 from . import register_projector
 from .base import ProjectorFamily
 
@@ -39,6 +40,7 @@ IMG_BREAK = "[IMG_BREAK]"
 _TEXT_EMBEDDING = re.compile(r"(.*\.)?language_model\.(model\.)?embed_tokens\.weight")
 _PROJECTOR_LINEAR = re.compile(r"multi_modal_projector\.linear_(\d+)\.(weight|bias)")
 IMG_BREAK_TENSOR = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.V_TOK_EMBD_IMG_BREAK]
+PATCH_EMBEDDING = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.V_ENC_EMBD_PATCH] + ".weight"
 
 
 @register_projector
@@ -97,6 +99,13 @@ class PixtralVision(ProjectorFamily):
             yield f"{gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.V_MMPROJ].format(bid=int(linear[1]))}.{linear[2]}", node
             return
         yield self.map_name(name), node
+
+    def check_tensors(self, outputs: Mapping[str, Node], sources: Sequence[tuple[str, SourceTensor]]) -> None:
+        if PATCH_EMBEDDING not in outputs:  # a tower under another prefix (model.vision_tower.): no projector
+            raise errors.MissingTensorError(
+                f"{self.hf_arch}'s projector needs the Pixtral tower (vision_tower.patch_conv.weight ...), which is "
+                "not in the weights under that name")
+        super().check_tensors(outputs, sources)
 
     def finish(self) -> Iterator[tuple[str, Node]]:
         """``[IMG_BREAK]``'s row of the text embedding, after every tensor the reference writes."""
