@@ -64,7 +64,10 @@ def test_the_projector_is_the_references(name, fresh_hub, tmp_path, capsys):
 @pytest.mark.parametrize("repo", VLMS, ids=[r.split("/")[1] for r in VLMS])
 def test_with_mmproj_writes_both_files_from_one_pass(repo, fresh_hub, tmp_path):
     name = repo.split("/")[1]
-    result = hfstream.convert(repo, outtype="f16,q8_0", outfile=tmp_path, with_mmproj=True)
+    seen = []
+    result = hfstream.convert(repo, outtype="f16,q8_0", outfile=tmp_path, with_mmproj=True, on_progress=seen.append)
+    # what it expected to fetch is what it fetched
+    assert seen[-1].phase == "done" and seen[-1].bytes_to_fetch == seen[-1].bytes_fetched == result.bytes_fetched
     assert [o.path.name.startswith("mmproj-") for o in result.outputs] == [False, False, True, True]
     for o in result.outputs:
         if o.path.name.startswith("mmproj-"):
