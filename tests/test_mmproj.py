@@ -90,6 +90,24 @@ def test_with_mmproj_writes_both_files_from_one_pass(repo, fresh_hub, tmp_path):
     assert alone > text_only  # the projector's bytes came in the same pass
 
 
+def test_a_pixtral_projector_alone_fetches_one_row_of_the_text_embedding(fresh_hub, fixture_root, tmp_path):
+    """[IMG_BREAK]'s row: 128 bytes here (10 KB of Mistral Small's 1.3 GB embedding), not the embedding."""
+    from fixtures import hostile
+
+    repo = "hfs-test/tiny-mistral3-vlm"
+    (snapshot,) = (fixture_root / repo / "commits").iterdir()
+    shard = json.loads((snapshot / hostile.INDEX).read_text())["weight_map"]["language_model.model.embed_tokens.weight"]
+    header, _ = hostile.split((snapshot / shard).read_bytes())
+    entry = header["language_model.model.embed_tokens.weight"]
+    data_start = 8 + int.from_bytes((snapshot / shard).read_bytes()[:8], "little")
+    first, end = (data_start + o for o in entry["data_offsets"])
+    token = 50258  # [IMG_BREAK] in the fixture's tokenizer
+    row = 2 * entry["shape"][1]
+    hfstream.convert(repo, outtype="f16", outfile=tmp_path, mmproj=True)
+    inside = [(a, b) for _, a, b in _shard_ranges(fresh_hub, repo) if a < end and b >= first]
+    assert inside == [(first + token * row, first + (token + 1) * row - 1)]
+
+
 def test_a_projector_needs_the_image_processing_files(fresh_hub, fixture_root, tmp_path, capsys):
     (snapshot,) = (fixture_root / VLM / "commits").iterdir()
     repo = tmp_path / "tiny-gemma3-vlm"
