@@ -31,6 +31,7 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 from gguf import GGMLQuantizationType as QT
 
+from . import errors
 from .quant import floats
 from .safetensors import DTYPE_SIZES, SourceTensor
 
@@ -70,6 +71,9 @@ def _float8_values(exp_bits: int, man_bits: int, ieee_specials: bool) -> np.ndar
 FLOAT8_VALUES = {
     "F8_E4M3": _float8_values(4, 3, ieee_specials=False),
     "F8_E5M2": _float8_values(5, 2, ieee_specials=True),
+    # E8M0 (OCP MX scales, DeepSeek-V4's ``scale_fmt: ue8m0``): a bare biased exponent, 2^(code - 127);
+    # code 255 is NaN
+    "F8_E8M0": np.where(np.arange(256) == 255, np.nan, np.exp2(np.arange(256) - 127.0)).astype(np.float32),
 }
 
 
@@ -455,16 +459,17 @@ class PadRows(Node):
 
 @dataclass(frozen=True, eq=False)
 class Bytes(Node):
-    """A U8 source tensor as it is stored, viewed with ``view`` as its shape (e.g. MXFP4 blocks
-    [E, R, nb, 16] as [E, R, nb * 16]: one row of bytes per weight row)."""
+    """A source tensor of bytes (U8, or I8 / F8_E8M0 holding packed codes and exponents) as it is
+    stored, viewed with ``view`` as its shape (e.g. MXFP4 blocks [E, R, nb, 16] as [E, R, nb * 16]:
+    one row of bytes per weight row)."""
 
     src: SourceTensor
     view: tuple[int, ...]
 
     def __post_init__(self):
-        if self.src.dtype != "U8" or math.prod(self.view) != math.prod(self.src.shape):
-            raise ValueError(f"{self.src.name!r} ({self.src.dtype} {list(self.src.shape)}) is not U8 of "
-                             f"{math.prod(self.view)} bytes")
+        if self.src.dtype not in ("U8", "I8", "F8_E8M0") or math.prod(self.view) != math.prod(self.src.shape):
+            raise ValueError(f"{self.src.name!r} ({self.src.dtype} {list(self.src.shape)}) is not bytes "
+                             f"(U8, I8 or F8_E8M0) of {math.prod(self.view)} elements")
 
     @property
     def shape(self):  # type: ignore[override]
@@ -1283,3 +1288,56 @@ class SliceInner(Node):
             return w.reshape(-1, self.cols)[r0:r1]
         blocks = [self.x.eval_rows(data, a, b) for a, b in self._pieces(r0, r1)]
         return np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
+
+
+@dataclass(frozen=True, eq=False)
+class EncodedStack(Stack):
+    """Parts whose rows are already in one GGUF type (e.g. experts repacked into MXFP4 one by one),
+    stacked as they are: the stack is in that type too."""
+
+    def __post_init__(self):
+        kinds = {p.encoded for p in self.parts}
+        if len(kinds) != 1 or None in kinds:
+            raise ValueError(f"parts in {sorted(str(k) for k in kinds)}: not one GGUF type")
+
+    @property
+    def encoded(self):  # type: ignore[override]
+        return self.parts[0].encoded
+
+
+@dataclass(frozen=True, eq=False)
+class Int32(Node):
+    """An integer source tensor (I64, I32, ...) written as GGML ``I32``: e.g. a hash router's token ->
+    expert table. Values outside int32 are refused, not wrapped."""
+
+    src: SourceTensor
+    encoded = QT.I32
+
+    def __post_init__(self):
+        if self.src.dtype not in ("I64", "I32", "I16", "I8", "U8", "U16", "U32", "U64"):
+            raise ValueError(f"{self.src.name!r} is {self.src.dtype}, not an integer tensor")
+
+    @property
+    def shape(self):  # type: ignore[override]
+        return self.src.shape
+
+    @property
+    def dtype(self):  # type: ignore[override]
+        return np.dtype(np.int32)
+
+    def leaves(self):
+        yield self.src
+
+    def row_align(self):
+        return 1
+
+    def spans(self, r0, r1):
+        row_bytes = self.cols * DTYPE_SIZES[self.src.dtype]
+        return [Span(self.src, self.src.start + r0 * row_bytes, self.src.start + r1 * row_bytes)]
+
+    def eval_rows(self, data, r0, r1):
+        (span,) = self.spans(r0, r1)
+        values = np.frombuffer(data[span], dtype=_NUMPY_DTYPES[self.src.dtype])
+        if values.size and (values.min() < -(1 << 31) or values.max() >= 1 << 31):
+            raise errors.InvalidHeaderError(f"{self.src.file}: tensor {self.src.name!r} holds values outside int32")
+        return values.astype(np.int32).reshape(r1 - r0, self.cols)

@@ -255,7 +255,7 @@ def draft_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[s
         _add(outputs, family, new_name, new_node, None, None)
     family.check_tensors({name: node for name, (_, node) in outputs.items()}, sources)
 
-    arch = gguf.MODEL_ARCH_NAMES[family.gguf_arch]
+    arch = family.gguf_arch_name()
     metadata = Metadata()
     w = KeyWriter(metadata, arch)
     w.add_architecture()

@@ -20,6 +20,7 @@ SMALL_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
     "tokenizer.model",
+    "sentencepiece.bpe.model",  # XLM-RoBERTa's (a unigram model, whatever its name)
     "special_tokens_map.json",
     "added_tokens.json",
     "chat_template.jinja",

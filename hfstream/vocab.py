@@ -53,14 +53,8 @@ import gguf
 from . import jsonfile
 from .errors import ConfigMismatchError, InvalidConfigError, UnsupportedTokenizerError
 
-__all__ = [
-    "SpecialTokens",
-    "add_fixed_special_ids",
-    "add_special_vocab",
-    "add_vocab",
-    "llama_hf_tokens",
-    "tokenizer_config",
-]
+__all__ = ["add_vocab", "add_special_vocab", "add_fixed_special_ids", "add_xlm_roberta_vocab", "base_vocab",
+           "llama_hf_tokens", "tokenizer_config", "SpecialTokens"]
 
 LLAMA_STRATEGIES = ("spm", "llama_hf", "bpe")
 _STRATEGIES = frozenset(LLAMA_STRATEGIES)
@@ -179,6 +173,22 @@ def add_vocab(
             infill.write(writer)
         if vocab_size == 49152:  # small granite models
             writer.add_bool(_ADD_KEYS["bos"], False)
+
+
+def base_vocab(files: Mapping[str, bytes], hparams: dict, *, bpe_pre: str | None = None
+               ) -> tuple[list[str], list[int], str]:
+    """The tokens, token types and ``tokenizer.ggml.pre`` name of the repo's ``tokenizer.json``, as
+    the BPE vocab has them before it is written (the reference's ``get_vocab_base``): for families
+    that write them under a tokenizer model of their own (BERT's WordPiece as ``bert``). The
+    pre-tokenizer is named by the check-text hash, as for BPE, unless ``bpe_pre`` is given.
+
+    Raises UnsupportedTokenizerError without ``tokenizer.json`` or for an unrecognised hash.
+    """
+    try:
+        tokens, types, pre, _ = _base_vocab(_Repo(files, hparams), hparams, bpe_pre)
+        return tokens, types, pre
+    except _NotThisKind:
+        raise UnsupportedTokenizerError("no usable tokenizer in the repo: expected tokenizer.json") from None
 
 
 def add_special_vocab(writer: gguf.GGUFWriter, files: Mapping[str, bytes], hparams: dict, *,
@@ -431,6 +441,85 @@ def _add_spm(writer: gguf.GGUFWriter, repo: _Repo, hparams: dict,
     sv.write(writer)
 
 
+# --- XLM-RoBERTa: a SentencePiece unigram model with fairseq's ids ------------------------------
+
+#: the ids transformers (and the reference) give XLM-RoBERTa's first tokens, ahead of the model's pieces
+_FAIRSEQ_FIRST = ((b"<s>", CONTROL), (b"<pad>", CONTROL), (b"</s>", CONTROL), (b"<unk>", UNKNOWN))
+_SPM_UNIGRAM = 1  # TrainerSpec.model_type
+
+
+def add_xlm_roberta_vocab(writer: gguf.GGUFWriter, files: Mapping[str, bytes], hparams: dict) -> None:
+    """XLM-RoBERTa's vocabulary from ``sentencepiece.bpe.model`` (a unigram model despite its name), as
+    the reference writes it (model ``t5``, llama.cpp's UGM tokenizer): the pieces realigned to
+    fairseq's ids (``<s> <pad> </s> <unk>``, then piece i at i + 1; the last id stays a placeholder),
+    the normalizer's dummy prefix, whitespace rule and precompiled charsmap, the token-type count,
+    then the special vocab.
+
+    Raises UnsupportedTokenizerError without ``sentencepiece.bpe.model`` (a repo with only
+    tokenizer.json is not converted yet) or for a SentencePiece model that is not unigram.
+    """
+    from sentencepiece import SentencePieceProcessor
+
+    name = "sentencepiece.bpe.model"
+    model = files.get(name)
+    if model is None:
+        raise UnsupportedTokenizerError(f"XLM-RoBERTa without {name} (tokenizer.json only) is not supported yet")
+    model_type, add_prefix, remove_whitespaces, charsmap = _spm_model_spec(bytes(model), name)
+    if model_type != _SPM_UNIGRAM:
+        raise UnsupportedTokenizerError(f"{name}: a SentencePiece model of type {model_type}, not unigram")
+    try:
+        sp = SentencePieceProcessor(model_proto=bytes(model))
+    except Exception as e:  # sentencepiece raises RuntimeError/OSError on a bad proto
+        raise UnsupportedTokenizerError(f"{name}: not a valid SentencePiece model ({e})") from None
+    n_sp = sp.vocab_size()
+    vocab_size = hparams.get("vocab_size", 0)
+    if not isinstance(vocab_size, int) or vocab_size < 0:
+        raise InvalidConfigError(f"config.json: vocab_size must be a positive integer, not {vocab_size!r}")
+    vocab_size = max(vocab_size, n_sp)
+
+    tokens = [f"[PAD{i}]".encode() for i in range(vocab_size)]
+    scores = [-10000.0] * vocab_size
+    types = [UNUSED] * vocab_size
+    for i in range(n_sp):
+        tokens[i] = sp.IdToPiece(i).encode("utf-8")
+        scores[i] = sp.GetScore(i)
+        types[i] = (UNKNOWN if sp.IsUnknown(i) else CONTROL if sp.IsControl(i) else UNUSED if sp.IsUnused(i)
+                    else BYTE if sp.IsByte(i) else NORMAL)
+    # fairseq's first four ids, then the model's pieces from 3 on shifted by one; the last one drops out
+    tokens = [t for t, _ in _FAIRSEQ_FIRST] + tokens[3:-1]
+    scores = [0.0] * len(_FAIRSEQ_FIRST) + scores[3:-1]
+    types = [k for _, k in _FAIRSEQ_FIRST] + types[3:-1]
+
+    writer.add_tokenizer_model("t5")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_scores(scores)
+    writer.add_token_types(types)
+    writer.add_add_space_prefix(add_prefix)
+    writer.add_token_type_count(hparams.get("type_vocab_size", 1))
+    writer.add_remove_extra_whitespaces(remove_whitespaces)
+    if charsmap:
+        writer.add_precompiled_charsmap(charsmap)
+    _SpecialVocab(_Repo(files, hparams), n_vocab=len(tokens)).write(writer)
+
+
+def _spm_model_spec(model: bytes, name: str) -> tuple[int, bool, bool, bytes]:
+    """(trainer_spec.model_type, normalizer_spec.add_dummy_prefix, .remove_extra_whitespaces,
+    .precompiled_charsmap) of a SentencePiece ``ModelProto`` (its own protobuf schema, shipped with
+    sentencepiece), with the proto's defaults where a field is absent."""
+    from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
+    from sentencepiece import sentencepiece_model_pb2
+
+    proto = sentencepiece_model_pb2.ModelProto()  # type: ignore[attr-defined]
+    try:
+        proto.ParseFromString(model)
+    except DecodeError:
+        raise UnsupportedTokenizerError(f"{name}: not a valid SentencePiece model (malformed protobuf)") from None
+    norm = proto.normalizer_spec
+    return (proto.trainer_spec.model_type, norm.add_dummy_prefix, norm.remove_extra_whitespaces,
+            bytes(norm.precompiled_charsmap))
+
+
 # --- the transformers view of a tokenizer.json ---------------------------------------------------
 
 
@@ -649,6 +738,23 @@ def _bpe_pre_table() -> dict:
 
 def _add_bpe(writer: gguf.GGUFWriter, repo: _Repo, hparams: dict, bpe_pre: str | None,
              special: Callable[[gguf.GGUFWriter, SpecialTokens], None] | None = None) -> None:
+    tokens, types, bpe_pre, added = _base_vocab(repo, hparams, bpe_pre)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre(bpe_pre)
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    del tokens, types
+    sv = _SpecialVocab(repo, load_merges=True)
+    if special is not None:
+        special(writer, SpecialTokens(sv, added))
+    sv.write(writer)
+
+
+def _base_vocab(repo: _Repo, hparams: dict, bpe_pre: str | None
+                ) -> tuple[list[str], list[int], str, dict[str, int]]:
+    """The tokens, token types and pre-tokenizer name of a ``tokenizer.json`` as transformers loads it
+    (the reference's ``get_vocab_base``, which GPT-2 style BPE and WordPiece (BERT) vocabs share), and
+    its added tokens (content -> id), which some families' special tokens are looked up in."""
     tj = repo.tokenizer_json()
     if tj is None:
         raise _NotThisKind
@@ -704,18 +810,8 @@ def _add_bpe(writer: gguf.GGUFWriter, repo: _Repo, hparams: dict, bpe_pre: str |
         else:
             types.append(NORMAL)
         tokens.append(text)
-
-    writer.add_tokenizer_model("gpt2")
     assert bpe_pre is not None  # recognised, given, or refused above
-    writer.add_tokenizer_pre(bpe_pre)
-    writer.add_token_list(tokens)
-    writer.add_token_types(types)
-    added = dict(added_vocab) if special is not None else {}
-    del fast, vocab, reverse, added_vocab, added_by_id
-    sv = _SpecialVocab(repo, load_merges=True)
-    if special is not None:
-        special(writer, SpecialTokens(sv, added))
-    sv.write(writer)
+    return tokens, types, bpe_pre, dict(added_vocab)
 
 
 # --- the special vocab (gguf-py SpecialVocab, from memory) ----------------------------------------

@@ -5,6 +5,10 @@ context, evaluates the prompt, then takes the argmax of the last logits ``n`` ti
 lowest id), feeding each token back. No sampler, no penalties, no randomness: the same file gives
 the same ids on every run, so a converter whose output decodes to the golden ids loads and runs
 like the reference's output.
+
+``embeddings(path, texts)`` does the same for an embedding model: llama.cpp tokenizes each text
+with the GGUF's own vocabulary and returns the pooled embedding (the pooling the file records), not
+normalized. Same file, same floats: the tensors are identical, so is every operation on them.
 """
 
 from __future__ import annotations
@@ -49,6 +53,47 @@ def greedy_tokens(gguf_path: str | Path, prompt_ids: list[int], n: int) -> list[
                 token = int(np.argmax(logits))
                 out.append(token)
                 pending = [token]
+            return out
+        finally:
+            llm.close()
+
+
+def embeddings(gguf_path: str | Path, texts: list[str]) -> list[list[float]]:
+    """The pooled embedding llama.cpp computes for each of ``texts`` (one at a time) from the model in
+    ``gguf_path``, as float32 values (Python floats hold them exactly)."""
+    from llama_cpp import Llama
+
+    with _LOCK:
+        llm = Llama(model_path=str(gguf_path), embedding=True, n_ctx=N_CTX, n_batch=N_CTX, n_ubatch=N_CTX,
+                    n_threads=1, n_threads_batch=1, n_gpu_layers=0, seed=SEED, verbose=False)
+        try:
+            return [[float(v) for v in llm.embed(text)] for text in texts]
+        finally:
+            llm.close()
+
+
+def rank_scores(gguf_path: str | Path, texts: list[str]) -> list[list[float]]:
+    """The scores llama.cpp's rank pooling (``--pooling rank``: the classification head over the first
+    token) gives each of ``texts`` with the reranker in ``gguf_path``: one per classifier output."""
+    import llama_cpp
+    from llama_cpp import Llama
+
+    with _LOCK:
+        llm = Llama(model_path=str(gguf_path), embedding=True, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_RANK,
+                    n_ctx=N_CTX, n_batch=N_CTX, n_ubatch=N_CTX, n_threads=1, n_threads_batch=1, n_gpu_layers=0,
+                    seed=SEED, verbose=False)
+        try:
+            n_out = max(1, llama_cpp.llama_model_n_cls_out(llm.model))
+            out = []
+            for text in texts:
+                # as Llama.embed decodes a text (every token an output), but reading only the n_out
+                # scores rank pooling leaves, where embed would read n_embd values
+                llm._batch.reset()
+                llm._batch.add_sequence(llm.tokenize(text.encode("utf-8")), 0, True)
+                llm._ctx.kv_cache_clear()
+                llm._ctx.decode(llm._batch)
+                scores = llama_cpp.llama_get_embeddings_seq(llm._ctx.ctx, 0)
+                out.append([float(scores[i]) for i in range(n_out)])
             return out
         finally:
             llm.close()

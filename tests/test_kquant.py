@@ -11,7 +11,8 @@ sha256; or the refusal when the type needs an importance matrix and none was giv
   256-wide models a selection that converts every type at least once (some with the legacy .dat
   imatrix, the MoE with per-expert imatrix slices and row blocks smaller than an expert), and one
   case of each MoE family whose experts are stored another way;
-- slow: every case byte for byte, and each output loaded and greedy-decoded by llama.cpp.
+- slow: every case byte for byte, and each output loaded and greedy-decoded by llama.cpp (an
+  encoder's: its embeddings of the goldens' texts).
 """
 
 from __future__ import annotations
@@ -98,13 +99,20 @@ HYBRID_CASES: tuple[tuple[str, str], ...] = tuple(
 
 
 #: MoE families whose experts arrive in other layouts (one tensor per expert, GraniteMoE's fused gate/up
-#: cut into two stacks, ERNIE's dense first layer and shared experts), 64-wide: the K types fall back.
+#: cut into two stacks, ERNIE's dense first layer and shared experts; DeepSeek-V3.2's kept MTP block), 64-wide: the K types fall back.
 #: With the imatrix, each expert's rows take their expert's slice. (model, case id)
 MOE_LAYOUT_CASES: tuple[tuple[str, str], ...] = (
     ("tiny-olmoe", "q4_k_m"),
     ("tiny-granite-moe", "q4_k_m+imatrix"),
     ("tiny-ernie4_5-moe", "q4_k_m+imatrix"),
+    ("tiny-deepseek-v32", "q4_k_m+imatrix"),  # FP8, the indexer's and the MTP block's tensors
 )
+
+#: encoders (embedding models), 64-wide: no output tensor, position and token-type tables, fused qkv and
+#: GLU projections under the mix's rules. (model, case id)
+ENCODER_CASES: tuple[tuple[str, str], ...] = tuple(
+    (model, "q4_k_m+imatrix") for model in ("tiny-bert", "tiny-xlm-roberta", "tiny-embeddinggemma", "tiny-modernbert")
+    if model in GOLDENS)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -320,6 +328,11 @@ def test_hybrid_moe_models_are_byte_identical(model, cid, fresh_hub, tmp_path, c
     check_case(model, cid, tmp_path, capsys, monkeypatch)
 
 
+@pytest.mark.parametrize("model, cid", ENCODER_CASES, ids=[f"{m}:{c}" for m, c in ENCODER_CASES])
+def test_encoders_are_byte_identical(model, cid, fresh_hub, tmp_path, capsys, monkeypatch):
+    check_case(model, cid, tmp_path, capsys, monkeypatch)
+
+
 def test_moe_row_blocks_smaller_than_an_expert_take_their_experts_slice(fresh_hub, tmp_path, capsys, monkeypatch):
     """A 256 KiB budget cuts each expert into blocks of about a dozen rows; each must use its expert's values."""
     golden = GOLDENS["tiny-mixtral-k"]
@@ -373,6 +386,9 @@ def test_every_case_is_byte_identical_and_decodes(model, cid, fresh_hub, tmp_pat
         else:
             strict = False
     path = check_case(model, cid, tmp_path, capsys, monkeypatch, allow_old_iq1_m=not strict)
+    if "embeddings" in golden["cases"][cid] and LLAMA_CPP:  # an encoder: no LM head to decode with
+        assert llamacpp.embeddings(path, golden["embedding_texts"]) == golden["cases"][cid]["embeddings"]
+        return
     expected = golden["cases"][cid].get("greedy")
     if expected is None or not LLAMA_CPP:
         pytest.skip("greedy tokens need llama-cpp-python (make test-slow installs it)")

@@ -5,7 +5,9 @@ not hold a whole stack in memory: each part is fetched, decoded, encoded and wri
 offset, so the bytes in flight stay near one expert whatever the number of experts. The fixtures are
 the MoE repo with the largest experts (tiny-mixtral: 4 experts of 320 x 64 per projection) and an FP8
 one (tiny-deepseek-v3: 8 experts of 200 x 64 F8_E4M3 bytes, each with its own block scales, one of
-them in another shard), where a unit is one expert's weight plus its scales.
+them in another shard), where a unit is one expert's weight plus its scales; and DeepSeek-V4's MXFP4
+experts (tiny-deepseek-v4: 8 experts of I8 codes and E8M0 scales per projection), repacked expert by
+expert.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ REPO = "hfs-test/tiny-mixtral"
 N_EXPERTS = 4
 #: (repo, experts per stack, stacks, outtype) of the MoE fixtures whose experts stream one at a time
 MOE_CASES = [(REPO, N_EXPERTS, 3 * 2, "q8_0"), (REPO, N_EXPERTS, 3 * 2, "bf16"),
-             ("hfs-test/tiny-deepseek-v3", 8, 3, "q8_0")]
+             ("hfs-test/tiny-deepseek-v3", 8, 3, "q8_0"), ("hfs-test/tiny-deepseek-v4", 8, 4 * 3, "q8_0")]
 
 
 def _plan(fixture_root, outtype: str, repo: str = REPO):

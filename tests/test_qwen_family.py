@@ -9,7 +9,7 @@ import gguf
 import pytest
 
 from hfstream import errors
-from hfstream.arch.qwen import sentence_transformers_pooling
+from hfstream.arch.base import sentence_transformers_pooling
 from hfstream.plan import make_plan
 from hfstream.safetensors import parse_header
 

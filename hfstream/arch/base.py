@@ -29,7 +29,7 @@ from typing import Any, ClassVar, Iterable, Iterator, Mapping, Sequence
 import gguf
 import numpy as np
 
-from .. import errors, prequant
+from .. import errors, jsonfile, prequant
 from ..graph import Node, Stack
 from ..hfconfig import INT_HPARAMS, check_hparams
 from ..quant import OutType
@@ -214,6 +214,35 @@ class ExpertStacks:
         if left:
             raise errors.InvalidHeaderError(f"incomplete expert set, e.g. {left[0]!r}")
 
+# --- sentence-transformers: the pooling of an embedding model --------------------------------------
+
+_POOLING_MODES = {"mean": gguf.PoolingType.MEAN, "cls": gguf.PoolingType.CLS, "lasttoken": gguf.PoolingType.LAST}
+_POOLING_FLAGS = (("pooling_mode_mean_tokens", gguf.PoolingType.MEAN), ("pooling_mode_cls_token", gguf.PoolingType.CLS),
+                  ("pooling_mode_lasttoken", gguf.PoolingType.LAST))
+
+
+def sentence_transformers_pooling(files: Mapping[str, bytes]) -> gguf.PoolingType | None:
+    """The pooling of a sentence-transformers repo: the first ``*Pooling`` module of ``modules.json``
+    and its ``config.json`` (mean, CLS or last token); None without ``modules.json``."""
+    if "modules.json" not in files:
+        return None
+    modules = jsonfile.load(files["modules.json"], "modules.json", expect=list)
+    path = next((m.get("path") for m in modules
+                 if isinstance(m, dict) and str(m.get("type", "")).endswith("Pooling")), None)
+    if path is None:
+        return None
+    name = f"{path}/config.json"
+    if name not in files:
+        raise errors.UnsupportedArchitectureError(
+            f"modules.json puts the pooling config in {name!r}; hfstream reads it only from 1_Pooling/config.json")
+    pooling = jsonfile.load(files[name], name, expect=dict)
+    for flag, kind in _POOLING_FLAGS:
+        if pooling.get(flag):
+            return kind
+    if (mode := pooling.get("pooling_mode")) in _POOLING_MODES:
+        return _POOLING_MODES[mode]
+    raise errors.UnsupportedArchitectureError(f"{name}: only mean, CLS and last-token pooling are supported")
+
 
 class TextFamily:
     """A decoder-only text model family. Subclasses set the class attributes below."""
@@ -229,6 +258,11 @@ class TextFamily:
     config_source: ClassVar[str] = "transformers"
     #: the llama.cpp architecture written to ``general.architecture``
     gguf_arch: ClassVar[gguf.MODEL_ARCH]
+    #: an architecture newer than PyPI's gguf (0.19.0) knows: its name for ``general.architecture`` and
+    #: its keys, and the tensor kinds it has beyond ``gguf_arch``'s, whose names it otherwise shares
+    #: (DeepSeek-V3.2 is ``deepseek32``: DeepSeek-V2's tensors plus the indexer and MTP ones)
+    arch_name: ClassVar[str | None] = None
+    extra_tensor_kinds: ClassVar[tuple[gguf.MODEL_TENSOR, ...]] = ()
     #: vocab kinds to try, in order (see ``hfstream.vocab.add_vocab``)
     vocab_strategies: ClassVar[tuple[str, ...]] = ("bpe",)
 
@@ -252,6 +286,8 @@ class TextFamily:
     shape_sizes: ClassVar[Mapping[str, tuple[str, ...]]] = SIZES
     #: integer hyperparameters checked before any is used (``hfconfig.check_hparams``)
     hparam_ints: ClassVar[Mapping[str, tuple[tuple[str, ...], int, int]]] = INT_HPARAMS
+    #: the sentence-transformers pooling of an embedding model (``read_pooling``), else None
+    pooling: gguf.PoolingType | None = None
     #: source tensors (a regular expression matched against the whole stored name) whose values the
     #: reference writes as keys, e.g. Apertus' xIELU scalars: the pipeline reads them before the plan
     #: (each must be a single number, ``plan.value_sources``) and ``use_values`` gets them
@@ -271,11 +307,34 @@ class TextFamily:
     def tensor_map(self) -> gguf.TensorNameMap:
         """gguf's name map for every block (its size grows with the block count: 2M entries and a minute
         for 7,000 layers); ``map_name`` does not need it."""
-        return gguf.get_tensor_name_map(self.gguf_arch, self.block_count)
+        return self.name_map(self.block_count)
 
     @cached_property
     def _block_map(self) -> gguf.TensorNameMap:
-        return gguf.get_tensor_name_map(self.gguf_arch, 1)
+        return self.name_map(1)
+
+    @classmethod
+    def gguf_arch_name(cls) -> str:
+        """What ``general.architecture`` says (and every architecture key starts with)."""
+        return cls.arch_name or gguf.MODEL_ARCH_NAMES[cls.gguf_arch]
+
+    @classmethod
+    def tensor_kinds(cls) -> tuple[gguf.MODEL_TENSOR, ...]:
+        return tuple(gguf.MODEL_TENSORS.get(cls.gguf_arch, ())) + cls.extra_tensor_kinds
+
+    def name_map(self, n_blocks: int) -> gguf.TensorNameMap:
+        """gguf's map from HF names to GGUF names for ``gguf_arch``, with ``extra_tensor_kinds``' names
+        (gguf 0.19.0 has their HF spellings, only not under the newer architecture)."""
+        names = gguf.get_tensor_name_map(self.gguf_arch, n_blocks)
+        for kind in self.extra_tensor_kinds:
+            template = gguf.TENSOR_NAMES[kind]
+            block = "{bid}" in template
+            keys = (names.block_mappings_cfg if block else names.mappings_cfg).get(kind, ())
+            for bid in range(n_blocks) if block else (None,):
+                new = template.format(bid=bid) if block else template
+                for key in (new, *(k.format(bid=bid) for k in keys)):
+                    names.mapping[key] = (kind, new)
+        return names
 
     # -- hyperparameters ------------------------------------------------------
 
@@ -353,12 +412,11 @@ class TextFamily:
         score = f(("score_function", "scoring_func", "score_func", "moe_router_activation",
                    "moe_router_activation_func", "expert_selection_fn"))
         if score is not None:
-            gating = {"sigmoid": gguf.ExpertGatingFuncType.SIGMOID, "softmax": gguf.ExpertGatingFuncType.SOFTMAX}
-            if hasattr(gguf.ExpertGatingFuncType, "SQRTSOFTPLUS"):
-                gating["sqrtsoftplus"] = gguf.ExpertGatingFuncType.SQRTSOFTPLUS
+            # the reference's ExpertGatingFuncType values (gguf 0.19 lacks SQRTSOFTPLUS, DeepSeek-V4's)
+            gating = {"softmax": 1, "sigmoid": 2, "sqrtsoftplus": 4}
             if score not in gating:
                 raise errors.InvalidConfigError(f"config.json: unsupported expert gating function {score!r}")
-            w.add_expert_gating_func(gating[score])
+            w.add_uint32(gguf.Keys.LLM.EXPERT_GATING_FUNC.format(arch=w.arch), gating[score])
         if (v := self.hparams.get("head_dim")) is not None:
             w.add_key_length(v)
             w.add_value_length(v)
@@ -441,6 +499,22 @@ class TextFamily:
         for families whose forced types depend on it (a projector's patch embedding)."""
         self.out = out
 
+    def read_pooling(self, files: Mapping[str, bytes]) -> None:
+        """Remember the sentence-transformers pooling of the repo (``add_pooling`` writes it); for families
+        that may be embedding models, from their ``use_files``."""
+        self.pooling = sentence_transformers_pooling(files)
+
+    def add_pooling(self, w: gguf.GGUFWriter) -> None:
+        """The pooling keys of an embedding model, as the reference's ``_try_set_pooling_type`` writes
+        them: the sentence-transformers pooling (``read_pooling``), then the pooling before a
+        classification head (config ``classifier_pooling``)."""
+        if self.pooling is not None:
+            w.add_pooling_type(self.pooling)
+        if (mode := self.hparams.get("classifier_pooling")) is not None:
+            if mode not in ("cls", "mean"):
+                raise errors.InvalidConfigError(f"config.json: unsupported classifier_pooling {mode!r}")
+            w.add_uint32(f"{w.arch}.classifier.pooling_type", int(_POOLING_MODES[mode]))
+
     def add_tensor_time_hparams(self, w: gguf.GGUFWriter) -> None:
         """Keys the reference writes while it converts tensors, hence right after ``general.architecture``
         and before ``general.type`` (e.g. Phi-3's LongRoPE attention factor). Called once, after ``finish``."""
@@ -484,7 +558,7 @@ class TextFamily:
 
         ``bid`` is the block id of the source tensor, as the reference matches it.
         """
-        for kind in gguf.MODEL_TENSORS.get(self.gguf_arch, ()):
+        for kind in self.tensor_kinds():
             template = gguf.TENSOR_NAMES[kind]
             if "{bid}" in template:
                 if bid is None:
@@ -522,7 +596,7 @@ class TextFamily:
                 raise errors.UnusedTensorError(
                     f"{src.file}: tensor {_short(src.name)} is not used by the {self.hf_arch} conversion "
                     "(hfstream does not know what it is for)")
-        kinds = {t: gguf.TENSOR_NAMES[t] for t in gguf.MODEL_TENSORS.get(self.gguf_arch, ())}
+        kinds = {t: gguf.TENSOR_NAMES[t] for t in self.tensor_kinds()}
         blocks: dict[int, set[str]] = {}  # block -> its tensors' names with the block number as {bid}
         # (layer kind, such a name) -> (a block of that kind that has it, its output name)
         example: dict[tuple[str, str], tuple[int, str]] = {}

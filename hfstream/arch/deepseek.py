@@ -1,4 +1,4 @@
-"""DeepSeek V2 and V3 (and R1, V3.1): multi-head latent attention, leading dense blocks, shared experts.
+"""DeepSeek V2, V3 (and R1, V3.1) and V3.2: multi-head latent attention, leading dense blocks, shared experts.
 
 MLA compresses keys and values into a low-rank latent: ``kv_b_proj`` up-projects it to every head's
 non-rotary key part and value, fused as (heads, nope + v, rank). llama.cpp wants the two apart and
@@ -10,20 +10,26 @@ experts, and V3's sigmoid router carries a per-expert bias (``e_score_correction
 ``exp_probs_b.bias``). Checkpoints append the multi-token-prediction block(s) past
 ``num_hidden_layers``; the reference leaves them out, and so do we (their bytes are never fetched).
 V3 ships FP8 weights with block scales: ``prequant`` hands them over already dequantized.
+
+V3.2 (``deepseek32``) adds a "lightning indexer" to every block's attention (``indexer.wq_b``/``wk``,
+FP8 like the other projections; ``weights_proj``, kept F32 as the reference keeps it; a LayerNorm
+``k_norm`` with a bias), and the reference keeps its MTP block: one more GGUF block whose extra
+tensors are the ``nextn.*`` ones. Neither the indexer nor the MTP kinds are under DeepSeek-V2 in
+PyPI's gguf, so the family adds them (``extra_tensor_kinds``).
 """
 
 from __future__ import annotations
 
 import re
-from typing import Iterator
+from typing import ClassVar, Iterator
 
 import gguf
 
-from .. import errors
+from .. import errors, vocab
 from ..graph import HeadSlice, Node
 from ..hfconfig import INT_HPARAMS, check_hparams
 from . import register
-from .base import LAYER, SIZES, ExpertStacks, TextFamily
+from .base import LAYER, SIZES, ExpertStacks, ShapeRule, TextFamily
 
 #: the projections of one expert, in the order the reference writes their stacks
 _EXPERT_PROJS = ("down_proj", "gate_proj", "up_proj")
@@ -44,14 +50,14 @@ _MLA_HPARAMS = {
 
 @register
 class DeepseekV2(TextFamily):
-    hf_architectures = ("DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM")
+    hf_architectures: ClassVar[tuple[str, ...]] = ("DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM")
     gguf_arch = gguf.MODEL_ARCH.DEEPSEEK2
     vocab_strategies = ("bpe",)
-    model_types = ("deepseek_v2", "deepseek_v3")
+    model_types: ClassVar[tuple[str, ...]] = ("deepseek_v2", "deepseek_v3")
     shape_sizes = {**SIZES, "nope": ("qk_nope_head_dim",), "rope": ("qk_rope_head_dim",), "v": ("v_head_dim",),
                    "q_rank": ("q_lora_rank",), "kv_rank": ("kv_lora_rank",), "experts": ("n_routed_experts",),
                    "moe_ffn": ("moe_intermediate_size",), "n_shared": ("n_shared_experts",)}
-    shape_rules = (
+    shape_rules: ClassVar[tuple[ShapeRule, ...]] = (
         (r"model\.embed_tokens\.weight", ("vocab", "hidden")),
         (r"lm_head\.weight", ("vocab", "hidden")),
         (LAYER + r"self_attn\.q_proj\.weight", ("heads*nope+rope", "hidden")),
@@ -74,6 +80,9 @@ class DeepseekV2(TextFamily):
         (LAYER + r"(input|post_attention)_layernorm\.weight", ("hidden",)),
     )
 
+    #: the reference converts the MTP blocks past ``num_hidden_layers`` (V3.2) or leaves them out
+    keeps_mtp: bool = False
+
     def __init__(self, hparams, hf_arch):
         super().__init__(hparams, hf_arch)
         check_hparams(self.hparams, ints=_MLA_HPARAMS)
@@ -81,10 +90,12 @@ class DeepseekV2(TextFamily):
 
     # -- tensors --------------------------------------------------------------
 
-    #: the first ``first_k_dense_replace`` layers have a dense MLP, the others experts and a router
-    optional_tensors = tuple(getattr(gguf.MODEL_TENSOR, k) for k in (
-        "FFN_GATE", "FFN_UP", "FFN_DOWN", "FFN_GATE_INP", "FFN_GATE_EXP", "FFN_UP_EXP", "FFN_DOWN_EXP",
-        "FFN_GATE_SHEXP", "FFN_UP_SHEXP", "FFN_DOWN_SHEXP", "FFN_EXP_PROBS_B"))
+    def layer_kind(self, bid: int) -> str:
+        # the first ``first_k_dense_replace`` layers have a dense MLP, the others experts and a router;
+        # a multi-token-prediction block kept after them (V3.2) has its own tensors besides
+        if bid >= self.find(("num_hidden_layers",)):
+            return "mtp+moe"
+        return "dense" if bid < (self.hparams.get("first_k_dense_replace") or 0) else "moe"
 
     def source_name(self, name: str) -> str | None:
         # left out on purpose (the base's completeness check holds the family to it): a tied lm_head,
@@ -92,7 +103,7 @@ class DeepseekV2(TextFamily):
         if self.hparams.get("tie_word_embeddings", False) and name in ("lm_head.weight", "model.lm_head.weight"):
             return None
         layer = _LAYER.match(name)
-        if layer and int(layer.group(1)) >= self.find(("num_hidden_layers",)):
+        if not self.keeps_mtp and layer and int(layer.group(1)) >= self.find(("num_hidden_layers",)):
             return None
         return super().source_name(name)
 
@@ -141,7 +152,8 @@ class DeepseekV2(TextFamily):
             self.hparams = hp
         has_moe = hp.get("n_routed_experts") is not None
         dense = hp.get("first_k_dense_replace")
-        w.add_leading_dense_block_count(dense if dense is not None else (0 if has_moe else self.block_count))
+        w.add_leading_dense_block_count(
+            dense if dense is not None else (0 if has_moe else self.find(("num_hidden_layers",))))
         kv_lora_rank = hp.get("kv_lora_rank", 512)
         if "vocab_size" not in hp:
             raise errors.InvalidConfigError("config.json: vocab_size is not set")
@@ -176,3 +188,58 @@ class DeepseekV2(TextFamily):
                 f"{self.hf_arch} without tokenizer.json: its tokenizer needs the repo's own code "
                 "(trust_remote_code), which hfstream never runs")
         super().add_vocab(w, files, bpe_pre)
+
+
+#: DeepSeek-V3.2's tensors that DeepSeek-V2 lacks (the reference's gguf-py lists them for ``deepseek32``)
+_V32_KINDS = (
+    gguf.MODEL_TENSOR.INDEXER_K_NORM, gguf.MODEL_TENSOR.INDEXER_PROJ, gguf.MODEL_TENSOR.INDEXER_ATTN_K,
+    gguf.MODEL_TENSOR.INDEXER_ATTN_Q_B, gguf.MODEL_TENSOR.NEXTN_EH_PROJ, gguf.MODEL_TENSOR.NEXTN_EMBED_TOKENS,
+    gguf.MODEL_TENSOR.NEXTN_ENORM, gguf.MODEL_TENSOR.NEXTN_HNORM, gguf.MODEL_TENSOR.NEXTN_SHARED_HEAD_HEAD,
+    gguf.MODEL_TENSOR.NEXTN_SHARED_HEAD_NORM,
+)
+_INDEXER = LAYER + r"self_attn\.indexer\."
+
+
+@register
+class DeepseekV32(DeepseekV2):
+    hf_architectures = ("DeepseekV32ForCausalLM",)
+    model_types = ("deepseek_v32",)
+    arch_name = "deepseek32"
+    extra_tensor_kinds = _V32_KINDS
+    keeps_mtp = True
+    shape_sizes = {**DeepseekV2.shape_sizes, "index_heads": ("index_n_heads",), "index_dim": ("index_head_dim",)}
+    shape_rules = DeepseekV2.shape_rules + (
+        (_INDEXER + r"wq_b\.weight", ("index_heads*index_dim", "q_rank")),
+        (_INDEXER + r"wk\.weight", ("index_dim", "hidden")),
+        (_INDEXER + r"k_norm\.(weight|bias)", ("index_dim",)),
+        (_INDEXER + r"weights_proj\.weight", ("index_heads", "hidden")),
+        (LAYER + r"(embed_tokens|shared_head\.head)\.weight", ("vocab", "hidden")),
+        (LAYER + r"(enorm|hnorm|shared_head\.norm)\.weight", ("hidden",)),
+        (LAYER + r"eh_proj\.weight", ("hidden", "hidden+hidden")),
+    )
+
+    def __init__(self, hparams, hf_arch):
+        super().__init__(hparams, hf_arch)
+        check_hparams(self.hparams, ints={"indexer sizes": (("index_n_heads", "index_head_dim", "index_topk"), 1, 1 << 24),
+                                          "MTP layers": (("num_nextn_predict_layers",), 0, 64)})
+        # the MTP block(s) are blocks of the GGUF too
+        self.block_count += self.hparams.get("num_nextn_predict_layers", 0)
+        self.tensor_map = self.name_map(self.block_count)
+
+    def add_hparams(self, w: gguf.GGUFWriter, file_type: int) -> None:
+        super().add_hparams(w, file_type)
+        if (n_mtp := self.hparams.get("num_nextn_predict_layers")) is not None:
+            w.add_nextn_predict_layers(n_mtp)
+        w.add_indexer_head_count(self.find(("index_n_heads",)))
+        w.add_indexer_key_length(self.find(("index_head_dim",)))
+        w.add_indexer_top_k(self.find(("index_topk",)))
+
+    def add_vocab(self, w: gguf.GGUFWriter, files, bpe_pre: str | None) -> None:
+        # the reference reads V3.2's tokenizer without repo code and stops unless it adds BOS
+        if vocab.tokenizer_config(files).get("add_bos_token") is not True:
+            raise errors.UnsupportedTokenizerError(
+                f"{self.hf_arch}: tokenizer_config.json does not set add_bos_token to true, which "
+                "llama.cpp's converter requires of DeepSeek-V3.2 (it stops there too)")
+        if "tokenizer.json" not in files:
+            raise errors.MissingFileError(f"{self.hf_arch} needs tokenizer.json, and the repo has none")
+        TextFamily.add_vocab(self, w, files, bpe_pre)

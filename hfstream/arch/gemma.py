@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping, Sequence
 
 import gguf
 
@@ -106,8 +106,8 @@ class Gemma2(Gemma):
 
 @register
 class Gemma3(TextFamily):
-    hf_architectures = ("Gemma3ForCausalLM", "Gemma3ForConditionalGeneration")
-    model_types = ("gemma3", "gemma3_text")
+    hf_architectures: ClassVar[tuple[str, ...]] = ("Gemma3ForCausalLM", "Gemma3ForConditionalGeneration")
+    model_types: ClassVar[tuple[str, ...]] = ("gemma3", "gemma3_text")
     gguf_arch = gguf.MODEL_ARCH.GEMMA3
 
     def __init__(self, hparams, hf_arch):

@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import gguf
 
-from .. import errors, jsonfile
+from .. import errors
 from ..graph import Node
 from . import register
 from .base import ExpertStacks, TextFamily
@@ -27,20 +27,13 @@ class Qwen2(TextFamily):
     gguf_arch = gguf.MODEL_ARCH.QWEN2
     vocab_strategies = ("spm", "bpe")
 
-    _pooling: gguf.PoolingType | None = None
-
     def use_files(self, files: Mapping[str, bytes]) -> None:
-        self._pooling = sentence_transformers_pooling(files)
+        self.read_pooling(files)
 
     def add_hparams(self, w: gguf.GGUFWriter, file_type: int) -> None:
         super().add_hparams(w, file_type)
         # an embedding model packaged for sentence-transformers (Qwen3-Embedding, gte-Qwen2)
-        if self._pooling is not None:
-            w.add_pooling_type(self._pooling)
-        if (mode := self.hparams.get("classifier_pooling")) is not None:
-            if mode not in ("cls", "mean"):
-                raise errors.InvalidConfigError(f"config.json: unsupported classifier_pooling {mode!r}")
-            w.add_uint32(f"{w.arch}.classifier.pooling_type", int(_POOLING_MODES[mode]))
+        self.add_pooling(w)
 
 
 @register
@@ -61,34 +54,6 @@ class Qwen3(Qwen2):
         if "# qwen3-reranker" in readme or "# qwen3-vl-reranker" in readme:
             raise errors.UnsupportedArchitectureError("Qwen3 reranker models are not supported")
         super().add_vocab(w, files, bpe_pre)
-
-
-_POOLING_MODES = {"mean": gguf.PoolingType.MEAN, "cls": gguf.PoolingType.CLS, "lasttoken": gguf.PoolingType.LAST}
-_POOLING_FLAGS = (("pooling_mode_mean_tokens", gguf.PoolingType.MEAN), ("pooling_mode_cls_token", gguf.PoolingType.CLS),
-                  ("pooling_mode_lasttoken", gguf.PoolingType.LAST))
-
-
-def sentence_transformers_pooling(files: Mapping[str, bytes]) -> gguf.PoolingType | None:
-    """The pooling of a sentence-transformers repo: the first ``*Pooling`` module of ``modules.json``
-    and its ``config.json`` (mean, CLS or last token); None without ``modules.json``."""
-    if "modules.json" not in files:
-        return None
-    modules = jsonfile.load(files["modules.json"], "modules.json", expect=list)
-    path = next((m.get("path") for m in modules
-                 if isinstance(m, dict) and str(m.get("type", "")).endswith("Pooling")), None)
-    if path is None:
-        return None
-    name = f"{path}/config.json"
-    if name not in files:
-        raise errors.UnsupportedArchitectureError(
-            f"modules.json puts the pooling config in {name!r}; hfstream reads it only from 1_Pooling/config.json")
-    pooling = jsonfile.load(files[name], name, expect=dict)
-    for flag, kind in _POOLING_FLAGS:
-        if pooling.get(flag):
-            return kind
-    if (mode := pooling.get("pooling_mode")) in _POOLING_MODES:
-        return _POOLING_MODES[mode]
-    raise errors.UnsupportedArchitectureError(f"{name}: only mean, CLS and last-token pooling are supported")
 
 
 #: the projections of one expert, in the order the reference writes their stacks

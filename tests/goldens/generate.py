@@ -9,7 +9,10 @@ the directory name and README) and ``convert_hf_to_gguf.py DIR --outtype T --out
 for each outtype, so the reference picks its default file name (with the spec's
 ``reference_options`` when it has some, recorded in the golden). The result is digested into
 ``models/{name}[@ref].{outtype}.json`` (see ``digest.py``); when ``llama_cpp`` imports, the 16
-token ids llama.cpp greedy-decodes from a fixed prompt are added (``tests/llamacpp.py``).
+token ids llama.cpp greedy-decodes from a fixed prompt are added (``tests/llamacpp.py``), or for an
+embedding model (spec ``"embedding": true``: an encoder has no LM head to decode with) the pooled
+embeddings llama.cpp computes for a few fixed texts, or for a reranker (``"reranker": true`` too) the
+scores of its rank pooling.
 
 Goldens that are up to date (same commit, same reference source, greedy present or not
 computable) are skipped; ``--force`` redoes them.
@@ -19,6 +22,8 @@ Getting the reference converter (it needs torch and transformers, golden time on
     pip download --no-deps --no-binary :all: llama-cpp-python==0.3.36 -d /tmp/sdist
     tar xzf /tmp/sdist/llama_cpp_python-0.3.36.tar.gz -C /tmp/sdist
     pip install torch==2.13.0 transformers    # CPU wheel
+    # XLM-RoBERTa's vocab needs protobuf in the reference (sentencepiece_model_pb2); to keep it out of
+    # the shared environment: pip install --target /tmp/pb protobuf, then run with PYTHONPATH=/tmp/pb
     # then pass --llama-cpp-dir /tmp/sdist/llama_cpp_python-0.3.36/vendor/llama.cpp
     # (or set LLAMA_CPP_DIR; that path is also the default)
 """
@@ -46,11 +51,14 @@ from tests import llamacpp  # noqa: E402
 from tests.goldens.digest import digest_gguf  # noqa: E402
 
 GOLDENS_DIR = Path(__file__).resolve().parent / "models"
+SHIM_DIR = Path(__file__).resolve().parent / "reference_shim"
 DEFAULT_LLAMA_CPP_DIR = Path("/tmp/sdist/llama_cpp_python-0.3.36/vendor/llama.cpp")
 REFERENCE_NAME = "llama.cpp convert_hf_to_gguf.py from the llama-cpp-python 0.3.36 sdist"
 OUTTYPES = ("f32", "f16", "bf16", "q8_0", "auto")
 GREEDY_PROMPT_TAIL = (100, 200, 300, 400)
 GREEDY_TOKENS = 16
+#: what an embedding model's goldens embed: words, punctuation, digits, case and an unknown word
+EMBEDDING_TEXTS = ("Hello world", "The quick brown fox jumps over the lazy dog.", "hfstream 3.14 GGUF!")
 HOW_TO_GET = (
     "get it with: pip download --no-deps --no-binary :all: llama-cpp-python==0.3.36 -d /tmp/sdist && "
     "tar xzf /tmp/sdist/llama_cpp_python-0.3.36.tar.gz -C /tmp/sdist; then pass --llama-cpp-dir "
@@ -112,6 +120,9 @@ def run_reference(model_dir: Path, outtype: str, llama_cpp_dir: Path, out_dir: P
         raise RuntimeError(f"{out_dir} is not empty")
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONHASHSEED="0")
     env.pop("NO_LOCAL_GGUF", None)  # the converter must use its own gguf-py
+    # reference_shim/sitecustomize.py: DeepSeek-V3.2's add_bos_token, which transformers 5 drops
+    env.update(HFSTREAM_REFERENCE_SHIM="1",
+               PYTHONPATH=os.pathsep.join(filter(None, (str(SHIM_DIR), env.get("PYTHONPATH")))))
     cmd = [sys.executable, str(llama_cpp_dir / "convert_hf_to_gguf.py"), str(model_dir),
            "--outtype", outtype, "--outfile", str(out_dir) + os.sep, *extra_args]
     proc = subprocess.run(cmd, cwd=model_dir.parent, env=env, capture_output=True, text=True)
@@ -152,7 +163,13 @@ def make_golden(name: str, ref: str, spec: dict, snapshot: Path, commit: str, ou
         "default_name": gguf_path.name,
         **digest,
     }
-    if with_greedy:
+    if with_greedy and spec.get("embedding"):
+        golden["embedding_texts"] = list(EMBEDDING_TEXTS)
+        if spec.get("reranker"):
+            golden["rank_scores"] = llamacpp.rank_scores(gguf_path, list(EMBEDDING_TEXTS))
+        else:
+            golden["embeddings"] = llamacpp.embeddings(gguf_path, list(EMBEDDING_TEXTS))
+    elif with_greedy:
         prompt = greedy_prompt(digest)
         golden["greedy_prompt"] = prompt
         golden["greedy"] = llamacpp.greedy_tokens(gguf_path, prompt, GREEDY_TOKENS)  # one at a time
@@ -165,7 +182,8 @@ def up_to_date(path: Path, commit: str, ref_hash: str, with_greedy: bool, option
         return False
     old = json.loads(path.read_text())
     return (old.get("commit") == commit and old.get("reference_sha256") == ref_hash
-            and old.get("reference_options", []) == (options or []) and ("greedy" in old or not with_greedy))
+            and old.get("reference_options", []) == (options or [])
+            and ("greedy" in old or "embeddings" in old or "rank_scores" in old or not with_greedy))
 
 
 def write_json(path: Path, obj: dict) -> None:
@@ -238,7 +256,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"FAILED      {name}@{ref} {outtype}: {exc}", file=sys.stderr)
                 continue
             write_json(path, golden)
-            greedy = f" greedy={golden['greedy']}" if "greedy" in golden else ""
+            greedy = (f" greedy={golden['greedy']}" if "greedy" in golden
+                      else f" embeddings[0][:3]={golden['embeddings'][0][:3]}" if "embeddings" in golden
+                      else f" rank_scores={golden['rank_scores']}" if "rank_scores" in golden else "")
             print(f"wrote       {path.relative_to(REPO_ROOT)} ({path.stat().st_size} B) "
                   f"<- {golden['default_name']} {golden['size']} B{greedy}")
         print(f"{len(jobs) - failures} goldens written, {failures} failed, "

@@ -20,7 +20,8 @@ The reference for every llama-quantize type (``--outtype q4_k_m`` and the rest, 
 5. every output is digested (``digest.py``) into one compact file per model,
    ``kquant/{name}.json``: the keys common to all outputs once, the tensor names and shapes once in
    llama-quantize's order, and per case the tail keys, the types and a 64-bit prefix of each
-   tensor's sha256; with llama-cpp-python installed, 8 tokens llama.cpp greedy-decodes too.
+   tensor's sha256; with llama-cpp-python installed, 8 tokens llama.cpp greedy-decodes too (an
+   encoder's embeddings of ``generate.EMBEDDING_TEXTS`` instead, as in ``generate.py``).
 
 Getting ``llama-quantize`` (a few minutes on 2 cores)::
 
@@ -56,7 +57,7 @@ from fixtures.build import DEFAULT_ROOT, build, load_specs  # noqa: E402
 from tests import llamacpp  # noqa: E402
 from tests.goldens import imatrix_fixture  # noqa: E402
 from tests.goldens.digest import digest_gguf  # noqa: E402
-from tests.goldens.generate import (copy_snapshot, find_llama_cpp_dir, greedy_prompt,  # noqa: E402
+from tests.goldens.generate import (EMBEDDING_TEXTS, copy_snapshot, find_llama_cpp_dir, greedy_prompt,  # noqa: E402
                                     reference_sha256, run_reference)
 
 KQUANT_DIR = Path(__file__).resolve().parent / "kquant"
@@ -75,7 +76,9 @@ MODELS = ("tiny-llama-k", "tiny-qwen3-k", "tiny-mixtral-k", "tiny-llama-spm", "t
           "tiny-deepseek-v3-k", "tiny-deepseek-v2-lite", "tiny-deepseek-v3", "tiny-gemma4", "tiny-gemma3n",
           "tiny-olmoe", "tiny-granite-moe", "tiny-ernie4_5-moe", "tiny-qwen3-next", "tiny-qwen35-moe-vlm",
           "tiny-nemotron-h-k", "tiny-granite4-k", "tiny-lfm2-moe-k", "tiny-phimoe",
-          "tiny-glm4-moe", "tiny-minimax-m2", "tiny-llama4")
+          "tiny-glm4-moe", "tiny-minimax-m2", "tiny-llama4",
+          "tiny-bert", "tiny-xlm-roberta", "tiny-embeddinggemma", "tiny-modernbert",
+          "tiny-deepseek-v32")
 
 #: models whose goldens cover a few types only (a big vocabulary makes every case slow, and 64-wide
 #: rows make the 256-block types fall back as tiny-llama-spm's and tiny-mixtral's do, which cover
@@ -96,6 +99,12 @@ SELECTED_TYPES: dict[str, tuple[str, ...]] = {
     "tiny-glm4-moe": ("q4_k_m", "q6_k"),
     "tiny-minimax-m2": ("q4_k_m", "q6_k"),
     "tiny-llama4": ("q4_k_m", "q6_k"),
+    # encoders (embedding models): no output tensor, token types and position tables, fused qkv
+    "tiny-bert": ("q4_k_m", "q6_k"),
+    "tiny-xlm-roberta": ("q4_k_m", "q6_k"),
+    "tiny-embeddinggemma": ("q4_k_m", "q6_k"),
+    "tiny-modernbert": ("q4_k_m", "q6_k"),
+    "tiny-deepseek-v32": ("q4_k_m", "q6_k"),
 }
 
 #: llama-quantize's names for hfstream's mixes (as its QUANT_OPTIONS spell them)
@@ -221,8 +230,10 @@ def make_model_golden(model: str, spec: dict, snapshot: Path, commit: str, llama
         if not ok:
             return cid, qtype, opts, None, log
         d = digest_gguf(out)
-        greedy = None
-        if with_greedy:
+        greedy = None  # an encoder's: its embeddings of the goldens' texts
+        if with_greedy and spec.get("embedding"):
+            greedy = llamacpp.embeddings(out, list(EMBEDDING_TEXTS))
+        elif with_greedy:
             greedy = llamacpp.greedy_tokens(out, greedy_prompt(d), GREEDY_TOKENS)
         out.unlink()
         return cid, qtype, opts, (d, greedy), log
@@ -251,7 +262,7 @@ def make_model_golden(model: str, spec: dict, snapshot: Path, commit: str, llama
             d, greedy = result
             entry.update(compact_case(base, d))
             if greedy is not None:
-                entry["greedy"] = greedy
+                entry["embeddings" if spec.get("embedding") else "greedy"] = greedy
         golden_cases[cid] = entry
 
     # the legacy .dat gives the same tensors as the GGUF imatrix
@@ -284,7 +295,9 @@ def make_model_golden(model: str, spec: dict, snapshot: Path, commit: str, llama
         **base,
         "cases": golden_cases,
     }
-    if with_greedy:
+    if with_greedy and spec.get("embedding"):
+        golden["embedding_texts"] = list(EMBEDDING_TEXTS)
+    elif with_greedy:
         golden["greedy_prompt"] = greedy_prompt(base_digest)
     shutil.rmtree(job, ignore_errors=True)
     return golden
