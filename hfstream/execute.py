@@ -318,13 +318,27 @@ async def _fetch_batch(batch: list[Unit], source: ByteSource,
                                                                                 batch[0].offset)))
             return None
     spans = list(dict.fromkeys(s for u in batch for s in u.spans))
-    if len(batch) > 1 and all(a.file == b.file and a.end == b.start for a, b in zip(spans, spans[1:])):
-        first, last = spans[0], spans[-1]
+    container = _containers(spans)  # a span inside another is served from the other's bytes
+    outer = [s for s in spans if container[s] is s]
+    if len(batch) > 1 and all(a.file == b.file and a.end == b.start for a, b in zip(outer, outer[1:])):
+        first, last = outer[0], outer[-1]
         blob = await source.read(first.file, first.start, last.end - first.start)
         view = memoryview(blob)
         return {s: view[s.start - first.start:s.end - first.start] for s in spans}
-    blobs = await asyncio.gather(*(source.read(s.file, s.start, s.nbytes) for s in spans))
-    return dict(zip(spans, blobs))
+    blobs = dict(zip(outer, await asyncio.gather(*(source.read(s.file, s.start, s.nbytes) for s in outer))))
+    return {s: blobs[s] if container[s] is s else
+            memoryview(blobs[container[s]])[s.start - container[s].start:s.end - container[s].start] for s in spans}
+
+
+def _containers(spans: list[Span]) -> dict[Span, Span]:
+    """Each span's outermost span among ``spans`` that holds it (itself, for most)."""
+    out: dict[Span, Span] = {}
+    outer: Span | None = None
+    for s in sorted(spans, key=lambda s: (s.file, s.start, -s.end)):
+        if outer is None or s.file != outer.file or s.end > outer.end or s.start >= outer.end:
+            outer = s
+        out[s] = outer
+    return out
 
 
 def _weights_digest(plan: Plan) -> bytes:

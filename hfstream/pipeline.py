@@ -185,15 +185,17 @@ class _Reporter:
 
 def _still_to_fetch(plans: list[Plan], heads: dict[str, bytes]) -> int:
     """Tensor bytes the plans read that did not come with the headers (what is left to fetch): the
-    outputs of one run read each source byte once, so a span several plans read counts once."""
-    seen: set[tuple[str, int, int]] = set()
+    outputs of one run read each source byte once, so a span several plans read counts once, and so
+    does one inside another (a projector's row of the text embedding)."""
+    spans = {(span.file, span.start, span.end) for plan in plans for t in plan.tensors
+             for span in t.node.spans(0, t.node.rows)}
     total = 0
-    for plan in plans:
-        for t in plan.tensors:
-            for span in t.node.spans(0, t.node.rows):
-                if (span.file, span.start, span.end) not in seen:
-                    seen.add((span.file, span.start, span.end))
-                    total += max(0, span.end - max(span.start, len(heads.get(span.file, b""))))
+    outer: tuple[str, int, int] | None = None
+    for file, start, end in sorted(spans, key=lambda s: (s[0], s[1], -s[2])):
+        if outer is not None and file == outer[0] and end <= outer[2]:
+            continue  # within the span before
+        outer = (file, start, end)
+        total += max(0, end - max(start, len(heads.get(file, b""))))
     return total
 
 

@@ -263,7 +263,8 @@ def draft_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[s
     if not outputs:
         raise errors.NoWeightsError(f"{repo_name}: no tensors to convert")
 
-    total, shared, expert, expert_count = _parameter_counts(t for t, _ in outputs.values())
+    total, shared, expert, expert_count = _parameter_counts(t for t, _ in outputs.values()
+                                                             if t.name not in family.uncounted_tensors)
     md = meta.build(repo_name, files, total)
     if md.size_label is None and total > 0:
         md.size_label = gguf.size_label(total, shared, expert, expert_count)

@@ -84,7 +84,9 @@ def iter_batches(units: Iterable[Unit], target: int) -> Iterator[list[Unit]]:
 
     A unit that reads the very bytes a unit of the same or the previous tensor reads (the gate and up
     halves of the same rows of a fused expert tensor, which a family gives as two tensors one after
-    the other) joins that unit's batch, so those bytes are fetched once. A batch is therefore yielded
+    the other), or bytes within those the batch's last unit reads (the row of the text embedding a
+    vision projector takes, after the text model's block of it in one run), joins that unit's batch,
+    so those bytes are fetched once. A batch is therefore yielded
     once the units of the tensor after its last one are cut, so a caller that stops early has cut
     only a tensor more than it used.
     """
@@ -107,6 +109,11 @@ def iter_batches(units: Iterable[Unit], target: int) -> Iterator[list[Unit]]:
             if sharing is batch:
                 cost += u.cost
             continue
+        if batch and len(u.spans) == 1 and _within(u.spans[0], batch[-1].spans):
+            batch.insert(len(batch) - 1, u)  # the holder stays last: its neighbours still join
+            readers[u.spans] = batch
+            cost += u.cost
+            continue
         if open_ and len(u.spans) == 1:
             last, here = batch[-1].spans[0], u.spans[0]
             if here.file == last.file and here.start == last.end and cost + u.cost <= target:
@@ -122,6 +129,11 @@ def iter_batches(units: Iterable[Unit], target: int) -> Iterator[list[Unit]]:
         done.append((index, batch))
     for _, b in done:
         yield b
+
+
+def _within(span: Span, spans: Sequence[Span]) -> bool:
+    """Whether ``span`` lies inside one of ``spans``."""
+    return any(s.file == span.file and s.start <= span.start and span.end <= s.end for s in spans)
 
 
 def batches(units: Iterable[Unit], target: int) -> list[list[Unit]]:

@@ -153,3 +153,40 @@ def test_units_that_read_the_same_bytes_share_a_batch_and_nothing_else_moves():
     got = batches([*g, *u, *n], target=1024)
     assert [[x.tensor.name for x in b] for b in got] == [["gate", "up"]] * len(g) + [["norm"]]
     assert all(b[0].spans == b[1].spans for b in got[:-1])
+
+
+def test_a_unit_within_the_bytes_of_the_one_before_joins_its_batch_and_is_fetched_with_it():
+    """A Pixtral projector takes one row of the text embedding; in a run that also writes the text model
+    (``--with-mmproj``) that row comes with the text model's block of the embedding, not once more."""
+    import asyncio
+
+    from hfstream.execute import _fetch_batch
+    from hfstream.graph import Reshape, SliceRows
+
+    src = SourceTensor("model.safetensors", "embed", "F32", (16, 8), 64, 64 + 16 * 8 * 4)
+    embed = PlannedTensor(name="token_embd.weight", node=Load(src), qtype=QT.F32, shape=(16, 8), nbytes=16 * 8 * 4)
+    row = Reshape(SliceRows(Load(src), 5, 6), (8,))
+    img_break = PlannedTensor(name="v.token_embd.img_break", node=row, qtype=QT.F32, shape=(8,), nbytes=32)
+    norm_src = SourceTensor("model.safetensors", "norm", "F32", (8,), 64 + 512, 64 + 512 + 32)
+    norm = PlannedTensor(name="norm", node=Load(norm_src), qtype=QT.F32, shape=(8,), nbytes=32)
+    (e,), (r,), (n,) = (units_for(t, 0, target=1 << 20) for t in (embed, img_break, norm))
+    assert r.spans[0].start == src.start + 5 * 32 and r.spans[0].end == src.start + 6 * 32
+    got = batches([e, r, n], target=1 << 20)
+    assert [[u.tensor.name for u in b] for b in got] == [["v.token_embd.img_break", "token_embd.weight", "norm"]]
+
+    blob = bytes(range(256)) * 4
+    reads = []
+
+    class Source:
+        async def read(self, file, start, length):
+            reads.append((start, length))
+            return blob[start:start + length]
+
+    data = asyncio.run(_fetch_batch(got[0], Source(), None))  # type: ignore[arg-type]
+    assert reads == [(64, 512 + 32)]  # one request: the embedding and the norm after it, the row inside
+    assert bytes(data[r.spans[0]]) == blob[64 + 160:64 + 192]
+    assert bytes(data[e.spans[0]]) == blob[64:64 + 512] and bytes(data[n.spans[0]]) == blob[576:608]
+    # and apart from its neighbours (one request each), the row still comes from the embedding's bytes
+    reads.clear()
+    data = asyncio.run(_fetch_batch([e, r], Source(), None))  # type: ignore[arg-type]
+    assert reads == [(64, 512)] and bytes(data[r.spans[0]]) == blob[64 + 160:64 + 192]

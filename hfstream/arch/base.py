@@ -276,6 +276,9 @@ class TextFamily:
     #: block tensors a layer may lack although other layers have them (say MoE layers between dense
     #: ones); every other block tensor must be in every layer once it is in one
     optional_tensors: ClassVar[tuple[gguf.MODEL_TENSOR, ...]] = ()
+    #: output tensors left out of the parameter count (``general.size_label``): ones hfstream writes
+    #: beyond the reference's file (a projector's ``[IMG_BREAK]`` row), which must not move its keys
+    uncounted_tensors: ClassVar[frozenset[str]] = frozenset()
     #: ``general.type``, and what the default file name looks like: ``{prefix}{Name}-{SizeLabel}-{FTYPE}.gguf``
     gguf_type: ClassVar[str] = gguf.GGUFType.MODEL
     filename_prefix: ClassVar[str] = ""

@@ -20,7 +20,7 @@ position embedding) named ``*.weight``; the position embedding F32 whatever the 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import ClassVar
 
 import gguf
@@ -95,10 +95,10 @@ class InternVLVision(ProjectorFamily):
             name += ".weight"
         return name
 
-    def map_name(self, name: str) -> str:
+    def map_name(self, name: str, suffixes: Sequence[str] = (".weight", ".bias")) -> str:
         # gguf's map for the tower's block count, as the reference's (mlp1.3 is in it from 4 blocks on)
-        found = self.tensor_map.get_name(name, try_suffixes=(".weight", ".bias"))
-        return found if found is not None else super().map_name(name)
+        found = self.tensor_map.get_name(name, try_suffixes=tuple(suffixes))
+        return found if found is not None else super().map_name(name, suffixes)
 
     def add_hparams(self, w: gguf.GGUFWriter, file_type: int) -> None:
         super().add_hparams(w, file_type)

@@ -21,7 +21,7 @@ What the projector (the reference's ``LFM2VLModel``) does beyond every projector
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import ClassVar
 
 import gguf
@@ -94,11 +94,11 @@ class Lfm2VlVision(ProjectorFamily):
         dropped = -(self.global_config.get("vision_feature_layer", -1) + 1)
         w.add_vision_block_count(self.find(self.block_keys) - dropped)
 
-    def map_name(self, name: str) -> str:
+    def map_name(self, name: str, suffixes: Sequence[str] = (".weight", ".bias")) -> str:
         # the projector's linear_{bid} carry their number inside a name part, which the one-block name
         # lookup does not see: gguf's map for the tower's block count has them (as the reference's)
-        found = self.tensor_map.get_name(name, try_suffixes=(".weight", ".bias"))
-        return found if found is not None else super().map_name(name)
+        found = self.tensor_map.get_name(name, try_suffixes=tuple(suffixes))
+        return found if found is not None else super().map_name(name, suffixes)
 
     def convert(self, name: str, node: Node, bid: int | None) -> Iterator[tuple[str, Node]]:
         if "patch_embedding.weight" in name:
