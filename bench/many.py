@@ -57,7 +57,7 @@ def build_many_layer_llama(directory: Path, layers: int, seed: int = 20) -> int:
     rng = np.random.default_rng(seed)
     header: dict = {"__metadata__": {"format": "pt"}}
     blobs, pos = [], 0
-    for name, shape in tensors:
+    for name, shape in sorted(tensors):  # data in name order, as safetensors writes it
         n = int(np.prod(shape))
         values = (1.0 + 0.1 * rng.standard_normal(n)) if len(shape) == 1 else 0.02 * rng.standard_normal(n)
         blob = values.astype(np.float16).tobytes()
