@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -121,12 +123,30 @@ def build(root: Path, experts: int) -> tuple[str, Path, int]:
     return f"{ORG}/{name}", snapshot, size
 
 
+def twice(log: list[dict]) -> int:
+    """Bytes the Hub's log shows sent more than once (ranges of one path that overlap, whole files twice)."""
+    spans: dict[str, list[tuple[int, int]]] = {}
+    for e in log:
+        if e["status"] not in (200, 206) or not e["bytes_sent"]:
+            continue
+        a = int(e["range"].removeprefix("bytes=").split("-")[0]) if e["range"] else 0
+        spans.setdefault(e["path"], []).append((a, a + e["bytes_sent"]))
+    extra = 0
+    for ranges in spans.values():
+        end = 0
+        for a, b in sorted(ranges):
+            extra += max(0, min(b, end) - a)
+            end = max(end, b)
+    return extra
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.fp8wide", description=__doc__.splitlines()[0])
     p.add_argument("--experts", type=int, default=32)
     p.add_argument("--root", type=Path, default=DEFAULT_ROOT)
     p.add_argument("--keep", action="store_true", help="keep the model under --root for the next run (else deleted)")
     p.add_argument("--work-dir", type=Path)
+    p.add_argument("--hub-log", type=Path, metavar="FILE", help="write the fixture Hub's request log here (JSON)")
     args = p.parse_args(argv)
     from fixtures.hub import FixtureHub
 
@@ -140,9 +160,14 @@ def main(argv: list[str] | None = None) -> int:
             hub.throttle = throttle
             out = work / "out"
             out.mkdir()
+            hub_cpu = time.process_time()  # the fixture Hub runs in this process: its CPU is this process's
             run = measure([sys.executable, "-m", "hfstream", "convert", repo, "--outtype", "q8_0", "-o", str(out) + os.sep,
                            "-q", "--max-memory", str(BUDGET)], base_env(hub, work / "hf-home"), REPO_ROOT, work)
-            fetched = sum(e["bytes_sent"] for e in hub.log)
+            hub_cpu = time.process_time() - hub_cpu
+            log = hub.log
+            fetched = sum(e["bytes_sent"] for e in log)
+            if args.hub_log is not None:
+                args.hub_log.write_text(json.dumps(log, indent=1, default=str))
     finally:
         shutil.rmtree(work, ignore_errors=True)
         if not args.keep:
@@ -154,8 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     peak = run.maxrss_kib * 1024
     print(f"  q8_0 through 100 MB/s: wall {run.wall_s:.2f} s, cpu {run.cpu_s:.1f} s, link time {link:.2f} s, "
           f"peak RSS {peak / MiB:.0f} MiB, fetched {fetched / MB:.0f} MB")
+    every_file = sum(f.stat().st_size for f in snapshot.iterdir() if f.is_file())
+    print(f"  fixture Hub cpu {hub_cpu:.1f} s (same cores); bytes sent twice: {twice(log) / MB:.1f} MB")
     print(f"  wall / link time {run.wall_s / link:.3f} (target <= 1.10); peak RSS / (budget + 150 MiB) "
-          f"{peak / (BUDGET + 150 * MiB):.3f} (target <= 1.00); fetched / needed {fetched / needed:.3f}")
+          f"{peak / (BUDGET + 150 * MiB):.3f} (target <= 1.00); fetched / safetensors bytes {fetched / needed:.3f}, "
+          f"/ every file {fetched / every_file:.3f}")
     print(f"end: {describe_machine()}")
     return 0
 
