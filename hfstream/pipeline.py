@@ -334,22 +334,26 @@ async def read_headers(source: ByteSource, snapshot: hub.Snapshot, shards: list[
     are checked against it as soon as the header is parsed: the first shard that disagrees stops the
     run."""
     check = index_name_check((files or {}).get("model.safetensors.index.json"))
-    slots = asyncio.Semaphore(max(1, connections))
+    parsed: dict[str, tuple[list[SourceTensor], bytes]] = {}
+    pending = iter(shards)
 
-    async def one(shard: str) -> tuple[list[SourceTensor], bytes]:
-        async with slots:
-            return await read_header(source, shard, snapshot.files.get(shard), check)
+    async def worker() -> None:
+        # a few workers take the shards in turn: no task, coroutine or buffer per shard waits its turn
+        # (a listing of 100,000 shard names costs a name each, not a waiting task each)
+        for shard in pending:
+            parsed[shard] = await read_header(source, shard, snapshot.files.get(shard), check)
 
-    tasks = [asyncio.ensure_future(one(s)) for s in shards]
+    workers = [asyncio.ensure_future(worker()) for _ in range(max(1, min(connections, len(shards))))]
     try:
-        parsed = await asyncio.gather(*tasks)
+        await asyncio.gather(*workers)
     except BaseException:
-        for task in tasks:
+        for task in workers:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*workers, return_exceptions=True)
         raise
     headers, heads, kept = {}, {}, 0
-    for shard, (tensors, head) in zip(shards, parsed):
+    for shard in shards:
+        tensors, head = parsed[shard]
         headers[shard] = tensors
         data_start = min((t.start for t in tensors), default=len(head))
         if len(head) > data_start and kept + len(head) <= HEAD_CACHE_BYTES:  # it holds tensor bytes
