@@ -36,9 +36,6 @@ from .source import ByteSource
 from .units import Unit, batches, iter_batches, unit_target, units_for
 from .writer import OutputFile
 
-#: batches that hold at most this many bytes in flight (``Unit.cost``) are encoded and written on the event
-#: loop: tens of microseconds of work, less than handing them to a worker thread and back costs
-INLINE_COST = 64 << 10
 #: what an early-started batch resolves to: its grant (shrunk to the encoded bytes) and those bytes
 Encoded = tuple[Grant, list[memoryview]]
 
@@ -144,10 +141,7 @@ async def execute(targets: Sequence[Target], source: ByteSource, opts: Options, 
             data = await _fetch_batch(batch, source, outs)
             if data is not None:  # else copied file to file, nothing to compute
                 report()
-                if sum(u.cost for u in batch) <= INLINE_COST:  # a norm, a bias: cheaper here than a thread hop
-                    _compute_and_write_all(batch, data, outs)
-                else:
-                    await loop.run_in_executor(pool, _compute_and_write_all, batch, data, outs)
+                await loop.run_in_executor(pool, _compute_and_write_all, batch, data, outs)
             progress.units_done += len(batch)
             report()
         finally:
