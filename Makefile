@@ -30,12 +30,16 @@ test-slow: fixtures
 	$(PIP) install -q 'llama-cpp-python==0.3.36'
 	$(PYTHON) -m pytest -q -m slow
 
-# Convert a 1.5 GB model through a throttled fixture Hub, with the reference side by side (bench/README.md).
+# Convert a 1.5 GB model through a throttled fixture Hub, with the reference side by side; then K-quants,
+# many small tensors, several outtypes in one pass, FP8 at DeepSeek-V3's widths (bench/README.md).
 # make bench BENCH_ARGS='--quick --skip-reference' for a smoke run.
 bench: install
 	$(PYTHON) -m bench.run $(BENCH_ARGS)
 	$(PYTHON) -m bench.kquant $(BENCH_KQUANT_ARGS)
 	$(PYTHON) -m bench.encoders
+	$(PYTHON) -m bench.many $(BENCH_MANY_ARGS)
+	$(PYTHON) -m bench.multi $(BENCH_MULTI_ARGS)
+	$(PYTHON) -m bench.fp8wide $(BENCH_FP8_ARGS)
 
 clean:
 	rm -rf fixtures/repos demo-out bench/.cache $(STAMP) .pytest_cache

@@ -54,6 +54,8 @@ def cache_snapshot(root: Path) -> tuple[str, str] | None:
 
 
 _SHA = re.compile(r"[0-9a-f]{40}")
+#: reads up to this size are done on the event loop (``LocalSource.read``); bigger ones in a thread
+INLINE_READ_BYTES = 256 << 10
 
 
 def readable_roots(root: Path) -> tuple[Path, ...]:
@@ -116,7 +118,10 @@ class LocalSource(ByteSource):
 
     async def read(self, path: str, start: int, length: int) -> bytes:
         fd = self._fd(path)
-        data = await asyncio.to_thread(os.pread, fd, length, start)
+        # A small read is done here: handing it to a thread costs more than the read (a future, a
+        # thread hop, two wake-ups of the loop), and a model of thousands of small tensors is made of them.
+        data = os.pread(fd, length, start) if length <= INLINE_READ_BYTES else \
+            await asyncio.to_thread(os.pread, fd, length, start)
         if len(data) != length:
             raise errors.InvalidHeaderError(f"{path}: file ends before byte {start + length}")
         self.stats.bytes_fetched += len(data)

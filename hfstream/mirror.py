@@ -13,9 +13,12 @@
 
 Idempotence: a state file remembers, per (repo, commit sha, outtype, options, hfstream version),
 what was done; an unchanged entry costs one API call (resolving the revision) and no weights.
+The outtypes of one model that must be (re)made, into the same target, are converted in one pass
+(``--outtype q8_0,f16``): every source byte is fetched once for all of them, and each output is still
+recorded, skipped and resumed on its own.
 With ``target_repo`` each output is uploaded as soon as the conversion hands it over (and, with no
-``target_dir``, deleted from the disk right after), then one commit per entry, guarded by the head it
-was built on, adds the files and an updated model card (``publish.py``). The repo is created (or
+``target_dir``, deleted from the disk right after), then one commit per pass (the outtypes converted
+together), guarded by the head it was built on, adds the files and an updated model card (``publish.py``). The repo is created (or
 write access checked) before converting, so a missing write token costs no conversion.
 A lock file stops two runs from working on the same state. Each run writes a JSON report and
 exits 0 (all converted or skipped), 75 (some failed, all retryable: run again later) or 76
@@ -81,6 +84,13 @@ class Entry:
                            __version__], sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
+    def same_pass(self, sha: str) -> tuple:
+        """Entries (outtypes) with the same value here are converted in one pass: the same model at the
+        same commit, the same options, and the same places (a template with ``{outtype}`` gives each
+        outtype a place of its own, and so a pass of its own)."""
+        _, _, target_dir, target_repo = self.place
+        return (self.repo, sha, self.options, target_dir, target_repo)
+
 
 @dataclass
 class Outcome:
@@ -96,7 +106,10 @@ class Outcome:
     published: str = ""
     seconds: float = 0.0
     bytes_written: int = 0
+    #: bytes fetched by the conversion; a pass that made several outtypes counts them on its first
+    #: outcome only (sums over outcomes stay right), and names them all in ``fetched_with``
     bytes_fetched: int = 0
+    fetched_with: list[str] = field(default_factory=list)
 
 
 def load_manifest(path: Path) -> list[Entry]:
@@ -277,32 +290,44 @@ def locked(state_path: Path) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class Job:
-    """One entry to convert at one commit: what a mirror engine (``fanout``) runs."""
+    """Entries to convert at one commit in one pass (outtypes of one model with the same
+    ``Entry.same_pass``): what a mirror engine (``fanout``) runs."""
 
-    entry: Entry
+    entries: tuple[Entry, ...]
     sha: str
 
     @property
     def connections(self) -> int:
-        return int(dict(self.entry.options).get("connections", options.default_of("connections")))
+        return int(dict(self.entries[0].options).get("connections", options.default_of("connections")))
 
     def with_connections(self, n: int) -> Job:
-        opts = {**dict(self.entry.options), "connections": n}
-        return replace(self, entry=replace(self.entry, options=tuple(sorted(opts.items()))))
+        opts = tuple(sorted({**dict(self.entries[0].options), "connections": n}.items()))
+        return replace(self, entries=tuple(replace(e, options=opts) for e in self.entries))
 
 
-def run_job(job: Job) -> Outcome:
-    """An engine's work: ``run_entry`` for the job's entry and commit."""
-    return run_entry(job.entry, job.sha)
+def run_job(job: Job) -> list[Outcome]:
+    """An engine's work: ``run_entries`` for the job's entries and commit."""
+    return run_entries(job.entries, job.sha)
 
 
 def run_entry(entry: Entry, sha: str, convert: Callable[..., Any] | None = None) -> Outcome:
     """Convert (and publish) one entry at one commit. Never raises for an expected failure."""
+    return run_entries((entry,), sha, convert)[0]
+
+
+def run_entries(entries: tuple[Entry, ...] | list[Entry], sha: str,
+                convert: Callable[..., Any] | None = None) -> list[Outcome]:
+    """Convert (and publish) entries that differ only in their outtype, at one commit, in one pass:
+    one conversion with all their outtypes, so every source byte is fetched once. One Outcome per
+    entry, in order. Never raises for an expected failure (then every entry failed alike)."""
     import hfstream
 
     convert = convert or hfstream.convert
     started = time.monotonic()
-    outcome = Outcome(repo=entry.repo, revision=entry.revision, outtype=entry.outtype, status="converted", commit=sha)
+    entry = entries[0]
+    assert all(e.same_pass(sha) == entry.same_pass(sha) for e in entries), "one pass is one model into one place"
+    outcomes = [Outcome(repo=e.repo, revision=e.revision, outtype=e.outtype, status="converted", commit=sha)
+                for e in entries]
     try:
         options = dict(entry.options)
         publisher = None
@@ -316,9 +341,10 @@ def run_entry(entry: Entry, sha: str, convert: Callable[..., Any] | None = None)
             out_dir = Path(entry.fill(entry.target_dir))
             out_dir.mkdir(parents=True, exist_ok=True)
         else:
-            # named after the entry's key, so an interrupted conversion resumes from its journal on this
-            # machine; in the user's own cache, so nobody else can have put a journal there
-            out_dir = work_dir(entry.key(sha))
+            # named after the entry's key (any outtype: the pass's files are named by type), so an
+            # interrupted conversion resumes from its journal on this machine; in the user's own
+            # cache, so nobody else can have put a journal there
+            out_dir = work_dir(entry.key(sha) if len(entries) == 1 else replace(entry, outtype="*").key(sha))
         uploaded: list[Path] = []
 
         def shard_written(path: Path) -> None:
@@ -330,28 +356,57 @@ def run_entry(entry: Entry, sha: str, convert: Callable[..., Any] | None = None)
 
         if publisher is not None:
             options["on_shard_written"] = shard_written
-        result = convert(entry.repo, outtype=entry.outtype, revision=sha, outfile=out_dir, force=True, **options)
-        paths = [Path(p) for p in getattr(result, "paths", None) or [result.path]]
-        outcome.outputs = [str(p) for p in paths]
-        outcome.bytes_written = int(getattr(result, "output_size", 0) or 0)
-        outcome.bytes_fetched = int(getattr(result, "bytes_fetched", 0) or 0)
+        outtypes = [e.outtype for e in entries]
+        result = convert(entry.repo, outtype=outtypes[0] if len(outtypes) == 1 else ",".join(outtypes), revision=sha,
+                         outfile=out_dir, force=True, **options)
+        made = _outputs_by_entry(result, len(entries))
+        for outcome, (paths, size, outtype) in zip(outcomes, made):
+            outcome.outputs = [str(p) for p in paths]
+            outcome.bytes_written = size
+        outcomes[0].bytes_fetched = int(getattr(result, "bytes_fetched", 0) or 0)
+        if len(entries) > 1:
+            for outcome in outcomes:
+                outcome.fetched_with = outtypes
         if publisher is not None:
-            for p in paths:
-                if p not in uploaded:  # a convert that does not report shards (tests' doubles)
-                    publisher.upload(p, delete_after=entry.target_dir is None)
-            outcome.published = publisher.finish(source_repo=entry.repo, source_commit=sha,
-                                                 outtype=getattr(result, "outtype", None) or entry.outtype)
+            for paths, _, _ in made:
+                for p in paths:
+                    if p not in uploaded:  # a convert that does not report shards (tests' doubles)
+                        publisher.upload(p, delete_after=entry.target_dir is None)
+            published = publisher.finish(source_repo=entry.repo, source_commit=sha,
+                                         outtype={p.name: outtype for paths, _, outtype in made for p in paths})
+            for outcome in outcomes:
+                outcome.published = published
+                if entry.target_dir is None:
+                    outcome.outputs = []
             if entry.target_dir is None:
-                outcome.outputs = []
                 with contextlib.suppress(OSError):
                     out_dir.rmdir()
     except errors.HfstreamError as e:
-        outcome.status, outcome.reason, outcome.retryable, outcome.exit_code = "failed", manifest_words(e.message), \
-            e.retryable, e.exit_code
+        for outcome in outcomes:
+            outcome.status, outcome.reason, outcome.retryable, outcome.exit_code = \
+                "failed", manifest_words(e.message), e.retryable, e.exit_code
     except Exception as e:  # a bug must not stop the other entries
-        outcome.status, outcome.reason, outcome.exit_code = "failed", f"internal error: {type(e).__name__}: {e}", 1
-    outcome.seconds = round(time.monotonic() - started, 3)
-    return outcome
+        for outcome in outcomes:
+            outcome.status, outcome.reason, outcome.exit_code = "failed", f"internal error: {type(e).__name__}: {e}", 1
+    for outcome in outcomes:
+        outcome.seconds = round(time.monotonic() - started, 3)
+    return outcomes
+
+
+def _outputs_by_entry(result: Any, n: int) -> list[tuple[list[Path], int, str]]:
+    """(paths, size, outtype) of each of ``n`` outtypes a conversion was given, in that order.
+
+    A run's ``outputs`` go by kind, then outtype (the text model's of every outtype, then the
+    projector's when it writes one too), so output k is the outtype k mod n's."""
+    outputs = getattr(result, "outputs", None) or [result]  # a convert that reports one output (tests' doubles)
+    if len(outputs) % n:
+        raise AssertionError(f"{len(outputs)} outputs for {n} outtypes")
+    made: list[tuple[list[Path], int, str]] = [([], 0, "") for _ in range(n)]
+    for k, out in enumerate(outputs):
+        paths, size, outtype = made[k % n]
+        made[k % n] = (paths + [Path(p) for p in getattr(out, "paths", None) or [out.path]],
+                       size + int(getattr(out, "output_size", 0) or 0), outtype or str(getattr(out, "outtype", "")))
+    return made
 
 
 def work_dir(name: str) -> Path:
@@ -473,10 +528,16 @@ def mirror(manifest: Path, *, state_path: Path | None = None, report_path: Path 
             todo.append((i, entry, sha, key))
 
         owner.update((p, i) for i, key in keys.items() for p in state.done.get(key, {}).get("outputs", []))
-        # each outcome is recorded (and the state saved) as soon as its job is done, in any order
-        for n, outcome in engine.run(run_job, [Job(entry, sha) for _, entry, sha, _ in todo]):
-            i, _, _, key = todo[n]
-            record(i, key, outcome)
+        # the outtypes of one model into one place go in one pass (fetched once), in manifest order
+        passes: dict[tuple, list[tuple[int, Entry, str, str]]] = {}
+        for item in todo:
+            passes.setdefault(item[1].same_pass(item[2]), []).append(item)
+        groups = list(passes.values())
+        jobs = [Job(tuple(entry for _, entry, _, _ in group), group[0][2]) for group in groups]
+        # each outcome is recorded (and the state saved) as soon as its pass is done, in any order
+        for n, pass_outcomes in engine.run(run_job, jobs):
+            for (i, _, _, key), outcome in zip(groups[n], pass_outcomes):
+                record(i, key, outcome)
 
     final = [o for o in outcomes if o is not None]
     if report_path is not None:

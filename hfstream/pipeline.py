@@ -91,7 +91,8 @@ async def _convert(repo_id: str, opts: Options, resolved: Resolved | None = None
             if not opts.dry_run:
                 for final in finals:  # before the destination is checked: one run per output at a time
                     held.enter_context(OutputLock(final))
-            report.progress.bytes_to_fetch = source.stats.bytes_fetched + _still_to_fetch(plans, heads)
+            if not opts.dry_run:  # a dry run fetches nothing; on DeepSeek-V3 this sum is a second of CPU
+                report.progress.bytes_to_fetch = source.stats.bytes_fetched + _still_to_fetch(plans, heads)
             report.phase("vocabulary")
             if len(plans) == 1 and _starts_early(opts, source, finals[0]):
                 early = Early(plans[0].tensors, cached, workers)

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -123,9 +123,16 @@ class Publisher:
         self._ops.clear()  # committed: huggingface_hub refuses to commit an operation twice
         return info.oid
 
-    def finish(self, *, source_repo: str, source_commit: str, outtype: str, attempts: int = 3) -> str:
-        """Commit the uploads with an updated model card, starting over from the new head on a conflict."""
-        ours = {name: {"outtype": outtype, "source_commit": source_commit} for name in self._ops}
+    def finish(self, *, source_repo: str, source_commit: str, outtype: str | Mapping[str, str], attempts: int = 3) -> str:
+        """Commit the uploads with an updated model card, starting over from the new head on a conflict.
+
+        ``outtype``: the type of every upload, or, for the outputs of one pass of several types, a
+        map from each uploaded file's path in the repo to its type."""
+        def type_of(name: str) -> str:
+            return outtype if isinstance(outtype, str) else outtype.get(name) or _outtype_from_name(name)
+
+        ours = {name: {"outtype": type_of(name), "source_commit": source_commit} for name in self._ops}
+        types = {info["outtype"] for info in ours.values()} or ({outtype} if isinstance(outtype, str) else set())
         for attempt in range(1, max(1, attempts) + 1):
             head = self.refresh()
             files = self._call(self.api.list_repo_files, self.repo_id, revision=head)
@@ -134,11 +141,11 @@ class Publisher:
             # what is there now: recorded files that still exist, and GGUFs someone else put there
             current = {f: record.get(f) or {"outtype": _outtype_from_name(f), "source_commit": ""} for f in ggufs}
             stale = tuple(sorted(f for f, info in current.items()
-                                 if f in record and info["outtype"] == outtype and f not in ours))
+                                 if f in record and info["outtype"] in types and f not in ours))
             merged = {**{f: i for f, i in current.items() if f not in stale}, **ours}
             card = model_card(source_repo, merged)
             try:
-                return self.commit(f"hfstream: {source_repo}@{source_commit[:12]} as {outtype}", card,
+                return self.commit(f"hfstream: {source_repo}@{source_commit[:12]} as {', '.join(sorted(types))}", card,
                                    delete=stale)
             except errors.PublishConflictError:
                 if attempt == attempts:

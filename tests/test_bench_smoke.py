@@ -75,3 +75,34 @@ def test_bench_encoders_compares_each_compiled_encoder_with_ggml(tmp_path):
     assert [" ".join(r[:-8]) for r in rows] == ["Q8_0", "Q4_K", "Q4_K imatrix", "Q5_K", "Q5_K imatrix", "Q6_K",
                                                  "Q6_K imatrix"]
     assert all(r[-5:-3] == ["yes", "0"] for r in rows)  # identical, no block handed back to ggml
+
+
+def test_bench_many_converts_many_layer_llamas_and_prints_the_ratios(tmp_path):
+    """`python -m bench.many` on two small layer counts (hfstream only, no DeepSeek-V3 plan): both
+    convert and the scaling line compares their times with their tensor counts (no timing asserted)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HF_ENDPOINT")}
+    env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.run([sys.executable, "-m", "bench.many", "--layers", "2", "16", "--skip-reference",
+                           "--skip-at-scale", "--work-dir", str(tmp_path)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "    2 layers     21 tensors  hfstream" in proc.stdout and "   16 layers    147 tensors  hfstream" in proc.stdout
+    assert "hfstream 16 / 2 layers: wall" in proc.stdout and "for 7.00x the tensors" in proc.stdout
+    assert list(tmp_path.iterdir()) == []  # models and outputs deleted
+
+
+def test_the_many_layer_llama_is_a_llama_both_converters_read(tmp_path):
+    """The generated model: a config, a tokenizer and one f16 file whose tensors are in name order."""
+    from bench.many import build_many_layer_llama
+
+    n = build_many_layer_llama(tmp_path / "m", 3)
+    assert n == 3 * 9 + 3
+    blob = (tmp_path / "m" / "model.safetensors").read_bytes()
+    size = int.from_bytes(blob[:8], "little")
+    entries = json.loads(blob[8:8 + size])
+    entries.pop("__metadata__")
+    assert len(entries) == n and {e["dtype"] for e in entries.values()} == {"F16"}
+    by_offset = sorted(entries, key=lambda k: entries[k]["data_offsets"][0])
+    assert by_offset == sorted(entries)
+    assert 8 + size + max(e["data_offsets"][1] for e in entries.values()) == len(blob)
+    assert {"config.json", "tokenizer.model"} <= {p.name for p in (tmp_path / "m").iterdir()}

@@ -52,6 +52,20 @@ def _digests(d: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.rglob("*.gguf"))}
 
 
+def _fake_result(repo: str, outtype: str, outfile, body: bytes = b"GGUF", **fields):
+    """What a convert double returns: one file per outtype of a (comma-separated) list, each a result
+    of its own in ``outputs`` as ``hfstream.convert`` gives them; the first's fields on the result."""
+    from types import SimpleNamespace
+
+    outputs = []
+    for t in outtype.split(","):
+        path = Path(outfile) / f"{repo.split('/')[1]}-{t}.gguf"
+        path.write_bytes(body)
+        outputs.append(SimpleNamespace(path=path, paths=[path], outtype=t, output_size=len(body)))
+    return SimpleNamespace(path=outputs[0].path, paths=outputs[0].paths, outtype=outputs[0].outtype,
+                           output_size=len(body), outputs=outputs, **fields)
+
+
 MANIFEST = """
 [defaults]
 target_dir = "{out}/{{name}}"
@@ -93,6 +107,104 @@ def test_second_run_skips_and_a_new_upstream_commit_reruns_only_its_entries(mini
     second = _digests(out)
     changed = {n for n in first if first[n] != second[n]}
     assert changed == {n for n in first if n.startswith("Two-Commits")}
+
+
+THREE_TYPES = """
+[[model]]
+repo = "hfs-test/tiny-llama-spm"
+target_dir = "{out}"
+outtypes = ["q8_0", "f16", "bf16"]
+"""
+
+
+def _fetched_once(hub) -> list[tuple[str, int, int]]:
+    """The data ranges of the Hub's log, asserted to never ask a source byte twice."""
+    from .test_multi_output import _data_ranges
+
+    ranges = _data_ranges(hub)
+    seen: dict[str, list[tuple[int, int]]] = {}
+    for path, a, b in ranges:
+        assert all(b < c or a > d for c, d in seen.get(path, [])), f"bytes {a}-{b} of {path} fetched twice"
+        seen.setdefault(path, []).append((a, b))
+    return ranges
+
+
+def test_an_entry_with_several_outtypes_fetches_each_source_byte_once(mini_hub, tmp_path):
+    """One pass for the entry's three outtypes: every source byte asked once (no more bytes than one
+    outtype alone asks), each output the very bytes of its own single-type run, each recorded alone."""
+    import hfstream
+
+    hub, _ = mini_hub
+    alone = {}
+    for outtype in ("q8_0", "f16", "bf16"):
+        hub.clear_log()
+        (tmp_path / outtype).mkdir()
+        result = hfstream.convert("hfs-test/tiny-llama-spm", outtype=outtype, outfile=tmp_path / outtype)
+        alone[outtype] = hashlib.sha256(result.path.read_bytes()).hexdigest()
+    single = sum(b - a + 1 for _, a, b in _fetched_once(hub))
+
+    hub.clear_log()
+    manifest = _manifest(tmp_path, THREE_TYPES.format(out=tmp_path / "out"))
+    code, outcomes = mirror(manifest)
+    assert code == EXIT_OK and [o.status for o in outcomes] == ["converted"] * 3
+    assert 0 < sum(b - a + 1 for _, a, b in _fetched_once(hub)) <= single
+    assert [o.fetched_with for o in outcomes] == [["q8_0", "f16", "bf16"]] * 3
+    assert outcomes[0].bytes_fetched > 0 and outcomes[1].bytes_fetched == outcomes[2].bytes_fetched == 0
+    for o in outcomes:
+        (path,) = o.outputs
+        assert hashlib.sha256(Path(path).read_bytes()).hexdigest() == alone[o.outtype], o.outtype
+    state = json.loads(manifest.with_name(manifest.name + ".state.json").read_text())["done"]
+    assert sorted((e["outtype"], e["outputs"]) for e in state.values()) == sorted(
+        (o.outtype, o.outputs) for o in outcomes)
+
+    # one output gone: only its outtype is made again, the others are skipped
+    Path(outcomes[1].outputs[0]).unlink()
+    hub.clear_log()
+    code, again = mirror(manifest)
+    assert code == EXIT_OK and [o.status for o in again] == ["skipped", "converted", "skipped"]
+    assert again[1].fetched_with == [] and hashlib.sha256(Path(again[1].outputs[0]).read_bytes()).hexdigest() == alone["f16"]
+
+
+def test_an_interrupted_pass_of_several_outtypes_resumes_each_file(mini_hub, tmp_path, monkeypatch):
+    """Ctrl-C in the middle of the pass: nothing is recorded, each file keeps its .part; the rerun
+    writes only the units each file lacks and gives the same bytes as an uninterrupted pass."""
+    from hfstream import execute
+
+    real_write = execute._write
+    written: list[int] = []
+    stop_after = [None]
+
+    def counted_write(u, encoded, outs):
+        if len(written) == stop_after[0]:
+            raise KeyboardInterrupt
+        written.append(u.file)
+        real_write(u, encoded, outs)
+
+    monkeypatch.setattr(execute, "_write", counted_write)
+    body = THREE_TYPES.replace("outtypes", 'max_memory = "256K"\nouttypes')  # many small units
+    for name in ("whole", "again"):
+        (tmp_path / name).mkdir()
+    whole = tmp_path / "whole" / "out"
+    assert mirror(_manifest(tmp_path / "whole", body.format(out=whole)))[0] == EXIT_OK
+    units = len(written)
+    assert units > 12
+
+    written.clear()
+    stop_after[0] = 9
+    out = tmp_path / "again" / "out"
+    manifest = _manifest(tmp_path / "again", body.format(out=out))
+    with pytest.raises(KeyboardInterrupt):
+        mirror(manifest)
+    assert len(set(written)) == 3, "every output had units written before the interrupt"
+    assert len(list(out.glob("*.part"))) == 3 and not list(out.glob("*.gguf"))
+    assert not manifest.with_name(manifest.name + ".state.json").exists()  # nothing recorded
+
+    written.clear()
+    stop_after[0] = None
+    code, outcomes = mirror(manifest)
+    assert code == EXIT_OK and [o.status for o in outcomes] == ["converted"] * 3
+    assert len(written) == units - 9  # each file resumed on its own: no unit written twice
+    assert _digests(out) == _digests(whole) and not list(out.glob("*.part"))
 
 
 def test_a_failed_entry_does_not_stop_the_others(mini_hub, tmp_path):
@@ -162,17 +274,13 @@ def test_dask_fanout_gives_the_same_outputs_as_the_serial_run(mini_hub, tmp_path
 def test_an_engine_is_a_plug_in_with_one_method(mini_hub, tmp_path, monkeypatch):
     """Any object with ``run(work, jobs)`` yielding (index, outcome) runs a mirror; outcomes land in
     manifest order and in the state file whatever order the engine finishes them in."""
-    from types import SimpleNamespace
-
     import hfstream
 
     made = []
 
     def convert(repo, outtype, revision, outfile, force, **options):
-        path = Path(outfile) / f"{repo.split('/')[1]}-{outtype}.gguf"
-        path.write_bytes(b"GGUF")
         made.append((repo, outtype, options.get("connections")))
-        return SimpleNamespace(path=path, paths=[path], outtype=outtype)
+        return _fake_result(repo, outtype, outfile)
 
     monkeypatch.setattr(hfstream, "convert", convert)
 
@@ -189,8 +297,8 @@ def test_an_engine_is_a_plug_in_with_one_method(mini_hub, tmp_path, monkeypatch)
         ("hfs-test/tiny-llama-spm", "q8_0", "converted")]
     assert [Path(o.outputs[0]).name for o in outcomes] == [
         "two-commits-q8_0.gguf", "two-commits-f16.gguf", "tiny-llama-spm-q8_0.gguf"]
-    assert [m[0:2] for m in made] == [("hfs-test/tiny-llama-spm", "q8_0"), ("hfs-test/two-commits", "f16"),
-                                      ("hfs-test/two-commits", "q8_0")]
+    # one job per model: its two outtypes in one pass
+    assert [m[0:2] for m in made] == [("hfs-test/tiny-llama-spm", "q8_0"), ("hfs-test/two-commits", "q8_0,f16")]
     assert {m[2] for m in made} == {3}  # what the engine gave each job
     state = json.loads(manifest.with_name(manifest.name + ".state.json").read_text())
     assert len(state["done"]) == 3
@@ -205,7 +313,8 @@ def test_an_unknown_engine_is_refused_before_any_work(tmp_path):
 
 
 def test_an_interrupted_run_resumes_where_it_stopped(mini_hub, tmp_path, monkeypatch):
-    """Ctrl-C during the second entry: the first is in the state file; the rerun skips it and finishes."""
+    """Ctrl-C during the second model: the first's two outtypes (one pass) are in the state file; the
+    rerun skips them and finishes."""
     import hfstream
 
     hub, _ = mini_hub
@@ -224,10 +333,10 @@ def test_an_interrupted_run_resumes_where_it_stopped(mini_hub, tmp_path, monkeyp
         mirror(manifest)
     monkeypatch.setattr(hfstream, "convert", real)
     state = json.loads(manifest.with_name(manifest.name + ".state.json").read_text())
-    assert len(state["done"]) == 1
+    assert sorted(e["outtype"] for e in state["done"].values()) == ["f16", "q8_0"]
     code, outcomes = mirror(manifest)
     assert code == EXIT_OK
-    assert [o.status for o in outcomes] == ["skipped", "converted", "converted"]
+    assert [o.status for o in outcomes] == ["skipped", "skipped", "converted"]
 
 
 # --------------------------------------------------------------------------- what the user sees
@@ -235,8 +344,6 @@ def test_an_interrupted_run_resumes_where_it_stopped(mini_hub, tmp_path, monkeyp
 
 def test_each_entry_is_printed_as_it_finishes_then_a_summary(mini_hub, tmp_path, monkeypatch, capsys):
     """A line per entry as soon as it is done (before the next conversion starts), then one summary line."""
-    from types import SimpleNamespace
-
     import hfstream
     from hfstream import cli
 
@@ -244,19 +351,18 @@ def test_each_entry_is_printed_as_it_finishes_then_a_summary(mini_hub, tmp_path,
 
     def convert(repo, outtype, revision, outfile, force, **options):
         seen_before.append(capsys.readouterr().out)  # what the user saw when this conversion started
-        path = Path(outfile) / f"{repo.split('/')[1]}-{outtype}.gguf"
-        path.write_bytes(b"GGUF" + bytes(1000))
-        return SimpleNamespace(path=path, paths=[path], outtype=outtype, output_size=1004, bytes_fetched=2000)
+        return _fake_result(repo, outtype, outfile, b"GGUF" + bytes(1000), bytes_fetched=2000)
 
     monkeypatch.setattr(hfstream, "convert", convert)
     manifest = _manifest(tmp_path, MANIFEST.format(out=tmp_path / "out"))
     assert cli.main(["mirror", str(manifest)]) == 0
     rest = capsys.readouterr().out
     assert seen_before[0] == ""
-    assert seen_before[1].startswith("converted hfs-test/two-commits@main q8_0: two-commits-q8_0.gguf")
-    assert seen_before[2].startswith("converted hfs-test/two-commits@main f16: two-commits-f16.gguf")
+    # the first model's two outtypes came from one pass (its bytes fetched once, counted once)
+    assert seen_before[1].splitlines() == ["converted hfs-test/two-commits@main q8_0: two-commits-q8_0.gguf",
+                                           "converted hfs-test/two-commits@main f16: two-commits-f16.gguf"]
     assert rest.splitlines() == ["converted hfs-test/tiny-llama-spm@main q8_0: tiny-llama-spm-q8_0.gguf",
-                                 "3 converted, 0 skipped, 0 failed; 3.0 kB written, 6.0 kB fetched"]
+                                 "3 converted, 0 skipped, 0 failed; 3.0 kB written, 4.0 kB fetched"]
     # the second run: skipped entries are printed too, and counted
     assert cli.main(["mirror", str(manifest)]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "0 converted, 3 skipped, 0 failed; 0 B written, 0 B fetched"
@@ -299,8 +405,6 @@ def test_a_lock_removed_under_a_waiting_run_is_not_shared(tmp_path):
 
 
 def test_help_names_the_state_file_a_run_really_uses(mini_hub, tmp_path, capsys, monkeypatch):
-    from types import SimpleNamespace
-
     import hfstream
     from hfstream import cli
 
@@ -310,9 +414,7 @@ def test_help_names_the_state_file_a_run_really_uses(mini_hub, tmp_path, capsys,
     assert "e.g. mirror.toml.state.json" in help_text and "MANIFEST.state.json" not in help_text
 
     def convert(repo, outtype, revision, outfile, force, **options):
-        path = Path(outfile) / f"{repo.split('/')[1]}-{outtype}.gguf"
-        path.write_bytes(b"GGUF")
-        return SimpleNamespace(path=path, paths=[path], outtype=outtype)
+        return _fake_result(repo, outtype, outfile)
 
     monkeypatch.setattr(hfstream, "convert", convert)
     manifest = _manifest(tmp_path, MANIFEST.format(out=tmp_path / "out"))

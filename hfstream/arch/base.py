@@ -170,6 +170,19 @@ def _first_number(name: str) -> int | None:
     return None
 
 
+def _with_bid_field(name: str, bid: int) -> str:
+    """``name`` with its first dotted part that is ``bid`` written ``{bid}`` (``blk.7.attn_q.weight`` ->
+    ``blk.{bid}.attn_q.weight``). String operations, not a pattern made per block: a pattern per block
+    number overflows ``re``'s cache on a model with thousands of layers, and compiling is most of the time."""
+    parts = name.split(".")
+    digits = str(bid)
+    for i, part in enumerate(parts):
+        if part == digits:
+            parts[i] = "{bid}"
+            return ".".join(parts)
+    return name
+
+
 def _usual_source(kind: gguf.MODEL_TENSOR, prefixes: set[str], bid: int | None) -> str:
     """A Hugging Face name gguf knows for ``kind`` that starts as the repo's names do (``model.`` ...)."""
     keys = [*gguf.TensorNameMap.mappings_cfg.get(kind, ()), *gguf.TensorNameMap.block_mappings_cfg.get(kind, ())]
@@ -612,7 +625,7 @@ class TextFamily:
             bid = self.output_block(out)
             if bid is None or bid >= self.block_count:
                 continue
-            generic = re.sub(rf"(^|\.){bid}(\.|$)", r"\g<1>{bid}\g<2>", out, count=1)
+            generic = _with_bid_field(out, bid)
             blocks.setdefault(bid, set()).add(generic)
             example.setdefault((self.layer_kind(bid), generic), (bid, out))
         optional = {kinds[t] + suffix for t in self.optional_tensors if t in kinds for suffix in (".weight", ".bias")}
