@@ -98,6 +98,9 @@ def test_every_fixture_repo_passes_the_hparam_and_shape_checks(fixture_root):
         if raw.get("architectures") == ["FooBarForCausalLM"]:
             continue
         family = family_for(normalize((snap / "config.json").read_bytes(), name_or_path=snap.parts[-3]))
+        # as the plan does: the repo's small files first (DeepSeek-V4 reads config.json's raw keys there)
+        family.use_files({str(f.relative_to(snap)): f.read_bytes() for f in snap.rglob("*")
+                          if f.is_file() and f.suffix != ".safetensors"})
         sources = []
         for f in sorted(snap.glob("*.safetensors")):
             blob = f.read_bytes()
