@@ -96,8 +96,8 @@ def test_reshape_squeezes_a_conv_weight_row_for_row_and_makes_columns_whole():
     assert np.array_equal(whole(f, squeezed), conv[:, 0, :])
     a = np.array([1.0, 2.0, 3.0], dtype=np.float32)
     column = Reshape(Load(f.add("A", a)), (3, 1))  # Mamba-2's A and D as [n, 1]
-    assert column.row_align() is None
+    assert column.row_align() == 3  # a block holds the whole input row: all 3 output rows
     assert whole(f, column).tolist() == [[1.0], [2.0], [3.0]]
-    assert column.eval_rows(f.data(column, 1, 3), 1, 3).tolist() == [[2.0], [3.0]]
+    assert column.eval_rows(f.data(column, 0, 3), 0, 3).tolist() == [[1.0], [2.0], [3.0]]
     with pytest.raises(ValueError):
         Reshape(Load(f.add("n", a)), (2, 2))
