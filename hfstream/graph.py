@@ -1077,7 +1077,36 @@ class GatherRows(Node):
 
 
 @dataclass(frozen=True, eq=False)
-class PermuteCols(Node):
+class _Elementwise(Node):
+    """A node whose rows are its input's rows, each transformed on its own (``x`` is a dataclass field)."""
+
+    x: Node
+
+    @property
+    def shape(self):  # type: ignore[override]
+        return self.x.shape
+
+    @property
+    def dtype(self):  # type: ignore[override]
+        return self.x.dtype
+
+    def leaves(self):
+        return self.x.leaves()
+
+    def row_align(self):
+        return self.x.row_align()
+
+    def spans(self, r0, r1):
+        return self.x.spans(r0, r1) if self.row_align() is not None else self.x.spans(0, self.x.rows)
+
+    def _input(self, data: SpanData, r0: int, r1: int) -> np.ndarray:
+        if self.row_align() is not None:
+            return self.x.eval_rows(data, r0, r1)
+        return self.x.evaluate(data).reshape(self.rows, self.cols)[r0:r1]
+
+
+@dataclass(frozen=True, eq=False)
+class PermuteCols(_Elementwise):
     """Every row with its values reordered: ``out[..., j] = x[..., perm[j]]`` (heads reordered along
     the input dimension of a projection, or along a 1-D per-head parameter). Rows stay rows."""
 
@@ -1088,60 +1117,18 @@ class PermuteCols(Node):
         if sorted(self.perm) != list(range(self.x.cols)):
             raise ValueError(f"not a permutation of the {self.x.cols} columns of {self.x.shape}")
 
-    @property
-    def shape(self):  # type: ignore[override]
-        return self.x.shape
-
-    @property
-    def dtype(self):  # type: ignore[override]
-        return self.x.dtype
-
-    def leaves(self):
-        return self.x.leaves()
-
-    def row_align(self):
-        return self.x.row_align()
-
-    def spans(self, r0, r1):
-        return self.x.spans(r0, r1) if self.row_align() is not None else self.x.spans(0, self.x.rows)
-
     def eval_rows(self, data, r0, r1):
-        if self.row_align() is None:
-            rows = self.x.evaluate(data).reshape(self.rows, self.cols)[r0:r1]
-        else:
-            rows = self.x.eval_rows(data, r0, r1)
-        return rows[:, np.asarray(self.perm)]
+        return self._input(data, r0, r1)[:, np.asarray(self.perm)]
 
 
 @dataclass(frozen=True, eq=False)
-class NegExp(Node):
+class NegExp(_Elementwise):
     """``-exp(x)`` in the dtype of x (a gated delta net's decay ``A = -exp(A_log)``), as ``reference_exp``."""
 
     x: Node
 
-    @property
-    def shape(self):  # type: ignore[override]
-        return self.x.shape
-
-    @property
-    def dtype(self):  # type: ignore[override]
-        return self.x.dtype
-
-    def leaves(self):
-        return self.x.leaves()
-
-    def row_align(self):
-        return self.x.row_align()
-
-    def spans(self, r0, r1):
-        return self.x.spans(r0, r1) if self.row_align() is not None else self.x.spans(0, self.x.rows)
-
     def eval_rows(self, data, r0, r1):
-        if self.row_align() is None:
-            w = self.x.evaluate(data).reshape(self.rows, self.cols)[r0:r1]
-        else:
-            w = self.x.eval_rows(data, r0, r1)
-        return -reference_exp(w)
+        return -reference_exp(self._input(data, r0, r1))
 
 
 def reference_exp(x: np.ndarray) -> np.ndarray:
@@ -1180,34 +1167,6 @@ def _torch_exp_bf16() -> tuple[np.ndarray, np.ndarray]:
 def _same_rows(node: Node, x: Node) -> bool:
     """True when ``node`` has the rows of ``x`` one for one (same row count and length)."""
     return node.rows == x.rows and node.cols == x.cols
-
-
-class _Elementwise(Node):
-    """A node whose rows are its input's rows, transformed value by value (``x`` is a dataclass field)."""
-
-    x: Node
-
-    @property
-    def shape(self):  # type: ignore[override]
-        return self.x.shape
-
-    @property
-    def dtype(self):  # type: ignore[override]
-        return self.x.dtype
-
-    def leaves(self):
-        return self.x.leaves()
-
-    def row_align(self):
-        return self.x.row_align()
-
-    def spans(self, r0, r1):
-        return self.x.spans(r0, r1) if self.row_align() is not None else self.x.spans(0, self.x.rows)
-
-    def _input(self, data: SpanData, r0: int, r1: int) -> np.ndarray:
-        if self.row_align() is not None:
-            return self.x.eval_rows(data, r0, r1)
-        return self.x.evaluate(data).reshape(self.rows, self.cols)[r0:r1]
 
 
 def _mul(w: np.ndarray, c: float) -> np.ndarray:
