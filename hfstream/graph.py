@@ -587,20 +587,14 @@ class StrideRows(Node):
 
 
 @dataclass(frozen=True, eq=False)
-class StrideCols(Node):
-    """Columns ``start::step`` of every row (the gate and up halves of gpt-oss's fused expert biases)."""
+class _Elementwise(Node):
+    """A node whose rows are its input's rows, each transformed on its own (``x`` is a dataclass field)."""
 
     x: Node
-    start: int
-    step: int
-
-    def __post_init__(self):
-        if self.x.shape[-1] % self.step or not 0 <= self.start < self.step:
-            raise ValueError(f"cannot take columns {self.start}::{self.step} of {self.x.shape[-1]}")
 
     @property
     def shape(self):  # type: ignore[override]
-        return (*self.x.shape[:-1], self.x.shape[-1] // self.step)
+        return self.x.shape
 
     @property
     def dtype(self):  # type: ignore[override]
@@ -615,16 +609,35 @@ class StrideCols(Node):
     def spans(self, r0, r1):
         return self.x.spans(r0, r1) if self.row_align() is not None else self.x.spans(0, self.x.rows)
 
+    def _input(self, data: SpanData, r0: int, r1: int) -> np.ndarray:
+        if self.row_align() is not None:
+            return self.x.eval_rows(data, r0, r1)
+        return self.x.evaluate(data).reshape(self.rows, self.cols)[r0:r1]
+
+
+@dataclass(frozen=True, eq=False)
+class StrideCols(_Elementwise):
+    """Columns ``start::step`` of every row (the gate and up halves of gpt-oss's fused expert biases)."""
+
+    x: Node
+    start: int
+    step: int
+
+    def __post_init__(self):
+        if self.x.shape[-1] % self.step or not 0 <= self.start < self.step:
+            raise ValueError(f"cannot take columns {self.start}::{self.step} of {self.x.shape[-1]}")
+
+    @property
+    def shape(self):  # type: ignore[override]
+        return (*self.x.shape[:-1], self.x.shape[-1] // self.step)
+
     def eval_rows(self, data, r0, r1):
-        if self.row_align() is None:
-            w = self.x.eval_rows(data, 0, self.x.rows)[r0:r1]
-        else:
-            w = self.x.eval_rows(data, r0, r1)
+        w = self._input(data, r0, r1)
         return np.ascontiguousarray(w[:, self.start::self.step])
 
 
 @dataclass(frozen=True, eq=False)
-class SliceCols(Node):
+class SliceCols(_Elementwise):
     """Columns [start, stop) of every row: one half of a fused [in, out] projection whose outputs are
     the concatenated halves (Llama 4's experts ``gate_up_proj``, gate columns first). Rows are cut
     where the input is; both halves of a block read the very same rows."""
@@ -641,24 +654,8 @@ class SliceCols(Node):
     def shape(self):  # type: ignore[override]
         return (*self.x.shape[:-1], self.stop - self.start)
 
-    @property
-    def dtype(self):  # type: ignore[override]
-        return self.x.dtype
-
-    def leaves(self):
-        return self.x.leaves()
-
-    def row_align(self):
-        return self.x.row_align()
-
-    def spans(self, r0, r1):
-        return self.x.spans(r0, r1) if self.row_align() is not None else self.x.spans(0, self.x.rows)
-
     def eval_rows(self, data, r0, r1):
-        if self.row_align() is None:
-            w = self.x.eval_rows(data, 0, self.x.rows)[r0:r1]
-        else:
-            w = self.x.eval_rows(data, r0, r1)
+        w = self._input(data, r0, r1)
         return np.ascontiguousarray(w[:, self.start:self.stop])
 
 
@@ -1074,35 +1071,6 @@ class GatherRows(Node):
             first, block = next((first, block) for first, block in blocks if first <= a < first + len(block))
             out.append(block[a - first:b - first])
         return np.concatenate(out) if len(out) > 1 else out[0]
-
-
-@dataclass(frozen=True, eq=False)
-class _Elementwise(Node):
-    """A node whose rows are its input's rows, each transformed on its own (``x`` is a dataclass field)."""
-
-    x: Node
-
-    @property
-    def shape(self):  # type: ignore[override]
-        return self.x.shape
-
-    @property
-    def dtype(self):  # type: ignore[override]
-        return self.x.dtype
-
-    def leaves(self):
-        return self.x.leaves()
-
-    def row_align(self):
-        return self.x.row_align()
-
-    def spans(self, r0, r1):
-        return self.x.spans(r0, r1) if self.row_align() is not None else self.x.spans(0, self.x.rows)
-
-    def _input(self, data: SpanData, r0: int, r1: int) -> np.ndarray:
-        if self.row_align() is not None:
-            return self.x.eval_rows(data, r0, r1)
-        return self.x.evaluate(data).reshape(self.rows, self.cols)[r0:r1]
 
 
 @dataclass(frozen=True, eq=False)
