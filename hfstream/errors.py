@@ -27,6 +27,7 @@ A caller can catch a whole group; the five groups are the first level of the tre
     │   ├── ConfigMismatchError            33
     │   ├── InvalidImatrixError            34
     │   ├── MissingTensorError             35
+    │   ├── InvalidChatTemplateError       36
     │   └── ManifestError                  60
     ├── AccessError                        the Hub does not show us the repo or let us in
     │   ├── RepoNotFoundError              10
@@ -191,6 +192,12 @@ class MissingTensorError(InputError):
     no tensors at all included): llama.cpp would refuse the file."""
 
     exit_code = 35
+
+
+class InvalidChatTemplateError(InputError):
+    """The ``--chat-template`` file cannot be read or is not UTF-8 text."""
+
+    exit_code = 36
 
 
 class ManifestError(InputError):

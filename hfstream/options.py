@@ -152,6 +152,10 @@ class Options:
     token_embedding_type: str | None = _option(None, "type of token_embd.weight (llama-quantize types)",
                                                flags=("--token-embedding-type",), metavar="TYPE", parse=_lower,
                                                manifest=(str,))
+    chat_template: str | os.PathLike | None = _option(
+        None, "write this Jinja file as the chat template (tokenizer.chat_template), in place of the repo's own, "
+              "e.g. for a repo that ships none (DeepSeek-V4)", flags=("--chat-template",), metavar="FILE",
+        manifest=(str,))
     mmproj: bool = _option(False, "write the vision projector (mmproj-*.gguf, llama.cpp's clip model) of a "
                                   "vision-language repo instead of its text model, as the reference's --mmproj",
                            flags=("--mmproj",))

@@ -24,7 +24,7 @@ from typing import AsyncIterator, Callable
 
 import gguf
 
-from . import errors, forked, hub, quant, settings
+from . import errors, forked, hub, quant, settings, vocab
 from .arch import family_class, projector_class
 from .execute import Early, Target, Workers, execute
 from .fetch import HubSource
@@ -58,6 +58,7 @@ async def _convert(repo_id: str, opts: Options, resolved: Resolved | None = None
                                             "give one of them")
     #: which files each outtype gives: the text model, its vision projector, or both
     kinds = [False] if not (opts.mmproj or opts.with_mmproj) else [True] if opts.mmproj else [False, True]
+    template = vocab.load_chat_template(opts.chat_template) if opts.chat_template is not None else None
     prepare_config_reader()  # transformers' import, while the repo is resolved and its headers read
     quant_opts = options_from(opts.tensor_types, opts.output_tensor_type, opts.token_embedding_type,
                               os.fspath(opts.imatrix) if opts.imatrix is not None else None)
@@ -71,6 +72,8 @@ async def _convert(repo_id: str, opts: Options, resolved: Resolved | None = None
     async with source, report.ticking(source):
         report.phase("headers")
         files = await small_files(source, snapshot)
+        if template is not None:
+            files = vocab.with_chat_template(files, template)
         _check_families(load_config(files["config.json"]), kinds)  # refused before any header is read
         shards = weight_shards(snapshot, files)
         headers, heads = await read_headers(source, snapshot, shards, files, opts.connections)

@@ -41,6 +41,7 @@ reference's output there depends on the transformers version it runs with):
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from hashlib import sha256
@@ -51,10 +52,11 @@ from typing import Any
 import gguf
 
 from . import jsonfile
-from .errors import ConfigMismatchError, InvalidConfigError, UnsupportedTokenizerError
+from .errors import ConfigMismatchError, InvalidChatTemplateError, InvalidConfigError, UnsupportedTokenizerError
+from .settings import MAX_SMALL_FILE_BYTES
 
 __all__ = ["add_vocab", "add_special_vocab", "add_fixed_special_ids", "add_xlm_roberta_vocab", "base_vocab",
-           "llama_hf_tokens", "tokenizer_config", "SpecialTokens"]
+           "llama_hf_tokens", "tokenizer_config", "SpecialTokens", "load_chat_template", "with_chat_template"]
 
 LLAMA_STRATEGIES = ("spm", "llama_hf", "bpe")
 _STRATEGIES = frozenset(LLAMA_STRATEGIES)
@@ -243,6 +245,43 @@ def tokenizer_config(files: Mapping[str, bytes]) -> dict:
     """``tokenizer_config.json`` parsed, for families that read a flag of it themselves (an empty dict
     when the repo has none or it is not an object); a file that is not JSON fails as ``jsonfile`` says."""
     return _dict_or_empty(_Repo(files, {}).json("tokenizer_config.json"))
+
+
+def load_chat_template(path: str | os.PathLike) -> str:
+    """The text of a ``--chat-template`` file (a Jinja template, as chat_template.jinja holds one);
+    InvalidChatTemplateError when it cannot be read, is empty, too large or not UTF-8."""
+    given = os.fspath(path)
+    try:
+        with open(given, "rb") as f:
+            data = f.read(MAX_SMALL_FILE_BYTES + 1)
+    except OSError as e:
+        raise InvalidChatTemplateError(f"cannot read the chat template {given}: {e.strerror or e}") from None
+    if len(data) > MAX_SMALL_FILE_BYTES:
+        raise InvalidChatTemplateError(f"the chat template {given} is larger than {MAX_SMALL_FILE_BYTES} bytes")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InvalidChatTemplateError(f"the chat template {given} is not UTF-8 text (byte {e.start})") from None
+    if not text.strip():
+        raise InvalidChatTemplateError(f"the chat template {given} is empty")
+    return text
+
+
+def with_chat_template(files: Mapping[str, bytes], template: str) -> dict[str, bytes]:
+    """``files`` as if the repo's chat template were ``template`` (``--chat-template``): every place
+    gguf-py's SpecialVocab looks for one (tokenizer_config.json's key, chat_template.jinja / .json,
+    additional_chat_templates/) gives way to a chat_template.jinja of that text, so it is written
+    where and how the repo's own template would be, by the text model's vocabulary and by a family
+    that places the template itself (DeepSeek-V4)."""
+    out = {name: blob for name, blob in files.items()
+           if name != "chat_template.json" and not name.startswith("additional_chat_templates/")}
+    out["chat_template.jinja"] = template.encode("utf-8")
+    if "tokenizer_config.json" in out:
+        config = jsonfile.load(out["tokenizer_config.json"], "tokenizer_config.json")
+        if isinstance(config, dict) and "chat_template" in config:
+            del config["chat_template"]
+            out["tokenizer_config.json"] = json.dumps(config, ensure_ascii=False).encode("utf-8")
+    return out
 
 
 class SpecialTokens:

@@ -181,7 +181,8 @@ def _copy(fixture_root: Path, tmp_path: Path) -> Path:
 
 def test_a_repo_without_a_chat_template_is_refused_in_one_line(fixture_root, tmp_path, capsys):
     """DeepSeek's V4 releases ship no Jinja template; the reference then writes the template bundled
-    with llama.cpp, which hfstream does not carry: refused before anything is written."""
+    with llama.cpp, which hfstream does not carry: refused before anything is written, saying how to
+    give one."""
     repo = _copy(fixture_root, tmp_path)
     tok_config = json.loads((repo / "tokenizer_config.json").read_text())
     del tok_config["chat_template"]
@@ -191,6 +192,7 @@ def test_a_repo_without_a_chat_template_is_refused_in_one_line(fixture_root, tmp
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == errors.UnsupportedTokenizerError.exit_code
     assert len(err) == 1 and "chat template" in err[0] and "DeepseekV4ForCausalLM" in err[0], err
+    assert "--chat-template FILE" in err[0]  # what to do about it (tests/test_chat_template.py does it)
     assert not out.exists() or not any(out.iterdir())
 
 

@@ -73,6 +73,6 @@ def test_a_bad_value_on_the_command_line_is_a_usage_error(capsys):
 def test_a_mirror_manifest_may_set_the_options_marked_for_it():
     assert set(_OPTION_TYPES) == {"token", "imatrix", "tensor_types", "output_tensor_type", "token_embedding_type",
                                   "bpe_pre", "connections", "threads", "max_memory", "split_max_size",
-                                  "split_max_tensors", "retries", "read_timeout", "with_mmproj"}
+                                  "split_max_tensors", "retries", "read_timeout", "with_mmproj", "chat_template"}
     # each is an option hfstream.convert takes
     assert set(_OPTION_TYPES) <= set(inspect.signature(hfstream.convert).parameters)

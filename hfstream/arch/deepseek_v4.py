@@ -22,7 +22,8 @@ The reference merges config.json's raw keys under transformers' (``compress_rati
 keys from the raw ``rope_scaling``; ``use_files`` does the same. It also writes its own bundled chat
 template right after ``general.architecture``, which the repo's template then overwrites in place: a
 repo with a chat template converts byte for byte; one without would need llama.cpp's bundled text,
-which hfstream does not carry, and is refused.
+which hfstream does not carry: it is refused unless ``--chat-template`` gives a template (the bundled
+file gives the reference's bytes).
 """
 
 from __future__ import annotations
@@ -206,7 +207,8 @@ class DeepseekV4(TextFamily):
         if self._chat_template is None:
             raise errors.UnsupportedTokenizerError(
                 f"{self.hf_arch} repo without a chat template: llama.cpp's converter writes its own bundled "
-                "DeepSeek-V4 template, which hfstream does not carry")
+                "DeepSeek-V4 template, which hfstream does not carry; give it with --chat-template FILE "
+                "(llama.cpp's models/templates/deepseek-ai-DeepSeek-V4.jinja gives the reference's file)")
 
     def _check_config(self) -> None:
         hp = self.hparams
