@@ -22,13 +22,18 @@ demo: fixtures
 typecheck: install
 	$(PYTHON) -m mypy hfstream
 
+# The test files spread over the cores (one worker a core, a whole file to a worker: its module
+# fixtures and its conversion runs are shared by its tests); TEST_JOBS=0 runs them in this process.
+TEST_JOBS ?= auto
+XDIST = $(if $(filter 0,$(TEST_JOBS)),-p no:xdist,-n $(TEST_JOBS) --dist loadfile)
+
 test: fixtures typecheck
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q $(XDIST)
 
 # Real llama.cpp runs (builds llama-cpp-python from source once, ~4 minutes) and other slow checks.
 test-slow: fixtures
 	$(PIP) install -q 'llama-cpp-python==0.3.36'
-	$(PYTHON) -m pytest -q -m slow
+	$(PYTHON) -m pytest -q -m slow $(XDIST)
 
 # Convert a 1.5 GB model through a throttled fixture Hub, with the reference side by side; then K-quants,
 # many small tensors, several outtypes in one pass, FP8 at DeepSeek-V3's widths (bench/README.md).

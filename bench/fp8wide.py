@@ -153,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench.fp8wide: {describe_machine()}", flush=True)
     repo, snapshot, needed = build(args.root, args.experts)
     print(f"model {repo}: {needed / MB:.0f} MB of safetensors", flush=True)
+    every_file = sum(f.stat().st_size for f in snapshot.iterdir() if f.is_file())  # before --keep's cleanup
     throttle = SCENARIOS["a"].throttle
     work = Path(tempfile.mkdtemp(prefix="hfstream-fp8wide-", dir=args.work_dir))
     try:
@@ -179,7 +180,6 @@ def main(argv: list[str] | None = None) -> int:
     peak = run.maxrss_kib * 1024
     print(f"  q8_0 through 100 MB/s: wall {run.wall_s:.2f} s, cpu {run.cpu_s:.1f} s, link time {link:.2f} s, "
           f"peak RSS {peak / MiB:.0f} MiB, fetched {fetched / MB:.0f} MB")
-    every_file = sum(f.stat().st_size for f in snapshot.iterdir() if f.is_file())
     print(f"  fixture Hub cpu {hub_cpu:.1f} s (same cores); bytes sent twice: {twice(log) / MB:.1f} MB")
     print(f"  wall / link time {run.wall_s / link:.3f} (target <= 1.10); peak RSS / (budget + 150 MiB) "
           f"{peak / (BUDGET + 150 * MiB):.3f} (target <= 1.00); fetched / safetensors bytes {fetched / needed:.3f}, "

@@ -40,11 +40,16 @@ def snapshot(root: Path, repo: str, ref: str = "main") -> Path:
     return root / repo / "commits" / meta["refs"][ref]
 
 
-def test_two_builds_are_identical(built, tmp_path):
+def test_two_builds_are_identical(built, fixture_root, specs):
+    """This module's fresh build against the one ``make fixtures`` made (the suite's, built by another
+    process, maybe long before, from the same sources: the spec hash covers them): every repo the
+    same files with the same bytes and the same refs."""
     root_a, repos_a = built
-    repos_b = fb.build(tmp_path / "b")
-    assert {n: r.refs for n, r in repos_a.items()} == {n: r.refs for n, r in repos_b.items()}
-    assert tree(root_a) == tree(tmp_path / "b")
+    repos_b = fb.build(fixture_root)
+    assert {n: r.refs for n, r in repos_a.items()} == {n: repos_b[n].refs for n in repos_a}
+    for spec in specs.values():
+        assert tree(root_a / spec["repo"]) == tree(fixture_root / spec["repo"]), spec["repo"]
+    assert (root_a / "_tokens.json").read_bytes() == (fixture_root / "_tokens.json").read_bytes()
 
 
 def test_rebuild_is_skipped_and_force_gives_same_tree(built, tmp_path):
