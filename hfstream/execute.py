@@ -20,7 +20,7 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 from gguf import GGMLQuantizationType as QT
@@ -33,7 +33,7 @@ from .options import Options, Progress
 from .plan import Plan, PlannedTensor
 from .quant import quantize
 from .source import ByteSource
-from .units import Unit, batches, iter_batches, unit_target, units_for
+from .units import Unit, batch_cost, batches, iter_batches, unit_target, units_for
 from .writer import OutputFile
 
 #: what an early-started batch resolves to: its grant (shrunk to the encoded bytes) and those bytes
@@ -126,17 +126,17 @@ async def execute(targets: Sequence[Target], source: ByteSource, opts: Options, 
         if opts.on_progress is not None:
             opts.on_progress(progress)
 
-    async def run_batch(batch: list[Unit], encoded: asyncio.Future[Encoded] | None) -> None:
-        if encoded is not None:
-            grant, blobs = await encoded
-            try:
-                await loop.run_in_executor(pool, _write_all, batch, blobs, outs)
-                progress.units_done += len(batch)
-                report()
-            finally:
-                budget.release(grant)
-            return
-        grant = await budget.acquire(sum(u.cost for u in batch))
+    async def write_early(encoded: asyncio.Future[Encoded], units: list[tuple[int, Unit]]) -> None:
+        grant, blobs = await encoded
+        try:
+            await loop.run_in_executor(pool, _write_all, [u for _, u in units], [blobs[i] for i, _ in units], outs)
+            progress.units_done += len(units)
+            report()
+        finally:
+            budget.release(grant)
+
+    async def run_batch(batch: list[Unit]) -> None:
+        grant = await budget.acquire(batch_cost(batch))
         try:
             data = await _fetch_batch(batch, source, outs)
             if data is not None:  # else copied file to file, nothing to compute
@@ -171,10 +171,13 @@ async def execute(targets: Sequence[Target], source: ByteSource, opts: Options, 
                 progress.bytes_to_fetch -= sum(s.nbytes for s in {s for f in group for u in by_file[f] for s in u.spans}
                                                if s not in needed)
             report()
+            claimed: list[tuple[asyncio.Future[Encoded], list[tuple[int, Unit]]]] = []
+            if early is not None:
+                claimed, todo = early.claim(todo, lambda u: files[u.file][0])
             if shared:  # units reading the same bytes side by side, so that they share a batch
                 todo.sort(key=_source_order)
-            tasks = [asyncio.ensure_future(run_batch(b, early.claim(b) if early is not None else None))
-                     for b in batches(todo, target)]
+            tasks = ([asyncio.ensure_future(write_early(encoded, units)) for encoded, units in claimed]
+                     + [asyncio.ensure_future(run_batch(b)) for b in batches(todo, target)])
             if early is not None:
                 await early.cancel()  # anything not claimed now is in none of this run's batches
             try:
@@ -227,33 +230,59 @@ def _keep_partial(exc: BaseException) -> bool:
 
 
 class Early:
-    """Units fetched and encoded while the vocabulary and the header are being built.
+    """Units fetched and encoded while the vocabulary and the headers are being built.
 
-    The first units of the file, in order, as long as they fit a share of the budget (fetched,
-    decoded and encoded bytes, as any unit counts them, and then the encoded result they keep):
-    the rest of the budget stays for the vocabulary's own peak (in the child process that builds
-    it, or in a thread where there is no fork), which is not in it. Each also holds
-    its grant of the whole budget (shrunk to the encoded bytes once encoded) until ``execute``
-    claims it and writes it at the offset the layout gave it. Nothing is written before the layout.
-    Units are cut as they are launched, so the early start costs nothing per tensor it does not reach.
+    The first units of the first output, in order, as long as they fit a share of the budget (fetched,
+    decoded and encoded bytes, as any unit counts them, and then the encoded result they keep): the rest
+    of the budget stays for the vocabulary's own peak (in the child process that builds it, or in a
+    thread where there is no fork), which is not in it. With several outputs (one run, several
+    outtypes) each batch is encoded for every output whose tensor of that name reads the same bytes,
+    from one fetch, as ``execute`` would. Each batch also holds its grant of the whole budget (shrunk to
+    the encoded bytes once encoded) until ``execute`` claims its units and writes them at the offsets
+    the layouts gave them. Nothing is written before the layouts. Units are cut as they are launched,
+    so the early start costs nothing per tensor it does not reach.
     """
 
     #: of the budget. On the benchmark's throttled link a quarter gave wall/ideal 1.10 where a half gave
     #: 1.07-1.08; with a half the process tree's peak is 330-350 MiB (bench/README.md)
     SHARE = 0.5
 
-    def __init__(self, tensors: list[PlannedTensor], source: ByteSource, workers: Workers):
+    def __init__(self, outputs: Sequence[Sequence[PlannedTensor]], source: ByteSource, workers: Workers):
+        """``outputs``: the planned tensors of each output of the run, in the order ``execute`` numbers them."""
         self._source = source
         self._workers = workers
         self._share = Budget(int(workers.budget.limit * self.SHARE))
-        self._tasks: dict[tuple, asyncio.Future[Encoded]] = {}
+        #: (output, tensor name, r0, r1) -> the encoding of the batch holding that unit, and its index there
+        self._tasks: dict[tuple, tuple[asyncio.Future[Encoded], int]] = {}
+        self._keys: dict[asyncio.Future[Encoded], list[tuple]] = {}
         self._stopped = False
-        units = (u for t in tensors for u in units_for(t, 0, workers.target))
+        #: a unit of the first output -> the same rows of the other outputs: (output, unit)
+        self._partners: dict[tuple, list[tuple[int, Unit]]] = {}
+        shared = len(outputs) > 1
+        units = self._first_units(outputs, shared)
         self._launcher = asyncio.ensure_future(self._launch(iter_batches(units, workers.target)))
 
+    def _first_units(self, outputs: Sequence[Sequence[PlannedTensor]], shared: bool) -> Iterator[Unit]:
+        """The first output's units, as ``execute`` cuts them; the other outputs' units for the same
+        rows, where they read the very same bytes, noted as their partners."""
+        target = self._workers.target
+        others = [{t.name: t for t in tensors} for tensors in outputs[1:]] if shared else []
+        for t in outputs[0]:
+            mine = units_for(t, 0, target, same_cut_for_any_type=shared)
+            theirs = [(k, units_for(o[t.name], 0, target, same_cut_for_any_type=True))
+                      for k, o in enumerate(others, 1) if t.name in o]
+            for i, u in enumerate(mine):
+                partners = [(k, v[i]) for k, v in theirs
+                            if len(v) == len(mine) and (v[i].r0, v[i].r1, v[i].spans) == (u.r0, u.r1, u.spans)]
+                if partners:
+                    self._partners[_unit_key(0, u)] = partners
+                yield u
+
     async def _launch(self, todo: Iterable[list[Unit]]) -> None:
-        for batch in todo:
-            cost = sum(u.cost for u in batch)
+        for first in todo:
+            group = [(0, u) for u in first] + [p for u in first for p in self._partners.pop(_unit_key(0, u), ())]
+            batch = [u for _, u in group]
+            cost = batch_cost(batch)
             share = await self._share.acquire(cost)  # never given back: the window ends with the layout
             grant = await self._workers.budget.acquire(cost)
             if self._stopped:
@@ -262,7 +291,10 @@ class Early:
             task = asyncio.ensure_future(self._encode(batch, grant, share))
             # an error surfaces where the unit is claimed; unclaimed (the run failed elsewhere) it is moot
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
-            self._tasks[_batch_key(batch)] = task
+            keys = [_unit_key(k, u) for k, u in group]
+            self._keys[task] = keys
+            for i, key in enumerate(keys):
+                self._tasks[key] = (task, i)
 
     async def _encode(self, batch: list[Unit], grant: Grant, share: Grant) -> Encoded:
         budget = self._workers.budget
@@ -284,14 +316,28 @@ class Early:
         self._stopped = True
         self._launcher.cancel()
 
-    def claim(self, batch: list[Unit]) -> asyncio.Future[Encoded] | None:
-        """The encoding of ``batch`` if it was started early: resolves to (grant, encoded bytes per unit)."""
-        return self._tasks.pop(_batch_key(batch), None)
+    def claim(self, units: list[Unit], output_of: Callable[[Unit], int]
+              ) -> tuple[list[tuple[asyncio.Future[Encoded], list[tuple[int, Unit]]]], list[Unit]]:
+        """Split ``units`` (``execute``'s, with their offsets) into those started early, by batch: the
+        batch's encoding (resolving to its grant and encoded bytes) and (index in it, unit) of each; and
+        the rest, in order. ``output_of``: a unit's output, numbered as in ``outputs``."""
+        claimed: dict[asyncio.Future[Encoded], list[tuple[int, Unit]]] = {}
+        rest = []
+        for u in units:
+            hit = self._tasks.get(_unit_key(output_of(u), u))
+            if hit is None:
+                rest.append(u)
+            else:
+                claimed.setdefault(hit[0], []).append((hit[1], u))
+        for task in claimed:  # a batch is claimed whole: its grant goes back once what is claimed is written
+            for key in self._keys.pop(task):
+                del self._tasks[key]
+        return list(claimed.items()), rest
 
     async def cancel(self) -> None:
         """Drop every unit not claimed, giving its memory back."""
         self.stop()
-        tasks, self._tasks = list(self._tasks.values()), {}
+        tasks, self._tasks, self._keys = list(self._keys), {}, {}
         for task in tasks:
             task.cancel()
         results = await asyncio.gather(self._launcher, *tasks, return_exceptions=True)
@@ -300,8 +346,8 @@ class Early:
                 self._workers.budget.release(r[0])
 
 
-def _batch_key(batch: list[Unit]) -> tuple:
-    return tuple((u.tensor.name, u.r0, u.r1) for u in batch)
+def _unit_key(output: int, u: Unit) -> tuple:
+    return (output, u.tensor.name, u.r0, u.r1)
 
 
 async def _fetch_batch(batch: list[Unit], source: ByteSource,
@@ -320,7 +366,7 @@ async def _fetch_batch(batch: list[Unit], source: ByteSource,
     spans = list(dict.fromkeys(s for u in batch for s in u.spans))
     container = _containers(spans)  # a span inside another is served from the other's bytes
     outer = [s for s in spans if container[s] is s]
-    if len(batch) > 1 and all(a.file == b.file and a.end == b.start for a, b in zip(outer, outer[1:])):
+    if len(outer) > 1 and all(a.file == b.file and a.end == b.start for a, b in zip(outer, outer[1:])):
         first, last = outer[0], outer[-1]
         blob = await source.read(first.file, first.start, last.end - first.start)
         view = memoryview(blob)

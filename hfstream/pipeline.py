@@ -97,8 +97,8 @@ async def _convert(repo_id: str, opts: Options, resolved: Resolved | None = None
             if not opts.dry_run:  # a dry run fetches nothing; on DeepSeek-V3 this sum is a second of CPU
                 report.progress.bytes_to_fetch = source.stats.bytes_fetched + _still_to_fetch(plans, heads)
             report.phase("vocabulary")
-            if len(plans) == 1 and _starts_early(opts, source, finals[0]):
-                early = Early(plans[0].tensors, cached, workers)
+            if _starts_early(opts, source, finals, plans):
+                early = Early([plan.tensors for plan in plans], cached, workers)
             elif not opts.dry_run:
                 for final in finals:  # refused before any tensor byte is fetched
                     check_destination(final, opts.force)
@@ -214,34 +214,28 @@ def _source_bytes(plans: list[Plan]) -> int:
 
 
 def _finish_plans(drafts: list[Plan], *, elsewhere: bool) -> list[Layout]:
-    """The layouts of the drafts (one per outtype, of one model: the vocabulary is built once)."""
-    if len(drafts) == 1:
-        return [_finish_plan(drafts[0], elsewhere=elsewhere)]
-    sharing = [d for d in drafts if d.shares_vocab]
-    vocab = build_vocab(sharing[0]) if sharing else None
-    layouts = [layout(with_vocab(d, vocab if d.shares_vocab else None)) for d in drafts]
-    _return_freed_memory()
-    return layouts
+    """The layouts, headers included, of the drafts (one per outtype, of one model): all their
+    vocabulary adds to what streams.
 
-
-def _finish_plan(draft: Plan, *, elsewhere: bool) -> Layout:
-    """The layout, header included, of a draft plan: all its vocabulary adds to what streams.
-
-    ``elsewhere``: build it in a forked child (``forked``), so that this process's GIL stays with
-    the units streaming meanwhile. The draft then keeps its placeholder metadata, and lets go of
-    what its vocabulary was to be built from (the small files: 17 MB of tokenizer.json).
+    ``elsewhere``: build them in a forked child (``forked``), so that this process's GIL stays with
+    the units streaming meanwhile. The drafts then keep their placeholder metadata, and let go of
+    what their vocabulary was to be built from (the small files: 17 MB of tokenizer.json).
     """
     if elsewhere and forked.available():
-        lay = forked.call("building the vocabulary and header", _vocab_and_layout, draft)
-        draft.pending_vocab = _built_in_a_child
-        return lay
-    lay = _vocab_and_layout(draft)
+        lays = forked.call("building the vocabulary and header", _vocab_and_layouts, drafts)
+        for draft in drafts:
+            draft.pending_vocab = _built_in_a_child
+        return lays
+    lays = _vocab_and_layouts(drafts)
     _return_freed_memory()
-    return lay
+    return lays
 
 
-def _vocab_and_layout(draft: Plan) -> Layout:
-    return layout(with_vocab(draft))
+def _vocab_and_layouts(drafts: list[Plan]) -> list[Layout]:
+    """The vocabulary is built once for all the drafts that share it (every outtype of the text model)."""
+    sharing = [d for d in drafts if d.shares_vocab]
+    vocab = build_vocab(sharing[0]) if len(sharing) > 1 else None
+    return [layout(with_vocab(d, vocab if d.shares_vocab else None)) for d in drafts]
 
 
 def _built_in_a_child(writer: gguf.GGUFWriter) -> None:
@@ -424,15 +418,21 @@ def output_paths(final: Path, lay: Layout) -> list[Path]:
     return [final.with_name(f"{final.stem}-{i + 1:05d}-of-{n:05d}{final.suffix}") for i in range(n)]
 
 
-def _starts_early(opts: Options, source: ByteSource, final: Path) -> bool:
-    """Whether units may be fetched and encoded before the layout exists.
+def _starts_early(opts: Options, source: ByteSource, finals: list[Path], plans: list[Plan]) -> bool:
+    """Whether units may be fetched and encoded before the layouts exist.
 
     Not for a dry run, a local source (its raw copies go file to file, which needs the output),
-    a split output (which file a unit lands in is part of the layout) or a run that may resume
-    (which units are done is in the journal of the very layout). The output's destination is
-    checked first, so a refusal comes before any tensor byte is fetched.
+    a split output (which file a unit lands in is part of the layout), a run that may resume
+    (which units are done is in the journal of the very layout), or outputs that are not the same
+    tensors in other types (a text model and its projector: a projector unit may read bytes within
+    an early unit of the text model, which would then be fetched twice). The outputs' destinations
+    are checked first, so a refusal comes before any tensor byte is fetched.
     """
     if opts.dry_run or not isinstance(source, HubSource) or opts.split_max_size or opts.split_max_tensors:
         return False
-    check_destination(final, opts.force)
-    return not part_path(final).exists()
+    for final in finals:
+        check_destination(final, opts.force)
+    names = [t.name for t in plans[0].tensors]
+    if any([t.name for t in plan.tensors] != names for plan in plans[1:]):
+        return False
+    return not any(part_path(final).exists() for final in finals)

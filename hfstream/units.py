@@ -42,6 +42,17 @@ def _cost(spans: Sequence[Span], values: int, nbytes: int) -> int:
     return sum(s.nbytes for s in spans) + 2 * 4 * values + nbytes
 
 
+def batch_cost(batch: Sequence[Unit]) -> int:
+    """Peak bytes a batch holds in flight: its source bytes once (the units of several outputs that
+    read the same rows share them), the decoded array of one unit at a time (the units of a batch are
+    computed one after another), and the encoded result of every unit (an early-started batch keeps
+    them all until the layout exists). Summing the units' own costs would count the source bytes and
+    the decoded array once per output, and let a run of several outtypes keep a third as much in flight."""
+    fetched = sum(s.nbytes for s in {s for u in batch for s in u.spans})
+    decoded = max(2 * 4 * (u.r1 - u.r0) * u.tensor.node.cols for u in batch)
+    return fetched + decoded + sum(u.nbytes for u in batch)
+
+
 def units_for(t: PlannedTensor, offset: int, target: int, file: int = 0, *, same_cut_for_any_type: bool = False) -> list[Unit]:
     """Cut a tensor into row blocks of about ``target`` bytes of cost; a Stack part never shares a unit.
 

@@ -49,12 +49,12 @@ def _vocab_held_until(monkeypatch, tmp_path, ready, *, then_fail: Exception | No
 
     real = pipeline.with_vocab
 
-    def waiting(draft):
+    def waiting(draft, *args):
         while not go.exists():
             time.sleep(0.005)
         if then_fail is not None:
             raise then_fail
-        return real(draft)
+        return real(draft, *args)
 
     monkeypatch.setattr(pipeline, "with_vocab", waiting)
     threading.Thread(target=watch, daemon=True).start()
@@ -68,6 +68,24 @@ def test_tensor_data_streams_while_the_vocabulary_is_built(fresh_hub, tmp_path, 
     expected = golden(f"{REPO.split('/')[1]}.q8_0")
     assert diff_digests(comparable(expected), comparable(digest_gguf(result.path))) == []
     # early units are not fetched a second time: every tensor range once
+    ranges = [(e["path"], e["range"]) for e in _tensor_reads(fresh_hub)]
+    assert len(ranges) == len(set(ranges))
+    assert result.peak_bytes_in_flight <= DEFAULT_MAX_MEMORY
+
+
+def test_several_outtypes_stream_while_the_vocabulary_is_built_and_fetch_each_range_once(fresh_hub, tmp_path,
+                                                                                             monkeypatch):
+    """One run, three outtypes: the early units are fetched once and encoded for every output while
+    the vocabulary is built; each file is its golden, and no tensor range is asked twice."""
+    seen = _vocab_held_until(monkeypatch, tmp_path, lambda: len(_tensor_reads(fresh_hub)))
+    out = tmp_path / "out"
+    result = hfstream.convert(REPO, outtype="q8_0,f16,f32", outfile=str(out) + "/")
+    assert seen.get("value", 0) >= 1, "no tensor data was fetched while the vocabulary was being built"
+    assert [o.outtype for o in result.outputs] == ["q8_0", "f16", "f32"]
+    for outtype in ("q8_0", "f16", "f32"):
+        expected = golden(f"{REPO.split('/')[1]}.{outtype}")
+        written = out / expected["default_name"]
+        assert diff_digests(comparable(expected), comparable(digest_gguf(written))) == [], outtype
     ranges = [(e["path"], e["range"]) for e in _tensor_reads(fresh_hub)]
     assert len(ranges) == len(set(ranges))
     assert result.peak_bytes_in_flight <= DEFAULT_MAX_MEMORY

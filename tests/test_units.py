@@ -190,3 +190,20 @@ def test_a_unit_within_the_bytes_of_the_one_before_joins_its_batch_and_is_fetche
     reads.clear()
     data = asyncio.run(_fetch_batch([e, r], Source(), None))  # type: ignore[arg-type]
     assert reads == [(64, 512)] and bytes(data[r.spans[0]]) == blob[64 + 160:64 + 192]
+
+
+def test_a_batch_of_several_outputs_counts_their_shared_source_bytes_and_array_once():
+    """The same 64 x 256 rows in q8_0, f16 and f32 outputs (one run, three outtypes): one fetch of the
+    source span, one decoded array at a time, and the three encoded results; not three units' costs."""
+    src = SourceTensor("model.safetensors", "w", "BF16", (64, 256), 0, 64 * 256 * 2)
+    made = []
+    for qt in (QT.Q8_0, QT.F16, QT.F32):
+        t = PlannedTensor(name="w", node=Load(src), qtype=qt, shape=(64, 256), nbytes=nbytes(qt, (64, 256)))
+        made += units_for(t, 0, target=1 << 30, same_cut_for_any_type=True)
+    assert len(made) == 3 and len({u.spans for u in made}) == 1
+    values = 64 * 256
+    encoded = sum(u.nbytes for u in made)
+    assert units.batch_cost(made) == 2 * values + 2 * 4 * values + encoded
+    assert units.batch_cost(made) < sum(u.cost for u in made)
+    # a single unit costs what it always did
+    assert units.batch_cost(made[:1]) == made[0].cost
