@@ -235,7 +235,7 @@ def _vocab_and_layouts(drafts: list[Plan]) -> list[Layout]:
     """The vocabulary is built once for all the drafts that share it (every outtype of the text model)."""
     sharing = [d for d in drafts if d.shares_vocab]
     vocab = build_vocab(sharing[0]) if len(sharing) > 1 else None
-    return [layout(with_vocab(d, vocab if d.shares_vocab else None)) for d in drafts]
+    return [layout(with_vocab(d, vocab) if vocab is not None and d.shares_vocab else with_vocab(d)) for d in drafts]
 
 
 def _built_in_a_child(writer: gguf.GGUFWriter) -> None:

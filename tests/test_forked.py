@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import threading
 
 import pytest
 
@@ -38,6 +39,9 @@ def _die():
 class _Unpicklable(Exception):
     def __init__(self, a, b):  # pickling calls cls(*args): one argument only, so unpickling fails
         super().__init__(f"{a}/{b}")
+        # and a lock does not pickle at all: without it, tblib's reducer (which dask's distributed
+        # installs for every exception class once imported, as test_mirror does) would pickle this one
+        self.lock = threading.Lock()
 
 
 def _open_fds() -> set[str]:
