@@ -30,16 +30,19 @@ class _Stop(Exception):
     pass
 
 
-def _interrupt_once_journaled(exc: BaseException, out: Path) -> pytest.MonkeyPatch:
-    """Make the first tensor read after ``out``'s journal lists a unit raise ``exc`` (as a dropped
-    network or a Ctrl-C would); undo() ends it. Reads before that are of units started before the
-    layout, with nothing on disk yet to resume from."""
+def _interrupt_once_journaled(exc: BaseException, out: Path, at_least: int = 1) -> pytest.MonkeyPatch:
+    """Make the first tensor read after ``out``'s journal lists units of ``at_least`` bytes raise
+    ``exc`` (as a dropped network or a Ctrl-C would); undo() ends it. Reads before that are of units
+    started before the layout, with nothing on disk yet to resume from."""
     monkeypatch = pytest.MonkeyPatch()
     real = HubSource.read
 
     def written() -> bool:
         j = journal_path(out)
-        return j.exists() and len(j.read_text().splitlines()) > 1
+        if not j.exists():
+            return False
+        units = [line.split() for line in j.read_text().splitlines()[1:]]
+        return bool(units) and sum(int(u[1]) for u in units if len(u) == 3) >= at_least
 
     async def read(self, path, start, length):
         if written():
@@ -53,7 +56,9 @@ def _interrupt_once_journaled(exc: BaseException, out: Path) -> pytest.MonkeyPat
 def test_interrupted_run_leaves_part_and_journal_and_a_rerun_finishes_identically(fresh_hub, tmp_path, monkeypatch):
     clean = hfstream.convert(REPO, outtype="q8_0", outfile=tmp_path / "clean.gguf", max_memory=1 << 20)
     out = tmp_path / "out.gguf"
-    patch = _interrupt_once_journaled(errors.NetworkError("simulated: link down"), out)
+    # past the first 512 KiB written: units whose source bytes the rerun would otherwise fetch, not only
+    # small ones read with a shard's header (which a rerun reads again anyway)
+    patch = _interrupt_once_journaled(errors.NetworkError("simulated: link down"), out, at_least=512 << 10)
     with pytest.raises(errors.NetworkError):
         hfstream.convert(REPO, outtype="q8_0", outfile=out, max_memory=1 << 20, threads=1, connections=1)
     assert not out.exists()
