@@ -58,7 +58,13 @@ class Layout:
         return sum(f.total_size for f in self.files)
 
 
-def layout(plan: Plan) -> Layout:
+#: packed arrays of a run's layouts, by the identity of the value (kept, so the identity stays its own)
+PackedArrays = dict[int, tuple[Any, bytes]]
+
+
+def layout(plan: Plan, packed: PackedArrays | None = None) -> Layout:
+    """Every file's header and every tensor's offset. ``packed``: a cache of packed arrays shared by the
+    layouts of one run's outputs, whose vocabulary is the very same lists (packed once, not per outtype)."""
     if plan.pending_vocab is not None:
         raise ValueError("a draft plan (vocabulary not built) has no layout")
     shards = shard_tensors(plan.tensors, plan.split_max_tensors, plan.split_max_size)
@@ -66,7 +72,7 @@ def layout(plan: Plan) -> Layout:
     offsets: dict[str, int] = {}
     file_of: dict[str, int] = {}
     for i, shard in enumerate(shards):
-        header = _serialize_header(_shard_kv(plan.metadata, shards, i), shard)
+        header = _serialize_header(_shard_kv(plan.metadata, shards, i), shard, packed)
         data_offset = _pad(len(header))
         pos = data_offset
         for t in shard:
@@ -108,7 +114,8 @@ def _shard_kv(metadata: Metadata, shards: Sequence[Sequence[PlannedTensor]], ind
     return kv
 
 
-def _serialize_header(kv: Mapping[str, Entry], tensors: Sequence[PlannedTensor]) -> bytes:
+def _serialize_header(kv: Mapping[str, Entry], tensors: Sequence[PlannedTensor],
+                      packed: PackedArrays | None = None) -> bytes:
     """Magic, version, counts, KV pairs and tensor infos of one file, byte for byte as ``GGUFWriter``.
 
     The KV block is packed here rather than value by value as the writer does: a 128k-token
@@ -118,7 +125,13 @@ def _serialize_header(kv: Mapping[str, Entry], tensors: Sequence[PlannedTensor])
     for key, v in kv.items():
         parts.append(_pack_str(key))
         parts.append(struct.pack("<I", v.type))
-        parts.append(_pack_value(v.value, v.type, v.sub_type))
+        if packed is not None and v.type == GGUFValueType.ARRAY and len(v.value) >= _SHARED_ARRAY:
+            held = packed.get(id(v.value))
+            if held is None or held[0] is not v.value:
+                held = packed[id(v.value)] = (v.value, _pack_value(v.value, v.type, v.sub_type))
+            parts.append(held[1])
+        else:
+            parts.append(_pack_value(v.value, v.type, v.sub_type))
     offset = 0
     for t in tensors:
         dims = list(reversed([int(d) for d in t.shape]))
@@ -127,6 +140,9 @@ def _serialize_header(kv: Mapping[str, Entry], tensors: Sequence[PlannedTensor])
         offset += _pad(t.nbytes)
     return b"".join(parts)
 
+
+#: arrays at least this long are worth sharing between the layouts of one run (tokens, scores, merges)
+_SHARED_ARRAY = 1024
 
 _SCALAR = {
     GGUFValueType.UINT8: "B", GGUFValueType.INT8: "b", GGUFValueType.UINT16: "H", GGUFValueType.INT16: "h",

@@ -29,7 +29,7 @@ from .arch import family_class, projector_class
 from .execute import Early, Target, Workers, execute
 from .fetch import HubSource
 from .hfconfig import load_config, prepare as prepare_config_reader
-from .layout import Layout, layout
+from .layout import Layout, PackedArrays, layout
 from .quant import options_from
 from .localdir import LocalSource, local_snapshot
 from .options import ConvertResult, Options, OutputResult, Progress
@@ -235,7 +235,9 @@ def _vocab_and_layouts(drafts: list[Plan]) -> list[Layout]:
     """The vocabulary is built once for all the drafts that share it (every outtype of the text model)."""
     sharing = [d for d in drafts if d.shares_vocab]
     vocab = build_vocab(sharing[0]) if len(sharing) > 1 else None
-    return [layout(with_vocab(d, vocab) if vocab is not None and d.shares_vocab else with_vocab(d)) for d in drafts]
+    packed: PackedArrays = {}
+    return [layout(with_vocab(d, vocab) if vocab is not None and d.shares_vocab else with_vocab(d), packed)
+            for d in drafts]
 
 
 def _built_in_a_child(writer: gguf.GGUFWriter) -> None:

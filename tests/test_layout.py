@@ -17,12 +17,13 @@ from .goldens.cases import cases
 REPOS = sorted({c.repo_id for c in cases() if not c.gated})
 
 
-def plan_for(repo, hub, **options):
+def plan_for(repo, hub, draft=False, **options):
+    """The plan of ``repo`` (``draft``: before its vocabulary is built)."""
     import asyncio
 
     from hfstream import hub as hf_hub
     from hfstream.fetch import HubSource
-    from hfstream.plan import make_plan
+    from hfstream.plan import draft_plan, make_plan
 
     async def plan():
         snap = hf_hub.resolve(repo, "main", hub.endpoint, None)
@@ -30,7 +31,7 @@ def plan_for(repo, hub, **options):
             files = await small_files(src, snap)
             shards = weight_shards(snap, files)
             headers, _ = await read_headers(src, snap, shards)
-            return make_plan(repo_name=snap.name, files=files, headers=headers, shards=shards,
+            return (draft_plan if draft else make_plan)(repo_name=snap.name, files=files, headers=headers, shards=shards,
                              source=(snap.repo_id, snap.sha), values=await read_values(src, files, headers), **options)
 
     return asyncio.run(plan())
@@ -109,3 +110,28 @@ def test_arrays_gguf_writer_refuses_are_refused(value):
         w._pack_val(value, GGUFValueType.ARRAY, add_vtype=False)
     with pytest.raises(ValueError):
         _pack_value(value, GGUFValueType.ARRAY)
+
+
+def test_the_outputs_of_one_run_pack_their_shared_vocabulary_once(fresh_hub, monkeypatch):
+    """Several outtypes of one model hold the very same token and merge lists: their layouts, given
+    one cache, pack each long array once and are byte for byte the layouts made alone."""
+    from hfstream import layout as layout_module
+    from hfstream.plan import build_vocab, with_vocab
+
+    drafts = [plan_for("hfs-test/tiny-llama-bpe", fresh_hub, outtype=t, draft=True) for t in ("q8_0", "f16")]
+    vocab = build_vocab(drafts[0])
+    plans = [with_vocab(d, vocab) for d in drafts]
+    alone = [layout(p) for p in plans]
+    packs: list[int] = []
+    real = layout_module._pack_value
+
+    def counting(value, vtype, sub_type=None):
+        if vtype == GGUFValueType.ARRAY and len(value) >= 1024:
+            packs.append(id(value))
+        return real(value, vtype, sub_type)
+
+    monkeypatch.setattr(layout_module, "_pack_value", counting)
+    cache: layout_module.PackedArrays = {}
+    shared = [layout(p, cache) for p in plans]
+    assert [f.header for lay in shared for f in lay.files] == [f.header for lay in alone for f in lay.files]
+    assert packs and len(packs) == len(set(packs))  # the tokens, their types, the merges: once each
