@@ -426,7 +426,7 @@ def _starts_early(opts: Options, source: ByteSource, finals: list[Path], plans: 
     Not for a dry run, a local source (its raw copies go file to file, which needs the output),
     a split output (which file a unit lands in is part of the layout), a run that may resume
     (which units are done is in the journal of the very layout), or outputs that are not the same
-    tensors in other types (a text model and its projector: a projector unit may read bytes within
+    tensors in other types and orders (a text model and its projector: a projector unit may read bytes within
     an early unit of the text model, which would then be fetched twice). The outputs' destinations
     are checked first, so a refusal comes before any tensor byte is fetched.
     """
@@ -434,7 +434,7 @@ def _starts_early(opts: Options, source: ByteSource, finals: list[Path], plans: 
         return False
     for final in finals:
         check_destination(final, opts.force)
-    names = [t.name for t in plans[0].tensors]
-    if any([t.name for t in plan.tensors] != names for plan in plans[1:]):
+    names = {t.name for t in plans[0].tensors}  # (a llama-quantize mix orders them its own way)
+    if any({t.name for t in plan.tensors} != names for plan in plans[1:]):
         return False
     return not any(part_path(final).exists() for final in finals)

@@ -91,6 +91,20 @@ def test_several_outtypes_stream_while_the_vocabulary_is_built_and_fetch_each_ra
     assert result.peak_bytes_in_flight <= DEFAULT_MAX_MEMORY
 
 
+def test_a_quantize_mix_among_the_outtypes_starts_early_too(fresh_hub, tmp_path, monkeypatch):
+    """q4_k_m orders its tensors as llama-quantize does, not as q8_0's file: the outputs are still the
+    same tensors, so the run starts early, and each file is the one its type alone writes."""
+    alone = {t: hfstream.convert(REPO, outtype=t, outfile=tmp_path / f"alone-{t}.gguf").path.read_bytes()
+             for t in ("q8_0", "q4_k_m")}
+    fresh_hub.clear_log()
+    seen = _vocab_held_until(monkeypatch, tmp_path, lambda: len(_tensor_reads(fresh_hub)))
+    result = hfstream.convert(REPO, outtype="q8_0,q4_k_m", outfile=str(tmp_path / "both") + "/")
+    assert seen.get("value", 0) >= 1, "no tensor data was fetched while the vocabulary was being built"
+    assert [o.path.read_bytes() for o in result.outputs] == [alone["q8_0"], alone["q4_k_m"]]
+    ranges = [(e["path"], e["range"]) for e in _tensor_reads(fresh_hub)]
+    assert len(ranges) == len(set(ranges))
+
+
 def test_a_vocabulary_error_after_the_early_start_leaves_nothing(fresh_hub, tmp_path, monkeypatch, capsys):
     _vocab_held_until(monkeypatch, tmp_path, lambda: _tensor_reads(fresh_hub),
                       then_fail=errors.UnsupportedTokenizerError("tokenizer.json: broken"))
