@@ -18,6 +18,7 @@ import pytest
 import hfstream
 from hfstream import cli, errors
 from hfstream.vocab import with_chat_template
+from fixtures.build import snapshot_dir
 
 from .goldens.digest import diff_digests, digest_gguf
 from .test_convert import comparable
@@ -25,13 +26,8 @@ from .test_convert import comparable
 TEMPLATE = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}{{ '<|assistant|>' }}"
 
 
-def _snapshot(fixture_root: Path, repo: str) -> Path:
-    refs = json.loads((fixture_root / repo / "repo.json").read_text())["refs"]
-    return fixture_root / repo / "commits" / refs["main"]
-
-
 def _copy(fixture_root: Path, repo: str, dest: Path) -> Path:
-    shutil.copytree(_snapshot(fixture_root, repo), dest)
+    shutil.copytree(snapshot_dir(fixture_root / repo), dest)
     return dest
 
 

@@ -14,14 +14,14 @@ from hfstream import cli, errors
 from hfstream.graph import SliceRows, SliceStackRows
 from hfstream.plan import make_plan, value_sources
 from hfstream.safetensors import parse_header
+from fixtures.build import snapshot_dir
 
 K = gguf.Keys
 
 
 def _repo(fixture_root, name: str):
     """(small files, headers, shards) of a fixture repo's main commit, from disk."""
-    info = json.loads((fixture_root / "hfs-test" / name / "repo.json").read_text())
-    snap = fixture_root / "hfs-test" / name / "commits" / info["refs"]["main"]
+    snap = snapshot_dir(fixture_root / "hfs-test" / name)
     files = {p.relative_to(snap).as_posix(): p.read_bytes() for p in snap.rglob("*")
              if p.is_file() and p.suffix != ".safetensors"}
     shards = sorted(p.name for p in snap.glob("model*.safetensors"))

@@ -20,16 +20,12 @@ from hfstream.kv import KeyWriter, Metadata
 from hfstream.plan import make_plan
 from hfstream.safetensors import parse_header
 from hfstream.vocab import SpecialTokens, add_vocab
-
-
-def _snapshot(fixture_root, name: str):
-    info = json.loads((fixture_root / "hfs-test" / name / "repo.json").read_text())
-    return fixture_root / "hfs-test" / name / "commits" / info["refs"]["main"]
+from fixtures.build import snapshot_dir
 
 
 def _repo(fixture_root, name: str):
     """(small files, headers, shards) of a fixture repo's main commit, from disk."""
-    snap = _snapshot(fixture_root, name)
+    snap = snapshot_dir(fixture_root / "hfs-test" / name)
     files = {p.relative_to(snap).as_posix(): p.read_bytes() for p in snap.rglob("*")
              if p.is_file() and p.suffix != ".safetensors"}
     shards = sorted(p.name for p in snap.glob("model*.safetensors"))
@@ -231,7 +227,7 @@ def test_stablelm_parallel_residual_defaults_to_true(fixture_root):
 
 def test_gpt_neox_is_refused_with_one_line_saying_why(fixture_root, tmp_path, capsys):
     repo = tmp_path / "pythia-like"
-    shutil.copytree(_snapshot(fixture_root, "tiny-stablelm"), repo)
+    shutil.copytree(snapshot_dir(fixture_root / "hfs-test" / "tiny-stablelm"), repo)
     config = {"architectures": ["GPTNeoXForCausalLM"], "model_type": "gpt_neox", "hidden_size": 64,
               "num_attention_heads": 4, "num_hidden_layers": 2, "intermediate_size": 256, "rotary_pct": 0.25,
               "rotary_emb_base": 10000, "max_position_embeddings": 2048, "layer_norm_eps": 1e-05,

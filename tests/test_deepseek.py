@@ -11,27 +11,22 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 
 import hfstream
 from hfstream import cli, errors
 from hfstream.safetensors import parse_header
+from fixtures.build import snapshot_dir
 
 REPO = "hfs-test/tiny-deepseek-v3"
-
-
-def _snapshot(fixture_root: Path, repo: str) -> Path:
-    refs = json.loads((fixture_root / repo / "repo.json").read_text())["refs"]
-    return fixture_root / repo / "commits" / refs["main"]
 
 
 def test_the_mtp_block_is_never_fetched(fresh_hub, fixture_root, tmp_path):
     """Layer 2 of tiny-deepseek-v3 is its multi-token-prediction block (num_hidden_layers 2): left out of the
     GGUF as the reference leaves it, so none of its bytes may be read (its embedding and head are most of
     the last shard)."""
-    snap = _snapshot(fixture_root, REPO)
+    snap = snapshot_dir(fixture_root / REPO)
     shard = snap / "model-00003-of-000003.safetensors"
     blob = shard.read_bytes()
     mtp = [t for t in parse_header(shard.name, blob, len(blob)) if t.name.startswith("model.layers.2.")]
@@ -61,7 +56,7 @@ def test_a_tokenizer_only_repo_code_can_build_is_refused_and_the_code_never_runs
     """Kimi-K2 ships DeepSeek-V3's architecture with a tiktoken vocabulary and a tokenization_*.py the
     reference runs (trust_remote_code). hfstream refuses it, with one line, and runs nothing."""
     repo = tmp_path / "kimi-like"
-    shutil.copytree(_snapshot(fixture_root, "hfs-test/tiny-deepseek-v2-lite"), repo)
+    shutil.copytree(snapshot_dir(fixture_root / "hfs-test/tiny-deepseek-v2-lite"), repo)
     (repo / "tokenizer.json").unlink()
     marker = tmp_path / "repo-code-ran"
     (repo / "tiktoken.model").write_bytes(b"IQ== 0\nIg== 1\n")
@@ -88,7 +83,7 @@ def test_kimi_k2_as_moonshot_ships_it_is_refused_in_one_line(fixture_root, tmp_p
     reference builds the vocabulary with ``trust_remote_code``; hfstream says in one line that it does
     not, before writing anything, and nothing of the repo's runs."""
     repo = tmp_path / "Kimi-K2-Instruct"
-    shutil.copytree(_snapshot(fixture_root, REPO), repo)
+    shutil.copytree(snapshot_dir(fixture_root / REPO), repo)
     (repo / "tokenizer.json").unlink()
     (repo / "special_tokens_map.json").unlink()
     marker = tmp_path / "repo-code-ran"
@@ -123,7 +118,7 @@ def test_deepseek_v32_without_add_bos_token_is_refused_as_the_reference_stops(ad
     """The reference converts DeepSeek-V3.2's vocabulary only when the tokenizer adds BOS (it asserts
     ``add_bos_token``, read from tokenizer_config.json); without it: one line, nothing written."""
     repo = tmp_path / "DeepSeek-V3.2"
-    shutil.copytree(_snapshot(fixture_root, "hfs-test/tiny-deepseek-v32"), repo)
+    shutil.copytree(snapshot_dir(fixture_root / "hfs-test/tiny-deepseek-v32"), repo)
     tok_config = json.loads((repo / "tokenizer_config.json").read_text())
     assert tok_config["add_bos_token"] is True  # the fixture itself converts (tests/test_convert.py)
     if add_bos is None:

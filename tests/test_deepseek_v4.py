@@ -30,6 +30,7 @@ from hfstream.graph import (
     Load,
 )
 from hfstream.safetensors import SourceTensor, parse_header
+from fixtures.build import snapshot_dir
 
 REPO = "hfs-test/tiny-deepseek-v4"
 
@@ -118,15 +119,10 @@ def test_int32_writes_an_i64_table_as_i32_and_refuses_what_does_not_fit():
         big.evaluate(f.data(big, 0, 1))
 
 
-def _snapshot(fixture_root: Path, repo: str = REPO) -> Path:
-    refs = json.loads((fixture_root / repo / "repo.json").read_text())["refs"]
-    return fixture_root / repo / "commits" / refs["main"]
-
-
 def test_the_mtp_block_is_never_fetched(fresh_hub, fixture_root, tmp_path):
     """``mtp.0.*`` (most of the last shard's tensors) is left out of the GGUF, as the reference leaves
     it: none of its bytes may be requested. The output has the tables, the MXFP4 stacks and no nextn."""
-    snap = _snapshot(fixture_root)
+    snap = snapshot_dir(fixture_root / REPO)
     shard = snap / "model-00003-of-00003.safetensors"
     blob = shard.read_bytes()
     mtp = [t for t in parse_header(shard.name, blob, len(blob)) if t.name.startswith("mtp.")]
@@ -159,7 +155,7 @@ def test_every_outtype_writes_fp8_layers_q8_0_and_experts_mxfp4(fixture_root, tm
     for outtype in ("f32", "bf16"):
         out = tmp_path / outtype
         out.mkdir()
-        result = hfstream.convert(str(_snapshot(fixture_root)), outtype=outtype, outfile=out)
+        result = hfstream.convert(str(snapshot_dir(fixture_root / REPO)), outtype=outtype, outfile=out)
         assert result.path.name.endswith("-MXFP4_MOE.gguf")
         files[outtype] = result.path.read_bytes()
     assert files["f32"] == files["bf16"]
@@ -175,7 +171,7 @@ def test_every_outtype_writes_fp8_layers_q8_0_and_experts_mxfp4(fixture_root, tm
 
 def _copy(fixture_root: Path, tmp_path: Path) -> Path:
     repo = tmp_path / "DeepSeek-V4-Flash"
-    shutil.copytree(_snapshot(fixture_root), repo)
+    shutil.copytree(snapshot_dir(fixture_root / REPO), repo)
     return repo
 
 

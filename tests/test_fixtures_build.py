@@ -36,11 +36,6 @@ def specs():
     return fb.load_specs()
 
 
-def snapshot(root: Path, repo: str, ref: str = "main") -> Path:
-    meta = json.loads((root / repo / "repo.json").read_text())
-    return root / repo / "commits" / meta["refs"][ref]
-
-
 #: a repo of each kind the builder makes: sharded with an index, two commits, gated, FP8 with block scales,
 #: MXFP4, a vision model with its processor files, an embedding model with sentence-transformers' files
 FRESH_SAMPLE = ["tiny-llama-sharded", "two-commits", "gated-llama", "tiny-deepseek-v3", "tiny-gpt-oss",
@@ -124,7 +119,7 @@ def read_header(path: Path) -> dict:
 def test_safetensors_match_spec(built, specs, name):
     root, _ = built
     spec = specs[name]
-    snap = snapshot(root, spec["repo"])
+    snap = fb.snapshot_dir(root / spec["repo"])
     config = json.loads((snap / "config.json").read_text())
     assert config == spec["config"]
     expected = dict(fb.decoder_tensors(config))
@@ -161,13 +156,13 @@ def test_writer_matches_the_safetensors_package(built, name):
     from safetensors.numpy import load_file, save
 
     root, _ = built
-    for f in sorted(snapshot(root, f"hfs-test/{name}").glob("*.safetensors")):
+    for f in sorted(fb.snapshot_dir(root / f"hfs-test/{name}").glob("*.safetensors")):
         assert f.read_bytes() == save(load_file(f), metadata={"format": "pt"}), f.name
 
 
 def test_sharded_index_covers_every_tensor(built):
     root, _ = built
-    snap = snapshot(root, "hfs-test/tiny-llama-sharded")
+    snap = fb.snapshot_dir(root / "hfs-test/tiny-llama-sharded")
     shards = sorted(p.name for p in snap.glob("*.safetensors"))
     assert shards == [f"model-0000{i}-of-00003.safetensors" for i in (1, 2, 3)]
     index = json.loads((snap / "model.safetensors.index.json").read_text())
@@ -203,7 +198,7 @@ def test_small_files_look_real(built, specs):
     yaml = pytest.importorskip("yaml")
     root, _ = built
     for name, spec in specs.items():
-        snap = snapshot(root, spec["repo"])
+        snap = fb.snapshot_dir(root / spec["repo"])
         readme = (snap / "README.md").read_text()
         assert readme.startswith("---\n")
         front = yaml.safe_load(readme.split("---\n")[1])
@@ -225,11 +220,11 @@ def test_small_files_look_real(built, specs):
 
 def test_error_repos(built):
     root, _ = built
-    names = lambda repo: sorted(p.name for p in snapshot(root, repo).iterdir())  # noqa: E731
+    names = lambda repo: sorted(p.name for p in fb.snapshot_dir(root / repo).iterdir())  # noqa: E731
     assert names("hfs-test/no-weights") == [".gitattributes", "README.md", "config.json"]
     assert "pytorch_model.bin" in names("hfs-test/pytorch-only")
     assert not any(n.endswith(".safetensors") for n in names("hfs-test/pytorch-only"))
-    cfg = json.loads((snapshot(root, "hfs-test/unsupported-arch") / "config.json").read_text())
+    cfg = json.loads((fb.snapshot_dir(root / "hfs-test/unsupported-arch") / "config.json").read_text())
     assert cfg["architectures"] == ["FooBarForCausalLM"]
     assert "model.safetensors" in names("hfs-test/unsupported-arch")
 

@@ -24,15 +24,12 @@ from hfstream.graph import AddScalar, Load, SliceRows
 from hfstream.kv import KeyWriter, Metadata
 from hfstream.plan import draft_plan, make_plan
 from hfstream.safetensors import SourceTensor, parse_header
-
-def snapshot(fixture_root, name):
-    info = json.loads((fixture_root / "hfs-test" / name / "repo.json").read_text())
-    return fixture_root / "hfs-test" / name / "commits" / info["refs"]["main"]
+from fixtures.build import snapshot_dir
 
 
 def repo(fixture_root, name):
     """(small files, headers, shards, model.safetensors bytes) of a fixture repo, from disk."""
-    snap = snapshot(fixture_root, name)
+    snap = snapshot_dir(fixture_root / "hfs-test" / name)
     files = {p.name: p.read_bytes() for p in snap.iterdir() if p.suffix != ".safetensors"}
     data = (snap / "model.safetensors").read_bytes()
     headers = {"model.safetensors": parse_header("model.safetensors", data, len(data))}

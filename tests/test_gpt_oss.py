@@ -11,7 +11,6 @@ and 32 E2M1 codes, two a byte with the even value in the low nibble) and GGML's 
 from __future__ import annotations
 
 import hashlib
-import json
 
 import gguf
 import numpy as np
@@ -32,6 +31,7 @@ from hfstream.graph import (
 )
 from hfstream.plan import draft_plan
 from hfstream.safetensors import SourceTensor, parse_header
+from fixtures.build import snapshot_dir
 
 from .conftest import golden
 from .goldens.digest import diff_digests, digest_gguf
@@ -151,8 +151,7 @@ def test_fused_bias_splits_by_alternate_columns():
 
 
 def _plan(fixture_root, repo: str, outtype: str):
-    info = json.loads((fixture_root / repo / "repo.json").read_text())
-    snap = fixture_root / repo / "commits" / info["refs"]["main"]
+    snap = snapshot_dir(fixture_root / repo)
     files = {p.name: p.read_bytes() for p in snap.iterdir() if p.suffix != ".safetensors"}
     shards = sorted(p.name for p in snap.glob("model*.safetensors"))
     headers = {s: parse_header(s, (snap / s).read_bytes(), (snap / s).stat().st_size) for s in shards}
@@ -252,8 +251,7 @@ def test_a_llama_quantize_type_that_would_requantize_mxfp4_is_refused(fresh_hub,
     (MXFP4_REPO, "model.layers.0.self_attn.sinks", (8,)),  # one per head
 ])
 def test_expert_and_sink_shapes_must_fit_the_config(fixture_root, repo, tensor, shape):
-    info = json.loads((fixture_root / repo / "repo.json").read_text())
-    snap = fixture_root / repo / "commits" / info["refs"]["main"]
+    snap = snapshot_dir(fixture_root / repo)
     files = {p.name: p.read_bytes() for p in snap.iterdir() if p.suffix != ".safetensors"}
     shards = sorted(p.name for p in snap.glob("model*.safetensors"))
     headers = {s: [t if t.name != tensor else SourceTensor(t.file, t.name, t.dtype, shape, t.start, t.end)

@@ -11,12 +11,12 @@ import pytest
 from hfstream import errors
 from hfstream.plan import draft_plan
 from hfstream.safetensors import SourceTensor, parse_header
+from fixtures.build import snapshot_dir
 
 
 def _inputs(fixture_root, name: str, config_change=None, tensor_shapes=None):
     repo = f"hfs-test/{name}"
-    info = json.loads((fixture_root / repo / "repo.json").read_text())
-    snap = fixture_root / repo / "commits" / info["refs"]["main"]
+    snap = snapshot_dir(fixture_root / repo)
     files = {p.name: p.read_bytes() for p in snap.iterdir() if p.suffix != ".safetensors"}
     if config_change is not None:
         config = json.loads(files["config.json"])

@@ -17,6 +17,7 @@ import pytest
 import hfstream
 from hfstream.graph import Stack
 from hfstream.plan import make_plan
+from fixtures.build import snapshot_dir
 
 from .conftest import golden
 from .goldens.digest import diff_digests, digest_gguf
@@ -31,12 +32,10 @@ MOE_CASES = [(REPO, N_EXPERTS, 3 * 2, "q8_0"), (REPO, N_EXPERTS, 3 * 2, "bf16"),
 
 def _plan(fixture_root, outtype: str, repo: str = REPO):
     """The plan of the fixture, made from its files on disk (no Hub)."""
-    import json
 
     from hfstream.safetensors import parse_header
 
-    info = json.loads((fixture_root / repo / "repo.json").read_text())
-    snap = fixture_root / repo / "commits" / info["refs"]["main"]
+    snap = snapshot_dir(fixture_root / repo)
     files = {p.name: p.read_bytes() for p in snap.iterdir() if p.suffix != ".safetensors"}
     shards = sorted(p.name for p in snap.glob("model*.safetensors"))
     headers = {}

@@ -15,13 +15,13 @@ from hfstream import errors
 from hfstream.arch.phi3 import Phi3
 from hfstream.plan import make_plan
 from hfstream.safetensors import SourceTensor, parse_header
+from fixtures.build import snapshot_dir
 
 from .conftest import golden
 
 
 def _snapshot(fixture_root, repo: str):
-    info = json.loads((fixture_root / repo / "repo.json").read_text())
-    snap = fixture_root / repo / "commits" / info["refs"]["main"]
+    snap = snapshot_dir(fixture_root / repo)
     files = {p.name: p.read_bytes() for p in snap.iterdir() if p.suffix != ".safetensors"}
     data = (snap / "model.safetensors").read_bytes()
     return files, parse_header("model.safetensors", data, len(data))

@@ -5,7 +5,6 @@ tensor operations, MTP naming, block-wise evaluation of the real plans, and the 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 
 import numpy as np
@@ -17,6 +16,7 @@ from hfstream.graph import GatherRows, Load, NegExp, PermuteCols, Reshape
 from hfstream.units import units_for
 from hfstream.plan import make_plan
 from hfstream.safetensors import SourceTensor, parse_header
+from fixtures.build import snapshot_dir
 
 from .test_graph import FakeFile, whole
 
@@ -167,8 +167,7 @@ def test_layer_types_must_name_every_layer():
 
 def _repo(fixture_root, name: str):
     """(small files, headers, shards, snapshot dir) of a fixture repo's main commit, from disk."""
-    info = json.loads((fixture_root / "hfs-test" / name / "repo.json").read_text())
-    snap = fixture_root / "hfs-test" / name / "commits" / info["refs"]["main"]
+    snap = snapshot_dir(fixture_root / "hfs-test" / name)
     files = {p.relative_to(snap).as_posix(): p.read_bytes() for p in snap.rglob("*")
              if p.is_file() and p.suffix != ".safetensors"}
     shards = sorted(p.name for p in snap.glob("model*.safetensors"))

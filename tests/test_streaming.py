@@ -13,13 +13,9 @@ import pytest
 import hfstream
 from hfstream import cli
 from hfstream.safetensors import parse_header
+from fixtures.build import snapshot_dir
 
 from .conftest import golden
-
-
-def _snapshot_dir(root: Path, repo: str, ref: str = "main") -> Path:
-    info = json.loads((root / repo / "repo.json").read_text())
-    return root / repo / "commits" / info["refs"][ref]
 
 
 def _tensor_spans(path: Path) -> list[tuple[int, int]]:
@@ -32,7 +28,7 @@ def _tensor_spans(path: Path) -> list[tuple[int, int]]:
                                   "hfs-test/tiny-gpt-oss", "hfs-test/tiny-gpt-oss-bf16"])
 def test_every_tensor_byte_is_fetched_once_and_no_shard_whole(repo, fresh_hub, fixture_root, tmp_path):
     result = hfstream.convert(repo, outtype="q8_0", outfile=tmp_path)
-    snap = _snapshot_dir(fixture_root, repo)
+    snap = snapshot_dir(fixture_root / repo)
     shards = sorted(p for p in snap.iterdir() if p.suffix == ".safetensors")
     assert len(shards) == json.loads((fixture_root.parent / "models" / f"{repo.split('/')[1]}.json").read_text())[
         "weights"].get("expect_shards", 1) > 1
@@ -159,7 +155,7 @@ def test_a_big_tokenizer_json_comes_in_parallel_ranges(fresh_hub, fixture_root, 
     from hfstream.fetch import SMALL_FILE_PART
 
     repo = "hfs-test/tiny-llama-bpe"
-    blob = (_snapshot_dir(fixture_root, repo) / "tokenizer.json").read_bytes()
+    blob = (snapshot_dir(fixture_root / repo) / "tokenizer.json").read_bytes()
     assert len(blob) >= 2 * SMALL_FILE_PART
     hfstream.convert(repo, outtype="q8_0", outfile=tmp_path, dry_run=True)  # small files and headers only
     lfs = "/lfs/" + hashlib.sha256(blob).hexdigest()
@@ -179,7 +175,7 @@ def test_a_server_that_ignores_range_on_it_still_gives_the_whole_file_once(fresh
     from .test_convert import comparable
 
     repo = "hfs-test/tiny-llama-bpe"
-    blob = (_snapshot_dir(fixture_root, repo) / "tokenizer.json").read_bytes()
+    blob = (snapshot_dir(fixture_root / repo) / "tokenizer.json").read_bytes()
     lfs = "/lfs/" + hashlib.sha256(blob).hexdigest()
     fresh_hub.faults.rules = [Fault("ignore_range", origin="storage", path=lfs + "$", count=1)]
     try:
@@ -202,7 +198,7 @@ def test_a_metadata_file_listed_larger_than_it_is_still_comes_whole(fresh_hub, f
     from hfstream.fetch import SMALL_FILE_PART, HubSource
 
     repo = "hfs-test/tiny-llama-bpe"
-    blob = (_snapshot_dir(fixture_root, repo) / "tokenizer.json").read_bytes()
+    blob = (snapshot_dir(fixture_root / repo) / "tokenizer.json").read_bytes()
     snap = hubmod.resolve(repo, "main", fresh_hub.endpoint, None)
     # listed as twice its size: with two connections, one range is the whole file, the other lies past its end
     lying = dataclasses.replace(snap, files={**snap.files, "tokenizer.json": 2 * len(blob)})

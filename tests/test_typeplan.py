@@ -7,7 +7,6 @@ shape of the answer.
 
 from __future__ import annotations
 
-import json
 
 import pytest
 from gguf import GGMLQuantizationType as QT
@@ -19,6 +18,7 @@ from hfstream.arch.base import TextFamily
 from hfstream.plan import make_plan
 from hfstream.quant import OutputTensor, QuantOptions, outtype, plan_types
 from hfstream.safetensors import parse_header
+from fixtures.build import snapshot_dir
 
 #: a one-layer MoE model, as the mix rules read it from the keys
 KEYS = {"general.architecture": "llama", "llama.block_count": 1, "llama.attention.head_count": 4,
@@ -92,8 +92,7 @@ def test_mix_options_are_refused_for_the_converters_outtypes():
 
 
 def mixtral(fixture_root):
-    info = json.loads((fixture_root / "hfs-test" / "tiny-mixtral" / "repo.json").read_text())
-    snap = fixture_root / "hfs-test" / "tiny-mixtral" / "commits" / info["refs"]["main"]
+    snap = snapshot_dir(fixture_root / "hfs-test" / "tiny-mixtral")
     files = {p.name: p.read_bytes() for p in snap.iterdir() if p.suffix != ".safetensors"}
     shards = sorted(p.name for p in snap.iterdir() if p.suffix == ".safetensors")
     headers = {}
