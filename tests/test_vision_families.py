@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,17 @@ import pytest
 from hfstream import cli, errors
 from hfstream.arch.lfm2_vl import _conv_patch_embedding
 from hfstream.graph import Constant
+from fixtures.build import snapshot_dir
+
+
+def _copy_with_config(fixture_root, tmp_path, repo: str, edit) -> Path:
+    """A local copy of a fixture repo whose config.json ``edit`` (config -> None) has changed."""
+    model = tmp_path / repo
+    shutil.copytree(snapshot_dir(fixture_root / "hfs-test" / repo), model)
+    config = json.loads((model / "config.json").read_text())
+    edit(config)
+    (model / "config.json").write_text(json.dumps(config))
+    return model
 
 
 def test_lfm2_vl_patch_embedding_becomes_a_channels_first_convolution():
@@ -37,12 +49,10 @@ def test_lfm2_vl_patch_embedding_of_another_patch_size_is_refused():
 @pytest.mark.parametrize("repo, text_arch", [("tiny-smolvlm2", "VLlama3ForCausalLM"), ("tiny-lfm2-vl", "Lfm2ForCausalLM")])
 def test_a_text_config_without_architectures_has_no_text_model_but_a_projector(repo, text_arch, fresh_hub, fixture_root,
                                                                               tmp_path, capsys):
-    (snapshot,) = (fixture_root / "hfs-test" / repo / "commits").iterdir()
-    model = tmp_path / repo
-    shutil.copytree(snapshot, model)
-    config = json.loads((model / "config.json").read_text())
-    assert config["text_config"].pop("architectures") == [text_arch]
-    (model / "config.json").write_text(json.dumps(config))
+    def drop_text_architectures(config):
+        assert config["text_config"].pop("architectures") == [text_arch]
+
+    model = _copy_with_config(fixture_root, tmp_path, repo, drop_text_architectures)
     out = tmp_path / "out"
     out.mkdir()
 
@@ -59,12 +69,8 @@ def test_a_text_config_without_architectures_has_no_text_model_but_a_projector(r
 
 def test_internvl_with_a_text_model_hfstream_does_not_pair_is_refused_in_one_line(fresh_hub, fixture_root, tmp_path,
                                                                                   capsys):
-    (snapshot,) = (fixture_root / "hfs-test" / "tiny-internvl3" / "commits").iterdir()
-    model = tmp_path / "tiny-internvl3"
-    shutil.copytree(snapshot, model)
-    config = json.loads((model / "config.json").read_text())
-    config["llm_config"]["architectures"] = ["InternLM2ForCausalLM"]  # InternVL2.5-8B's text model
-    (model / "config.json").write_text(json.dumps(config))
+    model = _copy_with_config(fixture_root, tmp_path, "tiny-internvl3",  # InternVL2.5-8B's text model:
+                              lambda config: config["llm_config"].update(architectures=["InternLM2ForCausalLM"]))
     out = tmp_path / "out"
     out.mkdir()
     rc = cli.main(["convert", str(model), "--outtype", "f16", "-o", str(out), "-q"])
@@ -72,3 +78,16 @@ def test_internvl_with_a_text_model_hfstream_does_not_pair_is_refused_in_one_lin
     assert rc == errors.UnsupportedArchitectureError.exit_code
     assert len(err.strip().splitlines()) == 1 and "InternLM2ForCausalLM text model" in err
     assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("repo", ["tiny-internvl3", "tiny-pixtral"])
+def test_a_tower_activation_clip_has_no_flag_for_is_refused(repo, fixture_root, tmp_path, capsys):
+    """InternVL's and Pixtral's towers run SiLU or GELU, each a flag of clip's; another is refused."""
+    model = _copy_with_config(fixture_root, tmp_path, repo,
+                              lambda config: config["vision_config"].update(hidden_act="relu"))
+    out = tmp_path / "out"
+    rc = cli.main(["convert", str(model), "--mmproj", "--outtype", "f16", "-o", str(out) + "/", "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == errors.InvalidConfigError.exit_code
+    assert len(err) == 1 and "hidden_act 'relu' is neither silu nor gelu" in err[0], err
+    assert not out.exists() or list(out.iterdir()) == []

@@ -810,6 +810,17 @@ class ProjectorFamily(TextFamily):
             w.add_audio_block_count(a(self.block_keys))
             w.add_audio_head_count(a(("num_attention_heads",)))
 
+    def add_activation(self, w: gguf.GGUFWriter) -> None:
+        """The tower's ``hidden_act`` as clip reads it, for a family whose tower may run either: a flag for
+        SiLU or for GELU; anything else is refused."""
+        act = self.hparams.get("hidden_act")
+        if act == "silu":
+            w.add_vision_use_silu(True)
+        elif act == "gelu":
+            w.add_vision_use_gelu(True)
+        else:
+            raise errors.InvalidConfigError(f"config.json: vision_config hidden_act {act!r} is neither silu nor gelu")
+
     def find_audio(self, keys: Sequence[str]) -> Any:
         """The first of ``keys`` the audio config sets (``find`` for the audio encoder)."""
         assert self.hparams_audio is not None

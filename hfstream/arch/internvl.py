@@ -104,13 +104,7 @@ class InternVLVision(ProjectorFamily):
         super().add_hparams(w, file_type)
         w.add_clip_projector_type(gguf.VisionProjectorType.INTERNVL)
         w.add_vision_attention_layernorm_eps(self.find(("layer_norm_eps",)))
-        act = self.find(("hidden_act",))
-        if act == "silu":
-            w.add_vision_use_silu(True)
-        elif act == "gelu":
-            w.add_vision_use_gelu(True)
-        else:
-            raise errors.InvalidConfigError(f"config.json: vision_config.hidden_act {act!r} is neither gelu nor silu")
+        self.add_activation(w)
         ratio = self.global_config.get("downsample_ratio")
         if not isinstance(ratio, (int, float)) or isinstance(ratio, bool) or not 0 < ratio <= 1:
             raise errors.InvalidConfigError(f"config.json: downsample_ratio is {ratio!r}")

@@ -76,13 +76,7 @@ class PixtralVision(ProjectorFamily):
         super().add_hparams(w, file_type)
         w.add_clip_projector_type(gguf.VisionProjectorType.PIXTRAL)
         w.add_vision_attention_layernorm_eps(self.hparams["layer_norm_eps"])
-        act = self.hparams.get("hidden_act")
-        if act == "silu":
-            w.add_vision_use_silu(True)
-        elif act == "gelu":
-            w.add_vision_use_gelu(True)
-        else:
-            raise errors.InvalidConfigError(f"config.json: vision_config hidden_act {act!r} is neither silu nor gelu")
+        self.add_activation(w)
         if "spatial_merge_size" in self.global_config:
             w.add_vision_spatial_merge_size(self.global_config["spatial_merge_size"])
 
