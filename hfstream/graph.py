@@ -214,7 +214,21 @@ class Constant(Node):
 
 
 @dataclass(frozen=True, eq=False)
-class PermuteHeads(Node):
+class _Unary(Node):
+    """A node of one input, ``x``: its dtype and its source tensors are the input's."""
+
+    x: Node
+
+    @property
+    def dtype(self):  # type: ignore[override]
+        return self.x.dtype
+
+    def leaves(self):
+        return self.x.leaves()
+
+
+@dataclass(frozen=True, eq=False)
+class PermuteHeads(_Unary):
     """Llama's q/k row order for rotary embeddings: within each head, interleave the two halves.
 
     Rows of each head are grouped as (2, head_dim/2) and regrouped as (head_dim/2, 2); a block
@@ -227,13 +241,6 @@ class PermuteHeads(Node):
     @property
     def shape(self):  # type: ignore[override]
         return self.x.shape
-
-    @property
-    def dtype(self):  # type: ignore[override]
-        return self.x.dtype
-
-    def leaves(self):
-        return self.x.leaves()
 
     @property
     def _head_rows(self) -> int:
@@ -323,7 +330,7 @@ class Stack(Node):
 
 
 @dataclass(frozen=True, eq=False)
-class AddScalar(Node):
+class AddScalar(_Unary):
     """x + c in the dtype of x (Gemma stores norm weights as w - 1)."""
 
     x: Node
@@ -332,13 +339,6 @@ class AddScalar(Node):
     @property
     def shape(self):  # type: ignore[override]
         return self.x.shape
-
-    @property
-    def dtype(self):  # type: ignore[override]
-        return self.x.dtype
-
-    def leaves(self):
-        return self.x.leaves()
 
     def row_align(self):
         return self.x.row_align()
@@ -352,7 +352,7 @@ class AddScalar(Node):
 
 
 @dataclass(frozen=True, eq=False)
-class Transpose(Node):
+class Transpose(_Unary):
     """The transpose of a 2-D tensor (GPT-2's Conv1D weights are stored as in x out). Whole only."""
 
     x: Node
@@ -360,13 +360,6 @@ class Transpose(Node):
     @property
     def shape(self):  # type: ignore[override]
         return tuple(reversed(self.x.shape))
-
-    @property
-    def dtype(self):  # type: ignore[override]
-        return self.x.dtype
-
-    def leaves(self):
-        return self.x.leaves()
 
     def spans(self, r0, r1):
         return self.x.spans(0, self.x.rows)
@@ -377,7 +370,7 @@ class Transpose(Node):
 
 
 @dataclass(frozen=True, eq=False)
-class SliceRows(Node):
+class SliceRows(_Unary):
     """Rows [start, stop) of a tensor's first axis (e.g. an embedding cut to the real vocab size; a
     third of a fused q/k/v weight or bias)."""
 
@@ -388,13 +381,6 @@ class SliceRows(Node):
     @property
     def shape(self):  # type: ignore[override]
         return (self.stop - self.start, *self.x.shape[1:])
-
-    @property
-    def dtype(self):  # type: ignore[override]
-        return self.x.dtype
-
-    def leaves(self):
-        return self.x.leaves()
 
     @property
     def _per_first(self) -> int:
@@ -420,7 +406,7 @@ class SliceRows(Node):
 
 
 @dataclass(frozen=True, eq=False)
-class PadRows(Node):
+class PadRows(_Unary):
     """A tensor's first axis lengthened to ``length`` with zeros (e.g. Gemma 3n's embeddings, padded
     to the vocab size with rows for the image and audio tokens). Zero rows need no source bytes."""
 
@@ -430,13 +416,6 @@ class PadRows(Node):
     @property
     def shape(self):  # type: ignore[override]
         return (self.length, *self.x.shape[1:])
-
-    @property
-    def dtype(self):  # type: ignore[override]
-        return self.x.dtype
-
-    def leaves(self):
-        return self.x.leaves()
 
     def row_align(self):
         inner = self.x.row_align()
@@ -497,7 +476,7 @@ class Bytes(Node):
 
 
 @dataclass(frozen=True, eq=False)
-class SwapLastAxes(Node):
+class SwapLastAxes(_Unary):
     """Each matrix of a stack transposed: [..., a, b] -> [..., b, a] (gpt-oss's bf16 experts are
     stored [in, out]). A block is whole matrices (one expert), which need the same source matrices."""
 
@@ -506,13 +485,6 @@ class SwapLastAxes(Node):
     @property
     def shape(self):  # type: ignore[override]
         return (*self.x.shape[:-2], self.x.shape[-1], self.x.shape[-2])
-
-    @property
-    def dtype(self):  # type: ignore[override]
-        return self.x.dtype
-
-    def leaves(self):
-        return self.x.leaves()
 
     def row_align(self):
         inner = self.x.row_align()
@@ -542,7 +514,7 @@ class SwapLastAxes(Node):
 
 
 @dataclass(frozen=True, eq=False)
-class StrideRows(Node):
+class StrideRows(_Unary):
     """Rows ``start::step`` of each matrix of a stack ([..., R, n] -> [..., R / step, n]): one half of
     gpt-oss's fused ``gate_up`` experts, whose gate and up rows alternate.
 
@@ -563,13 +535,6 @@ class StrideRows(Node):
     def shape(self):  # type: ignore[override]
         return (*self.x.shape[:-2], self.x.shape[-2] // self.step, self.x.shape[-1])
 
-    @property
-    def dtype(self):  # type: ignore[override]
-        return self.x.dtype
-
-    def leaves(self):
-        return self.x.leaves()
-
     def row_align(self):
         inner = self.x.row_align()
         # r0 * step must be a cut point of the input
@@ -587,21 +552,12 @@ class StrideRows(Node):
 
 
 @dataclass(frozen=True, eq=False)
-class _Elementwise(Node):
-    """A node whose rows are its input's rows, each transformed on its own (``x`` is a dataclass field)."""
-
-    x: Node
+class _Elementwise(_Unary):
+    """A node whose rows are its input's rows, each transformed on its own."""
 
     @property
     def shape(self):  # type: ignore[override]
         return self.x.shape
-
-    @property
-    def dtype(self):  # type: ignore[override]
-        return self.x.dtype
-
-    def leaves(self):
-        return self.x.leaves()
 
     def row_align(self):
         return self.x.row_align()
@@ -830,7 +786,7 @@ class BlockScale(Node):
 
 
 @dataclass(frozen=True, eq=False)
-class HeadSlice(Node):
+class HeadSlice(_Unary):
     """Rows [start, stop) of every head of a (n_head * group, cols) tensor, as (n_head, stop - start, cols),
     or each head's slice transposed, (n_head, cols, stop - start).
 
@@ -853,13 +809,6 @@ class HeadSlice(Node):
         width = self.stop - self.start
         cols = self.x.shape[-1]
         return (self.n_head, cols, width) if self.transpose else (self.n_head, width, cols)
-
-    @property
-    def dtype(self):  # type: ignore[override]
-        return self.x.dtype
-
-    def leaves(self):
-        return self.x.leaves()
 
     @property
     def _head_rows(self) -> int:
@@ -900,7 +849,7 @@ class HeadSlice(Node):
 
 
 @dataclass(frozen=True, eq=False)
-class SliceStackRows(Node):
+class SliceStackRows(_Unary):
     """Rows [start, stop) of every matrix of a 3-D stack, i.e. axis 1 (GraniteMoE stores each expert's
     gate and up projections as one (experts, 2 * ffn, hidden) tensor, which becomes two stacks).
 
@@ -915,13 +864,6 @@ class SliceStackRows(Node):
     @property
     def shape(self):  # type: ignore[override]
         return (self.x.shape[0], self.stop - self.start, self.x.shape[2])
-
-    @property
-    def dtype(self):  # type: ignore[override]
-        return self.x.dtype
-
-    def leaves(self):
-        return self.x.leaves()
 
     def row_align(self):
         inner = self.x.row_align()
@@ -952,7 +894,7 @@ class SliceStackRows(Node):
 
 
 @dataclass(frozen=True, eq=False)
-class Reshape(Node):
+class Reshape(_Unary):
     """The same values in the same (row-major) order under another shape: a scalar as a 1-element
     vector, a depthwise convolution's (C, 1, K) as (C, K), a flat patch projection (n, p*p*3) as
     (n, p*p, 3) before its channels are moved.
@@ -971,13 +913,6 @@ class Reshape(Node):
     @property
     def shape(self):  # type: ignore[override]
         return self.new_shape
-
-    @property
-    def dtype(self):  # type: ignore[override]
-        return self.x.dtype
-
-    def leaves(self):
-        return self.x.leaves()
 
     def row_align(self):
         inner = self.x.row_align()
@@ -1001,7 +936,7 @@ class Reshape(Node):
 
 
 @dataclass(frozen=True, eq=False)
-class GatherRows(Node):
+class GatherRows(_Unary):
     """Rows of ``x`` in another order or selection: ``runs`` lists (first source row, row count), and
     the output is those rows one run after the other, in ``shape`` (the same row length as ``x``).
 
@@ -1020,13 +955,6 @@ class GatherRows(Node):
             raise ValueError(f"runs of {self.x.shape} do not make {self.shape}")
         if any(n <= 0 or start < 0 or start + n > self.x.rows for start, n in self.runs):
             raise ValueError(f"a run is outside the {self.x.rows} rows of {self.x.shape}")
-
-    @property
-    def dtype(self):  # type: ignore[override]
-        return self.x.dtype
-
-    def leaves(self):
-        return self.x.leaves()
 
     @cached_property
     def _firsts(self) -> list[int]:
@@ -1179,7 +1107,7 @@ class ScaleRowBlocks(_Elementwise):
 
 
 @dataclass(frozen=True, eq=False)
-class SliceInner(Node):
+class SliceInner(_Unary):
     """Rows [start, stop) of each matrix of a stack ([..., R, n] -> [..., stop - start, n]): one half
     of Granite's fused expert ``input_linear`` [E, 2 ff, h], gate first. Output rows map to source rows
     one for one (row r of matrix m is source row m * R + start + r), so a block of rows reads only the
@@ -1196,13 +1124,6 @@ class SliceInner(Node):
     @property
     def shape(self):  # type: ignore[override]
         return (*self.x.shape[:-2], self.stop - self.start, self.x.shape[-1])
-
-    @property
-    def dtype(self):  # type: ignore[override]
-        return self.x.dtype
-
-    def leaves(self):
-        return self.x.leaves()
 
     def row_align(self):
         inner = self.x.row_align()
@@ -1234,7 +1155,7 @@ class SliceInner(Node):
 
 
 @dataclass(frozen=True, eq=False)
-class Select(Node):
+class Select(_Unary):
     """Index ``index`` of axis ``axis``, that axis dropped (a Conv3D's kernel at one time step, as
     (out, in, kh, kw): Qwen-VL's patch embedding becomes two Conv2D kernels). ``axis`` is not the last.
 
@@ -1253,13 +1174,6 @@ class Select(Node):
     @property
     def shape(self):  # type: ignore[override]
         return self.x.shape[:self.axis] + self.x.shape[self.axis + 1:]
-
-    @property
-    def dtype(self):  # type: ignore[override]
-        return self.x.dtype
-
-    def leaves(self):
-        return self.x.leaves()
 
     @property
     def _rows_per_outer(self) -> int:
@@ -1297,7 +1211,7 @@ class Select(Node):
 
 
 @dataclass(frozen=True, eq=False)
-class Softplus(Node):
+class Softplus(_Elementwise):
     """log(1 + exp(x)) in float32, as torch's ``softplus`` (beta 1: x itself above 20) computes it on
     a float32 tensor: exp rounded to float32, then log1p of that rounded to float32 (each step done in
     float64 and rounded once, which is the correctly rounded float32 result torch's vector math gives)."""
@@ -1306,28 +1220,11 @@ class Softplus(Node):
     threshold: float = 20.0
 
     @property
-    def shape(self):  # type: ignore[override]
-        return self.x.shape
-
-    @property
     def dtype(self):  # type: ignore[override]
         return F32
 
-    def leaves(self):
-        return self.x.leaves()
-
-    def row_align(self):
-        return self.x.row_align()
-
-    def spans(self, r0, r1):
-        return self.x.spans(r0, r1) if self.row_align() is not None else self.x.spans(0, self.x.rows)
-
     def eval_rows(self, data, r0, r1):
-        if self.row_align() is None:
-            w = self.x.evaluate(data).reshape(self.rows, self.cols)[r0:r1]
-        else:
-            w = self.x.eval_rows(data, r0, r1)
-        w = w.astype(np.float32)
+        w = self._input(data, r0, r1).astype(np.float32)
         with np.errstate(over="ignore"):
             e = np.exp(w.astype(np.float64)).astype(np.float32)
         out = np.log1p(e.astype(np.float64)).astype(np.float32)
