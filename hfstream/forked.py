@@ -47,17 +47,26 @@ def call(what: str, fn: Callable[..., T], *args) -> T:
 def start(what: str, fn: Callable[..., T], *args) -> Pending[T]:
     """``call``, but returning at once: the answer is taken with ``result()`` (or dropped with ``cancel()``)."""
     read_fd, write_fd = os.pipe()
+    # Ctrl-C held off across the fork: the child would otherwise take it in the parent's handler while
+    # Python's own after-fork hooks run, and print "Exception ignored in ... _after_fork" beside the
+    # parent's one line. Held, it reaches the child once its handlers are the defaults (and ends it).
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
     try:
         pid = os.fork()
     except OSError:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(read_fd)
         os.close(write_fd)
         return Pending(what, -1, -1, _outcome(fn, args))
     if pid == 0:
         os.close(read_fd)
-        _child(write_fd, fn, args)  # never returns
+        _child(write_fd, fn, args, mask)  # never returns
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     os.close(write_fd)
     return Pending(what, pid, read_fd)
+
+
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 class Pending(Generic[T]):
@@ -137,7 +146,7 @@ def _answer(payload: bytes) -> tuple | None:
         return None
 
 
-def _child(write_fd: int, fn: Callable, args: tuple) -> None:
+def _child(write_fd: int, fn: Callable, args: tuple, mask: set[int | signal.Signals]) -> None:
     status = 70
     try:
         gc.disable()
@@ -145,6 +154,7 @@ def _child(write_fd: int, fn: Callable, args: tuple) -> None:
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         try:
             answer = (True, fn(*args))
         except BaseException as e:  # noqa: B036 - every failure goes back to the parent

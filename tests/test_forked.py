@@ -14,6 +14,7 @@ import pytest
 import hfstream
 from hfstream import cli, errors, forked, pipeline
 
+from .conftest import ROOT
 from .goldens.digest import diff_digests, digest_gguf
 from .test_convert import comparable
 
@@ -187,3 +188,48 @@ def test_a_killed_resolver_exits_70(fresh_hub, tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"resolving {REPO}@main: the child process was killed" in err
     assert list(tmp_path.iterdir()) == []
+
+
+_CTRL_C_AT_FORK = """
+import os, sys
+from hfstream import forked
+ready, go = int(sys.argv[1]), int(sys.argv[2])
+
+def in_child():  # after Python's own after-fork hooks, before the child's work
+    os.write(ready, b"forked")
+    os.read(go, 1)  # the test has signalled the whole group by now
+
+os.register_at_fork(after_in_child=in_child)
+try:
+    forked.call("adding", sum, [1, 2])
+except BaseException as e:
+    print(type(e).__name__)
+"""
+
+
+def test_ctrl_c_as_the_child_starts_prints_nothing_from_the_child():
+    """Ctrl-C signals the whole group; one arriving while the new child still runs the after-fork hooks
+    was taken there by the parent's handler, and Python printed "Exception ignored in ..." beside the
+    CLI's one line. The signal is held across the fork now, so the child ends quietly."""
+    import subprocess
+    import sys
+
+    ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
+    proc = subprocess.Popen([sys.executable, "-c", _CTRL_C_AT_FORK, str(ready_w), str(go_r)],
+                            pass_fds=(ready_w, go_r), start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    os.close(ready_w)
+    os.close(go_r)
+    try:
+        assert os.read(ready_r, 6) == b"forked"
+        os.killpg(proc.pid, signal.SIGINT)
+        os.write(go_w, b"g")
+        out, err = proc.communicate(timeout=60)
+    finally:
+        os.close(ready_r)
+        os.close(go_w)
+        if proc.poll() is None:
+            proc.kill()
+    assert "Exception ignored" not in err and "Traceback" not in err, err
+    assert out.strip() == "KeyboardInterrupt"
