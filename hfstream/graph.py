@@ -24,7 +24,7 @@ import bisect
 import itertools
 import math
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import cache, cached_property
 from typing import Any, ClassVar, NamedTuple
 
@@ -143,6 +143,30 @@ class Node:
     def evaluate(self, data: SpanData) -> np.ndarray:
         """The whole tensor, from the bytes of ``spans(0, rows)``."""
         return self.eval_rows(data, 0, self.rows).reshape(self.shape)
+
+
+def same_graph(a: Node, b: Node) -> bool:
+    """Whether two nodes compute the same values from the same source bytes: the same classes with
+    equal fields, all the way down (nodes compare by identity otherwise: ``eq=False``)."""
+    if a is b:
+        return True
+    node: Any = a  # every concrete node is a dataclass
+    return type(a) is type(b) and all(_same_field(getattr(a, f.name), getattr(b, f.name)) for f in fields(node))
+
+
+def same_array(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal bit for bit (NaN payloads and the sign of zero included), dtype and shape too."""
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+def _same_field(a: Any, b: Any) -> bool:
+    if isinstance(a, Node):
+        return isinstance(b, Node) and same_graph(a, b)
+    if isinstance(a, np.ndarray):
+        return isinstance(b, np.ndarray) and same_array(a, b)
+    if isinstance(a, (tuple, list)):
+        return type(a) is type(b) and len(a) == len(b) and all(_same_field(x, y) for x, y in zip(a, b))
+    return type(a) is type(b) and a == b
 
 
 def decode(src: SourceTensor, raw: bytes | memoryview, shape: tuple[int, ...] | None = None) -> np.ndarray:

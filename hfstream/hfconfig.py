@@ -28,6 +28,7 @@ import hashlib
 import io
 import os
 import pickle
+import select
 import subprocess
 import sys
 import threading
@@ -37,7 +38,7 @@ from typing import Any, Iterable, Mapping, NoReturn
 from . import errors, jsonfile
 from .errors import NotReproducibleError
 
-__all__ = ["normalize", "as_written", "prepare", "load_config", "check_hparams", "NotReproducibleError", "transformers_version"]
+__all__ = ["normalize", "as_written", "prepare", "answers_now", "load_config", "check_hparams", "NotReproducibleError", "transformers_version"]
 
 _WORKER_SCRIPT = Path(__file__).with_name("_autoconfig.py")
 
@@ -45,6 +46,12 @@ _WORKER_SCRIPT = Path(__file__).with_name("_autoconfig.py")
 def prepare() -> None:
     """Start the worker now, so that transformers is imported by the time a config arrives."""
     _WORKER.start()
+
+
+def answers_now(config_blob: bytes, *, name_or_path: str | None = None) -> bool:
+    """Whether ``normalize`` would answer without waiting for transformers' import: the worker is
+    ready (or this config was read before). Never waits."""
+    return _WORKER.answers_now(config_blob, name_or_path or "")
 
 
 def transformers_version() -> str:
@@ -168,8 +175,22 @@ class _Worker:
             assert self._version is not None
             return self._version
 
+    def answers_now(self, config_blob: bytes, name_or_path: str) -> bool:
+        if not self._lock.acquire(blocking=False):
+            return False  # another thread is asking: this one would wait for it
+        try:
+            if _key(config_blob, name_or_path) in self._memo or self._version is not None:
+                return True
+            proc = self._proc
+            if proc is None or proc.stdout is None or self._pid_owner != os.getpid():
+                return False
+            # its first frame (ready, or EOF if it died) is there: reading it does not wait
+            return bool(select.select([proc.stdout], [], [], 0)[0])
+        finally:
+            self._lock.release()
+
     def ask(self, config_blob: bytes, name_or_path: str) -> tuple[str, Any]:
-        key = (hashlib.sha256(config_blob).digest(), name_or_path)
+        key = _key(config_blob, name_or_path)
         with self._lock:
             if key in self._memo:
                 return _copy(self._memo[key])
@@ -214,6 +235,10 @@ class _Worker:
         code = proc.wait() if proc is not None else None
         raise errors.HelperDiedError(f"reading config.json: the transformers worker ended (status {code}) "
                                      "before answering")
+
+
+def _key(config_blob: bytes, name_or_path: str) -> tuple[bytes, str]:
+    return hashlib.sha256(config_blob).digest(), name_or_path
 
 
 def _frame_out(stream, payload: bytes) -> None:

@@ -24,7 +24,7 @@ from typing import AsyncIterator, Callable
 
 import gguf
 
-from . import errors, forked, hub, quant, settings, vocab
+from . import errors, forked, hfconfig, hub, quant, settings, vocab
 from .arch import family_class, projector_class
 from .execute import Early, Target, Workers, execute
 from .fetch import HubSource
@@ -33,7 +33,8 @@ from .layout import Layout, PackedArrays, layout
 from .quant import options_from
 from .localdir import LocalSource, local_snapshot
 from .options import ConvertResult, Options, OutputResult, Progress
-from .plan import Plan, build_vocab, draft_plan, index_name_check, value_sources, weight_files, with_vocab
+from .plan import (Plan, build_vocab, draft_plan, index_name_check, same_tensors, value_sources, weight_files,
+                   with_vocab)
 from .safetensors import SourceTensor, read_header
 from .source import ByteSource, HeadCachedSource
 from .writer import OutputLock, check_destination, part_path
@@ -71,29 +72,24 @@ async def _convert(repo_id: str, opts: Options, resolved: Resolved | None = None
 
     async with source, report.ticking(source):
         report.phase("headers")
-        files = await small_files(source, snapshot)
+        files, shards, headers, heads = await files_and_headers(source, snapshot, kinds, opts.connections)
         if template is not None:
             files = vocab.with_chat_template(files, template)
-        _check_families(load_config(files["config.json"]), kinds)  # refused before any header is read
-        shards = weight_shards(snapshot, files)
-        headers, heads = await read_headers(source, snapshot, shards, files, opts.connections)
         cached = HeadCachedSource(source, heads)
         # the few single numbers a text model's keys are made of (Apertus' xIELU scalars)
         values = await read_values(cached, files, headers) if False in kinds else {}
-        plans = [draft_plan(repo_name=snapshot.name, files=files, headers=headers, shards=shards, outtype=outtype,
-                            bpe_pre=opts.bpe_pre, source=(snapshot.repo_id, snapshot.sha) if snapshot.sha else None,
-                            quant_opts=quant_opts, split_max_tensors=opts.split_max_tensors,
-                            split_max_size=opts.split_max_size, projector=projector, values=values)
-                 for projector in kinds for outtype in opts.outtypes()]
-        del files, headers
+        drafts = functools.partial(_draft_plans, snapshot=snapshot, files=files, headers=headers, shards=shards,
+                                   kinds=kinds, opts=opts, quant_opts=quant_opts, values=values)
+        # transformers may still be importing (a second or so of CPU): fetching starts by a plan of
+        # config.json as written meanwhile, and keeps what the real plan confirms
+        provisional = _provisional_plans(drafts, files, snapshot, kinds, opts, source)
+        plans = provisional if provisional is not None else drafts()
         finals = output_paths_of(opts.outfile, plans, create=not opts.dry_run)
         workers = Workers(opts)
         early = None
         held = contextlib.ExitStack()
         try:
-            if not opts.dry_run:
-                for final in finals:  # before the destination is checked: one run per output at a time
-                    held.enter_context(OutputLock(final))
+            _lock_outputs(held, finals, opts)
             if not opts.dry_run:  # a dry run fetches nothing; on DeepSeek-V3 this sum is a second of CPU
                 report.progress.bytes_to_fetch = source.stats.bytes_fetched + _still_to_fetch(plans, heads)
             report.phase("vocabulary")
@@ -102,6 +98,23 @@ async def _convert(repo_id: str, opts: Options, resolved: Resolved | None = None
             elif not opts.dry_run:
                 for final in finals:  # refused before any tensor byte is fetched
                     check_destination(final, opts.force)
+            if provisional is not None:
+                plans = await asyncio.to_thread(drafts)  # the event loop goes on fetching meanwhile
+                real_finals = output_paths_of(opts.outfile, plans)
+                if real_finals != finals or not all(map(same_tensors, provisional, plans)):
+                    # transformers' defaults changed what is read or how: the early units are dropped
+                    if early is not None:
+                        await early.cancel()
+                        early = None
+                    if real_finals != finals:
+                        held.close()
+                        finals = real_finals
+                        _lock_outputs(held, finals, opts)
+                        for final in finals:
+                            check_destination(final, opts.force)
+                    report.progress.bytes_to_fetch = source.stats.bytes_fetched + _still_to_fetch(plans, heads)
+                del provisional
+            del files, headers, drafts
             # The vocabulary and the header take a second of CPU on big tokenizers: a child process
             # builds them while the first units are fetched and encoded here.
             layouts = await asyncio.to_thread(_finish_plans, plans, elsewhere=early is not None)
@@ -185,6 +198,43 @@ class _Reporter:
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
+
+
+def _draft_plans(*, snapshot: hub.Snapshot, files: dict[str, bytes], headers: dict[str, list[SourceTensor]],
+                 shards: list[str], kinds: list[bool], opts: Options, quant_opts: quant.QuantOptions | None,
+                 values: dict[SourceTensor, bytes | memoryview], provisional: bool = False) -> list[Plan]:
+    """One draft per output: every outtype of the text model, of its projector, or of both."""
+    return [draft_plan(repo_name=snapshot.name, files=files, headers=headers, shards=shards, outtype=outtype,
+                       bpe_pre=opts.bpe_pre, source=(snapshot.repo_id, snapshot.sha) if snapshot.sha else None,
+                       quant_opts=quant_opts, split_max_tensors=opts.split_max_tensors,
+                       split_max_size=opts.split_max_size, projector=projector, values=values, provisional=provisional)
+            for projector in kinds for outtype in opts.outtypes()]
+
+
+def _provisional_plans(drafts: Callable[..., list[Plan]], files: dict[str, bytes], snapshot: hub.Snapshot,
+                       kinds: list[bool], opts: Options, source: ByteSource) -> list[Plan] | None:
+    """Drafts from config.json as written, when the real ones would wait for transformers' import and
+    units could start early (the Hub, no dry run); None otherwise, or when config.json as written does
+    not make a plan (a key only transformers' defaults give, say): the real drafts say why, if anything."""
+    if opts.dry_run or not isinstance(source, HubSource):
+        return None
+    config = load_config(files["config.json"])
+    if all((projector_class(config) if projector else family_class(config)).config_source == "config.json"
+           for projector in kinds):
+        return None  # the real drafts do not wait
+    if hfconfig.answers_now(files["config.json"], name_or_path=snapshot.name):
+        return None
+    try:
+        return drafts(provisional=True)
+    except Exception:  # noqa: BLE001 - any way a family trips on keys transformers would have filled in
+        return None
+
+
+def _lock_outputs(held: contextlib.ExitStack, finals: list[Path], opts: Options) -> None:
+    """One run per output at a time: taken before the destination is checked."""
+    if not opts.dry_run:
+        for final in finals:
+            held.enter_context(OutputLock(final))
 
 
 def _still_to_fetch(plans: list[Plan], heads: dict[str, bytes]) -> int:
@@ -292,11 +342,44 @@ async def open_source(asked: hub.Source, revision: str, opts: Options, endpoint:
                                connect_timeout=opts.connect_timeout, read_timeout=opts.read_timeout)
 
 
+#: the small files the headers wait for; the others come while the headers are read
+_HEADER_FILES = ("config.json", "model.safetensors.index.json")
+
+
+async def files_and_headers(source: ByteSource, snapshot: hub.Snapshot, kinds: list[bool], connections: int
+                            ) -> tuple[dict[str, bytes], list[str], dict[str, list[SourceTensor]], dict[str, bytes]]:
+    """The small files (as ``small_files``), the shards, and their headers (as ``read_headers``).
+
+    The headers need config.json (a model hfstream does not convert is refused before any header is
+    read) and the index only: they are read while the other small files arrive (Llama 3's
+    tokenizer.json is 17 MB, a sixth of a second at 100 MB/s).
+    """
+    names = [n for n in settings.SMALL_FILES if n in snapshot.files]
+    rest = asyncio.ensure_future(_fetch_files(source, [n for n in names if n not in _HEADER_FILES]))
+    try:
+        files = _with_config(await _fetch_files(source, [n for n in names if n in _HEADER_FILES]), snapshot)
+        _check_families(load_config(files["config.json"]), kinds)
+        shards = weight_shards(snapshot, files)
+        headers, heads = await read_headers(source, snapshot, shards, files, connections)
+        files.update(await rest)
+    finally:
+        rest.cancel()  # (done already unless something failed first, which is the failure reported)
+        rest.add_done_callback(lambda t: t.cancelled() or t.exception())
+    return {n: files[n] for n in names if n in files}, shards, headers, heads
+
+
 async def small_files(source: ByteSource, snapshot: hub.Snapshot) -> dict[str, bytes]:
     """The small files of ``settings.SMALL_FILES`` the snapshot has, by name; config.json must be one."""
-    names = [n for n in settings.SMALL_FILES if n in snapshot.files]
+    return _with_config(await _fetch_files(source, [n for n in settings.SMALL_FILES if n in snapshot.files]), snapshot)
+
+
+async def _fetch_files(source: ByteSource, names: list[str]) -> dict[str, bytes]:
     blobs = await asyncio.gather(*(source.get(n) for n in names))
-    files = {n: b for n, b in zip(names, blobs) if b is not None}
+    return {n: b for n, b in zip(names, blobs) if b is not None}
+
+
+def _with_config(files: dict[str, bytes], snapshot: hub.Snapshot) -> dict[str, bytes]:
+    """``files``, which must hold config.json."""
     if "config.json" not in files:
         if "params.json" in snapshot.files:
             # Mistral's own layout (params.json, consolidated*.safetensors, tekken.json): the reference reads it

@@ -18,7 +18,7 @@ from gguf import GGMLQuantizationType as QT
 from . import errors, jsonfile, meta, quant
 from .arch import family_class, projector_class
 from .arch.base import TextFamily
-from .graph import Node, decode
+from .graph import Node, decode, same_array, same_graph
 from .hfconfig import as_written, load_config, normalize
 from .kv import KeyWriter, Metadata
 from .safetensors import SourceTensor
@@ -186,14 +186,17 @@ def draft_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[s
                shards: Sequence[str], outtype: str, bpe_pre: str | None = None,
                source: tuple[str, str] | None = None, quant_opts: quant.QuantOptions | None = None,
                split_max_tensors: int = 0, split_max_size: int = 0, projector: bool = False,
-               values: Mapping[SourceTensor, bytes | memoryview] | None = None) -> Plan:
+               values: Mapping[SourceTensor, bytes | memoryview] | None = None,
+               provisional: bool = False) -> Plan:
     """Every output tensor (name, shape, type, order: final) and all metadata but the vocabulary.
 
     ``files``: small repo files by name; ``headers``: parsed tensors per shard; ``shards``:
     shard order; ``source``: (repo id, commit sha) to record in our own keys; ``quant_opts``:
     type overrides and importance matrix of a llama-quantize mix (``quant.mixplan``); ``projector``:
     the vision projector (``mmproj-*.gguf``) of a multimodal repo instead of its text model; ``values``:
-    the bytes of the tensors ``value_sources`` names.
+    the bytes of the tensors ``value_sources`` names; ``provisional``: read config.json as written
+    whatever the family reads, so as not to wait for transformers: a plan to start fetching by, of
+    which only what the real plan confirms (``same_tensors``) may be kept.
     """
     config_blob = files.get("config.json")
     if config_blob is None:
@@ -202,7 +205,7 @@ def draft_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[s
     family_cls: type[TextFamily] = projector_class(config) if projector else family_class(config)
     _check_layer_count(config, headers)  # before transformers builds anything per layer
     # the reference reads config.json through transformers' AutoConfig: defaults and rope normalization
-    if family_cls.config_source == "config.json":
+    if family_cls.config_source == "config.json" or provisional:
         hparams = as_written(config_blob)
     else:
         hparams = normalize(config_blob, name_or_path=repo_name, model_types=family_cls.model_types)
@@ -298,6 +301,20 @@ def draft_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[s
                 arch=arch, split_max_tensors=split_max_tensors, split_max_size=split_max_size,
                 pending_vocab=lambda writer: family.add_vocab(writer, files, bpe_pre), after_vocab=after_vocab,
                 shares_vocab=not projector)
+
+
+def same_tensors(a: Plan, b: Plan) -> bool:
+    """Whether two plans write the same tensors, in the same order and types, computed alike from the
+    same source bytes (a provisional plan and the real one): units of one are units of the other."""
+    return len(a.tensors) == len(b.tensors) and all(
+        (x.name, x.qtype, x.shape, x.nbytes) == (y.name, y.qtype, y.shape, y.nbytes) and same_graph(x.node, y.node)
+        and _same_weights(x.weights, y.weights) for x, y in zip(a.tensors, b.tensors))
+
+
+def _same_weights(a: quant.Weights | None, b: quant.Weights | None) -> bool:
+    if a is None or b is None or a is b:
+        return a is b
+    return a.rows_per_mat == b.rows_per_mat and same_array(a.values, b.values)
 
 
 def _add(outputs: dict[str, tuple[quant.OutputTensor, Node]], family: TextFamily, name: str, node: Node,

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import time
 
 import pytest
 
 import hfstream
-from hfstream import cli, errors, pipeline
+from hfstream import cli, errors, hfconfig, pipeline, plan
 from hfstream.budget import Budget
 from hfstream.execute import Early
 from hfstream.settings import DEFAULT_MAX_MEMORY
@@ -176,3 +177,122 @@ def test_early_units_hold_at_most_their_share_of_the_budget(fresh_hub, tmp_path,
     assert result.peak_bytes_in_flight <= budget
     expected = golden(f"{REPO.split('/')[1]}.f16")
     assert diff_digests(comparable(expected), comparable(digest_gguf(result.path))) == []
+
+
+def _config_read_after_tensor_data(monkeypatch, hub) -> dict:
+    """Make transformers' reading of config.json (``plan.normalize``) answer only once tensor data has
+    been asked of the Hub, as when its import is slower than the headers; and make the pipeline see the
+    worker as not ready yet. Returns {"value": tensor reads seen when it answered}."""
+    seen: dict = {}
+    real = plan.normalize
+
+    def late(*args, **kwargs):
+        deadline = time.monotonic() + 20  # a guard against a hang, not a timing: the answer waits for an event
+        while time.monotonic() < deadline and not _tensor_reads(hub):
+            time.sleep(0.005)
+        seen["value"] = len(_tensor_reads(hub))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(hfconfig, "answers_now", lambda *a, **k: False)
+    monkeypatch.setattr(plan, "normalize", late)
+    return seen
+
+
+def test_tensor_data_streams_while_transformers_reads_the_config(fresh_hub, tmp_path, monkeypatch):
+    """Units start by a plan of config.json as written while transformers is still importing; the real
+    plan confirms it, so they are kept: the file is its golden and no range is asked twice."""
+    seen = _config_read_after_tensor_data(monkeypatch, fresh_hub)
+    result = hfstream.convert(REPO, outtype="q8_0,f16", outfile=f"{tmp_path}/")
+    assert seen.get("value", 0) >= 1, "no tensor data was fetched before transformers had read config.json"
+    for out in result.outputs:
+        expected = golden(f"{REPO.split('/')[1]}.{out.outtype.lower()}")
+        assert diff_digests(comparable(expected), comparable(digest_gguf(out.path))) == []
+    ranges = [(e["path"], e["range"]) for e in _tensor_reads(fresh_hub)]
+    assert len(ranges) == len(set(ranges))
+
+
+def test_early_units_the_real_plan_does_not_confirm_are_dropped(fresh_hub, tmp_path, monkeypatch):
+    """config.json as written gives other head counts than transformers does (here: made to), so the
+    provisional plan permutes q/k rows otherwise: its early units are dropped and fetched again by
+    the real plan, whose file is the golden."""
+    seen = _config_read_after_tensor_data(monkeypatch, fresh_hub)
+    real_as_written = plan.as_written
+
+    def other_heads(blob):
+        hparams = real_as_written(blob)
+        return {**hparams, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 32}
+
+    monkeypatch.setattr(plan, "as_written", other_heads)
+    result = hfstream.convert(REPO, outtype="q8_0", outfile=tmp_path / "out.gguf")
+    assert seen.get("value", 0) >= 1
+    expected = golden(f"{REPO.split('/')[1]}.q8_0")
+    assert diff_digests(comparable(expected), comparable(digest_gguf(result.path))) == []
+    ranges = [(e["path"], e["range"]) for e in _tensor_reads(fresh_hub)]
+    assert len(ranges) > len(set(ranges)), "the provisional plan's units were not fetched again"
+
+
+def test_no_provisional_plan_when_transformers_answers_at_once(fresh_hub, tmp_path, monkeypatch):
+    provisional = []
+    real = pipeline.draft_plan
+
+    def drafting(**kwargs):
+        provisional.append(kwargs.get("provisional", False))
+        return real(**kwargs)
+
+    monkeypatch.setattr(hfconfig, "answers_now", lambda *a, **k: True)
+    monkeypatch.setattr(pipeline, "draft_plan", drafting)
+    result = hfstream.convert(REPO, outtype="q8_0", outfile=tmp_path / "out.gguf")
+    assert provisional == [False]
+    expected = golden(f"{REPO.split('/')[1]}.q8_0")
+    assert diff_digests(comparable(expected), comparable(digest_gguf(result.path))) == []
+
+
+def test_a_provisional_plan_naming_another_file_gives_way_to_the_real_one(fresh_hub, tmp_path, monkeypatch):
+    """The output directory's default name comes from the real plan: nothing is left under the name the
+    provisional plan gave (no file, no .part, no lock), and the file is the golden."""
+    _config_read_after_tensor_data(monkeypatch, fresh_hub)
+    real = pipeline._draft_plans
+
+    def drafts(**kwargs):
+        plans = real(**kwargs)
+        if kwargs.get("provisional"):
+            plans = [dataclasses.replace(p, default_filename="provisional.gguf") for p in plans]
+        return plans
+
+    monkeypatch.setattr(pipeline, "_draft_plans", drafts)
+    result = hfstream.convert(REPO, outtype="q8_0", outfile=f"{tmp_path}/")
+    assert result.path.parent == tmp_path and result.path.name != "provisional.gguf"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [result.path.name]
+    expected = golden(f"{REPO.split('/')[1]}.q8_0")
+    assert diff_digests(comparable(expected), comparable(digest_gguf(result.path))) == []
+
+
+def test_headers_are_read_while_the_tokenizer_arrives(fresh_hub):
+    """The headers need config.json and the index only: tokenizer.json (17 MB for Llama 3) is still on
+    its way when they are asked for. Here it is held back until a header has been read; read one
+    after the other, the two would wait for each other for ever (the guard ends that as a failure)."""
+    from hfstream import hub as hf_hub
+    from hfstream.fetch import HubSource
+
+    async def run():
+        snap = hf_hub.resolve(REPO, "main", fresh_hub.endpoint, None)
+        header_read = asyncio.Event()
+
+        class TokenizerAfterAHeader(HubSource):
+            async def get(self, name, *args, **kwargs):
+                if name == "tokenizer.json":
+                    await header_read.wait()
+                return await super().get(name, *args, **kwargs)
+
+            async def read(self, file, start, *args, **kwargs):
+                data = await super().read(file, start, *args, **kwargs)
+                if file.endswith(".safetensors") and start == 0:
+                    header_read.set()
+                return data
+
+        async with TokenizerAfterAHeader(snap, None) as src:
+            return await asyncio.wait_for(pipeline.files_and_headers(src, snap, [False], 8), timeout=60)
+
+    files, shards, headers, _ = asyncio.run(run())
+    assert "tokenizer.json" in files and list(files) == [n for n in pipeline.settings.SMALL_FILES if n in files]
+    assert sorted(headers) == shards and all(headers[s] for s in shards)

@@ -15,6 +15,7 @@ from hfstream.graph import (
     PermuteCols,
     PermuteHeads,
     Reshape,
+    Scale,
     Select,
     SliceRows,
     SliceStackRows,
@@ -23,6 +24,7 @@ from hfstream.graph import (
     SwapLastAxes,
     Transpose,
     decode,
+    same_graph,
 )
 from hfstream.safetensors import SourceTensor
 
@@ -328,3 +330,18 @@ def test_softplus_is_log_one_plus_exp_correctly_rounded_and_x_above_twenty():
         # two roundings to float32, as torch: exp, then log1p of the rounded exp
         want = x if x > 20 else float(np.float32(math.log1p(float(np.float32(math.exp(x))))))
         assert y == want, x
+
+
+def test_same_graph_compares_structure_not_identity():
+    """Two plans built apart (a provisional one and the real one) make equal, distinct nodes."""
+    def build(n_head: int, factor: float, zero: float):
+        src = SourceTensor("m.safetensors", "w", "F16", (8, 4), 0, 64)
+        rope = Constant(np.array([1.0, zero], dtype=np.float32))
+        return Stack((PermuteHeads(Load(src), n_head), Load(src))), Scale(Load(src), factor), rope
+
+    a, b = build(2, 0.5, 0.0), build(2, 0.5, 0.0)
+    assert all(x is not y and same_graph(x, y) for x, y in zip(a, b))
+    assert not same_graph(build(4, 0.5, 0.0)[0], a[0])  # another head count: other rows
+    assert not same_graph(build(2, 0.25, 0.0)[1], a[1])
+    assert not same_graph(build(2, 0.5, -0.0)[2], a[2])  # equal as numbers, not bit for bit
+    assert not same_graph(Load(SourceTensor("m.safetensors", "w", "F16", (8, 4), 64, 128)), Load(a[0].parts[1].src))

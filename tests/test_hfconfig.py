@@ -304,3 +304,10 @@ def test_the_dtype_stand_in_knows_torch_s_dtype_names():
     names = {n for n in dir(torch) if isinstance(getattr(torch, n), torch.dtype)}
     assert set(TORCH_DTYPES) == names
     assert {n: str(getattr(torch, n)).split(".", 1)[1] for n in names} == TORCH_DTYPES
+
+
+def test_answers_now_once_the_worker_is_ready():
+    """The pipeline plans by config.json as written only while this says False: once transformers is
+    imported (or this config was read before) normalize answers without waiting."""
+    hfconfig.transformers_version()  # waits for the worker's import
+    assert hfconfig.answers_now(b'{"model_type": "llama"}')
