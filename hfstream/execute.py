@@ -246,12 +246,16 @@ class Early:
     #: of the budget. On the benchmark's throttled link a quarter gave wall/ideal 1.10 where a half gave
     #: 1.07-1.08; with a half the process tree's peak is 330-350 MiB (bench/README.md)
     SHARE = 0.5
+    #: with several outputs, which keep an encoding per output of every early batch (q8_0, q4_k_m and
+    #: q6_k: 1.22 bytes per source byte, q8_0 alone 0.53): a half ran out before the layouts, three
+    #: quarters did not (bench.multi 16.72-16.82 s against 16.35-16.56 s)
+    SHARE_SEVERAL = 0.75
 
     def __init__(self, outputs: Sequence[Sequence[PlannedTensor]], source: ByteSource, workers: Workers):
         """``outputs``: the planned tensors of each output of the run, in the order ``execute`` numbers them."""
         self._source = source
         self._workers = workers
-        self._share = Budget(int(workers.budget.limit * self.SHARE))
+        self._share = Budget(int(workers.budget.limit * (self.SHARE_SEVERAL if len(outputs) > 1 else self.SHARE)))
         #: (output, tensor name, r0, r1) -> the encoding of the batch holding that unit, and its index there
         self._tasks: dict[tuple, tuple[asyncio.Future[Encoded], int]] = {}
         self._keys: dict[asyncio.Future[Encoded], list[tuple]] = {}
