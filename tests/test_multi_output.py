@@ -166,3 +166,36 @@ def test_a_dry_run_plans_every_output(fresh_hub, tmp_path, capsys):
     text = capsys.readouterr().out
     assert text.count("would fetch") == 2 and "-F16.gguf" in text and "-Q4_K_M.gguf" in text
     assert list(tmp_path.iterdir()) == [] and _data_ranges(fresh_hub) == []
+
+
+def test_the_same_rows_of_several_outputs_are_evaluated_once(monkeypatch):
+    """Units of several outputs that read the same rows through equal graphs quantize one array: the
+    source rows are decoded (here: BF16, q/k-permuted) once per block, not once per output, and every
+    output's bytes are those of its unit encoded alone."""
+    import numpy as np
+    from gguf import GGMLQuantizationType as QT
+
+    from hfstream import graph, quant
+    from hfstream.plan import PlannedTensor
+    from hfstream.safetensors import SourceTensor
+    from hfstream.units import units_for
+
+    rows, cols = 64, 256
+    src = SourceTensor("m.safetensors", "q", "BF16", (rows, cols), 0, rows * cols * 2)
+    raw = (np.random.default_rng(3).standard_normal(rows * cols).astype(np.float32).view("<u4") >> 16
+           ).astype("<u2").tobytes()
+    tensors = [PlannedTensor("q", graph.PermuteHeads(graph.Load(src), 4), qt, (rows, cols), quant.nbytes(qt, (rows, cols)))
+               for qt in (QT.Q8_0, QT.Q4_K, QT.Q6_K)]  # three plans: equal graphs, distinct nodes
+    cut = [units_for(t, 0, 40_000, same_cut_for_any_type=True) for t in tensors]
+    assert len(cut[0]) > 1 and all(len(c) == len(cut[0]) for c in cut)
+    batch = [units[i] for i in range(len(cut[0])) for units in cut]  # each block's rows, output by output
+    data = {s: raw[s.start:s.end] for u in batch for s in u.spans}
+    alone = [execute._encode_all([u], data)[0].tobytes() for u in batch]
+
+    evaluated = []
+    real = graph.PermuteHeads.eval_rows
+    monkeypatch.setattr(graph.PermuteHeads, "eval_rows",
+                        lambda self, d, r0, r1: evaluated.append((r0, r1)) or real(self, d, r0, r1))
+    together = [b.tobytes() for b in execute._encode_all(batch, data)]
+    assert together == alone
+    assert evaluated == [(u.r0, u.r1) for u in cut[0]]
