@@ -248,7 +248,8 @@ class Early:
     SHARE = 0.5
     #: with several outputs, which keep an encoding per output of every early batch (q8_0, q4_k_m and
     #: q6_k: 1.22 bytes per source byte, q8_0 alone 0.53): a half ran out before the layouts, three
-    #: quarters did not (bench.multi 16.72-16.82 s against 16.35-16.56 s)
+    #: quarters did not (the throttled pass of bench.multi's three types alone, alternated: 16.72-16.82 s
+    #: against 16.35-16.56 s)
     SHARE_SEVERAL = 0.75
 
     def __init__(self, outputs: Sequence[Sequence[PlannedTensor]], source: ByteSource, workers: Workers):
@@ -284,7 +285,8 @@ class Early:
 
     async def _launch(self, todo: Iterable[list[Unit]]) -> None:
         for first in todo:
-            group = [(0, u) for u in first] + [p for u in first for p in self._partners.pop(_unit_key(0, u), ())]
+            # each unit beside its partners: the same rows are evaluated once for all outputs (``_encoded``)
+            group = [g for u in first for g in ((0, u), *self._partners.pop(_unit_key(0, u), ()))]
             batch = [u for _, u in group]
             cost = batch_cost(batch)
             share = await self._share.acquire(cost)  # never given back: the window ends with the layout

@@ -44,6 +44,10 @@ def call(what: str, fn: Callable[..., T], *args) -> T:
     return start(what, fn, *args).result()
 
 
+#: what Ctrl-C and ``kill`` send, held off across a fork (``start``)
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
 def start(what: str, fn: Callable[..., T], *args) -> Pending[T]:
     """``call``, but returning at once: the answer is taken with ``result()`` (or dropped with ``cancel()``)."""
     read_fd, write_fd = os.pipe()
@@ -64,9 +68,6 @@ def start(what: str, fn: Callable[..., T], *args) -> Pending[T]:
     signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     os.close(write_fd)
     return Pending(what, pid, read_fd)
-
-
-_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 class Pending(Generic[T]):

@@ -296,3 +296,18 @@ def test_headers_are_read_while_the_tokenizer_arrives(fresh_hub):
     files, shards, headers, _ = asyncio.run(run())
     assert "tokenizer.json" in files and list(files) == [n for n in pipeline.settings.SMALL_FILES if n in files]
     assert sorted(headers) == shards and all(headers[s] for s in shards)
+
+
+def test_the_rows_of_several_outputs_are_evaluated_once_early_or_not(fresh_hub, tmp_path, monkeypatch):
+    """Two outtypes in one run, started early: every block of source rows is decoded once, whichever
+    output quantizes it, in the early batches (small tensors, several to a batch) as in the rest."""
+    from hfstream import graph
+
+    loads: list[tuple] = []
+    real = graph.Load.eval_rows
+    monkeypatch.setattr(graph.Load, "eval_rows", lambda self, d, r0, r1: loads.append((self.src, r0, r1)) or
+                        real(self, d, r0, r1))
+    seen = _vocab_held_until(monkeypatch, tmp_path, lambda: len(_tensor_reads(fresh_hub)))
+    hfstream.convert(REPO, outtype="q8_0,q4_k_m", outfile=f"{tmp_path}/")
+    assert seen.get("value", 0) >= 1
+    assert loads and len(loads) == len(set(loads)), [x for x in loads if loads.count(x) > 1][:3]
