@@ -311,3 +311,38 @@ def test_the_rows_of_several_outputs_are_evaluated_once_early_or_not(fresh_hub, 
     hfstream.convert(REPO, outtype="q8_0,q4_k_m", outfile=f"{tmp_path}/")
     assert seen.get("value", 0) >= 1
     assert loads and len(loads) == len(set(loads)), [x for x in loads if loads.count(x) > 1][:3]
+
+
+def test_every_fixture_models_provisional_plan_is_the_real_one_or_none(fixture_root):
+    """What README says of the provisional plan, checked on every fixture model: drafted from
+    config.json as written it is the real plan tensor for tensor (its early units are kept), or none
+    can be made without transformers' defaults (the early start waits for them); it never differs,
+    which would fetch its early units twice."""
+    from fixtures.build import snapshot_dir
+    from hfstream.localdir import LocalSource, local_snapshot
+    from hfstream.plan import draft_plan, same_tensors
+
+    async def drafts(directory):
+        snap = local_snapshot(directory)
+        async with LocalSource(snap) as src:
+            files = await pipeline.small_files(src, snap)
+            shards = pipeline.weight_shards(snap, files)
+            headers, _ = await pipeline.read_headers(src, snap, shards)
+            values = await pipeline.read_values(src, files, headers)
+        common = dict(repo_name=snap.name, files=files, headers=headers, shards=shards, outtype="q8_0", values=values)
+        real = draft_plan(**common)
+        try:
+            return real, draft_plan(**common, provisional=True)
+        except Exception:  # noqa: BLE001 - as the pipeline: no provisional plan
+            return real, None
+
+    same, none, different = [], [], []
+    for repo in sorted(p for p in (fixture_root / "hfs-test").iterdir() if not p.name.startswith(".")):
+        try:
+            real, provisional = asyncio.run(drafts(snapshot_dir(repo, "main")))
+        except errors.HfstreamError:  # the repos made to be refused
+            continue
+        (none if provisional is None else same if same_tensors(provisional, real) else different).append(repo.name)
+    assert different == []
+    assert none == ["tiny-gemma4", "tiny-gemma4-vlm", "tiny-qwen3-next"]
+    assert len(same) == 86

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import random
 import subprocess
 import sys
@@ -311,3 +312,23 @@ def test_answers_now_once_the_worker_is_ready():
     imported (or this config was read before) normalize answers without waiting."""
     hfconfig.transformers_version()  # waits for the worker's import
     assert hfconfig.answers_now(b'{"model_type": "llama"}')
+
+
+def test_answers_now_is_false_while_the_worker_has_said_nothing():
+    """A worker still importing has written nothing on its pipe: False, without waiting. Once it has
+    written (here: it ended, and normalize would report that at once), True."""
+    worker = hfconfig._Worker()
+    assert not worker.answers_now(b"{}", "")  # not started
+    silent = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE)
+    try:
+        worker._proc, worker._pid_owner = silent, os.getpid()
+        assert not worker.answers_now(b"{}", "")
+        silent.stdin.close()  # it reads to the end and exits: its stdout ends
+        silent.wait(timeout=60)
+        assert worker.answers_now(b"{}", "")
+    finally:
+        worker._proc = None
+        if silent.poll() is None:
+            silent.kill()
+        silent.stdout.close()
