@@ -16,9 +16,9 @@ from hfstream.execute import Early
 from hfstream.settings import DEFAULT_MAX_MEMORY
 from hfstream.writer import journal_path, part_path
 
+from .conftest import golden
 from .goldens.digest import diff_digests, digest_gguf
 from .test_convert import comparable
-from .conftest import golden
 
 REPO = "hfs-test/tiny-llama-sharded"
 
@@ -329,7 +329,8 @@ def test_every_fixture_models_provisional_plan_is_the_real_one_or_none(fixture_r
             shards = pipeline.weight_shards(snap, files)
             headers, _ = await pipeline.read_headers(src, snap, shards)
             values = await pipeline.read_values(src, files, headers)
-        common = dict(repo_name=snap.name, files=files, headers=headers, shards=shards, outtype="q8_0", values=values)
+        common = {"repo_name": snap.name, "files": files, "headers": headers, "shards": shards, "outtype": "q8_0",
+                  "values": values}
         real = draft_plan(**common)
         try:
             return real, draft_plan(**common, provisional=True)
