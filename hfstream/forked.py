@@ -22,6 +22,7 @@ import os
 import pickle
 import signal
 import sys
+import threading
 from typing import Any, Callable, Generic, TypeVar
 
 from . import errors, interrupt, settings
@@ -78,32 +79,41 @@ class Pending(Generic[T]):
         self._pid = pid
         self._read_fd = read_fd
         self._outcome = outcome
+        # ``result`` may wait in one thread while ``cancel`` is called from another (the run stopped):
+        # one of them reads the pipe and reaps the child, and no signal goes to its pid once reaped
+        self._reading = threading.Lock()
+        self._reaping = threading.Lock()
 
     def result(self) -> T:
         """Wait for the child's answer: its value, or its exception raised here."""
-        if self._outcome is None:
-            try:
-                self._outcome = self._collect()
-            except BaseException as e:  # noqa: B036 - the child died: say so again if asked again
-                self._outcome = (False, e)
-                raise
+        with self._reading:
+            if self._outcome is None:
+                try:
+                    self._outcome = self._collect()
+                except BaseException as e:  # noqa: B036 - the child died: say so again if asked again
+                    self._outcome = (False, e)
+                    raise
         ok, value = self._outcome
         if not ok:
             raise value
         return value
 
     def cancel(self) -> None:
-        """Stop the child if it has not answered yet (no-op once ``result`` has it)."""
-        if self._pid > 0 and self._outcome is None:
-            try:
-                os.kill(self._pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            try:
-                self._collect()
-            except BaseException:  # noqa: B036 - killed on purpose: nothing to report
-                pass
-            self._outcome = (False, RuntimeError(f"{self._what}: cancelled"))
+        """Stop the child if it has not answered yet (no-op once ``result`` has it); a ``result`` waiting
+        in another thread then raises."""
+        with self._reaping:
+            if self._pid > 0:
+                try:
+                    os.kill(self._pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        with self._reading:  # a reader in another thread has its end of file now, and finishes first
+            if self._outcome is None:
+                try:
+                    self._collect()
+                except BaseException:  # noqa: B036 - killed on purpose: nothing to report
+                    pass
+                self._outcome = (False, RuntimeError(f"{self._what}: cancelled"))
 
     def _collect(self) -> tuple[bool, Any]:
         try:
@@ -111,10 +121,12 @@ class Pending(Generic[T]):
                 payload = pipe.read()
         finally:
             status: int | None
-            try:
-                _, status = os.waitpid(self._pid, 0)
-            except ChildProcessError:  # reaped by someone else's SIGCHLD handler: its status is gone
-                status = None
+            with self._reaping:
+                try:
+                    _, status = os.waitpid(self._pid, 0)
+                except ChildProcessError:  # reaped by someone else's SIGCHLD handler: its status is gone
+                    status = None
+                self._pid = -1
         answer = _answer(payload) if status is None or status == 0 else None  # 0: it wrote all it had
         if answer is None:
             if status is not None and os.WIFSIGNALED(status) and os.WTERMSIG(status) in (signal.SIGINT, signal.SIGTERM):

@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import threading
+import time
 
 import pytest
 
@@ -43,6 +44,14 @@ class _Unpicklable(Exception):
         # and a lock does not pickle at all: without it, tblib's reducer (which dask's distributed
         # installs for every exception class once imported, as test_mirror does) would pickle this one
         self.lock = threading.Lock()
+
+
+def _raised(call) -> BaseException | None:
+    try:
+        call()
+    except BaseException as e:  # noqa: B036 - what the call raised is the value
+        return e
+    return None
 
 
 def _open_fds() -> set[str]:
@@ -133,11 +142,33 @@ def test_a_started_child_answers_later_and_a_cancelled_one_is_gone():
     pending.cancel()  # answered already: nothing to stop
 
     sleeper = forked.start("sleeping", _sleep_forever)
+    pid = sleeper._pid
     sleeper.cancel()
     with pytest.raises(ChildProcessError):
-        os.waitpid(sleeper._pid, os.WNOHANG)  # killed and reaped
+        os.waitpid(pid, os.WNOHANG)  # killed and reaped
     with pytest.raises(RuntimeError, match="sleeping: cancelled"):
         sleeper.result()
+
+
+def test_a_child_cancelled_while_another_thread_waits_for_it_is_reaped_once():
+    """The run stopped while a thread waits for the child's answer: ``cancel`` kills the child, the waiting
+    thread gets an error, the child is reaped and its pipe closed once (no descriptor of someone else's)."""
+    before = _open_fds()
+    sleeper = forked.start("sleeping", _sleep_forever)
+    pid = sleeper._pid
+    outcome: dict = {}
+    waiting = threading.Thread(target=lambda: outcome.setdefault("error", _raised(sleeper.result)))
+    waiting.start()
+    deadline = time.monotonic() + 60  # a guard, not a timing: it waits for the thread to be reading
+    while not sleeper._reading.locked() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    sleeper.cancel()
+    waiting.join(60)
+    assert not waiting.is_alive()
+    assert isinstance(outcome["error"], errors.HelperDiedError) and "signal 9" in str(outcome["error"])
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    assert _open_fds() == before
 
 
 def test_when_fork_fails_the_work_is_done_here(monkeypatch):
