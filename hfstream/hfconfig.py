@@ -32,13 +32,15 @@ import select
 import subprocess
 import sys
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, NoReturn
+from typing import Any, Iterable, Iterator, Mapping, NoReturn
 
 from . import errors, jsonfile
 from .errors import NotReproducibleError
 
-__all__ = ["normalize", "as_written", "prepare", "answers_now", "load_config", "check_hparams", "NotReproducibleError", "transformers_version"]
+__all__ = ["normalize", "as_written", "prepare", "answers_now", "load_config", "check_hparams", "NotReproducibleError",
+           "transformers_version", "RecordedReads", "HparamReads"]
 
 _WORKER_SCRIPT = Path(__file__).with_name("_autoconfig.py")
 
@@ -118,6 +120,55 @@ def _load_hparams_renames(config: dict) -> dict:
     if "lfm" in config:
         config["text_config"] = config["lfm"]
     return config
+
+
+@dataclass
+class HparamReads:
+    """What was read of an hparams dict: each key asked for, as ``repr`` of its value then (None: it was
+    absent), and the whole key list if it was walked. Plain values: it comes back from a forked child."""
+
+    values: dict[str, str | None] = field(default_factory=dict)
+    keys: tuple[str, ...] | None = None
+
+    def agree(self, hparams: Mapping[str, Any]) -> bool:
+        """Whether ``hparams`` answer every read the same way: same keys present, with values of the same
+        ``repr`` (so of the same types: 1, 1.0 and True differ), and the same key list if it was walked."""
+        if self.keys is not None and tuple(hparams) != self.keys:
+            return False
+        return all((repr(hparams[key]) if key in hparams else None) == shown for key, shown in self.values.items())
+
+
+class RecordedReads(Mapping[str, Any]):
+    """A read-only view of hparams that notes every read (``reads``).
+
+    Code that reads its hparams only (a family's vocabulary) does the same with another dict that gives
+    the same answers (``HparamReads.agree``): a vocabulary built from config.json as written can be
+    kept once transformers' dict is in. Every way to read a mapping goes through ``__getitem__``,
+    ``__iter__`` or ``__len__`` here; a write raises, and so does anything a dict has and a mapping
+    has not (the vocabulary is then built again from the real hparams).
+    """
+
+    def __init__(self, hparams: Mapping[str, Any]):
+        self._hparams = hparams
+        self.reads = HparamReads()
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            value = self._hparams[key]
+        except KeyError:
+            self.reads.values.setdefault(key, None)
+            raise
+        if key not in self.reads.values:
+            self.reads.values[key] = repr(value)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        self.reads.keys = tuple(self._hparams)
+        return iter(self.reads.keys)
+
+    def __len__(self) -> int:
+        self.reads.keys = tuple(self._hparams)
+        return len(self.reads.keys)
 
 
 class _PlainUnpickler(pickle.Unpickler):

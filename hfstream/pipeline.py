@@ -9,7 +9,9 @@ The plan is drafted first without its vocabulary: tensors, types and order are t
 a forked child builds the vocabulary and the layout (a second of CPU on a big tokenizer, the link
 idle otherwise) the first units are already fetched and encoded (``execute.Early``). They wait in
 memory, within the budget, for the layout to give them offsets: every write is still a positional
-write into a file laid out in full.
+write into a file laid out in full. While transformers is still being imported, a provisional
+draft (config.json as written) starts both; the real drafts keep the units and the layout they would
+have made the same.
 """
 
 from __future__ import annotations
@@ -28,13 +30,13 @@ from . import errors, forked, hfconfig, hub, quant, settings, vocab
 from .arch import family_class, projector_class
 from .execute import Early, Target, Workers, execute
 from .fetch import HubSource
-from .hfconfig import load_config, prepare as prepare_config_reader
+from .hfconfig import HparamReads, RecordedReads, load_config, prepare as prepare_config_reader
 from .layout import Layout, PackedArrays, layout
 from .quant import options_from
 from .localdir import LocalSource, local_snapshot
 from .options import ConvertResult, Options, OutputResult, Progress
-from .plan import (Plan, build_vocab, draft_plan, index_name_check, same_tensors, value_sources, weight_files,
-                   with_vocab)
+from .plan import (Plan, build_vocab, draft_plan, index_name_check, same_but_vocabulary, same_tensors, value_sources,
+                   weight_files, with_vocab)
 from .safetensors import SourceTensor, read_header
 from .source import ByteSource, HeadCachedSource
 from .writer import OutputLock, check_destination, part_path
@@ -98,7 +100,12 @@ async def _convert(repo_id: str, opts: Options, resolved: Resolved | None = None
             elif not opts.dry_run:
                 for final in finals:  # refused before any tensor byte is fetched
                     check_destination(final, opts.force)
+            speculative = None
             if provisional is not None:
+                if early is not None:  # its vocabulary and header, built while transformers is read
+                    speculative = _start_layouts(provisional)
+                    if speculative is not None:
+                        held.callback(speculative.cancel)
                 plans = await asyncio.to_thread(drafts)  # the event loop goes on fetching meanwhile
                 real_finals = output_paths_of(opts.outfile, plans)
                 if real_finals != finals or not all(map(same_tensors, provisional, plans)):
@@ -113,11 +120,14 @@ async def _convert(repo_id: str, opts: Options, resolved: Resolved | None = None
                         for final in finals:
                             check_destination(final, opts.force)
                     report.progress.bytes_to_fetch = source.stats.bytes_fetched + _still_to_fetch(plans, heads)
-                del provisional
-            del files, headers, drafts
-            # The vocabulary and the header take a second of CPU on big tokenizers: a child process
-            # builds them while the first units are fetched and encoded here.
-            layouts = await asyncio.to_thread(_finish_plans, plans, elsewhere=early is not None)
+            layouts = None
+            if speculative is not None and provisional is not None:
+                layouts = await _layouts_if_alike(speculative, provisional, plans, early is not None)
+            del files, headers, drafts, provisional
+            if layouts is None:
+                # The vocabulary and the header take a second of CPU on big tokenizers: a child process
+                # builds them while the first units are fetched and encoded here.
+                layouts = await asyncio.to_thread(_finish_plans, plans, elsewhere=early is not None)
             if early is not None:
                 early.stop()
             targets = [Target(plan, lay, output_paths(final, lay)) for plan, lay, final in zip(plans, layouts, finals)]
@@ -279,6 +289,41 @@ def _finish_plans(drafts: list[Plan], *, elsewhere: bool) -> list[Layout]:
     lays = _vocab_and_layouts(drafts)
     _return_freed_memory()
     return lays
+
+
+def _start_layouts(provisional: list[Plan]) -> forked.Pending[tuple[list[Layout], list[HparamReads]]] | None:
+    """The layouts of the provisional drafts, started in a forked child: they are the real drafts' too
+    when these differ in nothing the layouts are made of (``_layouts_if_alike``). None where there is
+    no fork."""
+    if not forked.available():
+        return None
+    return forked.start("building the vocabulary and header", _layouts_and_reads, provisional)
+
+
+def _layouts_and_reads(drafts: list[Plan]) -> tuple[list[Layout], list[HparamReads]]:
+    layouts = _vocab_and_layouts(drafts)
+    return layouts, [d.hparams.reads if isinstance(d.hparams, RecordedReads) else HparamReads(keys=())
+                     for d in drafts]
+
+
+async def _layouts_if_alike(speculative: forked.Pending[tuple[list[Layout], list[HparamReads]]],
+                            provisional: list[Plan], plans: list[Plan], kept: bool) -> list[Layout] | None:
+    """The provisional drafts' layouts, if the real drafts would give the same: the same tensors, keys and
+    names (``same_but_vocabulary``), and hparams that answer what the vocabulary read of them the same
+    way (``HparamReads.agree``); None otherwise (the child is stopped) or if the child failed (the real
+    drafts then say why, if they fail too). ``kept``: the early units were kept."""
+    if not kept or not all(map(same_but_vocabulary, provisional, plans)):
+        speculative.cancel()
+        return None
+    try:
+        layouts, reads = await asyncio.to_thread(speculative.result)
+    except Exception:  # noqa: BLE001 - the real drafts' own build reports it, if it fails there too
+        return None
+    if not all(r.agree(plan.hparams) for r, plan in zip(reads, plans)):
+        return None
+    for plan in plans:
+        plan.pending_vocab = _built_in_a_child
+    return layouts
 
 
 def _vocab_and_layouts(drafts: list[Plan]) -> list[Layout]:

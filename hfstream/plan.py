@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
+from typing import Any
 
 import gguf
 import numpy as np
@@ -19,8 +20,8 @@ from . import errors, jsonfile, meta, quant
 from .arch import family_class, projector_class
 from .arch.base import TextFamily
 from .graph import Node, decode, same_array, same_graph
-from .hfconfig import as_written, load_config, normalize
-from .kv import KeyWriter, Metadata
+from .hfconfig import RecordedReads, as_written, load_config, normalize
+from .kv import KeyWriter, Metadata, same_entries
 from .safetensors import SourceTensor
 
 #: Keys of our own: where the bytes came from (the reference records neither).
@@ -61,6 +62,9 @@ class Plan:
     #: the vocabulary is the model's, whatever the outtype: drafts of one model share one (``with_vocab``);
     #: a projector has none
     shares_vocab: bool = True
+    #: the hparams the vocabulary is built from (its family's); a provisional draft's note what is read
+    #: (``hfconfig.RecordedReads``)
+    hparams: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def source_tensors(self) -> list[SourceTensor]:
@@ -294,13 +298,16 @@ def draft_plan(*, repo_name: str, files: Mapping[str, bytes], headers: Mapping[s
         planned.append(PlannedTensor(name=choice.name, node=node, qtype=choice.qtype, shape=shape,
                                      nbytes=quant.nbytes(choice.qtype, shape), weights=choice.weights))
 
+    if provisional:
+        # from here on only the vocabulary reads them: what it reads is checked against the real hparams
+        family.hparams = RecordedReads(family.hparams)  # type: ignore[assignment]
     size_label = md.size_label if family.size_label_in_filename else None
     filename = family.filename_prefix + gguf.naming_convention(md.name, md.basename, md.finetune, md.version,
                                                                size_label, out.label) + ".gguf"
     return Plan(tensors=planned, metadata=metadata, outtype=out, default_filename=filename, hf_arch=family.hf_arch,
                 arch=arch, split_max_tensors=split_max_tensors, split_max_size=split_max_size,
                 pending_vocab=lambda writer: family.add_vocab(writer, files, bpe_pre), after_vocab=after_vocab,
-                shares_vocab=not projector)
+                shares_vocab=not projector, hparams=family.hparams)
 
 
 def same_tensors(a: Plan, b: Plan) -> bool:
@@ -309,6 +316,15 @@ def same_tensors(a: Plan, b: Plan) -> bool:
     return len(a.tensors) == len(b.tensors) and all(
         (x.name, x.qtype, x.shape, x.nbytes) == (y.name, y.qtype, y.shape, y.nbytes) and same_graph(x.node, y.node)
         and _same_weights(x.weights, y.weights) for x, y in zip(a.tensors, b.tensors))
+
+
+def same_but_vocabulary(a: Plan, b: Plan) -> bool:
+    """Whether two drafts (a provisional one and the real one) lay out alike once given the same
+    vocabulary: the same tensors (``same_tensors``), keys, file name and split."""
+    return ((a.default_filename, a.arch, a.hf_arch, a.outtype, a.split_max_tensors, a.split_max_size, a.shares_vocab)
+            == (b.default_filename, b.arch, b.hf_arch, b.outtype, b.split_max_tensors, b.split_max_size, b.shares_vocab)
+            and same_entries(a.metadata, b.metadata) and same_entries(a.after_vocab, b.after_vocab)
+            and same_tensors(a, b))
 
 
 def _same_weights(a: quant.Weights | None, b: quant.Weights | None) -> bool:

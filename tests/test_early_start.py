@@ -267,6 +267,74 @@ def test_a_provisional_plan_naming_another_file_gives_way_to_the_real_one(fresh_
     assert diff_digests(comparable(expected), comparable(digest_gguf(result.path))) == []
 
 
+def _count_builds_here(monkeypatch) -> list:
+    """Calls of ``pipeline._finish_plans``: the vocabulary and header built from the real drafts (none
+    when those of the provisional drafts are kept)."""
+    calls: list = []
+    real = pipeline._finish_plans
+    monkeypatch.setattr(pipeline, "_finish_plans", lambda *a, **k: calls.append(1) or real(*a, **k))
+    return calls
+
+
+def _is_golden(result, repo: str = REPO) -> None:
+    for out in result.outputs:
+        expected = golden(f"{repo.split('/')[1]}.{out.outtype.lower()}")
+        assert diff_digests(comparable(expected), comparable(digest_gguf(out.path))) == []
+
+
+def test_the_vocabulary_built_while_transformers_reads_the_config_is_kept(fresh_hub, tmp_path, monkeypatch):
+    """The provisional drafts' vocabulary and header are built (in a child) while transformers is still
+    reading config.json; the real drafts differ in nothing they are made of, so they are the layouts:
+    nothing is built again, the files are the goldens, and no range is asked twice."""
+    seen = _config_read_after_tensor_data(monkeypatch, fresh_hub)
+    builds = _count_builds_here(monkeypatch)
+    result = hfstream.convert(REPO, outtype="q8_0,f16", outfile=f"{tmp_path}/")
+    assert seen.get("value", 0) >= 1
+    assert builds == []
+    _is_golden(result)
+    ranges = [(e["path"], e["range"]) for e in _tensor_reads(fresh_hub)]
+    assert len(ranges) == len(set(ranges))
+
+
+def test_a_vocabulary_the_real_hparams_would_build_otherwise_is_built_again(fresh_hub, tmp_path, monkeypatch):
+    """config.json as written gives the vocabulary a key transformers' dict lacks (here: made to; an spm
+    vocabulary is padded to it), and nothing else: the early units are kept, the vocabulary is built
+    again from the real hparams, and the file is the golden (kept, it would have 8 tokens more)."""
+    repo = "hfs-test/tiny-gemma"
+    _config_read_after_tensor_data(monkeypatch, fresh_hub)
+    builds = _count_builds_here(monkeypatch)
+    real_as_written = plan.as_written
+    monkeypatch.setattr(plan, "as_written", lambda blob: {**real_as_written(blob), "vocab_size_per_layer_input":
+                                                          real_as_written(blob)["vocab_size"] + 8})
+    result = hfstream.convert(repo, outtype="q8_0", outfile=f"{tmp_path}/")
+    assert builds == [1]
+    _is_golden(result, repo)
+    ranges = [(e["path"], e["range"]) for e in _tensor_reads(fresh_hub)]
+    assert len(ranges) == len(set(ranges)), "the early units were not kept"
+
+
+def test_the_provisional_layouts_give_way_when_the_keys_differ_or_their_build_fails(fresh_hub, tmp_path,
+                                                                                   monkeypatch):
+    """transformers' dict sets a key config.json lacks (rope_theta's default): the keys differ, so the
+    provisional vocabulary's child is stopped and the real drafts' built. And where that child fails,
+    the real drafts' build is the one that counts. The files are the goldens both times."""
+    _config_read_after_tensor_data(monkeypatch, fresh_hub)
+    builds = _count_builds_here(monkeypatch)
+    real_as_written = plan.as_written
+    monkeypatch.setattr(plan, "as_written", lambda blob: {k: v for k, v in real_as_written(blob).items()
+                                                          if k not in ("rope_theta", "rope_parameters")})
+    _is_golden(hfstream.convert(REPO, outtype="q8_0", outfile=tmp_path / "a.gguf"))
+    assert builds == [1]
+    monkeypatch.setattr(plan, "as_written", real_as_written)
+
+    def failing(drafts):
+        raise errors.InvalidConfigError("made to fail")
+
+    monkeypatch.setattr(pipeline, "_layouts_and_reads", failing)
+    _is_golden(hfstream.convert(REPO, outtype="q8_0", outfile=tmp_path / "b.gguf"))
+    assert builds == [1, 1]
+
+
 def test_headers_are_read_while_the_tokenizer_arrives(fresh_hub):
     """The headers need config.json and the index only: tokenizer.json (17 MB for Llama 3) is still on
     its way when they are asked for. Here it is held back until a header has been read; read one
@@ -347,3 +415,48 @@ def test_every_fixture_models_provisional_plan_is_the_real_one_or_none(fixture_r
     assert different == []
     assert none == ["tiny-gemma4", "tiny-gemma4-vlm", "tiny-qwen3-next"]
     assert len(same) == 86
+
+
+@pytest.mark.slow
+def test_every_fixture_models_speculative_layouts_are_kept_only_where_they_are_the_real_ones(fixture_root):
+    """The provisional drafts' vocabulary and header, built while transformers reads config.json, are
+    kept when the real drafts have the same tensors, keys and names and their hparams answer what the
+    vocabulary read the same way. Checked on every fixture model: where kept, they are byte for byte
+    what the real drafts lay out; and they are kept for most (the count README gives)."""
+    from fixtures.build import snapshot_dir
+    from hfstream.localdir import LocalSource, local_snapshot
+    from hfstream.plan import draft_plan, same_but_vocabulary
+
+    async def drafts(directory):
+        snap = local_snapshot(directory)
+        async with LocalSource(snap) as src:
+            files = await pipeline.small_files(src, snap)
+            shards = pipeline.weight_shards(snap, files)
+            headers, _ = await pipeline.read_headers(src, snap, shards)
+            values = await pipeline.read_values(src, files, headers)
+        common = {"repo_name": snap.name, "files": files, "headers": headers, "shards": shards, "outtype": "q8_0",
+                  "values": values}
+        try:
+            provisional = [draft_plan(**common, provisional=True)]
+        except Exception:  # noqa: BLE001 - as the pipeline: no provisional plan
+            provisional = None
+        return [draft_plan(**common)], provisional
+
+    kept, wrong = [], []
+    for repo in sorted(p for p in (fixture_root / "hfs-test").iterdir() if not p.name.startswith(".")):
+        try:
+            real, provisional = asyncio.run(drafts(snapshot_dir(repo, "main")))
+        except errors.HfstreamError:  # the repos made to be refused
+            continue
+        if provisional is None or not all(map(same_but_vocabulary, provisional, real)):
+            continue
+        try:
+            layouts, reads = pipeline._layouts_and_reads(provisional)
+        except errors.HfstreamError:  # the real drafts' build says why
+            continue
+        if all(r.agree(p.hparams) for r, p in zip(reads, real)):
+            kept.append(repo.name)
+            if [lay.files for lay in layouts] != [lay.files for lay in pipeline._vocab_and_layouts(real)]:
+                wrong.append(repo.name)
+    assert wrong == []
+    assert len(kept) == 64

@@ -332,3 +332,36 @@ def test_answers_now_is_false_while_the_worker_has_said_nothing():
         if silent.poll() is None:
             silent.kill()
         silent.stdout.close()
+
+
+def test_recorded_reads_note_every_way_a_mapping_is_read():
+    from hfstream.hfconfig import RecordedReads
+
+    hp = RecordedReads({"vocab_size": 32000, "rope": {"theta": 1e4}, "flag": True})
+    assert hp["vocab_size"] == 32000 and hp.get("absent") is None and "flag" in hp
+    assert hp.get("rope") == {"theta": 1e4}
+    assert hp.reads.values == {"vocab_size": "32000", "absent": None, "flag": "True", "rope": "{'theta': 10000.0}"}
+    assert hp.reads.keys is None
+    with pytest.raises(KeyError):
+        hp["missing"]
+    assert hp.reads.values["missing"] is None
+    assert dict(hp) == {"vocab_size": 32000, "rope": {"theta": 1e4}, "flag": True}  # walks the keys
+    assert hp.reads.keys == ("vocab_size", "rope", "flag")
+    with pytest.raises(TypeError):
+        hp["vocab_size"] = 1  # type: ignore[index]  # a view: a write is not something it can note
+
+
+def test_hparam_reads_agree_only_with_the_same_answers():
+    from hfstream.hfconfig import RecordedReads
+
+    hp = RecordedReads({"vocab_size": 32000, "eps": 1e-5})
+    hp.get("vocab_size"), hp.get("pad_token_id")
+    reads = hp.reads
+    assert reads.agree({"vocab_size": 32000, "eps": 2.0, "other": 1})  # what was not read may differ
+    assert not reads.agree({"vocab_size": 32001})
+    assert not reads.agree({"vocab_size": 32000.0})  # same number, other type: 1, 1.0 and True differ
+    assert not reads.agree({"vocab_size": 32000, "pad_token_id": None})  # read as absent, now present
+    assert not reads.agree({})
+    len(hp)  # the key list, read
+    assert hp.reads.agree({"vocab_size": 32000, "eps": 1e-5})
+    assert not hp.reads.agree({"eps": 1e-5, "vocab_size": 32000})  # the same keys, in another order

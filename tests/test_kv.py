@@ -59,3 +59,36 @@ def test_the_metadata_is_changed_only_through_its_methods():
     other.add("c", 5, GGUFValueType.UINT32)
     metadata.merge(other)  # as if other's adds were made here: c keeps its place
     assert metadata.values_by_key() == {"c": 5, "a": 4, "d": "x"}
+
+
+def test_same_entries_is_what_serializes_alike():
+    """Keys compare in order and by value type: what ``layout`` would write differently is different."""
+    import numpy as np
+
+    from hfstream.kv import same_entries
+
+    def md(*entries):
+        m = Metadata()
+        for key, value, vtype in entries:
+            m.add(key, value, vtype)
+        return m
+
+    base = [("a.count", 2, GGUFValueType.UINT32), ("a.eps", 1e-5, GGUFValueType.FLOAT32),
+            ("a.list", [1, 2], GGUFValueType.ARRAY), ("a.arr", np.arange(3, dtype=np.float32), GGUFValueType.ARRAY)]
+    assert same_entries(md(*base), md(*base))
+    assert same_entries(md(("x", float("nan"), GGUFValueType.FLOAT32)), md(("x", float("nan"), GGUFValueType.FLOAT32)))
+    differing = [
+        list(reversed(base)),  # order
+        [base[0], base[1], base[2]],  # a key fewer
+        [("a.count", 2, GGUFValueType.INT32), *base[1:]],  # value type
+        [("a.count", 2.0, GGUFValueType.UINT32), *base[1:]],  # Python type
+        [base[0], ("a.eps", -0.0, GGUFValueType.FLOAT32), *base[2:]],
+        [*base[:2], ("a.list", [1, 3], GGUFValueType.ARRAY), base[3]],
+        [*base[:3], ("a.arr", np.arange(3, dtype=np.float64), GGUFValueType.ARRAY)],  # dtype
+    ]
+    assert same_entries(md(base[0], ("a.eps", 0.0, GGUFValueType.FLOAT32)),
+                        md(base[0], ("a.eps", 0.0, GGUFValueType.FLOAT32)))
+    assert not same_entries(md(base[0], ("a.eps", 0.0, GGUFValueType.FLOAT32)),
+                            md(base[0], ("a.eps", -0.0, GGUFValueType.FLOAT32)))
+    for other in differing:
+        assert not same_entries(md(*base), md(*other)), other
