@@ -36,7 +36,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench.run import MB, MiB, SCENARIOS, base_env, describe_machine, measure  # noqa: E402
+from bench.run import MB, MiB, SCENARIOS, base_env, byte_compile_hfstream, describe_machine, measure  # noqa: E402
 from fixtures.at_scale import DEEPSEEK_V3_CONFIG, deepseek_v3_tensors  # noqa: E402
 from fixtures.build import commit_sha, json_bytes, readme_bytes, safetensors_header, shard_groups, tokenizer_files  # noqa: E402
 
@@ -150,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     from fixtures.hub import FixtureHub
 
+    byte_compile_hfstream()
     print(f"bench.fp8wide: {describe_machine()}", flush=True)
     repo, snapshot, needed = build(args.root, args.experts)
     print(f"model {repo}: {needed / MB:.0f} MB of safetensors", flush=True)

@@ -48,7 +48,8 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from bench.make_model import DEFAULT_ROOT, BuiltModel, build_model  # noqa: E402
-from bench.run import MB, SCENARIOS, base_env, find_llama_cpp_dir, measure, reference_missing, warm_hub  # noqa: E402
+from bench.run import (MB, SCENARIOS, base_env, byte_compile_hfstream, find_llama_cpp_dir, measure,  # noqa: E402
+                       reference_missing, warm_hub)
 from fixtures.hub import FixtureHub, Throttle  # noqa: E402
 
 DEFAULT_QUANTIZE = Path("/tmp/lq/bin/llama-quantize")
@@ -261,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work-dir", type=Path)
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
+    byte_compile_hfstream()
 
     scenario = SCENARIOS[args.scenario]
     tools = ["hfstream"]

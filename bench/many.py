@@ -34,7 +34,8 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from bench.make_model import _llama_config  # noqa: E402
-from bench.run import Run, base_env, describe_machine, find_llama_cpp_dir, measure, reference_missing  # noqa: E402
+from bench.run import (Run, base_env, byte_compile_hfstream, describe_machine, find_llama_cpp_dir,  # noqa: E402
+                       measure, reference_missing)
 from fixtures.build import decoder_tensors, json_bytes, tokenizer_files  # noqa: E402
 
 
@@ -120,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"reference: skipped, {why}", flush=True)
             llama_cpp_dir = None
     tools = ["hfstream"] + (["reference"] if llama_cpp_dir is not None else [])
+    byte_compile_hfstream()
     print(f"bench.many: {describe_machine()}", flush=True)
     work = Path(tempfile.mkdtemp(prefix="hfstream-many-", dir=args.work_dir))
     results: dict[tuple[int, str], Run] = {}

@@ -30,7 +30,8 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from bench.make_model import DEFAULT_ROOT, build_model  # noqa: E402
-from bench.run import MB, SCENARIOS, Run, base_env, describe_machine, measure, warm_hub  # noqa: E402
+from bench.run import (MB, SCENARIOS, Run, base_env, byte_compile_hfstream, describe_machine, measure,  # noqa: E402
+                       warm_hub)
 
 
 def convert(hub, repo: str, outtypes: str, throttled: bool, work: Path, name: str) -> tuple[Run, int, int]:
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     from fixtures.hub import FixtureHub
 
     types = [t.strip() for t in args.outtypes.split(",") if t.strip()]
+    byte_compile_hfstream()
     print(f"bench.multi: {describe_machine()}", flush=True)
     model = build_model("bench-quick" if args.quick else "bench-llama", args.root)
     cap = SCENARIOS["a"].throttle.total_rate
