@@ -33,7 +33,15 @@ from .options import Options, Progress
 from .plan import Plan, PlannedTensor
 from .quant import quantize
 from .source import ByteSource
-from .units import Unit, batch_cost, batches, iter_batches, unit_target, units_for
+from .units import (
+    Unit,
+    batch_cost,
+    batches,
+    decoded_cost,
+    iter_batches,
+    unit_target,
+    units_for,
+)
 from .writer import OutputFile
 
 #: what an early-started batch resolves to: its grant (shrunk to the encoded bytes) and those bytes
@@ -45,7 +53,8 @@ class Workers:
 
     def __init__(self, opts: Options):
         self.budget = Budget(opts.max_memory)
-        self.pool = ThreadPoolExecutor(max_workers=opts.threads or os.cpu_count() or 1, thread_name_prefix="hfstream")
+        self.threads = opts.threads or os.cpu_count() or 1
+        self.pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="hfstream")
         self.target = unit_target(opts.max_memory)
 
 
@@ -232,11 +241,14 @@ def _keep_partial(exc: BaseException) -> bool:
 class Early:
     """Units fetched and encoded while the vocabulary and the headers are being built.
 
-    The first units of the first output, in order, as long as they fit a share of the budget (fetched,
-    decoded and encoded bytes, as any unit counts them, and then the encoded result they keep): the rest
-    of the budget stays for the vocabulary's own peak (in the child process that builds it, or in a
-    thread where there is no fork), which is not in it. With several outputs (one run, several
-    outtypes) each batch is encoded for every output whose tensor of that name reads the same bytes,
+    The first units of the first output, in order, as long as they fit a share of the budget (fetched
+    and encoded bytes, and then the encoded result they keep): the rest of the budget stays for the
+    vocabulary's own peak (in the child process that builds it, or in a thread where there is no fork),
+    which is not in it, and for the arrays being decoded. Those exist only while a batch is computed,
+    one per thread at most: a reserve of the budget, held while early batches are computed, covers
+    them, instead of each batch counting one from before its fetch (which kept fetching waiting on the
+    encoders: the link at 60-75% until the layouts on the benchmark). With several outputs (one run,
+    several outtypes) each batch is encoded for every output whose tensor of that name reads the same bytes,
     from one fetch, as ``execute`` would. Each batch also holds its grant of the whole budget (shrunk to
     the encoded bytes once encoded) until ``execute`` claims its units and writes them at the offsets
     the layouts gave them. Nothing is written before the layouts. Units are cut as they are launched,
@@ -256,7 +268,14 @@ class Early:
         """``outputs``: the planned tensors of each output of the run, in the order ``execute`` numbers them."""
         self._source = source
         self._workers = workers
-        self._share = Budget(int(workers.budget.limit * (self.SHARE_SEVERAL if len(outputs) > 1 else self.SHARE)))
+        share = int(workers.budget.limit * (self.SHARE_SEVERAL if len(outputs) > 1 else self.SHARE))
+        self._share = Budget(share)
+        #: the decoded arrays of the batches being computed: a unit's is at most its target size, one per
+        #: thread; out of the budget the share leaves (held from the first launch until the last batch is
+        #: computed: ``_reserve``)
+        self._decoding = Budget(min(workers.threads * workers.target, workers.budget.limit - share))
+        self._reserve: Grant | None = None
+        self._computing = 0  # batches launched and not yet computed (or dropped)
         #: (output, tensor name, r0, r1) -> the encoding of the batch holding that unit, and its index there
         self._tasks: dict[tuple, tuple[asyncio.Future[Encoded], int]] = {}
         self._keys: dict[asyncio.Future[Encoded], list[tuple]] = {}
@@ -284,17 +303,20 @@ class Early:
                 yield u
 
     async def _launch(self, todo: Iterable[list[Unit]]) -> None:
+        self._reserve = await self._workers.budget.acquire(self._decoding.limit)
         for first in todo:
             # each unit beside its partners: the same rows are evaluated once for all outputs (``_encoded``)
             group = [g for u in first for g in ((0, u), *self._partners.pop(_unit_key(0, u), ()))]
             batch = [u for _, u in group]
-            cost = batch_cost(batch)
+            cost = batch_cost(batch) - decoded_cost(batch)
             share = await self._share.acquire(cost)  # never given back: the window ends with the layout
             grant = await self._workers.budget.acquire(cost)
             if self._stopped:
                 self._workers.budget.release(grant)
                 return
             task = asyncio.ensure_future(self._encode(batch, grant, share))
+            self._computing += 1
+            task.add_done_callback(self._computed)
             # an error surfaces where the unit is claimed; unclaimed (the run failed elsewhere) it is moot
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
             keys = [_unit_key(k, u) for k, u in group]
@@ -307,7 +329,11 @@ class Early:
         try:
             data = await _fetch_batch(batch, self._source, None)
             assert data is not None  # nothing is copied file to file without the output
-            blobs = await asyncio.get_running_loop().run_in_executor(self._workers.pool, _encode_all, batch, data)
+            decoding = await self._decoding.acquire(decoded_cost(batch))
+            try:
+                blobs = await asyncio.get_running_loop().run_in_executor(self._workers.pool, _encode_all, batch, data)
+            finally:
+                self._decoding.release(decoding)
             del data
             encoded = sum(u.nbytes for u in batch)
             self._share.shrink(share, encoded)
@@ -321,6 +347,17 @@ class Early:
         """Start no more units (those started go on)."""
         self._stopped = True
         self._launcher.cancel()
+        self._give_back_reserve()
+
+    def _computed(self, task: asyncio.Future) -> None:
+        self._computing -= 1
+        self._give_back_reserve()
+
+    def _give_back_reserve(self) -> None:
+        """The reserve for decoded arrays, once no batch will be computed any more."""
+        if self._stopped and self._computing == 0 and self._reserve is not None:
+            self._workers.budget.release(self._reserve)
+            self._reserve = None
 
     def claim(self, units: list[Unit], output_of: Callable[[Unit], int]
               ) -> tuple[list[tuple[asyncio.Future[Encoded], list[tuple[int, Unit]]]], list[Unit]]:

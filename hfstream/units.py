@@ -49,8 +49,12 @@ def batch_cost(batch: Sequence[Unit]) -> int:
     them all until the layout exists). Summing the units' own costs would count the source bytes and
     the decoded array once per output, and let a run of several outtypes keep a third as much in flight."""
     fetched = sum(s.nbytes for s in {s for u in batch for s in u.spans})
-    decoded = max(2 * 4 * (u.r1 - u.r0) * u.tensor.node.cols for u in batch)
-    return fetched + decoded + sum(u.nbytes for u in batch)
+    return fetched + decoded_cost(batch) + sum(u.nbytes for u in batch)
+
+
+def decoded_cost(batch: Sequence[Unit]) -> int:
+    """Of ``batch_cost``, what only exists while the batch is computed: one unit's decoded array."""
+    return max(2 * 4 * (u.r1 - u.r0) * u.tensor.node.cols for u in batch)
 
 
 def units_for(t: PlannedTensor, offset: int, target: int, file: int = 0, *, same_cut_for_any_type: bool = False) -> list[Unit]:

@@ -159,7 +159,8 @@ def test_budget_shrink_keeps_the_encoded_bytes():
 def test_early_units_hold_at_most_their_share_of_the_budget(fresh_hub, tmp_path, monkeypatch):
     """Before the layout, fetched-not-written bytes stay within half the budget (the vocabulary's
     own peak is outside the budget): a tiny budget, and a vocabulary that waits until no more
-    tensor data comes."""
+    tensor data comes. As f32 of an f32 checkpoint, a unit keeps as many bytes as it fetched, so
+    the bytes the Hub sent are the bytes held (as f16 it keeps half: twice the share may be fetched)."""
     budget = 256 * 1024
     quiet = {"seen": -1, "since": time.monotonic()}
 
@@ -172,9 +173,49 @@ def test_early_units_hold_at_most_their_share_of_the_budget(fresh_hub, tmp_path,
         return sum(e["bytes_sent"] for e in _tensor_reads(fresh_hub)) or None
 
     before_layout = _vocab_held_until(monkeypatch, tmp_path, fetching_stopped)
-    result = hfstream.convert(REPO, outtype="f16", outfile=tmp_path / "out.gguf", max_memory=budget)
+    result = hfstream.convert(REPO, outtype="f32", outfile=tmp_path / "out.gguf", max_memory=budget)
     assert 0 < before_layout.get("value", 0) <= budget * Early.SHARE
     assert result.peak_bytes_in_flight <= budget
+    expected = golden(f"{REPO.split('/')[1]}.f32")
+    assert diff_digests(comparable(expected), comparable(digest_gguf(result.path))) == []
+
+
+def test_before_the_layout_fetching_runs_ahead_of_the_encoders(fresh_hub, tmp_path, monkeypatch):
+    """An early batch holds its fetched bytes and its encoding, not the array it is decoded into: that
+    exists only while it is computed, and a reserve of the budget covers one per thread. So with the
+    encoders held, fetching goes on: here 6 batches and more, where counting each batch's array from
+    before its fetch let 4 into the share (9,216 fetched + 18,432 decoded + 4,608 encoded bytes each,
+    against 128 KiB), and the link waited on the encoders."""
+    from hfstream import execute
+
+    encoders = threading.Event()
+    fetched: list = []
+    real_encode, real_fetch = execute._encode_all, execute._fetch_batch
+
+    def held(batch, data):
+        encoders.wait(20)  # a guard: released once enough batches are fetched
+        return real_encode(batch, data)
+
+    async def counted(batch, source, outs):
+        data = await real_fetch(batch, source, outs)
+        fetched.append(len(batch))
+        return data
+
+    def enough():
+        if len(fetched) < 6:
+            return None
+        encoders.set()
+        return len(fetched)
+
+    monkeypatch.setattr(execute, "_encode_all", held)
+    monkeypatch.setattr(execute, "_fetch_batch", counted)
+    seen = _vocab_held_until(monkeypatch, tmp_path, enough)
+    try:
+        result = hfstream.convert(REPO, outtype="f16", outfile=tmp_path / "out.gguf", max_memory=256 * 1024)
+    finally:
+        encoders.set()
+    assert seen.get("value", 0) >= 6, "fetching waited for the encoders"
+    assert result.peak_bytes_in_flight <= 256 * 1024
     expected = golden(f"{REPO.split('/')[1]}.f16")
     assert diff_digests(comparable(expected), comparable(digest_gguf(result.path))) == []
 
