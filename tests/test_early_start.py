@@ -422,14 +422,12 @@ def test_the_rows_of_several_outputs_are_evaluated_once_early_or_not(fresh_hub, 
     assert loads and len(loads) == len(set(loads)), [x for x in loads if loads.count(x) > 1][:3]
 
 
-def test_every_fixture_models_provisional_plan_is_the_real_one_or_none(fixture_root):
-    """What README says of the provisional plan, checked on every fixture model: drafted from
-    config.json as written it is the real plan tensor for tensor (its early units are kept), or none
-    can be made without transformers' defaults (the early start waits for them); it never differs,
-    which would fetch its early units twice."""
+def _every_fixture_models_drafts(fixture_root, outtype: str = "q8_0"):
+    """(name, the real draft, the provisional draft or None) of every fixture model hfstream converts, as
+    the pipeline drafts them: None where config.json as written makes no plan."""
     from fixtures.build import snapshot_dir
     from hfstream.localdir import LocalSource, local_snapshot
-    from hfstream.plan import draft_plan, same_tensors
+    from hfstream.plan import draft_plan
 
     async def drafts(directory):
         snap = local_snapshot(directory)
@@ -438,7 +436,7 @@ def test_every_fixture_models_provisional_plan_is_the_real_one_or_none(fixture_r
             shards = pipeline.weight_shards(snap, files)
             headers, _ = await pipeline.read_headers(src, snap, shards)
             values = await pipeline.read_values(src, files, headers)
-        common = {"repo_name": snap.name, "files": files, "headers": headers, "shards": shards, "outtype": "q8_0",
+        common = {"repo_name": snap.name, "files": files, "headers": headers, "shards": shards, "outtype": outtype,
                   "values": values}
         real = draft_plan(**common)
         try:
@@ -446,13 +444,24 @@ def test_every_fixture_models_provisional_plan_is_the_real_one_or_none(fixture_r
         except Exception:  # noqa: BLE001 - as the pipeline: no provisional plan
             return real, None
 
-    same, none, different = [], [], []
     for repo in sorted(p for p in (fixture_root / "hfs-test").iterdir() if not p.name.startswith(".")):
         try:
             real, provisional = asyncio.run(drafts(snapshot_dir(repo, "main")))
         except errors.HfstreamError:  # the repos made to be refused
             continue
-        (none if provisional is None else same if same_tensors(provisional, real) else different).append(repo.name)
+        yield repo.name, real, provisional
+
+
+def test_every_fixture_models_provisional_plan_is_the_real_one_or_none(fixture_root):
+    """What README says of the provisional plan, checked on every fixture model: drafted from
+    config.json as written it is the real plan tensor for tensor (its early units are kept), or none
+    can be made without transformers' defaults (the early start waits for them); it never differs,
+    which would fetch its early units twice."""
+    from hfstream.plan import same_tensors
+
+    same, none, different = [], [], []
+    for name, real, provisional in _every_fixture_models_drafts(fixture_root):
+        (none if provisional is None else same if same_tensors(provisional, real) else different).append(name)
     assert different == []
     assert none == ["tiny-gemma4", "tiny-gemma4-vlm", "tiny-qwen3-next"]
     assert len(same) == 86
@@ -464,40 +473,19 @@ def test_every_fixture_models_speculative_layouts_are_kept_only_where_they_are_t
     kept when the real drafts have the same tensors, keys and names and their hparams answer what the
     vocabulary read the same way. Checked on every fixture model: where kept, they are byte for byte
     what the real drafts lay out; and they are kept for most (the count README gives)."""
-    from fixtures.build import snapshot_dir
-    from hfstream.localdir import LocalSource, local_snapshot
-    from hfstream.plan import draft_plan, same_but_vocabulary
-
-    async def drafts(directory):
-        snap = local_snapshot(directory)
-        async with LocalSource(snap) as src:
-            files = await pipeline.small_files(src, snap)
-            shards = pipeline.weight_shards(snap, files)
-            headers, _ = await pipeline.read_headers(src, snap, shards)
-            values = await pipeline.read_values(src, files, headers)
-        common = {"repo_name": snap.name, "files": files, "headers": headers, "shards": shards, "outtype": "q8_0",
-                  "values": values}
-        try:
-            provisional = [draft_plan(**common, provisional=True)]
-        except Exception:  # noqa: BLE001 - as the pipeline: no provisional plan
-            provisional = None
-        return [draft_plan(**common)], provisional
+    from hfstream.plan import same_but_vocabulary
 
     kept, wrong = [], []
-    for repo in sorted(p for p in (fixture_root / "hfs-test").iterdir() if not p.name.startswith(".")):
-        try:
-            real, provisional = asyncio.run(drafts(snapshot_dir(repo, "main")))
-        except errors.HfstreamError:  # the repos made to be refused
-            continue
-        if provisional is None or not all(map(same_but_vocabulary, provisional, real)):
+    for name, real, provisional in _every_fixture_models_drafts(fixture_root):
+        if provisional is None or not same_but_vocabulary(provisional, real):
             continue
         try:
-            layouts, reads = pipeline._layouts_and_reads(provisional)
+            layouts, reads = pipeline._layouts_and_reads([provisional])
         except errors.HfstreamError:  # the real drafts' build says why
             continue
-        if all(r.agree(p.hparams) for r, p in zip(reads, real)):
-            kept.append(repo.name)
-            if [lay.files for lay in layouts] != [lay.files for lay in pipeline._vocab_and_layouts(real)]:
-                wrong.append(repo.name)
+        if reads[0].agree(real.hparams):
+            kept.append(name)
+            if [lay.files for lay in layouts] != [lay.files for lay in pipeline._vocab_and_layouts([real])]:
+                wrong.append(name)
     assert wrong == []
     assert len(kept) == 64
