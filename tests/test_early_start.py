@@ -489,3 +489,63 @@ def test_every_fixture_models_speculative_layouts_are_kept_only_where_they_are_t
                 wrong.append(name)
     assert wrong == []
     assert len(kept) == 64
+
+
+def test_every_familys_vocabulary_reads_the_config_through_its_hparams_only():
+    """What keeps a provisional vocabulary honest: the check compares what ``add_vocab`` read of the
+    hparams, so ``add_vocab`` and every method and property it reaches may take nothing else from the
+    config: each ``self.<name>`` they read is the hparams, ``hf_arch`` (config.json's own, the same
+    both ways), a method or property (followed), or a class attribute no method sets on ``self``; and
+    ``self`` itself is handed to nothing."""
+    import ast
+    import inspect
+    import textwrap
+
+    from hfstream import arch
+
+    def tree(fn):
+        return ast.parse(textwrap.dedent(inspect.getsource(fn)))
+
+    def self_names(node, *, stores: bool):
+        kind = ast.Store if stores else ast.Load
+        return {n.attr for n in ast.walk(node) if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)
+                and n.value.id == "self" and isinstance(n.ctx, kind)}
+
+    families = {*arch._REGISTRY.values(), *arch._PROJECTORS.values()}
+    offending = []
+    for family in sorted(families, key=lambda c: c.__name__):
+        mine = [c for c in family.__mro__ if c.__module__.startswith("hfstream.arch")]
+        members = {name: value for c in reversed(mine) for name, value in vars(c).items()}
+        set_on_self = set().union(*(self_names(tree(v), stores=True) for c in mine for v in vars(c).values()
+                                    if inspect.isfunction(v)))
+        todo, seen = ["add_vocab"], set()
+        while todo:
+            name = todo.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            for c in mine:  # every definition along the chain (super() calls reach them)
+                value = vars(c).get(name)
+                fn = value.fget if isinstance(value, property) else value
+                if not inspect.isfunction(fn):
+                    continue
+                body = tree(fn)
+                # Base.method(self, ...): another definition along the chain, followed like the rest
+                explicit = [n.func.attr for n in ast.walk(body) if isinstance(n, ast.Call)
+                            and isinstance(n.func, ast.Attribute) and isinstance(n.func.value, ast.Name)
+                            and n.args and isinstance(n.args[0], ast.Name) and n.args[0].id == "self"
+                            and n.func.attr in members]
+                todo.extend(explicit)
+                bare = sum(isinstance(n, ast.Name) and n.id == "self" for n in ast.walk(body))
+                if bare > len(explicit) + sum(isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)
+                                              and n.value.id == "self" for n in ast.walk(body)):
+                    offending.append(f"{c.__name__}.{name} hands self on")  # to code this cannot follow
+                for read in self_names(body, stores=False):
+                    member = members.get(read)
+                    if read in ("hparams", "hf_arch"):
+                        continue
+                    if inspect.isfunction(member) or isinstance(member, property):
+                        todo.append(read)  # (a cached_property is not: its value may come from before)
+                    elif read not in members or read in set_on_self:
+                        offending.append(f"{family.__name__}.{name} reads self.{read}")
+    assert offending == []
