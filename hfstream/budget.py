@@ -31,9 +31,10 @@ class Budget:
         self.peak = 0
         self._waiters: deque[tuple[int, asyncio.Future]] = deque()
 
-    async def acquire(self, n: int) -> Grant:
-        """Wait until ``n`` bytes fit; returns the grant to pass to ``release``."""
-        gate = min(n, self.limit)
+    async def acquire(self, n: int, *, beside: int = 0) -> Grant:
+        """Wait until ``n`` bytes fit; returns the grant to pass to ``release``. ``beside``: a grant the
+        caller holds meanwhile (a reserve), beside which a unit larger than the rest runs alone."""
+        gate = min(n, max(1, self.limit - beside))
         if not self._waiters and self.used + gate <= self.limit:
             self._grant(gate, n)
             return gate, n

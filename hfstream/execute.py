@@ -310,7 +310,7 @@ class Early:
             batch = [u for _, u in group]
             cost = batch_cost(batch) - decoded_cost(batch)
             share = await self._share.acquire(cost)  # never given back: the window ends with the layout
-            grant = await self._workers.budget.acquire(cost)
+            grant = await self._workers.budget.acquire(cost, beside=self._decoding.limit)
             if self._stopped:
                 self._workers.budget.release(grant)
                 return

@@ -156,6 +156,46 @@ def test_budget_shrink_keeps_the_encoded_bytes():
     asyncio.run(run())
 
 
+def test_a_unit_larger_than_the_rest_runs_alone_beside_a_reserve():
+    async def run():
+        budget = Budget(100)
+        reserve = await budget.acquire(30)
+        big = await asyncio.wait_for(budget.acquire(500, beside=30), 5)  # counted as the 70 left
+        assert budget.used == 100 and budget.held == 530
+        waiter = asyncio.ensure_future(budget.acquire(1, beside=30))
+        await asyncio.sleep(0)
+        assert not waiter.done()
+        budget.release(big)
+        assert (await waiter) == (1, 1)
+        budget.release(reserve)
+
+    asyncio.run(run())
+
+
+def test_early_units_larger_than_the_budget_run_alone(fresh_hub, tmp_path, monkeypatch):
+    """A budget smaller than one row block: before the layout, such a block is fetched and computed on its
+    own beside the decode reserve (counted as what the reserve leaves), not waited for until the layout."""
+    from hfstream import execute
+    from hfstream.units import batch_cost
+
+    budget = 2048
+    larger: list = []
+    real = execute.Early._encode
+
+    async def noted(self, batch, grant, share):
+        encoded = await real(self, batch, grant, share)
+        if batch_cost(batch) > budget:
+            larger.append(len(batch))
+        return encoded
+
+    monkeypatch.setattr(execute.Early, "_encode", noted)
+    seen = _vocab_held_until(monkeypatch, tmp_path, lambda: len(larger))
+    result = hfstream.convert(REPO, outtype="f16", outfile=tmp_path / "out.gguf", max_memory=budget)
+    assert seen.get("value", 0) >= 1, "no block larger than the budget was computed before the layout"
+    expected = golden(f"{REPO.split('/')[1]}.f16")
+    assert diff_digests(comparable(expected), comparable(digest_gguf(result.path))) == []
+
+
 def test_early_units_hold_at_most_their_share_of_the_budget(fresh_hub, tmp_path, monkeypatch):
     """Before the layout, fetched-not-written bytes stay within half the budget (the vocabulary's
     own peak is outside the budget): a tiny budget, and a vocabulary that waits until no more
