@@ -24,6 +24,8 @@ import gguf
 import numpy as np
 from gguf import GGUFValueType
 
+from .graph import same_array
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -87,7 +89,7 @@ def _same_value(a: Any, b: Any) -> bool:
     if type(a) is not type(b):
         return False
     if isinstance(a, (np.ndarray, np.generic)):
-        return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+        return same_array(np.asarray(a), np.asarray(b))
     if isinstance(a, (list, tuple)):
         return len(a) == len(b) and all(map(_same_value, a, b))
     if isinstance(a, float):

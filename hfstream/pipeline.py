@@ -35,7 +35,7 @@ from .layout import Layout, PackedArrays, layout
 from .quant import options_from
 from .localdir import LocalSource, local_snapshot
 from .options import ConvertResult, Options, OutputResult, Progress
-from .plan import (Plan, build_vocab, draft_plan, index_name_check, same_but_vocabulary, same_tensors, value_sources,
+from .plan import (Plan, build_vocab, draft_plan, index_name_check, same_keys_and_names, same_tensors, value_sources,
                    weight_files, with_vocab)
 from .safetensors import SourceTensor, read_header
 from .source import ByteSource, HeadCachedSource
@@ -301,18 +301,23 @@ def _start_layouts(provisional: list[Plan]) -> forked.Pending[tuple[list[Layout]
 
 
 def _layouts_and_reads(drafts: list[Plan]) -> tuple[list[Layout], list[HparamReads]]:
+    """The layouts of provisional drafts, and what their vocabulary read of each one's hparams."""
     layouts = _vocab_and_layouts(drafts)
-    return layouts, [d.hparams.reads if isinstance(d.hparams, RecordedReads) else HparamReads(keys=())
-                     for d in drafts]
+    reads = []
+    for d in drafts:
+        assert isinstance(d.hparams, RecordedReads)  # a provisional draft's (``draft_plan``)
+        reads.append(d.hparams.reads)
+    return layouts, reads
 
 
 async def _layouts_if_alike(speculative: forked.Pending[tuple[list[Layout], list[HparamReads]]],
                             provisional: list[Plan], plans: list[Plan], kept: bool) -> list[Layout] | None:
-    """The provisional drafts' layouts, if the real drafts would give the same: the same tensors, keys and
-    names (``same_but_vocabulary``), and hparams that answer what the vocabulary read of them the same
-    way (``HparamReads.agree``); None otherwise (the child is stopped) or if the child failed (the real
-    drafts then say why, if they fail too). ``kept``: the early units were kept."""
-    if not kept or not all(map(same_but_vocabulary, provisional, plans)):
+    """The provisional drafts' layouts, if the real drafts would give the same: the same tensors (``kept``:
+    the early units were kept, which the caller does only then), keys and names (``same_keys_and_names``),
+    and hparams that answer what the vocabulary read of them the same way (``HparamReads.agree``); None
+    otherwise (the child is stopped) or if the child failed (the real drafts then say why, if they fail
+    too)."""
+    if not kept or not all(map(same_keys_and_names, provisional, plans)):
         speculative.cancel()
         return None
     try:

@@ -318,13 +318,12 @@ def same_tensors(a: Plan, b: Plan) -> bool:
         and _same_weights(x.weights, y.weights) for x, y in zip(a.tensors, b.tensors))
 
 
-def same_but_vocabulary(a: Plan, b: Plan) -> bool:
-    """Whether two drafts (a provisional one and the real one) lay out alike once given the same
-    vocabulary: the same tensors (``same_tensors``), keys, file name and split."""
+def same_keys_and_names(a: Plan, b: Plan) -> bool:
+    """Whether two drafts (a provisional one and the real one) have the same keys but the vocabulary's,
+    file name and split: with the same tensors (``same_tensors``) and vocabulary, they lay out alike."""
     return ((a.default_filename, a.arch, a.hf_arch, a.outtype, a.split_max_tensors, a.split_max_size, a.shares_vocab)
             == (b.default_filename, b.arch, b.hf_arch, b.outtype, b.split_max_tensors, b.split_max_size, b.shares_vocab)
-            and same_entries(a.metadata, b.metadata) and same_entries(a.after_vocab, b.after_vocab)
-            and same_tensors(a, b))
+            and same_entries(a.metadata, b.metadata) and same_entries(a.after_vocab, b.after_vocab))
 
 
 def _same_weights(a: quant.Weights | None, b: quant.Weights | None) -> bool:
