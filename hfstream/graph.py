@@ -151,7 +151,7 @@ def same_graph(a: Node, b: Node) -> bool:
     if a is b:
         return True
     node: Any = a  # every concrete node is a dataclass
-    return type(a) is type(b) and all(_same_field(getattr(a, f.name), getattr(b, f.name)) for f in fields(node))
+    return type(a) is type(b) and all(same_value(getattr(a, f.name), getattr(b, f.name)) for f in fields(node))
 
 
 def same_array(a: np.ndarray, b: np.ndarray) -> bool:
@@ -159,14 +159,20 @@ def same_array(a: np.ndarray, b: np.ndarray) -> bool:
     return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
 
 
-def _same_field(a: Any, b: Any) -> bool:
+def same_value(a: Any, b: Any) -> bool:
+    """Equal as they would be written or computed with: the same types, arrays and floats bit for bit
+    (-0.0 is not 0.0, NaN is NaN), sequences item by item, nodes by ``same_graph``."""
+    if type(a) is not type(b):
+        return False
     if isinstance(a, Node):
-        return isinstance(b, Node) and same_graph(a, b)
-    if isinstance(a, np.ndarray):
-        return isinstance(b, np.ndarray) and same_array(a, b)
+        return same_graph(a, b)
+    if isinstance(a, (np.ndarray, np.generic)):
+        return same_array(np.asarray(a), np.asarray(b))
     if isinstance(a, (tuple, list)):
-        return type(a) is type(b) and len(a) == len(b) and all(_same_field(x, y) for x, y in zip(a, b))
-    return type(a) is type(b) and a == b
+        return len(a) == len(b) and all(map(same_value, a, b))
+    if isinstance(a, float):
+        return a.hex() == b.hex()
+    return bool(a == b)
 
 
 def decode(src: SourceTensor, raw: bytes | memoryview, shape: tuple[int, ...] | None = None) -> np.ndarray:

@@ -21,10 +21,9 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
 import gguf
-import numpy as np
 from gguf import GGUFValueType
 
-from .graph import same_array
+from .graph import same_value
 
 
 @dataclass(frozen=True)
@@ -81,20 +80,8 @@ def same_entries(a: Mapping[str, Entry], b: Mapping[str, Entry]) -> bool:
     """Whether two sets of keys are the same, in the same order, with values of the same types: they
     serialize to the same bytes."""
     return list(a) == list(b) and all(
-        (x.type, x.sub_type) == (y.type, y.sub_type) and _same_value(x.value, y.value)
+        (x.type, x.sub_type) == (y.type, y.sub_type) and same_value(x.value, y.value)
         for x, y in zip(a.values(), b.values()))
-
-
-def _same_value(a: Any, b: Any) -> bool:
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, (np.ndarray, np.generic)):
-        return same_array(np.asarray(a), np.asarray(b))
-    if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(map(_same_value, a, b))
-    if isinstance(a, float):
-        return a.hex() == b.hex()  # -0.0 is not 0.0 in the file; NaN is NaN
-    return bool(a == b)
 
 
 class KeyWriter(gguf.GGUFWriter):

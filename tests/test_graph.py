@@ -344,4 +344,5 @@ def test_same_graph_compares_structure_not_identity():
     assert not same_graph(build(4, 0.5, 0.0)[0], a[0])  # another head count: other rows
     assert not same_graph(build(2, 0.25, 0.0)[1], a[1])
     assert not same_graph(build(2, 0.5, -0.0)[2], a[2])  # equal as numbers, not bit for bit
+    assert not same_graph(build(2, -0.0, 0.0)[1], build(2, 0.0, 0.0)[1])  # a scale too
     assert not same_graph(Load(SourceTensor("m.safetensors", "w", "F16", (8, 4), 64, 128)), Load(a[0].parts[1].src))
